@@ -1,0 +1,282 @@
+"""The ``aisoar`` command: up, serve, fire, validate, actions, incidents, report, sandbox."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from aisoar.config import Settings, get_settings, reset_settings, sandbox_env_file
+from aisoar.prefect_server import QUIET_ENV
+
+BANNER = """
+  ┌────────────────────────────────────────────────────────────────────┐
+  │  SANDBOX: {names:<57}│
+  │  run on local stand-ins. Nothing real is blocked, paged or filed.  │
+  │  Configure AISOAR_* settings (see README) to use real systems.     │
+  └────────────────────────────────────────────────────────────────────┘
+"""
+
+
+def _quiet() -> None:
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def _write_env_file(path: Path, values: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("# written by `aisoar up`: sandbox stand-ins and local secrets; safe to delete\n")
+        for key, value in sorted(values.items()):
+            handle.write(f"{key}={value}\n")
+
+
+def _unconfigured(settings: Settings) -> tuple[str, ...]:
+    missing = []
+    if not (settings.litellm_url and settings.litellm_master_key):
+        missing.append("litellm")
+    if not (settings.openai_admin_url and settings.openai_admin_key):
+        missing.append("openai")
+    if not (settings.slack_token and settings.slack_channel):
+        missing.append("slack")
+    if not (settings.jira_url and settings.jira_user and settings.jira_token and settings.jira_project):
+        missing.append("jira")
+    return tuple(missing)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Prefect server (SQLite, UI) + sandbox stand-ins for what is not configured + ingress + runtime."""
+    _quiet()
+    from aisoar.prefect_server import PrefectServer
+
+    sandbox_file = sandbox_env_file()
+    sandbox_file.unlink(missing_ok=True)  # stand-ins are new each time; real settings win
+    reset_settings()
+    settings = get_settings()
+    server = PrefectServer(settings.data_dir / "prefect", port=args.prefect_port)
+    print(f"starting the Prefect server on {server.url} (data in {server.home}) ...", flush=True)
+    server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+
+    sandbox = None
+    generated: dict[str, str] = {"AISOAR_PREFECT_UI_URL": server.url}
+    if "generic" not in settings.webhook_secrets:
+        generated["AISOAR_WEBHOOK_SECRETS__generic"] = secrets.token_urlsafe(32)
+    missing = _unconfigured(settings)
+    if missing and not args.no_sandbox:
+        from aisoar.sandbox.stack import Sandbox
+
+        sandbox = Sandbox.create()
+        sandbox.seed_demo()
+        generated |= sandbox.start(missing)
+        generated["AISOAR_SANDBOX"] = "true"
+    _write_env_file(sandbox_file, generated)
+    os.environ.update(generated)
+    reset_settings()
+    settings = get_settings()
+    if sandbox is not None:
+        print(BANNER.format(names=", ".join(missing)), flush=True)
+    try:
+        return _serve(settings, announce=f"Prefect UI: {server.url}")
+    finally:
+        if sandbox is not None:
+            sandbox.stop()
+        server.stop()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Ingress + runtime against the Prefect server in PREFECT_API_URL (production, several replicas)."""
+    _quiet()
+    if not os.environ.get("PREFECT_API_URL"):
+        print("error: set PREFECT_API_URL to the Prefect server's API, e.g. http://127.0.0.1:4200/api", file=sys.stderr)
+        return 2
+    return _serve(get_settings(), announce=f"Prefect API: {os.environ['PREFECT_API_URL']}")
+
+
+def _serve(settings: Settings, announce: str) -> int:
+    import uvicorn
+
+    from aisoar.ingress.app import create_app
+    from aisoar.ingress.dispatch import Dispatcher
+    from flows.runtime import PlaybookRuntime
+    from flows.services import build_services
+
+    svc = build_services(settings)
+    runtime = PlaybookRuntime(svc)
+    runtime.start()
+    dispatcher = Dispatcher(
+        svc.store, list(svc.specs.values()), runtime, timedelta(seconds=settings.dedup_window_seconds)
+    )
+    app = create_app(settings, svc.store, dispatcher)
+    print(
+        f"aisoar is up. {announce}\n"
+        f"  ingress:   http://{settings.ingress_host}:{settings.ingress_port}/webhooks/<source>\n"
+        f"  playbooks: {', '.join(sorted(svc.specs))}\n"
+        f"  data:      {settings.data_dir}\n"
+        "  Ctrl-C stops everything.",
+        flush=True,
+    )
+    try:
+        uvicorn.run(app, host=settings.ingress_host, port=settings.ingress_port, log_level="warning")
+    finally:
+        runtime.stop()
+    return 0
+
+
+def cmd_fire(args: argparse.Namespace) -> int:
+    """Sign an alert file and post it to the ingress."""
+    from aisoar.ingress.auth import signed_headers
+
+    settings = get_settings()
+    secret = settings.webhook_secrets.get(args.source)
+    if secret is None:
+        print(f"error: no webhook secret for source '{args.source}'; set AISOAR_WEBHOOK_SECRETS__{args.source} "
+              "(`make up` writes one for 'generic')", file=sys.stderr)
+        return 2
+    body = Path(args.file).read_bytes()
+    base = args.url or f"http://{settings.ingress_host}:{settings.ingress_port}"
+    try:
+        response = httpx.post(f"{base}/webhooks/{args.source}", content=body,
+                              headers=signed_headers(secret.get_secret_value(), body), timeout=10)
+    except httpx.HTTPError as exc:
+        print(f"error: could not reach the ingress at {base} ({type(exc).__name__}); is `make up` running?",
+              file=sys.stderr)
+        return 1
+    print(f"{response.status_code} {json.dumps(response.json())}")
+    if response.status_code not in (200, 202):
+        return 1
+    alert_id = response.json()["alert_id"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{base}/alerts/{alert_id}", timeout=5).json()
+        if status.get("status") == "dispatched":
+            print(f"incident {status['incident_id']}")
+            for playbook, run_id in status.get("flow_runs", {}).items():
+                print(f"playbook {playbook}: {settings.prefect_ui_url.rstrip('/')}/runs/flow-run/{run_id}")
+            return 0
+        time.sleep(0.2)
+    print("the alert is accepted and waits in the inbox; dispatch has not finished yet")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from aisoar.specs import SpecError, load_specs
+    from tasks import catalog
+
+    directory = Path(args.directory) if args.directory else get_settings().specs_dir
+    try:
+        loaded = load_specs(directory, catalog())
+    except SpecError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) in {directory}", file=sys.stderr)
+        return 1
+    for item in loaded:
+        print(f"ok  {item.path.name}: {item.spec.name} ({len(item.spec.steps)} steps)")
+    return 0
+
+
+def cmd_actions(args: argparse.Namespace) -> int:
+    from tasks import REGISTRY
+
+    for name, action in sorted(REGISTRY.items()):
+        info = action.info
+        extras = [f"inverse {info.inverse}"] if info.inverse else []
+        extras += ["probe"] if info.has_probe else []
+        extras += ["evidence"] if info.collects_evidence else []
+        print(f"{name:32} {info.effect.value:12} {'; '.join(extras):40} {info.summary}")
+    return 0
+
+
+def _store() -> Any:
+    from aisoar.store import Store
+
+    return Store(get_settings().store_url)
+
+
+def cmd_incidents(args: argparse.Namespace) -> int:
+    for incident in _store().list_incidents(limit=args.limit):
+        print(f"{incident.id}  {incident.status.value:9} {incident.severity.value:8} {incident.title[:80]!r}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from aisoar.report import incident_report
+
+    store = _store()
+    try:
+        incident = store.get_incident(args.incident)
+    except KeyError:
+        print(f"error: no incident {args.incident}; `aisoar incidents` lists them", file=sys.stderr)
+        return 1
+    print(incident_report(incident, store.evidence_for(incident.id), store.approvals_for(incident.id), None))
+    return 0
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    """Show what the sandbox stand-ins received (Slack messages, Jira issues)."""
+    settings = get_settings()
+    if not settings.sandbox:
+        print("no sandbox is running (start one with `make up`)", file=sys.stderr)
+        return 1
+    if settings.slack_base_url:
+        base = settings.slack_base_url.rstrip("/").removesuffix("/api")
+        for message in httpx.get(f"{base}/_sandbox/messages", timeout=5).json():
+            print(f"slack #{settings.slack_channel} ts={message['ts']}: {message['text']}")
+    if settings.jira_url:
+        for issue in httpx.get(f"{settings.jira_url.rstrip('/')}/_sandbox/issues", timeout=5).json():
+            print(f"jira {issue['key']}: {issue['fields']['summary']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aisoar", description="SOAR for incidents in AI systems, on Prefect")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run everything locally: Prefect server + UI, ingress, runtime, sandbox")
+    up.add_argument("--prefect-port", type=int, default=4200)
+    up.add_argument("--no-sandbox", action="store_true", help="do not start stand-ins for unconfigured systems")
+    up.set_defaults(func=cmd_up)
+
+    sub.add_parser("serve", help="ingress + runtime against PREFECT_API_URL").set_defaults(func=cmd_serve)
+
+    fire = sub.add_parser("fire", help="sign an alert file and post it to the ingress")
+    fire.add_argument("file")
+    fire.add_argument("--source", default="generic")
+    fire.add_argument("--url", help="ingress base URL (default from settings)")
+    fire.set_defaults(func=cmd_fire)
+
+    validate = sub.add_parser("validate", help="check every playbook spec statically")
+    validate.add_argument("directory", nargs="?")
+    validate.set_defaults(func=cmd_validate)
+
+    sub.add_parser("actions", help="list the action registry").set_defaults(func=cmd_actions)
+    incidents = sub.add_parser("incidents", help="list recent incidents")
+    incidents.add_argument("--limit", type=int, default=20)
+    incidents.set_defaults(func=cmd_incidents)
+    report = sub.add_parser("report", help="print an incident's report")
+    report.add_argument("incident")
+    report.set_defaults(func=cmd_report)
+    sub.add_parser("sandbox", help="show what the sandbox stand-ins received").set_defaults(func=cmd_sandbox)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

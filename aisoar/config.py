@@ -1,0 +1,102 @@
+"""Configuration: environment variables (prefix ``AISOAR_``) and ``.env`` files.
+
+Every external system is optional. A connector whose settings are missing makes its
+steps end as "skipped: not configured"; ``aisoar up`` fills the gaps with local sandbox
+stand-ins and says so.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("AISOAR_DATA_DIR", str(Path.home() / ".aisoar"))).expanduser()
+
+
+def sandbox_env_file() -> Path:
+    """Settings written by ``aisoar up`` for the sandbox stand-ins it started."""
+    return default_data_dir() / "sandbox.env"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AISOAR_",
+        env_file=(".env",),
+        env_file_encoding="utf-8",
+        extra="ignore",
+        env_nested_delimiter="__",
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the aisoar store; default: SQLite in the data dir"
+    )
+    specs_dir: Path = Field(default=PROJECT_ROOT / "playbook_specs")
+
+    # ingress
+    ingress_host: str = "127.0.0.1"
+    ingress_port: int = 8000
+    ingress_max_body_bytes: int = 256 * 1024
+    ingress_replay_window_seconds: int = 300
+    webhook_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict, description="per-source HMAC secret, e.g. AISOAR_WEBHOOK_SECRETS__generic=..."
+    )
+    dedup_window_seconds: int = 3600
+
+    # runner
+    approval_poll_seconds: float = 0.5
+    runner_sweep_seconds: float = 1.0
+    runner_max_concurrent_runs: int = 32
+
+    # the Prefect UI, for links in Slack / Jira / reports
+    prefect_ui_url: str = "http://127.0.0.1:4200"
+
+    # connectors (all optional)
+    litellm_url: str | None = None
+    litellm_master_key: SecretStr | None = None
+    openai_admin_url: str | None = Field(None, description="base URL including /v1")
+    openai_admin_key: SecretStr | None = None
+    slack_base_url: str = "https://slack.com/api/"
+    slack_token: SecretStr | None = None
+    slack_channel: str | None = None
+    jira_url: str | None = None
+    jira_user: str | None = None
+    jira_token: SecretStr | None = None
+    jira_project: str | None = None
+    http_timeout_seconds: float = 10.0
+
+    sandbox: bool = Field(False, description="set by `aisoar up` when it runs local stand-ins")
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @property
+    def store_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'aisoar.db'}"
+
+    @property
+    def evidence_dir(self) -> Path:
+        return self.data_dir / "evidence"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    env_files: list[Path] = [Path(".env")]
+    sandbox = sandbox_env_file()
+    if sandbox.exists():
+        env_files.insert(0, sandbox)
+    return Settings(_env_file=tuple(env_files))  # type: ignore[call-arg]
+
+
+def reset_settings() -> None:
+    get_settings.cache_clear()

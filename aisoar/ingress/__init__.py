@@ -1,0 +1,1 @@
+"""The webhook ingress: authenticate, normalise, persist, acknowledge, dispatch."""

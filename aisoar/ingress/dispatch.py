@@ -1,0 +1,95 @@
+"""From a persisted alert to running playbooks: correlate, route, launch.
+
+Each step is idempotent, so an alert can be dispatched again after a crash: it joins the
+same incident, a playbook already claimed for that incident is not claimed again, and the
+launcher dedupes on ``<incident id>:<playbook>``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Protocol
+
+from aisoar.models import Alert, Severity
+from aisoar.specs import PlaybookSpec
+from aisoar.store import Store
+
+log = logging.getLogger("aisoar.dispatch")
+
+
+class Launcher(Protocol):
+    def launch(self, incident_id: str, playbook: str) -> str:
+        """Start (or find) the playbook's run for the incident; return its flow run id."""
+        ...
+
+
+@dataclass
+class DispatchResult:
+    incident_id: str
+    new_incident: bool
+    launched: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+class Dispatcher:
+    def __init__(self, store: Store, specs: list[PlaybookSpec], launcher: Launcher | None, window: timedelta) -> None:
+        self.store = store
+        self.specs = specs
+        self.launcher = launcher
+        self.window = window
+
+    def route(self, alert: Alert) -> list[PlaybookSpec]:
+        return [spec for spec in self.specs if spec.matches(alert)]
+
+    def dispatch(self, alert: Alert) -> DispatchResult:
+        matched = self.route(alert)
+        incident_type = alert.incident_type or (matched[0].incident_type if matched else None)
+        severity = max([alert.severity, *(s.severity_floor for s in matched)], key=lambda s: Severity(s).rank)
+        incident_id, created = self.store.correlate(alert, incident_type, severity, self.window)
+        result = DispatchResult(incident_id=incident_id, new_incident=created)
+        self.store.add_timeline(incident_id, "alert", f"alert {alert.id} from {alert.source}: {alert.title}",
+                                data={"alert_id": alert.id, "raw_sha256": alert.raw_sha256})
+        if created:
+            self.store.add_timeline(incident_id, "incident", f"incident opened ({severity.value})")
+        if not matched:
+            self.store.add_timeline(incident_id, "incident", "no playbook matches this alert; triage by hand")
+        for spec in matched:
+            if self.store.claim_playbook_run(incident_id, spec.name):
+                self.store.add_timeline(incident_id, "run", f"playbook {spec.name} selected")
+                self._launch(incident_id, spec.name, result)
+        self.store.mark_alert(alert.id, "dispatched", incident_id=incident_id)
+        return result
+
+    def _launch(self, incident_id: str, playbook: str, result: DispatchResult) -> None:
+        if self.launcher is None:
+            return
+        try:
+            flow_run_id = self.launcher.launch(incident_id, playbook)
+        except Exception as exc:  # the run is retried by retry_unlaunched; the alert is safe in the inbox
+            log.warning("could not start playbook %s for %s yet: %s", playbook, incident_id, exc)
+            result.failed[playbook] = str(exc)
+            return
+        self.store.set_flow_run(incident_id, playbook, flow_run_id)
+        result.launched[playbook] = flow_run_id
+
+    def dispatch_pending(self) -> int:
+        """Dispatch every alert still pending in the inbox (after a restart, or a failure)."""
+        count = 0
+        for alert in self.store.pending_alerts():
+            try:
+                self.dispatch(alert)
+                count += 1
+            except Exception as exc:
+                log.exception("dispatch of alert %s failed; it stays pending", alert.id)
+                self.store.mark_alert(alert.id, "pending", error=str(exc)[:500])
+        return count
+
+    def retry_unlaunched(self) -> int:
+        count = 0
+        for incident_id, playbook in self.store.runs_without_flow_run():
+            result = DispatchResult(incident_id=incident_id, new_incident=False)
+            self._launch(incident_id, playbook, result)
+            count += len(result.launched)
+        return count

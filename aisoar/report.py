@@ -1,0 +1,61 @@
+"""The incident report (markdown): what happened, what was done, and the evidence kept."""
+
+from __future__ import annotations
+
+from aisoar.inert import markdown_text
+from aisoar.models import Incident
+from aisoar.store import ApprovalRecord, EvidenceRecord
+from aisoar.taxonomy import CATALOG
+
+
+def incident_report(
+    incident: Incident, evidence: list[EvidenceRecord], approvals: list[ApprovalRecord], run_url: str | None
+) -> str:
+    info = CATALOG.get(incident.type) if incident.type else None
+    lines = [
+        f"# Incident {incident.id}",
+        "",
+        f"**{markdown_text(incident.title, 300)}**",
+        "",
+        "| field | value |",
+        "|---|---|",
+        f"| status | {incident.status.value} |",
+        f"| severity | {incident.severity.value} |",
+        f"| type | {info.title if info else 'unclassified'} |",
+        f"| MITRE ATLAS | {', '.join(info.atlas) if info and info.atlas else '-'} |",
+        f"| OWASP LLM | {', '.join(info.owasp) if info and info.owasp else '-'} |",
+        f"| opened | {incident.created_at:%Y-%m-%d %H:%M:%S} UTC |",
+        f"| alerts | {len(incident.alert_ids)} |",
+    ]
+    if run_url:
+        lines.append(f"| playbook run | [{run_url}]({run_url}) |")
+    lines += ["", "## Timeline", "", "| time (UTC) | kind | step | what |", "|---|---|---|---|"]
+    for entry in incident.timeline:
+        lines.append(
+            f"| {entry.at:%H:%M:%S.%f} | {entry.kind} | {markdown_text(entry.step_id or '-')} "
+            f"| {markdown_text(entry.message, 500)} |"
+        )
+    lines += ["", "## Approvals", ""]
+    if approvals:
+        lines += ["| step | action | decision | by | reason | arguments sha256 |", "|---|---|---|---|---|---|"]
+        for approval in approvals:
+            lines.append(
+                f"| {approval.step_id} | {approval.action} | {approval.status} "
+                f"| {markdown_text(approval.decided_by or '-', 100)} | {markdown_text(approval.reason or '-', 300)} "
+                f"| `{approval.args_sha256[:16]}` |"
+            )
+    else:
+        lines.append("None.")
+    lines += [
+        "",
+        "## Evidence (chain of custody)",
+        "",
+        "| sha256 | what | collected by | when (UTC) | where | custody entry |",
+        "|---|---|---|---|---|---|",
+    ]
+    for item in evidence:
+        lines.append(
+            f"| `{item.sha256}` | {markdown_text(item.description, 300)} | {markdown_text(item.collected_by)} "
+            f"| {item.collected_at:%Y-%m-%d %H:%M:%S} | `{item.location}` | `{item.entry_hash[:16]}` |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,291 @@
+"""Playbook specs: the schema, the loader and the static validator.
+
+A spec is YAML: which alerts it answers, the incident type with its ATLAS / OWASP ids,
+and its steps. ``validate_spec`` checks a spec against the action catalog without running
+anything and returns problems that name the file, the step and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from aisoar.actions import ActionCatalog, Effect
+from aisoar.models import Alert, Severity
+from aisoar.taxonomy import IncidentType, is_atlas_id, is_owasp_llm_id
+from aisoar.templating import TemplateProblem, referenced_roots, referenced_steps
+
+TEMPLATE_ROOTS = frozenset({"alert", "incident", "entities", "steps", "run", "spec"})
+_DURATION = re.compile(r"^(\d+)\s*([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+StepId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
+
+
+def parse_duration(value: Any) -> int:
+    if isinstance(value, int) and value > 0:
+        return value
+    if isinstance(value, str) and (match := _DURATION.match(value.strip())):
+        return int(match.group(1)) * _UNITS[match.group(2)]
+    raise ValueError(f"duration {value!r}: use seconds or a number with s/m/h/d, e.g. '4h'")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Trigger(_Strict):
+    """An alert matches when every criterion given here matches (empty = any)."""
+
+    sources: list[str] = Field(default_factory=list)
+    incident_types: list[IncidentType] = Field(default_factory=list)
+    entity_types: list[str] = Field(default_factory=list, description="all must be present")
+    labels: dict[str, str] = Field(default_factory=dict)
+    min_severity: Severity = Severity.info
+
+    def matches(self, alert: Alert) -> bool:
+        if self.sources and alert.source not in self.sources:
+            return False
+        if self.incident_types and alert.incident_type not in self.incident_types:
+            return False
+        present = {e.type for e in alert.entities}
+        if any(kind not in present for kind in self.entity_types):
+            return False
+        if any(alert.labels.get(k) != v for k, v in self.labels.items()):
+            return False
+        return alert.severity.rank >= self.min_severity.rank
+
+
+class Approval(_Strict):
+    approvers: list[str] = Field(min_length=1, description="roles or people who may approve")
+    quorum: int = Field(1, ge=1)
+    timeout_seconds: int = Field(alias="timeout", default=4 * 3600)
+    on_timeout: Literal["reject", "approve"] = "reject"
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("timeout_seconds", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> int:
+        return parse_duration(value)
+
+    @model_validator(mode="after")
+    def _quorum_fits(self) -> Approval:
+        if self.quorum > len(self.approvers):
+            raise ValueError(f"quorum {self.quorum} is larger than the {len(self.approvers)} approvers")
+        return self
+
+
+class Gate(_Strict):
+    approval: Approval
+
+
+class Step(_Strict):
+    id: StepId
+    action: str
+    title: str | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict, alias="with")
+    when: str | None = Field(None, description="Jinja expression; the step is skipped when it is false")
+    gate: Literal["auto"] | Gate = "auto"
+    continue_on_failure: bool = False
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def approval(self) -> Approval | None:
+        return self.gate.approval if isinstance(self.gate, Gate) else None
+
+
+class PlaybookSpec(_Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{2,62}$")]
+    title: str
+    description: str = ""
+    incident_type: IncidentType
+    atlas: list[str] = Field(default_factory=list)
+    owasp: list[str] = Field(default_factory=list)
+    case_studies: list[str] = Field(default_factory=list)
+    severity_floor: Severity = Severity.low
+    triggers: list[Trigger] = Field(min_length=1)
+    steps: list[Step] = Field(min_length=1)
+
+    def matches(self, alert: Alert) -> bool:
+        return any(trigger.matches(alert) for trigger in self.triggers)
+
+    def step(self, step_id: str) -> Step:
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)
+
+
+@dataclass(frozen=True)
+class SpecProblem:
+    file: str
+    step: str | None
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: step '{self.step}'" if self.step else self.file
+        return f"{where}: {self.message} (fix: {self.fix})"
+
+
+class SpecError(Exception):
+    def __init__(self, problems: list[SpecProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def parse_spec(text: str, file: str) -> PlaybookSpec:
+    """Parse one spec; schema errors become ``SpecError`` naming the field and step."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError([SpecProblem(file, None, f"not valid YAML: {exc}", "fix the YAML syntax")]) from exc
+    if not isinstance(data, dict):
+        raise SpecError([SpecProblem(file, None, "the top level must be a mapping", "start with `name:`")])
+    try:
+        return PlaybookSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = list(error["loc"])
+            step = None
+            if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
+                raw_steps = data.get("steps") or []
+                raw = raw_steps[loc[1]] if loc[1] < len(raw_steps) else None
+                step = str(raw.get("id")) if isinstance(raw, dict) else f"#{loc[1] + 1}"
+            field = ".".join(str(p) for p in loc)
+            problems.append(
+                SpecProblem(file, step, f"{field}: {error['msg']}", "see docs/playbooks.md for the schema")
+            )
+        raise SpecError(problems) from exc
+
+
+def validate_spec(spec: PlaybookSpec, catalog: ActionCatalog, file: str) -> list[SpecProblem]:
+    """Static checks a spec must pass before it may run."""
+    problems: list[SpecProblem] = []
+
+    def problem(step: str | None, message: str, fix: str) -> None:
+        problems.append(SpecProblem(file, step, message, fix))
+
+    for atlas_id in spec.atlas:
+        if not is_atlas_id(atlas_id):
+            problem(None, f"'{atlas_id}' is not a MITRE ATLAS technique id", "use AML.Txxxx[.yyy] ids")
+    for owasp_id in spec.owasp:
+        if not is_owasp_llm_id(owasp_id):
+            problem(None, f"'{owasp_id}' is not an edition-pinned OWASP LLM id", "write it as LLM10:2025")
+
+    seen: set[str] = set()
+    evidence_before = False
+    ended_by: str | None = None
+    for step in spec.steps:
+        if step.id in seen:
+            problem(step.id, "duplicate step id", "give every step a unique id")
+        if ended_by is not None:
+            problem(step.id, f"unreachable: step '{ended_by}' ends the playbook before it", "move it earlier")
+        if step.when is not None and step.when.strip().lower() in {"false", "0", "none", "no"}:
+            problem(step.id, f"unreachable: its condition '{step.when}' is always false", "remove the step")
+
+        info = catalog.get(step.action)
+        if info is None:
+            close = [name for name in catalog if name.split(".")[-1] in step.action]
+            hint = f"did you mean {close[0]}?" if close else "run `aisoar actions` for the list"
+            problem(step.id, f"unknown action '{step.action}'", hint)
+            seen.add(step.id)
+            continue
+
+        _check_inputs(step, info.inputs.model_fields, seen, problem)
+
+        if info.effect is Effect.destructive and step.approval is None:
+            problem(
+                step.id,
+                f"action '{step.action}' is destructive and has no approval gate",
+                "add `gate: {approval: {approvers: [...], timeout: 4h}}`",
+            )
+        if info.effect is Effect.destructive and step.approval and step.approval.on_timeout == "approve":
+            problem(step.id, "a destructive step may not default to approve on timeout", "use on_timeout: reject")
+        if info.changes_things and not evidence_before:
+            problem(
+                step.id,
+                f"changing step '{step.action}' has no evidence step before it",
+                "add an evidence-collecting step (e.g. gateway.collect_key_evidence) before it",
+            )
+        if info.collects_evidence:
+            evidence_before = True
+        if info.ends_playbook:
+            ended_by = step.id
+        seen.add(step.id)
+    return problems
+
+
+def _check_inputs(
+    step: Step,
+    fields: dict[str, Any],
+    earlier: set[str],
+    problem: Any,
+) -> None:
+    for name in step.inputs:
+        if name not in fields:
+            problem(step.id, f"input '{name}' is not accepted by '{step.action}'", f"use one of {sorted(fields)}")
+    for name, field in fields.items():
+        if field.is_required() and name not in step.inputs:
+            problem(step.id, f"required input '{name}' of '{step.action}' is missing", f"add `with: {{{name}: ...}}`")
+    templates = [v for v in _strings(step.inputs)] + ([step.when] if step.when else [])
+    for source in templates:
+        try:
+            roots = referenced_roots(source)
+            steps = referenced_steps(source)
+        except TemplateProblem as exc:
+            problem(step.id, str(exc), "fix the template syntax")
+            continue
+        for root in roots - TEMPLATE_ROOTS:
+            problem(step.id, f"template {source!r} reads unknown name '{root}'", f"use {sorted(TEMPLATE_ROOTS)}")
+        for ref in steps - earlier:
+            problem(step.id, f"template {source!r} reads step '{ref}' which does not run before it", "reorder")
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+@dataclass(frozen=True)
+class LoadedSpec:
+    spec: PlaybookSpec
+    path: Path
+
+
+def load_specs(directory: Path, catalog: ActionCatalog) -> list[LoadedSpec]:
+    """Load and validate every ``*.yaml`` spec; any problem in any file raises."""
+    loaded: list[LoadedSpec] = []
+    problems: list[SpecProblem] = []
+    names: dict[str, Path] = {}
+    for path in sorted(directory.glob("*.y*ml")):
+        try:
+            spec = parse_spec(path.read_text(encoding="utf-8"), path.name)
+        except SpecError as exc:
+            problems.extend(exc.problems)
+            continue
+        if spec.name in names:
+            problems.append(
+                SpecProblem(path.name, None, f"playbook name '{spec.name}' is also used by {names[spec.name].name}",
+                            "give each playbook a unique name")
+            )
+        names[spec.name] = path
+        problems.extend(validate_spec(spec, catalog, path.name))
+        loaded.append(LoadedSpec(spec, path))
+    if problems:
+        raise SpecError(problems)
+    return loaded

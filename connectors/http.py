@@ -1,0 +1,92 @@
+"""A small httpx wrapper: timeouts, bounded retries on 429/5xx/connection errors with
+exponential backoff and jitter, Retry-After honoured, and errors that never carry secrets."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import httpx
+
+from connectors.errors import ConnectorError
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class HttpApi:
+    def __init__(
+        self,
+        system: str,
+        base_url: str,
+        headers: dict[str, str],
+        timeout: float = 10.0,
+        attempts: int = 4,
+        backoff: float = 0.2,
+        max_backoff: float = 8.0,
+    ) -> None:
+        self.system = system
+        self.attempts = attempts
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        operation: str,
+        asset: str,
+        *,
+        ok: tuple[int, ...] = (200,),
+        json: Any = None,
+        params: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """Send one request, retrying what is worth retrying; return the response if its
+        status is in ``ok``, else raise ``ConnectorError``."""
+        last_status: int | str | None = None
+        detail = ""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                response = self._client.request(method, path, json=json, params=params)
+            except httpx.TimeoutException:
+                last_status, detail = "timeout", f"no answer within {self._client.timeout.read}s"
+            except httpx.TransportError as exc:
+                last_status, detail = "connection error", type(exc).__name__
+            else:
+                if response.status_code in ok:
+                    return response
+                last_status, detail = response.status_code, _detail(response)
+                if response.status_code not in RETRY_STATUSES:
+                    break
+                if attempt < self.attempts:
+                    time.sleep(self._delay(attempt, response.headers.get("retry-after")))
+                continue
+            if attempt < self.attempts:
+                time.sleep(self._delay(attempt, None))
+        raise ConnectorError(self.system, operation, asset, last_status, detail)
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return min(float(retry_after), self.max_backoff * 4)
+            except ValueError:
+                pass
+        base: float = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+        return base / 2 + random.uniform(0, base / 2)
+
+
+def _detail(response: httpx.Response) -> str:
+    """A short, secret-free description of an error answer."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(body, dict):
+        for key in ("error", "detail", "message", "errorMessages"):
+            if key in body:
+                return str(body[key])[:300]
+    return str(body)[:300]

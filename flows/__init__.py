@@ -1,0 +1,1 @@
+"""Prefect flows: the playbook runner and the in-process runtime that executes it."""

@@ -1,0 +1,211 @@
+"""The playbook runtime: runs playbook flow runs in this long-lived process.
+
+Why not a Prefect worker or ``serve()``: both poll and start a new process per run
+(1.5-9 s to the first task measured here). The runtime instead uses Prefect's own
+machinery in-process:
+
+* one deployment per playbook spec (``to_deployment().apply()``), so the UI lists
+  playbooks by name and its "Run" button works;
+* a run is created with ``create_flow_run_from_deployment`` and an idempotency key
+  ``<incident>:<playbook>``, claimed by proposing ``Pending`` (Prefect's orchestration
+  lets exactly one claimer win), and executed at once with ``run_flow_sync`` in a thread;
+* a sweep picks up runs created elsewhere (the UI, another ingress) and runs whose runner
+  died: each run's owner heartbeats in the store, and a run whose heartbeat went stale
+  is taken over and executed again from the top. Steps the incident already records are
+  skipped, and a paused approval keeps its form: an answer given while no runner was up
+  is found under the same pause key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+from datetime import timedelta
+from uuid import UUID
+
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterDeploymentId,
+    FlowRunFilterExpectedStartTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.responses import SetStateStatus
+from prefect.flow_engine import run_flow_sync
+from prefect.states import Pending, Running
+
+from aisoar.models import utcnow
+from flows.playbook import run_playbook
+from flows.services import Services, use_services
+
+log = logging.getLogger("aisoar.runtime")
+
+
+class PlaybookRuntime:
+    def __init__(self, svc: Services, stale_after: timedelta | None = None) -> None:
+        self.svc = svc
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.stale_after = stale_after or timedelta(seconds=max(10.0, svc.settings.runner_sweep_seconds * 5))
+        self.deployments: dict[str, UUID] = {}
+        self._active: set[str] = set()
+        self._watching: set[str] = set()
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(svc.settings.runner_max_concurrent_runs)
+        self._stop = threading.Event()
+        self._client: SyncPrefectClient | None = None
+        self._sweeper: threading.Thread | None = None
+        use_services(svc)
+
+    # -- life cycle -----------------------------------------------------------------
+    def start(self) -> None:
+        self._client = get_client(sync_client=True)
+        self._client.__enter__()
+        self.register_deployments()
+        self._sweeper = threading.Thread(target=self._sweep_forever, name="aisoar-sweep", daemon=True)
+        self._sweeper.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=10)
+        self.svc.store.release_runs(self.owner)
+        if self._client is not None:
+            self._client.__exit__(None, None, None)
+            self._client = None
+
+    @property
+    def client(self) -> SyncPrefectClient:
+        if self._client is None:
+            raise RuntimeError("the playbook runtime is not started")
+        return self._client
+
+    def register_deployments(self) -> None:
+        for name, spec in sorted(self.svc.specs.items()):
+            deployment = run_playbook.to_deployment(
+                name=name,
+                description=f"{spec.title}\n\n{spec.description}".strip(),
+                tags=["aisoar", spec.incident_type.value, *spec.atlas],
+                parameters={"playbook": name},
+            )
+            self.deployments[name] = deployment.apply()
+
+    # -- starting runs --------------------------------------------------------------
+    def launch(self, incident_id: str, playbook: str) -> str:
+        """Create (or find, by idempotency key) the run and execute it here at once."""
+        flow_run = self.client.create_flow_run_from_deployment(
+            self.deployments[playbook],
+            parameters={"incident_id": incident_id, "playbook": playbook},
+            idempotency_key=f"{incident_id}:{playbook}",
+            name=f"{playbook} · {incident_id}",
+            tags=["aisoar", f"incident:{incident_id}"],
+        )
+        self.svc.store.set_flow_run(incident_id, playbook, str(flow_run.id))
+        self._claim_and_start(flow_run)
+        return str(flow_run.id)
+
+    def _claim_and_start(self, flow_run: FlowRun) -> bool:
+        if flow_run.state is None or flow_run.state.type is not StateType.SCHEDULED:
+            return False
+        if not self.svc.store.take_run(str(flow_run.id), self.owner, utcnow() - self.stale_after):
+            return False
+        result = self.client.set_flow_run_state(flow_run.id, Pending())
+        if result.status != SetStateStatus.ACCEPT:
+            return False  # another runner claimed it first
+        self._start(flow_run)
+        return True
+
+    def _start(self, flow_run: FlowRun) -> None:
+        run_id = str(flow_run.id)
+        with self._lock:
+            if run_id in self._active:
+                return
+            self._active.add(run_id)
+            self._watching.discard(run_id)
+        threading.Thread(target=self._execute, args=(flow_run,), name=f"playbook-{run_id[:8]}", daemon=True).start()
+
+    def _execute(self, flow_run: FlowRun) -> None:
+        run_id = str(flow_run.id)
+        try:
+            with self._slots:
+                state = run_flow_sync(run_playbook, flow_run=flow_run, parameters=flow_run.parameters,
+                                      return_type="state")
+            log.info("playbook run %s ended %s", run_id, getattr(state, "name", state))
+        except BaseException:  # a run must never take the runtime down
+            log.exception("playbook run %s raised", run_id)
+        finally:
+            with self._lock:
+                self._active.discard(run_id)
+            if not self._stop.is_set():
+                self.svc.store.finish_run(run_id)
+
+    # -- the sweep ------------------------------------------------------------------
+    def _sweep_forever(self) -> None:
+        while not self._stop.wait(self.svc.settings.runner_sweep_seconds):
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("runtime sweep failed; trying again")
+
+    def sweep(self) -> None:
+        with self._lock:
+            held = sorted(self._active | self._watching)
+        self.svc.store.heartbeat(self.owner, held)
+        self._start_scheduled()
+        self._recover_orphans()
+
+    def _start_scheduled(self) -> None:
+        if not self.deployments:
+            return
+        runs = self.client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=list(self.deployments.values())),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+                expected_start_time=FlowRunFilterExpectedStartTime(before_=utcnow()),
+            ),
+            limit=50,
+        )
+        for flow_run in runs:
+            incident_id = str(flow_run.parameters.get("incident_id", ""))
+            playbook = str(flow_run.parameters.get("playbook", ""))
+            if not incident_id or playbook not in self.svc.specs:
+                continue
+            self.svc.store.ensure_playbook_run(incident_id, playbook, str(flow_run.id))
+            self._claim_and_start(flow_run)
+
+    def _recover_orphans(self) -> None:
+        stale_before = utcnow() - self.stale_after
+        with self._lock:
+            watching = set(self._watching)
+        candidates = set(self.svc.store.orphaned_runs(self.owner, stale_before)) | watching
+        for run_id in candidates:
+            with self._lock:
+                if run_id in self._active:
+                    continue
+            flow_run = self.client.read_flow_run(UUID(run_id))
+            state = flow_run.state
+            if state is None or state.is_final():
+                self.svc.store.finish_run(run_id)
+                with self._lock:
+                    self._watching.discard(run_id)
+                continue
+            if state.type is StateType.SCHEDULED:
+                continue  # _start_scheduled takes it
+            if run_id not in watching and not self.svc.store.take_run(run_id, self.owner, stale_before):
+                continue
+            if state.is_paused():
+                timeout = state.state_details.pause_timeout
+                if timeout is not None and timeout <= utcnow():
+                    self.client.set_flow_run_state(flow_run.id, Running(message="taken over after the pause expired"),
+                                                   force=True)
+                    self._start(self.client.read_flow_run(flow_run.id))
+                else:
+                    with self._lock:
+                        self._watching.add(run_id)  # the form stays up; run again once it is answered
+                continue
+            log.warning("taking over playbook run %s (%s) from a runner that stopped", run_id, state.type.value)
+            self._start(flow_run)

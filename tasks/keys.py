@@ -1,0 +1,145 @@
+"""Actions on LLM API keys: at the gateway (LiteLLM) and at the provider (OpenAI)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aisoar.actions import Effect
+from tasks import connect
+from tasks.base import ActionContext, ProbeResult, StepOutcome, ok, skipped
+from tasks.registry import action
+
+KeyHash = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the key (LiteLLM's key id)")]
+
+
+class GatewayKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    key_hash: KeyHash
+
+
+class ProviderKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    project_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")]
+    key_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")]
+
+
+@action(
+    "gateway.collect_key_evidence",
+    effect=Effect.read_only,
+    inputs=GatewayKey,
+    summary="Preserve the key's gateway record (spend, models, status) as evidence",
+    collects_evidence=True,
+)
+def collect_key_evidence(ctx: ActionContext, inputs: GatewayKey) -> StepOutcome:
+    gateway = connect.gateway(ctx.settings)
+    try:
+        info = gateway.key_info(inputs.key_hash)
+    finally:
+        gateway.close()
+    document = {
+        "collected_at": datetime.now(UTC).isoformat(),
+        "system": "litellm",
+        "key_sha256": inputs.key_hash,
+        "found": info is not None,
+        "info": {k: v for k, v in (info or {}).items() if k != "token"},
+    }
+    record = ctx.evidence.put_json(ctx.incident_id, document, "LLM gateway record of the key", ctx.actor)
+    if info is None:
+        return ok("the gateway has no such key (recorded as evidence)", found=False, evidence_sha256=record.sha256)
+    return ok(
+        f"gateway record preserved: spend {info.get('spend', 0)}, blocked {bool(info.get('blocked'))}",
+        found=True,
+        spend=info.get("spend"),
+        blocked=bool(info.get("blocked")),
+        key_alias=info.get("key_alias"),
+        evidence_sha256=record.sha256,
+    )
+
+
+def _probe_blocked(expected: bool) -> object:
+    def probe(ctx: ActionContext, inputs: GatewayKey, outcome: StepOutcome) -> ProbeResult:
+        gateway = connect.gateway(ctx.settings)
+        try:
+            info = gateway.key_info(inputs.key_hash)
+        finally:
+            gateway.close()
+        if info is None:
+            return ProbeResult(ok=False, detail="the gateway no longer knows the key")
+        blocked = bool(info.get("blocked"))
+        word = "refused (blocked)" if blocked else "accepted (not blocked)"
+        return ProbeResult(ok=blocked is expected, detail=f"the gateway reports the key as {word}")
+
+    return probe
+
+
+@action(
+    "gateway.block_key",
+    effect=Effect.changing,
+    inputs=GatewayKey,
+    summary="Block the key at the LLM gateway so every request with it is refused",
+    inverse="gateway.unblock_key",
+    probe=_probe_blocked(True),  # type: ignore[arg-type]
+)
+def block_key(ctx: ActionContext, inputs: GatewayKey) -> StepOutcome:
+    gateway = connect.gateway(ctx.settings)
+    try:
+        info = gateway.key_info(inputs.key_hash)
+        if info is None:
+            return skipped("the gateway has no such key; nothing to block")
+        if info.get("blocked"):
+            return ok("the key was already blocked", already=True)
+        gateway.block_key(inputs.key_hash)
+    finally:
+        gateway.close()
+    return ok("key blocked at the gateway", already=False)
+
+
+@action(
+    "gateway.unblock_key",
+    effect=Effect.changing,
+    inputs=GatewayKey,
+    summary="Unblock the key at the LLM gateway (the inverse of gateway.block_key)",
+    inverse="gateway.block_key",
+    probe=_probe_blocked(False),  # type: ignore[arg-type]
+)
+def unblock_key(ctx: ActionContext, inputs: GatewayKey) -> StepOutcome:
+    gateway = connect.gateway(ctx.settings)
+    try:
+        if gateway.key_info(inputs.key_hash) is None:
+            return skipped("the gateway has no such key; nothing to unblock")
+        gateway.unblock_key(inputs.key_hash)
+    finally:
+        gateway.close()
+    return ok("key unblocked at the gateway")
+
+
+def _probe_deleted(ctx: ActionContext, inputs: ProviderKey, outcome: StepOutcome) -> ProbeResult:
+    admin = connect.openai_admin(ctx.settings)
+    try:
+        found = admin.get_project_key(inputs.project_id, inputs.key_id)
+    finally:
+        admin.close()
+    if found is None:
+        return ProbeResult(ok=True, detail=f"OpenAI no longer lists key {inputs.key_id} in {inputs.project_id}")
+    return ProbeResult(ok=False, detail=f"OpenAI still lists key {inputs.key_id} in {inputs.project_id}")
+
+
+@action(
+    "openai.delete_project_key",
+    effect=Effect.destructive,
+    inputs=ProviderKey,
+    summary="Delete the project API key at OpenAI (irreversible: the key cannot be restored)",
+    probe=_probe_deleted,
+)
+def delete_project_key(ctx: ActionContext, inputs: ProviderKey) -> StepOutcome:
+    admin = connect.openai_admin(ctx.settings)
+    try:
+        deleted = admin.delete_project_key(inputs.project_id, inputs.key_id)
+    finally:
+        admin.close()
+    if not deleted:
+        return ok(f"key {inputs.key_id} was already deleted at OpenAI", already=True)
+    return ok(f"key {inputs.key_id} deleted at OpenAI (project {inputs.project_id})", already=False)

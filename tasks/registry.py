@@ -1,0 +1,90 @@
+"""The action registry: every action is a Prefect task with a declaration the runner enforces."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed, State
+from pydantic import BaseModel
+
+from aisoar.actions import ActionCatalog, ActionInfo, Effect
+from connectors.errors import NotConfigured
+from tasks.base import ActionContext, Outcome, ProbeResult, StepOutcome
+
+InputsT = TypeVar("InputsT", bound=BaseModel)
+Probe = Callable[[ActionContext, Any, StepOutcome], ProbeResult]
+
+
+@dataclass(frozen=True)
+class Action:
+    info: ActionInfo
+    task: Task[..., StepOutcome | State[StepOutcome]]
+    probe: Probe | None
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+
+REGISTRY: dict[str, Action] = {}
+
+
+def action(
+    name: str,
+    *,
+    effect: Effect,
+    inputs: type[InputsT],
+    summary: str,
+    inverse: str | None = None,
+    probe: Callable[[ActionContext, InputsT, StepOutcome], ProbeResult] | None = None,
+    collects_evidence: bool = False,
+    ends_playbook: bool = False,
+) -> Callable[[Callable[[ActionContext, InputsT], StepOutcome]], Callable[[ActionContext, InputsT], StepOutcome]]:
+    """Register ``fn`` as action ``name``.
+
+    The task never caches (``NO_CACHE``) and never persists its result: a side effect is
+    never skipped by Prefect. Re-running a finished step is prevented by the runner,
+    which reads the step's recorded outcome from the incident.
+    """
+    if effect is Effect.changing and inverse is None:
+        raise ValueError(f"action {name}: a changing (reversible) action must name its inverse")
+
+    def register(fn: Callable[[ActionContext, InputsT], StepOutcome]) -> Callable[[ActionContext, InputsT], StepOutcome]:
+        if name in REGISTRY:
+            raise ValueError(f"action {name} is registered twice")
+        @functools.wraps(fn)
+        def run(ctx: ActionContext, inputs: InputsT) -> StepOutcome | State[StepOutcome]:
+            try:
+                outcome = fn(ctx, inputs)
+            except NotConfigured as exc:
+                outcome = StepOutcome(status=Outcome.skipped, summary=f"skipped: not configured ({exc})")
+            if outcome.status is Outcome.skipped:  # shown as "Skipped" in the Prefect UI
+                return Completed(name="Skipped", message=outcome.summary, data=outcome)
+            return outcome
+
+        prefect_task: Task[..., StepOutcome | State[StepOutcome]] = task(
+            run, name=name, cache_policy=NO_CACHE, persist_result=False, retries=0, log_prints=False
+        )
+        info = ActionInfo(
+            name=name,
+            effect=effect,
+            inputs=inputs,
+            summary=summary,
+            collects_evidence=collects_evidence,
+            inverse=inverse,
+            has_probe=probe is not None,
+            ends_playbook=ends_playbook,
+        )
+        REGISTRY[name] = Action(info=info, task=prefect_task, probe=probe)
+        return fn
+
+    return register
+
+
+def catalog() -> ActionCatalog:
+    return {name: entry.info for name, entry in REGISTRY.items()}
