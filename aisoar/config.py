@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # runner
     approval_poll_seconds: float = 0.5
     runner_sweep_seconds: float = 1.0
+    runner_stale_seconds: float = Field(
+        15.0, description="a run whose runner has not heartbeated for this long is taken over"
+    )
     runner_max_concurrent_runs: int = 32
 
     # the Prefect UI, for links in Slack / Jira / reports

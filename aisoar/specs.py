@@ -7,6 +7,7 @@ anything and returns problems that name the file, the step and the fix.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -194,7 +195,7 @@ def validate_spec(spec: PlaybookSpec, catalog: ActionCatalog, file: str) -> list
 
         info = catalog.get(step.action)
         if info is None:
-            close = [name for name in catalog if name.split(".")[-1] in step.action]
+            close = difflib.get_close_matches(step.action, list(catalog), n=1, cutoff=0.6)
             hint = f"did you mean {close[0]}?" if close else "run `aisoar actions` for the list"
             problem(step.id, f"unknown action '{step.action}'", hint)
             seen.add(step.id)

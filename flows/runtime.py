@@ -47,10 +47,12 @@ log = logging.getLogger("aisoar.runtime")
 
 
 class PlaybookRuntime:
-    def __init__(self, svc: Services, stale_after: timedelta | None = None) -> None:
+    def __init__(self, svc: Services) -> None:
         self.svc = svc
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self.stale_after = stale_after or timedelta(seconds=max(10.0, svc.settings.runner_sweep_seconds * 5))
+        self.stale_after = timedelta(
+            seconds=max(svc.settings.runner_stale_seconds, svc.settings.runner_sweep_seconds * 3)
+        )
         self.deployments: dict[str, UUID] = {}
         self._active: set[str] = set()
         self._watching: set[str] = set()

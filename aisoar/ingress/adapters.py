@@ -99,10 +99,19 @@ def generic_json(source: str, body: bytes, received_at: datetime | None = None) 
         raise ValueError(f"body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise PayloadError([{"loc": [], "msg": "the body must be a JSON object", "type": "object_type"}])
+    errors: list[dict[str, Any]] = []
     try:
         payload = GenericAlertIn.model_validate(document)
     except ValidationError as exc:
-        raise PayloadError(_errors(exc)) from None
+        errors += _errors(exc)
+    for index, raw in enumerate(document.get("entities") or []):
+        if isinstance(raw, dict):
+            try:
+                _entity(raw, index, None)
+            except PayloadError as exc:
+                errors += exc.errors
+    if errors:
+        raise PayloadError(errors)
     # Fingerprint declared secrets, then redact every secret-shaped string anywhere.
     declared: list[SecretFingerprint | None] = []
     for index, raw in enumerate(payload.entities):

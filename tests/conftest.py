@@ -1,0 +1,76 @@
+"""Shared fixtures: one real Prefect server per test session, the sandbox stand-ins,
+and settings that point at them. Everything listens on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+# Prefect reads its settings when it is first imported: point it at this session's
+# server before anything imports it.
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="aisoar-tests-"))
+from aisoar.sandbox.serving import free_port  # noqa: E402
+
+_PREFECT_PORT = free_port()
+os.environ.update(
+    {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_HOME": str(_SESSION_DIR / "prefect-client"),
+        "PREFECT_API_URL": f"http://127.0.0.1:{_PREFECT_PORT}/api",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_LOGGING_TO_API_ENABLED": "true",
+    }
+)
+
+import pytest  # noqa: E402
+
+from aisoar.config import Settings  # noqa: E402
+from aisoar.prefect_server import PrefectServer  # noqa: E402
+from aisoar.sandbox.stack import Sandbox  # noqa: E402
+
+WEBHOOK_SECRET = "test-webhook-secret-0123456789"
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[PrefectServer]:
+    server = PrefectServer(_SESSION_DIR / "prefect-server", port=_PREFECT_PORT).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def sandbox() -> Iterator[Sandbox]:
+    stack = Sandbox.create()
+    stack.seed_demo()
+    yield stack
+    stack.stop()
+
+
+def make_settings(data_dir: Path, env: dict[str, str] | None = None, **overrides: object) -> Settings:
+    """Settings from explicit values only (no environment, no .env)."""
+    values: dict[str, object] = {
+        "data_dir": data_dir,
+        "webhook_secrets": {"generic": WEBHOOK_SECRET},
+        "approval_poll_seconds": 0.25,
+        "runner_sweep_seconds": 0.5,
+        "prefect_ui_url": "http://127.0.0.1:4200",
+    }
+    mapping = {
+        "AISOAR_LITELLM_URL": "litellm_url", "AISOAR_LITELLM_MASTER_KEY": "litellm_master_key",
+        "AISOAR_OPENAI_ADMIN_URL": "openai_admin_url", "AISOAR_OPENAI_ADMIN_KEY": "openai_admin_key",
+        "AISOAR_SLACK_BASE_URL": "slack_base_url", "AISOAR_SLACK_TOKEN": "slack_token",
+        "AISOAR_SLACK_CHANNEL": "slack_channel", "AISOAR_JIRA_URL": "jira_url", "AISOAR_JIRA_USER": "jira_user",
+        "AISOAR_JIRA_TOKEN": "jira_token", "AISOAR_JIRA_PROJECT": "jira_project",
+    }
+    for key, value in (env or {}).items():
+        values[mapping[key]] = value
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+@pytest.fixture()
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "data")

@@ -1,0 +1,229 @@
+"""End to end: a signed alert through the ingress, the playbook on a real Prefect server,
+containment against the faithful fakes, approval through the API the UI uses."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from aisoar.config import PROJECT_ROOT, Settings
+from aisoar.ingress.app import create_app
+from aisoar.ingress.auth import signed_headers
+from aisoar.ingress.dispatch import Dispatcher
+from aisoar.prefect_server import PrefectServer
+from aisoar.sandbox.serving import BackgroundServer
+from aisoar.sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT, DEMO_SECRET, Sandbox
+from flows.runtime import PlaybookRuntime
+from flows.services import Services, build_services
+from tasks.incident import report_key
+from tests import prefect_api
+from tests.conftest import WEBHOOK_SECRET, make_settings
+
+SAMPLE = json.loads((PROJECT_ROOT / "examples/alerts/leaked-openai-key.json").read_text())
+STEPS = ["preserve-alerts", "preserve-key-record", "block-key-at-gateway", "block-key-at-gateway.verify",
+         "notify-oncall", "open-ticket"]
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    svc: Services
+    runtime: PlaybookRuntime
+    ingress: str
+    sandbox: Sandbox
+
+    def fire(self, alert: dict[str, Any]) -> str:
+        body = json.dumps(alert).encode()
+        response = httpx.post(f"{self.ingress}/webhooks/generic", content=body,
+                              headers=signed_headers(WEBHOOK_SECRET, body), timeout=10)
+        assert response.status_code == 202, response.text
+        return str(response.json()["alert_id"])
+
+    def dispatched(self, alert_id: str) -> dict[str, Any]:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            status: dict[str, Any] = httpx.get(f"{self.ingress}/alerts/{alert_id}", timeout=5).json()
+            if status["status"] == "dispatched" and status["flow_runs"]:
+                return status
+            time.sleep(0.05)
+        raise AssertionError(f"alert {alert_id} was not dispatched: {status}")
+
+
+def start_stack(prefect_server: PrefectServer, sandbox: Sandbox, data_dir: Path, connectors: tuple[str, ...]) -> Stack:
+    settings = make_settings(data_dir, env=sandbox.start(connectors))
+    svc = build_services(settings)
+    runtime = PlaybookRuntime(svc)
+    runtime.start()
+    dispatcher = Dispatcher(svc.store, list(svc.specs.values()), runtime, timedelta(hours=1))
+    ingress = BackgroundServer(create_app(settings, svc.store, dispatcher)).start()
+    stack = Stack(settings, svc, runtime, ingress.url, sandbox)
+    stack._ingress_server = ingress  # type: ignore[attr-defined]
+    return stack
+
+
+@pytest.fixture()
+def stack(prefect_server: PrefectServer, sandbox: Sandbox, tmp_path: Path) -> Iterator[Stack]:
+    started = start_stack(prefect_server, sandbox, tmp_path / "data", ("litellm", "openai", "slack", "jira"))
+    yield started
+    started._ingress_server.stop()  # type: ignore[attr-defined]
+    started.runtime.stop()
+
+
+def pause_description(run: dict[str, Any]) -> str:
+    keyset = run["state"]["state_details"]["run_input_keyset"]
+    return str(prefect_api.run_input(run["id"], keyset["description"]))
+
+
+def test_leaked_key_is_contained_approved_and_deleted(stack: Stack) -> None:
+    sandbox = stack.sandbox
+    key_hash = hashlib.sha256(DEMO_SECRET.encode()).hexdigest()
+    alert_id = stack.fire(SAMPLE)
+    status = stack.dispatched(alert_id)
+    run_id = status["flow_runs"]["leaked-llm-api-key"]
+    incident_id = status["incident_id"]
+
+    paused = prefect_api.wait_for_state(run_id, "PAUSED", timeout=60)
+
+    # Containment happened before anyone was asked: blocked at the gateway, refused there.
+    assert sandbox.litellm.keys[key_hash]["blocked"] is True
+    refused = httpx.post(f"{stack.settings.litellm_url}/chat/completions",
+                         headers={"Authorization": f"Bearer {DEMO_SECRET}"}, json={})
+    assert refused.status_code == 401
+    # Evidence was collected before the block (the ledger's order is the order of collection).
+    evidence = stack.svc.store.evidence_for(incident_id)
+    assert [e.description for e in evidence][:2] == [
+        f"alert {alert_id} from generic (payload sha256 "
+        f"{hashlib.sha256(json.dumps(SAMPLE).encode()).hexdigest()})",
+        "LLM gateway record of the key",
+    ]
+    block_request = next(i for i, r in enumerate(sandbox.litellm.requests) if r["path"] == "/key/block")
+    assert block_request > 0 and sandbox.litellm.requests[0]["path"] == "/key/info"
+    # On-call told, case opened, nothing destructive yet.
+    assert len(sandbox.slack.messages) == 1
+    message = sandbox.slack.messages[0]
+    assert incident_id in message["text"]
+    assert f"/runs/flow-run/{run_id}" in json.dumps(message["blocks"])
+    assert "key blocked at the gateway (verified)" in json.dumps(message["blocks"])
+    issues = list(sandbox.jira.issues.values())
+    assert len(issues) == 1 and f"aisoar-{incident_id.lower()}" in issues[0]["fields"]["labels"]
+    assert DEMO_KEY_ID in sandbox.openai.projects[DEMO_PROJECT]
+
+    # The UI shows the playbook's own steps and a form that says what, to what, why, until when.
+    names = prefect_api.task_runs(run_id, expected=len(STEPS))
+    assert set(STEPS) <= set(names)
+    description = pause_description(paused)
+    assert "openai.delete_project_key" in description and "key\\_sandbox\\_leaked" in description
+    assert "irreversible" in description and "expires at" in description and "rejected" in description
+    schema = prefect_api.run_input(run_id, paused["state"]["state_details"]["run_input_keyset"]["schema"])
+    assert schema["properties"]["approve"]["default"] is False
+
+    resumed_at = time.monotonic()
+    answer = prefect_api.resume(run_id, {"approve": True, "approver": "alice (IC)", "reason": "confirmed leak"})
+    assert answer["status"] == "ACCEPT"
+    while DEMO_KEY_ID in sandbox.openai.projects[DEMO_PROJECT]:
+        assert time.monotonic() - resumed_at < 5, "the approved step did not run within 5 s"
+        time.sleep(0.02)
+    prefect_api.wait_for_state(run_id, "COMPLETED", timeout=30)
+
+    gone = httpx.post(f"{stack.settings.openai_admin_url}/chat/completions",
+                      headers={"Authorization": f"Bearer {DEMO_SECRET}"}, json={})
+    assert gone.status_code == 401
+    incident = stack.svc.store.get_incident(incident_id)
+    assert incident.status.value == "closed"
+    approvals = stack.svc.store.approvals_for(incident_id)
+    assert [(a.status, a.decided_by) for a in approvals] == [("approved", "alice (IC)")]
+    verified = [e.message for e in incident.timeline if e.kind == "verify"]
+    assert verified == ["the gateway reports the key as refused (blocked)",
+                        f"OpenAI no longer lists key {DEMO_KEY_ID} in {DEMO_PROJECT}"]
+    # Evidence files exist, are read-only, and hash to what the ledger recorded.
+    for item in stack.svc.store.evidence_for(incident_id):
+        path = Path(item.location)
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == item.sha256
+        assert not path.stat().st_mode & 0o222
+    assert stack.svc.store.verify_custody_chain() == []
+    report = prefect_api.artifact(report_key(incident_id))
+    assert report is not None
+    assert all(e.sha256 in report["data"] for e in stack.svc.store.evidence_for(incident_id))
+    assert DEMO_SECRET not in report["data"]
+
+
+def test_the_same_alert_twice_starts_one_run(stack: Stack) -> None:
+    first = stack.dispatched(stack.fire(SAMPLE))
+    time.sleep(1.05)  # a new signature: a second, separate delivery
+    second = stack.dispatched(stack.fire(SAMPLE))
+    assert first["incident_id"] == second["incident_id"]
+    assert first["flow_runs"] == second["flow_runs"]
+    run_id = first["flow_runs"]["leaked-llm-api-key"]
+    # Launching again (a retried dispatch) is deduplicated by Prefect's idempotency key.
+    assert stack.runtime.launch(first["incident_id"], "leaked-llm-api-key") == run_id
+    response = httpx.post(f"{prefect_api.api()}/flow_runs/filter",
+                          json={"flow_runs": {"tags": {"all_": [f"incident:{first['incident_id']}"]}}})
+    assert [r["id"] for r in response.json()] == [run_id]
+    prefect_api.wait_for_state(run_id, "PAUSED")
+    prefect_api.resume(run_id, {"approve": False, "approver": "bob", "reason": "test"})
+    prefect_api.wait_for_state(run_id, "COMPLETED")
+    assert len(stack.sandbox.slack.messages) == 1
+
+
+def test_an_empty_resume_rejects_and_nothing_is_deleted(stack: Stack) -> None:
+    status = stack.dispatched(stack.fire(SAMPLE))
+    run_id = status["flow_runs"]["leaked-llm-api-key"]
+    prefect_api.wait_for_state(run_id, "PAUSED")
+    prefect_api.resume(run_id, {})
+    prefect_api.wait_for_state(run_id, "COMPLETED")
+    assert DEMO_KEY_ID in stack.sandbox.openai.projects[DEMO_PROJECT]
+    approvals = stack.svc.store.approvals_for(status["incident_id"])
+    assert [a.status for a in approvals] == ["rejected"]
+    names = prefect_api.task_runs(run_id, expected=len(STEPS) + 2)
+    assert names["delete-key-at-provider"]["state"]["name"] == "Skipped"
+    assert "not approved" in names["delete-key-at-provider"]["state"]["message"]
+    assert stack.svc.store.get_incident(status["incident_id"]).status.value == "closed"
+
+
+def test_hostile_alert_text_stays_inert(stack: Stack) -> None:
+    hostile = dict(SAMPLE, id="hostile-1",
+                   title="<!channel> {{ 7*7 }} <http://evil.example|reset your password> [x](http://evil) {noformat}")
+    status = stack.dispatched(stack.fire(hostile))
+    run_id = status["flow_runs"]["leaked-llm-api-key"]
+    paused = prefect_api.wait_for_state(run_id, "PAUSED")
+    slack = json.dumps(stack.sandbox.slack.messages[0], ensure_ascii=False).replace("\u200b", "")
+    assert "<!channel>" not in slack and "<http://evil" not in slack
+    assert "&lt;!channel&gt;" in slack and "{{ 7*7 }}" in slack and "49" not in slack
+    jira = next(iter(stack.sandbox.jira.issues.values()))["fields"]["description"]
+    assert "{noformat}" not in jira and "[x]" not in jira
+    description = pause_description(paused)
+    assert "](http" not in description and "<http" not in description
+    prefect_api.resume(run_id, {"approve": False})
+    prefect_api.wait_for_state(run_id, "COMPLETED")
+
+
+def test_an_unconfigured_connector_is_skipped_visibly(
+    prefect_server: PrefectServer, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    stack = start_stack(prefect_server, sandbox, tmp_path / "data", ("litellm", "openai", "slack"))
+    try:
+        status = stack.dispatched(stack.fire(SAMPLE))
+        run_id = status["flow_runs"]["leaked-llm-api-key"]
+        prefect_api.wait_for_state(run_id, "PAUSED")
+        names = prefect_api.task_runs(run_id, expected=len(STEPS))
+        ticket = names["open-ticket"]["state"]
+        assert ticket["name"] == "Skipped" and ticket["type"] == "COMPLETED"
+        assert ticket["message"].startswith("skipped: not configured (Jira is not configured")
+        timeline = stack.svc.store.get_incident(status["incident_id"]).timeline
+        assert any(e.step_id == "open-ticket" and e.message.startswith("skipped: not configured") for e in timeline)
+        prefect_api.resume(run_id, {"approve": False})
+        prefect_api.wait_for_state(run_id, "COMPLETED")
+    finally:
+        stack._ingress_server.stop()  # type: ignore[attr-defined]
+        stack.runtime.stop()

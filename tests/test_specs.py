@@ -1,0 +1,184 @@
+"""Static validation of playbook specs: every error names the file, the step and a fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aisoar.config import PROJECT_ROOT
+from aisoar.specs import SpecError, load_specs, parse_spec, validate_spec
+from tasks import catalog
+
+HEAD = """
+name: test-playbook
+title: Test
+incident_type: api_abuse
+atlas: [AML.T0029]
+owasp: ["LLM10:2025"]
+triggers:
+  - incident_types: [api_abuse]
+"""
+
+
+def problems(steps: str, head: str = HEAD) -> list[str]:
+    spec = parse_spec(head + "steps:\n" + steps, "test.yaml")
+    return [str(p) for p in validate_spec(spec, catalog(), "test.yaml")]
+
+
+def test_shipped_specs_are_valid() -> None:
+    loaded = load_specs(PROJECT_ROOT / "playbook_specs", catalog())
+    assert [item.spec.name for item in loaded] == ["leaked-llm-api-key"]
+
+
+def test_a_valid_spec_has_no_problems() -> None:
+    assert problems("""
+  - id: keep
+    action: evidence.capture_alerts
+  - id: block
+    action: gateway.block_key
+    with: {key_hash: "{{ entities.llm_api_key.gateway_key_hash }}"}
+  - id: delete
+    action: openai.delete_project_key
+    with: {project_id: p, key_id: "{{ steps.block.summary }}"}
+    gate: {approval: {approvers: [ic], timeout: 1h}}
+""") == []
+
+
+def test_unknown_action_is_named_with_a_hint() -> None:
+    found = problems("""
+  - id: keep
+    action: evidence.capture_alerts
+  - id: block
+    action: gateway.block
+""")
+    assert found == [
+        "test.yaml: step 'block': unknown action 'gateway.block' (fix: did you mean gateway.block_key?)"
+    ]
+
+
+def test_duplicate_step_id() -> None:
+    found = problems("""
+  - id: keep
+    action: evidence.capture_alerts
+  - id: keep
+    action: evidence.capture_alerts
+""")
+    assert found == ["test.yaml: step 'keep': duplicate step id (fix: give every step a unique id)"]
+
+
+def test_reference_to_a_later_step_and_to_an_unknown_name() -> None:
+    found = problems("""
+  - id: keep
+    action: evidence.capture_alerts
+  - id: tell
+    action: slack.notify_oncall
+    with: {message: "{{ steps.close.summary }} {{ secrets.token }}"}
+  - id: close
+    action: incident.close
+""")
+    assert any("step 'tell'" in p and "reads step 'close' which does not run before it" in p for p in found)
+    assert any("step 'tell'" in p and "unknown name 'secrets'" in p for p in found)
+
+
+def test_unreachable_steps() -> None:
+    found = problems("""
+  - id: keep
+    action: evidence.capture_alerts
+  - id: never
+    action: slack.notify_oncall
+    when: "false"
+  - id: close
+    action: incident.close
+  - id: after
+    action: slack.notify_oncall
+""")
+    assert any("step 'never'" in p and "always false" in p for p in found)
+    assert any("step 'after'" in p and "unreachable: step 'close' ends the playbook" in p for p in found)
+
+
+def test_destructive_step_without_approval() -> None:
+    found = problems("""
+  - id: keep
+    action: evidence.capture_alerts
+  - id: delete
+    action: openai.delete_project_key
+    with: {project_id: p, key_id: k}
+""")
+    assert found == [
+        "test.yaml: step 'delete': action 'openai.delete_project_key' is destructive and has no approval gate "
+        "(fix: add `gate: {approval: {approvers: [...], timeout: 4h}}`)"
+    ]
+
+
+def test_destructive_step_may_not_default_to_approve() -> None:
+    found = problems("""
+  - id: keep
+    action: evidence.capture_alerts
+  - id: delete
+    action: openai.delete_project_key
+    with: {project_id: p, key_id: k}
+    gate: {approval: {approvers: [ic], timeout: 10m, on_timeout: approve}}
+""")
+    assert any("may not default to approve" in p for p in found)
+
+
+def test_changing_step_without_evidence_before_it() -> None:
+    found = problems("""
+  - id: block
+    action: gateway.block_key
+    with: {key_hash: "{{ entities.llm_api_key.gateway_key_hash }}"}
+  - id: keep
+    action: evidence.capture_alerts
+""")
+    assert found == [
+        "test.yaml: step 'block': changing step 'gateway.block_key' has no evidence step before it "
+        "(fix: add an evidence-collecting step (e.g. gateway.collect_key_evidence) before it)"
+    ]
+
+
+def test_inputs_are_checked_against_the_action() -> None:
+    found = problems("""
+  - id: keep
+    action: evidence.capture_alerts
+  - id: block
+    action: gateway.block_key
+    with: {key: abc}
+""")
+    assert any("input 'key' is not accepted" in p for p in found)
+    assert any("required input 'key_hash' of 'gateway.block_key' is missing" in p for p in found)
+
+
+def test_taxonomy_ids_must_be_real_and_edition_pinned() -> None:
+    head = HEAD.replace("[AML.T0029]", "[AT1070, AML.T0029]").replace('["LLM10:2025"]', '["LLM10"]')
+    found = problems("  - id: keep\n    action: evidence.capture_alerts\n", head)
+    assert any("'AT1070' is not a MITRE ATLAS technique id" in p for p in found)
+    assert any("'LLM10' is not an edition-pinned OWASP LLM id" in p for p in found)
+
+
+def test_schema_errors_name_the_step() -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec(HEAD + "steps:\n  - id: keep\n    action: evidence.capture_alerts\n    gate: {approval: {}}\n",
+                   "bad.yaml")
+    text = str(caught.value)
+    assert "bad.yaml: step 'keep'" in text and "approvers" in text
+
+
+def test_quorum_larger_than_approvers_is_refused() -> None:
+    with pytest.raises(SpecError, match="quorum 2 is larger than the 1 approvers"):
+        parse_spec(HEAD + "steps:\n  - id: keep\n    action: evidence.capture_alerts\n"
+                          "    gate: {approval: {approvers: [a], quorum: 2}}\n", "q.yaml")
+
+
+def test_yaml_syntax_error() -> None:
+    with pytest.raises(SpecError, match="not valid YAML"):
+        parse_spec("name: [unclosed", "broken.yaml")
+
+
+def test_load_specs_reports_every_file(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(HEAD + "steps:\n  - id: x\n    action: nope.nothing\n")
+    (tmp_path / "b.yaml").write_text("name: [")
+    with pytest.raises(SpecError) as caught:
+        load_specs(tmp_path, catalog())
+    files = {p.file for p in caught.value.problems}
+    assert files == {"a.yaml", "b.yaml"}
