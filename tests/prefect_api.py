@@ -13,10 +13,20 @@ def api() -> str:
     return os.environ["PREFECT_API_URL"].rstrip("/")
 
 
-def flow_run(run_id: str) -> dict[str, Any]:
-    response = httpx.get(f"{api()}/flow_runs/{run_id}", timeout=10)
+def _call(method: str, path: str, **kwargs: Any) -> Any:
+    """One API call. A Prefect server on SQLite answers 503 ("database is locked") under
+    write contention; like Prefect's own client, try again a few times."""
+    for attempt in range(6):
+        response = httpx.request(method, f"{api()}{path}", timeout=10, **kwargs)
+        if response.status_code != 503 or attempt == 5:
+            break
+        time.sleep(0.2 * (attempt + 1))
     response.raise_for_status()
-    result: dict[str, Any] = response.json()
+    return response.json()
+
+
+def flow_run(run_id: str) -> dict[str, Any]:
+    result: dict[str, Any] = _call("GET", f"/flow_runs/{run_id}")
     return result
 
 
@@ -35,33 +45,25 @@ def wait_for_state(run_id: str, *types: str, timeout: float = 60) -> dict[str, A
 
 def resume(run_id: str, run_input: dict[str, Any]) -> dict[str, Any]:
     """What the UI's approval form sends."""
-    response = httpx.post(f"{api()}/flow_runs/{run_id}/resume", json={"run_input": run_input}, timeout=10)
-    response.raise_for_status()
-    result: dict[str, Any] = response.json()
+    result: dict[str, Any] = _call("POST", f"/flow_runs/{run_id}/resume", json={"run_input": run_input})
     return result
 
 
 def run_input(run_id: str, key: str) -> Any:
-    response = httpx.get(f"{api()}/flow_runs/{run_id}/input/{key}", timeout=10)
-    response.raise_for_status()
-    return response.json()
+    return _call("GET", f"/flow_runs/{run_id}/input/{key}")
 
 
 def task_runs(run_id: str, expected: int = 0, timeout: float = 10) -> dict[str, dict[str, Any]]:
     """Task runs of a flow run by name (they arrive through events, so wait for them)."""
     deadline = time.monotonic() + timeout
     while True:
-        response = httpx.post(f"{api()}/task_runs/filter",
-                              json={"flow_runs": {"id": {"any_": [run_id]}}, "limit": 200}, timeout=10)
-        response.raise_for_status()
-        runs = {r["name"]: r for r in response.json()}
+        found = _call("POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}, "limit": 200})
+        runs = {r["name"]: r for r in found}
         if len(runs) >= expected or time.monotonic() > deadline:
             return runs
         time.sleep(0.1)
 
 
 def artifact(key: str) -> dict[str, Any] | None:
-    response = httpx.post(f"{api()}/artifacts/filter", json={"artifacts": {"key": {"any_": [key]}}}, timeout=10)
-    response.raise_for_status()
-    found = response.json()
+    found = _call("POST", "/artifacts/filter", json={"artifacts": {"key": {"any_": [key]}}})
     return found[0] if found else None

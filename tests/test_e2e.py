@@ -199,7 +199,7 @@ def test_hostile_alert_text_stays_inert(stack: Stack) -> None:
     paused = prefect_api.wait_for_state(run_id, "PAUSED")
     slack = json.dumps(stack.sandbox.slack.messages[0], ensure_ascii=False).replace("\u200b", "")
     assert "<!channel>" not in slack and "<http://evil" not in slack
-    assert "&lt;!channel&gt;" in slack and "{{ 7*7 }}" in slack and "49" not in slack
+    assert "&lt;!channel&gt;" in slack and "{{ 7*7 }}" in slack
     jira = next(iter(stack.sandbox.jira.issues.values()))["fields"]["description"]
     assert "{noformat}" not in jira and "[x]" not in jira
     description = pause_description(paused)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -87,7 +88,7 @@ def create_app(state: LiteLLMState) -> FastAPI:
 
     def record(request: Request, body: Any) -> None:
         state.requests.append({"method": request.method, "path": request.url.path, "body": body,
-                               "at": datetime.now(UTC).isoformat()})
+                               "at": datetime.now(UTC).isoformat(), "t": time.time()})
 
     @app.get("/key/info")
     def key_info(request: Request, key: str | None = None, authorization: str | None = Header(None),

@@ -84,7 +84,7 @@ def create_app(state: OpenAIState) -> FastAPI:
         if (denied := check_admin(authorization)) is not None:
             return denied
         with state.lock:
-            state.requests.append({"method": "DELETE", "path": request.url.path})
+            state.requests.append({"method": "DELETE", "path": request.url.path, "t": time.time()})
             if key_id not in state.projects.get(project_id, {}):
                 return _error(404, f"No such API key: {key_id}", code="not_found")
             del state.projects[project_id][key_id]

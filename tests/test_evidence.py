@@ -1,0 +1,53 @@
+"""Evidence: content-addressed, write-once, with a hash-chained custody ledger."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from aisoar.config import Settings
+from aisoar.evidence import EvidenceStore, EvidenceTampered
+from aisoar.store import Store, evidence_items
+
+
+@pytest.fixture()
+def evidence(settings: Settings) -> EvidenceStore:
+    return EvidenceStore(settings.evidence_dir, Store(settings.store_url))
+
+
+def test_stored_by_hash_read_only_with_custody(evidence: EvidenceStore) -> None:
+    record = evidence.put("INC-1", b'{"spend": 12}', "gateway record", "tester")
+    path = Path(record.location)
+    assert record.sha256 == hashlib.sha256(b'{"spend": 12}').hexdigest()
+    assert path.name == record.sha256 and path.read_bytes() == b'{"spend": 12}'
+    assert not path.stat().st_mode & 0o222
+    assert record.collected_by == "tester" and record.prev_hash == "0" * 64
+
+
+def test_the_same_bytes_twice_write_once_and_chain_two_entries(evidence: EvidenceStore) -> None:
+    first = evidence.put("INC-1", b"same", "a", "tester")
+    second = evidence.put("INC-2", b"same", "b", "tester")
+    assert first.location == second.location
+    assert second.prev_hash == first.entry_hash
+    assert evidence.store.verify_custody_chain() == []
+
+
+def test_a_tampered_file_is_detected(evidence: EvidenceStore) -> None:
+    record = evidence.put("INC-1", b"original", "a", "tester")
+    path = Path(record.location)
+    path.chmod(0o644)
+    path.write_bytes(b"changed")
+    with pytest.raises(EvidenceTampered):
+        evidence.put("INC-1", b"original", "a", "tester")
+
+
+def test_an_edited_ledger_entry_breaks_the_chain(evidence: EvidenceStore) -> None:
+    evidence.put("INC-1", b"one", "a", "tester")
+    evidence.put("INC-1", b"two", "b", "tester")
+    with evidence.store.engine.begin() as conn:
+        conn.execute(sa.update(evidence_items).where(evidence_items.c.id == 1).values(collected_by="mallory"))
+    problems = evidence.store.verify_custody_chain()
+    assert problems == ["entry 1: entry hash does not match its content"]

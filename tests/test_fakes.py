@@ -1,0 +1,161 @@
+"""The sandbox stand-ins behave like the real services: checked with the real client
+libraries (slack-sdk, jira, openai) and against LiteLLM's own OpenAPI document."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from jira import JIRA, JIRAError
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from aisoar.sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT, DEMO_SECRET, Sandbox
+
+OPENAPI = json.loads((Path(__file__).parent / "fixtures/litellm-key-api.openapi.json").read_text())
+
+
+@pytest.fixture()
+def env(sandbox: Sandbox) -> Iterator[dict[str, str]]:
+    yield sandbox.start()
+
+
+def schema_validator(ref: str) -> Draft202012Validator:
+    registry: Registry[Any] = Registry().with_resource("urn:litellm", Resource.from_contents(
+        {"components": OPENAPI["components"], "$schema": "https://json-schema.org/draft/2020-12/schema"}))
+    return Draft202012Validator({"$ref": f"urn:litellm#/components/schemas/{ref}"}, registry=registry)
+
+
+def response_schema(path: str, method: str, status: str = "200") -> dict[str, Any]:
+    content = OPENAPI["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+    result: dict[str, Any] = json.loads(json.dumps(content).replace("#/components", "urn:litellm#/components"))
+    return result
+
+
+# -- LiteLLM ------------------------------------------------------------------------
+def test_litellm_fake_serves_only_documented_operations() -> None:
+    from aisoar.sandbox.litellm_fake import LiteLLMState, create_app
+
+    routes = {(method.lower(), route.path) for route in create_app(LiteLLMState("m")).routes
+              for method in getattr(route, "methods", set()) if route.path.startswith("/key/")}
+    documented = {(method, path) for path, ops in OPENAPI["paths"].items() for method in ops}
+    assert routes and routes <= documented
+
+
+def test_litellm_block_answers_in_the_documented_shape(env: dict[str, str]) -> None:
+    url, master = env["AISOAR_LITELLM_URL"], env["AISOAR_LITELLM_MASTER_KEY"]
+    key_hash = hashlib.sha256(DEMO_SECRET.encode()).hexdigest()
+    body = {"key": key_hash}
+    schema_validator("BlockKeyRequest").validate(body)
+    response = httpx.post(f"{url}/key/block", json=body, headers={"Authorization": f"Bearer {master}"})
+    assert response.status_code == 200
+    registry: Registry[Any] = Registry().with_resource("urn:litellm", Resource.from_contents(
+        {"components": OPENAPI["components"], "$schema": "https://json-schema.org/draft/2020-12/schema"}))
+    Draft202012Validator(response_schema("/key/block", "post"), registry=registry).validate(response.json())
+    assert response.json()["blocked"] is True
+
+
+def test_litellm_rejects_what_the_proxy_rejects(env: dict[str, str]) -> None:
+    url, master = env["AISOAR_LITELLM_URL"], env["AISOAR_LITELLM_MASTER_KEY"]
+    assert httpx.post(f"{url}/key/block", json={"key": "x"}).status_code == 401
+    assert httpx.post(f"{url}/key/block", json={"key": "x"},
+                      headers={"Authorization": "Bearer wrong"}).status_code == 401
+    missing = httpx.post(f"{url}/key/block", json={}, headers={"Authorization": f"Bearer {master}"})
+    assert missing.status_code == 422
+    registry: Registry[Any] = Registry().with_resource("urn:litellm", Resource.from_contents(
+        {"components": OPENAPI["components"], "$schema": "https://json-schema.org/draft/2020-12/schema"}))
+    Draft202012Validator({"$ref": "urn:litellm#/components/schemas/HTTPValidationError"},
+                         registry=registry).validate(missing.json())
+    # The admin key may also come in the documented x-litellm-api-key header.
+    info = httpx.get(f"{url}/key/info", params={"key": DEMO_SECRET}, headers={"x-litellm-api-key": master})
+    assert info.status_code == 200 and info.json()["info"]["spend"] == 1873.42
+
+
+def test_litellm_blocked_key_is_refused_for_inference(env: dict[str, str]) -> None:
+    url, master = env["AISOAR_LITELLM_URL"], env["AISOAR_LITELLM_MASTER_KEY"]
+    chat = f"{url}/chat/completions"
+    assert httpx.post(chat, headers={"Authorization": f"Bearer {DEMO_SECRET}"}, json={}).status_code == 200
+    httpx.post(f"{url}/key/block", json={"key": DEMO_SECRET}, headers={"Authorization": f"Bearer {master}"})
+    assert httpx.post(chat, headers={"Authorization": f"Bearer {DEMO_SECRET}"}, json={}).status_code == 401
+    httpx.post(f"{url}/key/unblock", json={"key": DEMO_SECRET}, headers={"Authorization": f"Bearer {master}"})
+    assert httpx.post(chat, headers={"Authorization": f"Bearer {DEMO_SECRET}"}, json={}).status_code == 200
+
+
+# -- OpenAI Admin API, driven by the official SDK ----------------------------------
+def test_openai_fake_matches_what_the_sdk_sends(env: dict[str, str]) -> None:
+    client = openai.OpenAI(admin_api_key=env["AISOAR_OPENAI_ADMIN_KEY"], api_key="unused",
+                           base_url=env["AISOAR_OPENAI_ADMIN_URL"], max_retries=0)
+    keys = client.admin.organization.projects.api_keys
+    listed = keys.list(DEMO_PROJECT)
+    assert [k.id for k in listed.data] == [DEMO_KEY_ID]
+    assert keys.retrieve(DEMO_KEY_ID, project_id=DEMO_PROJECT).redacted_value.startswith("sk-proj-")
+    deleted = keys.delete(DEMO_KEY_ID, project_id=DEMO_PROJECT)
+    assert deleted.deleted is True and deleted.id == DEMO_KEY_ID
+    assert deleted.object == "organization.project.api_key.deleted"
+    with pytest.raises(openai.NotFoundError):
+        keys.retrieve(DEMO_KEY_ID, project_id=DEMO_PROJECT)
+
+
+def test_openai_fake_requires_the_admin_key(env: dict[str, str]) -> None:
+    client = openai.OpenAI(admin_api_key="sk-admin-wrong", api_key="unused",
+                           base_url=env["AISOAR_OPENAI_ADMIN_URL"], max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        client.admin.organization.projects.api_keys.list(DEMO_PROJECT)
+
+
+# -- Slack, driven by slack-sdk ------------------------------------------------------
+def test_slack_fake_with_slack_sdk(env: dict[str, str]) -> None:
+    client = WebClient(token=env["AISOAR_SLACK_TOKEN"], base_url=env["AISOAR_SLACK_BASE_URL"])
+    assert client.auth_test()["ok"] is True
+    posted = client.chat_postMessage(channel="ai-incidents", text="hello",
+                                     blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": "hi"}}])
+    assert posted["channel"] == "C0AISOAR01" and posted["ts"]
+
+
+@pytest.mark.parametrize(
+    ("token", "kwargs", "error"),
+    [
+        ("xoxb-wrong", {"channel": "ai-incidents", "text": "x"}, "invalid_auth"),
+        (None, {"channel": "nowhere", "text": "x"}, "channel_not_found"),
+        (None, {"channel": "ai-incidents"}, "no_text"),
+        (None, {"channel": "ai-incidents", "blocks": [{"type": "header", "text": {"type": "mrkdwn", "text": "x"}}]},
+         "invalid_blocks"),
+    ],
+)
+def test_slack_fake_errors_like_slack(env: dict[str, str], token: str | None, kwargs: dict[str, Any],
+                                      error: str) -> None:
+    client = WebClient(token=token or env["AISOAR_SLACK_TOKEN"], base_url=env["AISOAR_SLACK_BASE_URL"])
+    with pytest.raises(SlackApiError) as caught:
+        client.chat_postMessage(**kwargs)
+    assert caught.value.response["error"] == error
+
+
+# -- Jira, driven by the jira package ------------------------------------------------
+def test_jira_fake_with_the_jira_package(env: dict[str, str]) -> None:
+    jira = JIRA(server=env["AISOAR_JIRA_URL"], basic_auth=(env["AISOAR_JIRA_USER"], env["AISOAR_JIRA_TOKEN"]))
+    issue = jira.create_issue(fields={"project": {"key": "SEC"}, "summary": "s", "description": "d",
+                                      "issuetype": {"name": "Task"}, "labels": ["aisoar"]})
+    assert issue.key == "SEC-1" and issue.fields.summary == "s"
+    jira.add_comment(issue.key, "timeline entry")
+    assert [i.key for i in jira.search_issues('project = "SEC" AND labels = "aisoar"')] == ["SEC-1"]
+
+
+def test_jira_fake_refuses_bad_auth_and_bad_fields(env: dict[str, str]) -> None:
+    with pytest.raises(JIRAError) as caught:
+        JIRA(server=env["AISOAR_JIRA_URL"], basic_auth=(env["AISOAR_JIRA_USER"], "wrong"), max_retries=0)
+    assert caught.value.status_code == 401
+    jira = JIRA(server=env["AISOAR_JIRA_URL"], basic_auth=(env["AISOAR_JIRA_USER"], env["AISOAR_JIRA_TOKEN"]))
+    with pytest.raises(JIRAError) as bad:
+        jira.create_issue(fields={"project": {"key": "SEC"}, "summary": "two\nlines", "issuetype": {"name": "Task"}})
+    assert bad.value.status_code == 400 and "newline" in str(bad.value.text)
+    response = httpx.post(f"{env['AISOAR_JIRA_URL']}/rest/api/2/issue", json={"fields": {}},
+                          auth=(env["AISOAR_JIRA_USER"], env["AISOAR_JIRA_TOKEN"]))
+    assert response.status_code == 403  # no X-Atlassian-Token: no-check
