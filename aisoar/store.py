@@ -414,6 +414,21 @@ class Store:
         if self.claim_playbook_run(incident_id, playbook):
             self.set_flow_run(incident_id, playbook, flow_run_id)
 
+    def take_playbook_run(self, incident_id: str, playbook: str, owner: str, stale_before: datetime) -> bool:
+        """Become the runner of an incident's playbook unless a live runner holds it."""
+        with self._tx() as conn:
+            result = conn.execute(
+                playbook_runs.update()
+                .where(
+                    playbook_runs.c.incident_id == incident_id,
+                    playbook_runs.c.playbook == playbook,
+                    playbook_runs.c.finished.is_(False),
+                    _free_for(owner, stale_before),
+                )
+                .values(owner=owner, heartbeat_at=utcnow())
+            )
+        return bool(result.rowcount)
+
     def take_run(self, flow_run_id: str, owner: str, stale_before: datetime) -> bool:
         """Become the runner of a flow run unless a live runner has it (its heartbeat is fresh)."""
         with self._tx() as conn:
@@ -422,12 +437,7 @@ class Store:
                 .where(
                     playbook_runs.c.flow_run_id == flow_run_id,
                     playbook_runs.c.finished.is_(False),
-                    sa.or_(
-                        playbook_runs.c.owner.is_(None),
-                        playbook_runs.c.owner == owner,
-                        playbook_runs.c.heartbeat_at.is_(None),
-                        playbook_runs.c.heartbeat_at < stale_before,
-                    ),
+                    _free_for(owner, stale_before),
                 )
                 .values(owner=owner, heartbeat_at=utcnow())
             )
@@ -469,11 +479,12 @@ class Store:
             ).all()
         return [str(r.flow_run_id) for r in rows]
 
-    def runs_without_flow_run(self) -> list[tuple[str, str]]:
+    def runs_without_flow_run(self, created_before: datetime) -> list[tuple[str, str]]:
+        """Playbook runs selected for an incident whose flow run was never created."""
         with self._tx() as conn:
             rows = conn.execute(
                 sa.select(playbook_runs.c.incident_id, playbook_runs.c.playbook).where(
-                    playbook_runs.c.flow_run_id.is_(None)
+                    playbook_runs.c.flow_run_id.is_(None), playbook_runs.c.created_at < created_before
                 )
             ).all()
         return [(r.incident_id, r.playbook) for r in rows]
@@ -622,6 +633,16 @@ class Store:
                 problems.append(f"entry {row.id}: entry hash does not match its content")
             prev_hash = record.entry_hash
         return problems
+
+
+def _free_for(owner: str, stale_before: datetime) -> Any:
+    """A run row this owner may take: nobody holds it, it holds it, or its holder went silent."""
+    return sa.or_(
+        playbook_runs.c.owner.is_(None),
+        playbook_runs.c.owner == owner,
+        playbook_runs.c.heartbeat_at.is_(None),
+        playbook_runs.c.heartbeat_at < stale_before,
+    )
 
 
 def _approval(row: Any) -> ApprovalRecord:

@@ -70,6 +70,9 @@ def arrival(requests: list[dict[str, object]], path: str, marker: str) -> float 
     return None
 
 
+busy_answers: list[str] = []
+
+
 def bench_aisoar(sandbox: Sandbox, env: dict[str, str], alerts: int) -> tuple[list[float], list[float]]:
     from datetime import timedelta
 
@@ -89,6 +92,7 @@ def bench_aisoar(sandbox: Sandbox, env: dict[str, str], alerts: int) -> tuple[li
     api = os.environ["PREFECT_API_URL"]
     containment: list[float] = []
     resume: list[float] = []
+    busy_answers.clear()
     try:
         for i in range(alerts + 1):  # the first one warms up imports and connections
             secret = f"sk-proj-BENCH{i:04d}" + "x" * 32
@@ -120,8 +124,14 @@ def bench_aisoar(sandbox: Sandbox, env: dict[str, str], alerts: int) -> tuple[li
 
             wait_for(paused, 30, "pause")
             resumed = time.time()
-            httpx.post(f"{api}/flow_runs/{run_id}/resume",
-                       json={"run_input": {"approve": True, "approver": "bench"}}).raise_for_status()
+            while True:  # a Prefect server on SQLite may answer 503 "database is locked"; retry like a person
+                answer = httpx.post(f"{api}/flow_runs/{run_id}/resume",
+                                    json={"run_input": {"approve": True, "approver": "bench"}})
+                if answer.status_code != 503:
+                    answer.raise_for_status()
+                    break
+                busy_answers.append(run_id)
+                time.sleep(0.05)
             wait_for(lambda: arrival(sandbox.openai.requests, "/v1/organization/projects/"
                                      f"{DEMO_PROJECT}/api_keys/{key_id}", key_id), 30, "delete")
             deleted = arrival(sandbox.openai.requests, f"/v1/organization/projects/{DEMO_PROJECT}/api_keys/{key_id}",
@@ -215,6 +225,8 @@ def main() -> int:
     print()
     print(f"{'resume in the UI -> approved step at provider':44} {'n':>4} {'p50 ms':>10} {'p99 ms':>10} {'mean ms':>10}")
     print(line("aisoar (pause poll 0.5 s)", resume))
+    print(f"(the Prefect server answered 503 'database is locked' to {len(busy_answers)} of {len(resume) + 1} "
+          "resumes; retried, and counted from the first attempt)")
     ok = percentile(containment, 0.5) <= 0.25 and percentile(containment, 0.99) <= 1.0 and max(resume) <= 1.0
     print(f"\ntargets (p50 <= 250 ms, p99 <= 1 s, resume <= 1 s): {'met' if ok else 'NOT met'}")
     return 0

@@ -43,7 +43,6 @@ def template_context(svc: Services, spec: PlaybookSpec, incident_id: str, flow_r
 
 @flow(
     name="playbook",
-    flow_run_name="{playbook} · {incident_id}",
     persist_result=False,
     log_prints=False,
     description="Runs one aisoar playbook spec for one incident.",

@@ -98,17 +98,26 @@ class PlaybookRuntime:
 
     # -- starting runs --------------------------------------------------------------
     def launch(self, incident_id: str, playbook: str) -> str:
-        """Create (or find, by idempotency key) the run and execute it here at once."""
+        """Create (or find, by idempotency key) the run and execute it here at once.
+
+        The run is created already ``Pending``: no sweep or worker picks it up. Only the
+        runtime that holds the incident's playbook run in the store starts it; if this
+        process dies first, the orphan recovery of another one takes it over.
+        """
+        held = self.svc.store.take_playbook_run(incident_id, playbook, self.owner, utcnow() - self.stale_after)
         flow_run = self.client.create_flow_run_from_deployment(
             self.deployments[playbook],
             parameters={"incident_id": incident_id, "playbook": playbook},
             idempotency_key=f"{incident_id}:{playbook}",
             name=f"{playbook} · {incident_id}",
             tags=["aisoar", f"incident:{incident_id}"],
+            state=Pending(),
         )
-        self.svc.store.set_flow_run(incident_id, playbook, str(flow_run.id))
-        self._claim_and_start(flow_run)
-        return str(flow_run.id)
+        run_id = str(flow_run.id)
+        self.svc.store.set_flow_run(incident_id, playbook, run_id)
+        if held and flow_run.state is not None and flow_run.state.is_pending():
+            self._start(flow_run)
+        return run_id
 
     def _claim_and_start(self, flow_run: FlowRun) -> bool:
         if flow_run.state is None or flow_run.state.type is not StateType.SCHEDULED:

@@ -1,6 +1,13 @@
-"""Build connectors from settings; a missing setting raises ``NotConfigured``."""
+"""Build connectors from settings; a missing setting raises ``NotConfigured``.
+
+Connectors are cached per configuration: building an HTTP client costs tens of
+milliseconds (TLS context, certificate store), which would otherwise be paid on every
+step of every run. The clients are thread-safe and shared by the runs of a process.
+"""
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 from aisoar.config import Settings
 from connectors.errors import NotConfigured
@@ -10,28 +17,46 @@ from connectors.openai_admin import OpenAIAdmin
 from connectors.slack import SlackNotifier
 
 
+@lru_cache(maxsize=16)
+def _gateway(url: str, master_key: str, timeout: float) -> LiteLLMGateway:
+    return LiteLLMGateway(url, master_key, timeout=timeout)
+
+
+@lru_cache(maxsize=16)
+def _openai_admin(url: str, admin_key: str, timeout: float) -> OpenAIAdmin:
+    return OpenAIAdmin(url, admin_key, timeout=timeout)
+
+
+@lru_cache(maxsize=16)
+def _slack(token: str, channel: str, base_url: str, timeout: float) -> SlackNotifier:
+    return SlackNotifier(token, channel, base_url, timeout=timeout)
+
+
+@lru_cache(maxsize=16)
+def _jira(url: str, user: str, token: str, project: str, timeout: float) -> JiraTickets:
+    return JiraTickets(url, user, token, project, timeout=timeout)
+
+
 def gateway(settings: Settings) -> LiteLLMGateway:
     if not settings.litellm_url or not settings.litellm_master_key:
         raise NotConfigured("LiteLLM gateway", ["AISOAR_LITELLM_URL", "AISOAR_LITELLM_MASTER_KEY"])
-    return LiteLLMGateway(
-        settings.litellm_url, settings.litellm_master_key.get_secret_value(), timeout=settings.http_timeout_seconds
-    )
+    return _gateway(settings.litellm_url, settings.litellm_master_key.get_secret_value(), settings.http_timeout_seconds)
 
 
 def openai_admin(settings: Settings) -> OpenAIAdmin:
     if not settings.openai_admin_url or not settings.openai_admin_key:
         raise NotConfigured("OpenAI Admin API", ["AISOAR_OPENAI_ADMIN_URL", "AISOAR_OPENAI_ADMIN_KEY"])
-    return OpenAIAdmin(
-        settings.openai_admin_url, settings.openai_admin_key.get_secret_value(), timeout=settings.http_timeout_seconds
+    return _openai_admin(
+        settings.openai_admin_url, settings.openai_admin_key.get_secret_value(), settings.http_timeout_seconds
     )
 
 
 def slack(settings: Settings) -> SlackNotifier:
     if not settings.slack_token or not settings.slack_channel:
         raise NotConfigured("Slack", ["AISOAR_SLACK_TOKEN", "AISOAR_SLACK_CHANNEL"])
-    return SlackNotifier(
+    return _slack(
         settings.slack_token.get_secret_value(), settings.slack_channel, settings.slack_base_url,
-        timeout=settings.http_timeout_seconds,
+        settings.http_timeout_seconds,
     )
 
 
@@ -40,7 +65,7 @@ def jira(settings: Settings) -> JiraTickets:
         raise NotConfigured(
             "Jira", ["AISOAR_JIRA_URL", "AISOAR_JIRA_USER", "AISOAR_JIRA_TOKEN", "AISOAR_JIRA_PROJECT"]
         )
-    return JiraTickets(
+    return _jira(
         settings.jira_url, settings.jira_user, settings.jira_token.get_secret_value(), settings.jira_project,
-        timeout=settings.http_timeout_seconds,
+        settings.http_timeout_seconds,
     )

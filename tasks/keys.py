@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from aisoar.actions import Effect
+from connectors.errors import ConnectorError
 from tasks import connect
 from tasks.base import ActionContext, ProbeResult, StepOutcome, ok, skipped
 from tasks.registry import action
@@ -34,11 +35,7 @@ class ProviderKey(BaseModel):
     collects_evidence=True,
 )
 def collect_key_evidence(ctx: ActionContext, inputs: GatewayKey) -> StepOutcome:
-    gateway = connect.gateway(ctx.settings)
-    try:
-        info = gateway.key_info(inputs.key_hash)
-    finally:
-        gateway.close()
+    info = connect.gateway(ctx.settings).key_info(inputs.key_hash)
     document = {
         "collected_at": datetime.now(UTC).isoformat(),
         "system": "litellm",
@@ -61,11 +58,7 @@ def collect_key_evidence(ctx: ActionContext, inputs: GatewayKey) -> StepOutcome:
 
 def _probe_blocked(expected: bool) -> object:
     def probe(ctx: ActionContext, inputs: GatewayKey, outcome: StepOutcome) -> ProbeResult:
-        gateway = connect.gateway(ctx.settings)
-        try:
-            info = gateway.key_info(inputs.key_hash)
-        finally:
-            gateway.close()
+        info = connect.gateway(ctx.settings).key_info(inputs.key_hash)
         if info is None:
             return ProbeResult(ok=False, detail="the gateway no longer knows the key")
         blocked = bool(info.get("blocked"))
@@ -86,15 +79,12 @@ def _probe_blocked(expected: bool) -> object:
 def block_key(ctx: ActionContext, inputs: GatewayKey) -> StepOutcome:
     gateway = connect.gateway(ctx.settings)
     try:
-        info = gateway.key_info(inputs.key_hash)
-        if info is None:
+        gateway.block_key(inputs.key_hash)  # blocking a blocked key is harmless: no read first
+    except ConnectorError as exc:
+        if exc.status == 404:
             return skipped("the gateway has no such key; nothing to block")
-        if info.get("blocked"):
-            return ok("the key was already blocked", already=True)
-        gateway.block_key(inputs.key_hash)
-    finally:
-        gateway.close()
-    return ok("key blocked at the gateway", already=False)
+        raise
+    return ok("key blocked at the gateway")
 
 
 @action(
@@ -108,20 +98,16 @@ def block_key(ctx: ActionContext, inputs: GatewayKey) -> StepOutcome:
 def unblock_key(ctx: ActionContext, inputs: GatewayKey) -> StepOutcome:
     gateway = connect.gateway(ctx.settings)
     try:
-        if gateway.key_info(inputs.key_hash) is None:
-            return skipped("the gateway has no such key; nothing to unblock")
         gateway.unblock_key(inputs.key_hash)
-    finally:
-        gateway.close()
+    except ConnectorError as exc:
+        if exc.status == 404:
+            return skipped("the gateway has no such key; nothing to unblock")
+        raise
     return ok("key unblocked at the gateway")
 
 
 def _probe_deleted(ctx: ActionContext, inputs: ProviderKey, outcome: StepOutcome) -> ProbeResult:
-    admin = connect.openai_admin(ctx.settings)
-    try:
-        found = admin.get_project_key(inputs.project_id, inputs.key_id)
-    finally:
-        admin.close()
+    found = connect.openai_admin(ctx.settings).get_project_key(inputs.project_id, inputs.key_id)
     if found is None:
         return ProbeResult(ok=True, detail=f"OpenAI no longer lists key {inputs.key_id} in {inputs.project_id}")
     return ProbeResult(ok=False, detail=f"OpenAI still lists key {inputs.key_id} in {inputs.project_id}")
@@ -135,11 +121,7 @@ def _probe_deleted(ctx: ActionContext, inputs: ProviderKey, outcome: StepOutcome
     probe=_probe_deleted,
 )
 def delete_project_key(ctx: ActionContext, inputs: ProviderKey) -> StepOutcome:
-    admin = connect.openai_admin(ctx.settings)
-    try:
-        deleted = admin.delete_project_key(inputs.project_id, inputs.key_id)
-    finally:
-        admin.close()
+    deleted = connect.openai_admin(ctx.settings).delete_project_key(inputs.project_id, inputs.key_id)
     if not deleted:
         return ok(f"key {inputs.key_id} was already deleted at OpenAI", already=True)
     return ok(f"key {inputs.key_id} deleted at OpenAI (project {inputs.project_id})", already=False)

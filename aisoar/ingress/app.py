@@ -21,6 +21,7 @@ from aisoar.config import Settings
 from aisoar.ingress.adapters import PayloadError, adapter_for
 from aisoar.ingress.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER, AuthError, verify
 from aisoar.ingress.dispatch import Dispatcher
+from aisoar.models import Alert
 from aisoar.store import Store
 
 log = logging.getLogger("aisoar.ingress")
@@ -48,16 +49,15 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
 
 
 def create_app(settings: Settings, store: Store, dispatcher: Dispatcher) -> FastAPI:
-    queue: asyncio.Queue[str] = asyncio.Queue()
+    queue: asyncio.Queue[Alert] = asyncio.Queue()
 
     async def dispatch_loop() -> None:
         while True:
-            alert_id = await queue.get()
+            alert = await queue.get()
             try:
-                alert = await run_in_threadpool(store.get_alert, alert_id)
                 await run_in_threadpool(dispatcher.dispatch, alert)
             except Exception:
-                log.exception("dispatch of %s failed; it stays in the inbox and is retried", alert_id)
+                log.exception("dispatch of %s failed; it stays in the inbox and is retried", alert.id)
 
     async def retry_loop() -> None:
         while True:
@@ -115,7 +115,7 @@ def create_app(settings: Settings, store: Store, dispatcher: Dispatcher) -> Fast
         alert_id, created = await run_in_threadpool(store.accept_alert, alert, verified.delivery_id)
         if not created:
             return JSONResponse(status_code=200, content={"status": "duplicate", "alert_id": alert_id})
-        queue.put_nowait(alert_id)
+        queue.put_nowait(alert)
         return JSONResponse(status_code=202, content={"status": "accepted", "alert_id": alert_id})
 
     @app.get("/alerts/{alert_id}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol
 
-from aisoar.models import Alert, Severity
+from aisoar.models import Alert, Severity, utcnow
 from aisoar.specs import PlaybookSpec
 from aisoar.store import Store
 
@@ -88,7 +88,7 @@ class Dispatcher:
 
     def retry_unlaunched(self) -> int:
         count = 0
-        for incident_id, playbook in self.store.runs_without_flow_run():
+        for incident_id, playbook in self.store.runs_without_flow_run(utcnow() - timedelta(seconds=30)):
             result = DispatchResult(incident_id=incident_id, new_incident=False)
             self._launch(incident_id, playbook, result)
             count += len(result.launched)
