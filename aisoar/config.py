@@ -52,8 +52,9 @@ class Settings(BaseSettings):
     dedup_window_seconds: int = 3600
 
     # runner
-    approval_poll_seconds: float = 0.5
-    runner_sweep_seconds: float = 1.0
+    runner_sweep_seconds: float = Field(
+        0.25, description="how often resumed approvals and runs started in the UI are picked up"
+    )
     runner_stale_seconds: float = Field(
         15.0, description="a run whose runner has not heartbeated for this long is taken over"
     )

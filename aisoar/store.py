@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection, Engine
 
 from aisoar.models import Alert, Incident, IncidentStatus, Severity, TimelineEntry, utcnow
@@ -108,6 +108,7 @@ approvals = sa.Table(
     sa.Column("decided_by", sa.String(256)),
     sa.Column("reason", sa.Text),
     sa.Column("decided_at", _ts),
+    sa.Column("answers_json", sa.Text, nullable=False, default="{}"),
     sa.UniqueConstraint("incident_id", "playbook", "step_id", name="uq_approval_step"),
 )
 evidence_items = sa.Table(
@@ -142,6 +143,7 @@ class ApprovalRecord(BaseModel):
     decided_by: str | None = None
     reason: str | None = None
     decided_at: datetime | None = None
+    answers: dict[str, dict[str, Any]] = Field(default_factory=dict, description="pause key -> answer")
 
 
 class EvidenceRecord(BaseModel):
@@ -453,10 +455,13 @@ class Store:
                 .values(heartbeat_at=utcnow())
             )
 
-    def release_runs(self, owner: str) -> None:
+    def release_runs(self, owner: str, flow_run_id: str | None = None) -> None:
         """Let another runner (or this one after a restart) take over at once."""
+        condition = playbook_runs.c.owner == owner
+        if flow_run_id is not None:
+            condition = sa.and_(condition, playbook_runs.c.flow_run_id == flow_run_id)
         with self._tx() as conn:
-            conn.execute(playbook_runs.update().where(playbook_runs.c.owner == owner).values(owner=None))
+            conn.execute(playbook_runs.update().where(condition).values(owner=None))
 
     def finish_run(self, flow_run_id: str) -> None:
         with self._tx() as conn:
@@ -558,11 +563,42 @@ class Store:
                     expires_at=utcnow() + timeout,
                     on_timeout=on_timeout,
                     status="pending",
+                    answers_json="{}",
                 )
                 conn.execute(approvals.insert().values(**values))
                 row = conn.execute(sa.select(approvals).where(approvals.c.id == values["id"])).first()
         assert row is not None
         return _approval(row)
+
+    def add_approval_answer(
+        self, approval_id: str, key: str, approver: str, approve: bool, reason: str
+    ) -> ApprovalRecord:
+        with self._tx() as conn:
+            row = conn.execute(sa.select(approvals.c.answers_json).where(approvals.c.id == approval_id)).first()
+            assert row is not None
+            answers = json.loads(row.answers_json)
+            answers.setdefault(key, {"approver": approver, "approve": approve, "reason": reason, "at": str(utcnow())})
+            conn.execute(approvals.update().where(approvals.c.id == approval_id).values(answers_json=json.dumps(answers)))
+            updated = conn.execute(sa.select(approvals).where(approvals.c.id == approval_id)).first()
+        assert updated is not None
+        return _approval(updated)
+
+    def expired_approvals(self, now: datetime) -> list[ApprovalRecord]:
+        """Pending approvals past their expiry: their runs must wake up to apply the default."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(approvals).where(approvals.c.status == "pending", approvals.c.expires_at <= now)
+            ).all()
+        return [_approval(r) for r in rows]
+
+    def flow_run_of(self, incident_id: str, playbook: str) -> str | None:
+        with self._tx() as conn:
+            value = conn.execute(
+                sa.select(playbook_runs.c.flow_run_id).where(
+                    playbook_runs.c.incident_id == incident_id, playbook_runs.c.playbook == playbook
+                )
+            ).scalar()
+        return str(value) if value else None
 
     def decide_approval(self, approval_id: str, status: str, decided_by: str, reason: str) -> ApprovalRecord:
         with self._tx() as conn:
@@ -661,6 +697,7 @@ def _approval(row: Any) -> ApprovalRecord:
         decided_by=row.decided_by,
         reason=row.reason,
         decided_at=_aware(row.decided_at),
+        answers=json.loads(row.answers_json or "{}"),
     )
 
 

@@ -1,24 +1,20 @@
 """Approval gates: a typed form in the Prefect UI, backed by an approval record.
 
-The record (action, hash of the exact arguments, approvers, quorum, expiry, default) is
-the source of truth; the Prefect pause is its view. Pause keys are deterministic, so a
-run that is executed again after a restart finds an answer given while it was down.
+The record (action, hash of the exact arguments, approvers, quorum, expiry, default,
+answers) is the source of truth; the suspended Prefect run and its form are its view.
+Pause keys are deterministic, so a run executed again finds the answers already given.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 from datetime import timedelta
 from typing import Any
 
 from prefect import get_run_logger
-from prefect.client.orchestration import get_client
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
+from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
-from prefect.states import Running
 from pydantic import Field
 
 from aisoar.actions import ActionInfo
@@ -79,14 +75,7 @@ def approval_description(
     )
 
 
-def _force_running(flow_run_id: str, message: str) -> None:
-    with get_client(sync_client=True) as client:
-        client.set_flow_run_state(flow_run_id, Running(message=message), force=True)
-
-
-def _expire(svc: Services, record: ApprovalRecord, gate: Approval, flow_run_id: str, paused: bool) -> ApprovalRecord:
-    if paused:
-        _force_running(flow_run_id, f"approval for {record.step_id} expired; default applied")
+def _expire(svc: Services, record: ApprovalRecord, gate: Approval) -> ApprovalRecord:
     status = "approved" if gate.on_timeout == "approve" else "rejected"
     decided = svc.store.decide_approval(record.id, status, "timeout", f"no answer before {record.expires_at:%H:%M:%S} UTC")
     svc.store.add_timeline(record.incident_id, "approval", f"approval expired: {status} by default", step_id=record.step_id)
@@ -100,12 +89,16 @@ def await_approval(
     info: ActionInfo,
     inputs: dict[str, Any],
     incident_id: str,
-    flow_run_id: str,
 ) -> ApprovalRecord:
-    """Block until the step is approved, rejected, or its approval expires."""
+    """Return the step's decision, suspending the run until a responder gives it.
+
+    The first time, the run is suspended (``suspend_flow_run``): it ends in the
+    ``Suspended`` state with the approval form up, and no process is held while it
+    waits. Resuming it in the UI reschedules it; the runtime runs it again from the
+    top, the recorded steps are skipped, and here the same pause key returns the answer.
+    """
     gate = step.approval
     assert gate is not None
-    logger = get_run_logger()
     args_hash = arguments_sha256(info.name, inputs)
     record = svc.store.open_approval(
         incident_id, spec.name, step.id, info.name, args_hash, list(gate.approvers), gate.quorum,
@@ -117,39 +110,40 @@ def await_approval(
         return svc.store.decide_approval(
             record.id, "rejected", "aisoar", "the step's arguments changed after approval was requested"
         )
-    svc.store.add_timeline(
-        incident_id, "approval",
-        f"approval requested for {info.name} from {', '.join(gate.approvers)} "
-        f"(expires {record.expires_at:%H:%M:%S} UTC)", step_id=step.id,
-    )
+    if not record.answers:
+        svc.store.add_timeline(
+            incident_id, "approval",
+            f"approval requested for {info.name} from {', '.join(gate.approvers)} "
+            f"(expires {record.expires_at:%H:%M:%S} UTC)", step_id=step.id,
+        )
     description = approval_description(svc, spec, step, info, inputs, record)
     given: list[str] = []
     reasons: list[str] = []
     attempt = 0
     while len(given) < gate.quorum:
-        remaining = (record.expires_at - utcnow()).total_seconds()
-        if remaining <= 0:
-            return _expire(svc, record, gate, flow_run_id, paused=False)
-        logger.info("waiting for approval of %s (%s)", step.id, info.name)
-        try:
-            answer = pause_flow_run(
-                wait_for_input=ApprovalForm.with_initial_data(description=description),
-                timeout=max(1, math.ceil(remaining)),
-                poll_interval=svc.settings.approval_poll_seconds,  # type: ignore[arg-type]  # floats work
-                key=f"approval-{step.id}-{attempt}",
-            )
-        except FlowPauseTimeout:
-            return _expire(svc, record, gate, flow_run_id, paused=True)
+        if record.expires_at <= utcnow():
+            return _expire(svc, record, gate)
+        key = f"approval-{step.id}-{attempt}"
+        get_run_logger().info("waiting for approval of %s (%s)", step.id, info.name)
+        answer = suspend_flow_run(
+            wait_for_input=ApprovalForm.with_initial_data(description=description), timeout=None, key=key
+        )
         attempt += 1
         name = " ".join(answer.approver.split())[:200] or "anonymous (self-declared)"
+        first_time = key not in record.answers
+        if first_time:
+            record = svc.store.add_approval_answer(record.id, key, name, answer.approve, answer.reason)
         if not answer.approve:
             decided = svc.store.decide_approval(record.id, "rejected", name, answer.reason or "rejected in the UI")
             svc.store.add_timeline(incident_id, "approval", f"rejected by {name}: {answer.reason}", step_id=step.id)
             return decided
         if name in given:
-            svc.store.add_timeline(incident_id, "approval", f"{name} approved twice; quorum needs others", step_id=step.id)
+            if first_time:
+                svc.store.add_timeline(incident_id, "approval", f"{name} approved twice; quorum needs others",
+                                       step_id=step.id)
             continue
         given.append(name)
         reasons.append(answer.reason)
-        svc.store.add_timeline(incident_id, "approval", f"approved by {name}: {answer.reason}", step_id=step.id)
+        if first_time:
+            svc.store.add_timeline(incident_id, "approval", f"approved by {name}: {answer.reason}", step_id=step.id)
     return svc.store.decide_approval(record.id, "approved", ", ".join(given), " / ".join(r for r in reasons if r))

@@ -6,14 +6,17 @@ machinery in-process:
 
 * one deployment per playbook spec (``to_deployment().apply()``), so the UI lists
   playbooks by name and its "Run" button works;
-* a run is created with ``create_flow_run_from_deployment`` and an idempotency key
-  ``<incident>:<playbook>``, claimed by proposing ``Pending`` (Prefect's orchestration
-  lets exactly one claimer win), and executed at once with ``run_flow_sync`` in a thread;
-* a sweep picks up runs created elsewhere (the UI, another ingress) and runs whose runner
-  died: each run's owner heartbeats in the store, and a run whose heartbeat went stale
-  is taken over and executed again from the top. Steps the incident already records are
-  skipped, and a paused approval keeps its form: an answer given while no runner was up
-  is found under the same pause key.
+* a new incident's run is created from its deployment with the idempotency key
+  ``<incident>:<playbook>`` directly in ``Pending`` (claimed) and executed at once with
+  ``run_flow_sync`` in a thread;
+* an approval suspends the run (``suspend_flow_run``): no thread or process waits for the
+  answer, and nothing is lost if this process stops. Resuming in the UI reschedules the
+  run; the sweep (every ``runner_sweep_seconds``) claims scheduled runs of the playbook
+  deployments by proposing ``Pending`` (Prefect lets exactly one claimer win) and runs
+  them again from the top, skipping the steps the incident already records;
+* runs whose runner died mid-step are taken over: each run's owner heartbeats in the
+  store, and a run whose heartbeat went stale is executed again by another runtime;
+* an approval that expires wakes its run, which then applies the spec's default.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from datetime import timedelta
 from uuid import UUID
 
@@ -36,11 +40,13 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.responses import SetStateStatus
+from prefect.exceptions import Pause
 from prefect.flow_engine import run_flow_sync
-from prefect.states import Pending, Running
+from prefect.states import Pending, Scheduled
 
 from aisoar.models import utcnow
 from flows.playbook import run_playbook
+from flows.quick_create import QuickRunCreator
 from flows.services import Services, use_services
 
 log = logging.getLogger("aisoar.runtime")
@@ -55,18 +61,20 @@ class PlaybookRuntime:
         )
         self.deployments: dict[str, UUID] = {}
         self._active: set[str] = set()
-        self._watching: set[str] = set()
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(svc.settings.runner_max_concurrent_runs)
         self._stop = threading.Event()
         self._client: SyncPrefectClient | None = None
+        self._creator: QuickRunCreator | None = None
         self._sweeper: threading.Thread | None = None
+        self._last_slow_sweep = 0.0
         use_services(svc)
 
     # -- life cycle -----------------------------------------------------------------
     def start(self) -> None:
         self._client = get_client(sync_client=True)
         self._client.__enter__()
+        self._creator = QuickRunCreator(self._client)
         self.register_deployments()
         self._sweeper = threading.Thread(target=self._sweep_forever, name="aisoar-sweep", daemon=True)
         self._sweeper.start()
@@ -76,6 +84,9 @@ class PlaybookRuntime:
         if self._sweeper is not None:
             self._sweeper.join(timeout=10)
         self.svc.store.release_runs(self.owner)
+        if self._creator is not None:
+            self._creator.close()
+            self._creator = None
         if self._client is not None:
             self._client.__exit__(None, None, None)
             self._client = None
@@ -104,8 +115,10 @@ class PlaybookRuntime:
         runtime that holds the incident's playbook run in the store starts it; if this
         process dies first, the orphan recovery of another one takes it over.
         """
+        if self._creator is None:
+            raise RuntimeError("the playbook runtime is not started")
         held = self.svc.store.take_playbook_run(incident_id, playbook, self.owner, utcnow() - self.stale_after)
-        flow_run = self.client.create_flow_run_from_deployment(
+        flow_run = self._creator.create(
             self.deployments[playbook],
             parameters={"incident_id": incident_id, "playbook": playbook},
             idempotency_key=f"{incident_id}:{playbook}",
@@ -136,23 +149,28 @@ class PlaybookRuntime:
             if run_id in self._active:
                 return
             self._active.add(run_id)
-            self._watching.discard(run_id)
         threading.Thread(target=self._execute, args=(flow_run,), name=f"playbook-{run_id[:8]}", daemon=True).start()
 
     def _execute(self, flow_run: FlowRun) -> None:
         run_id = str(flow_run.id)
+        finished = True
         try:
             with self._slots:
                 state = run_flow_sync(run_playbook, flow_run=flow_run, parameters=flow_run.parameters,
                                       return_type="state")
             log.info("playbook run %s ended %s", run_id, getattr(state, "name", state))
+        except Pause:
+            finished = False  # waiting for approval; resuming reschedules it
         except BaseException:  # a run must never take the runtime down
             log.exception("playbook run %s raised", run_id)
         finally:
             with self._lock:
                 self._active.discard(run_id)
             if not self._stop.is_set():
-                self.svc.store.finish_run(run_id)
+                if finished:
+                    self.svc.store.finish_run(run_id)
+                else:
+                    self.svc.store.release_runs(self.owner, run_id)
 
     # -- the sweep ------------------------------------------------------------------
     def _sweep_forever(self) -> None:
@@ -163,11 +181,18 @@ class PlaybookRuntime:
                 log.exception("runtime sweep failed; trying again")
 
     def sweep(self) -> None:
-        with self._lock:
-            held = sorted(self._active | self._watching)
-        self.svc.store.heartbeat(self.owner, held)
+        """Start scheduled runs (resumed approvals, the UI's Run button) every time;
+        recover orphans and wake expired approvals every few seconds."""
         self._start_scheduled()
-        self._recover_orphans()
+        now = time.monotonic()
+        slow_every = max(self.svc.settings.runner_sweep_seconds, min(2.0, self.stale_after.total_seconds() / 3))
+        if now - self._last_slow_sweep >= slow_every:
+            self._last_slow_sweep = now
+            with self._lock:
+                held = sorted(self._active)
+            self.svc.store.heartbeat(self.owner, held)
+            self._recover_orphans()
+            self._wake_expired_approvals()
 
     def _start_scheduled(self) -> None:
         if not self.deployments:
@@ -189,11 +214,9 @@ class PlaybookRuntime:
             self._claim_and_start(flow_run)
 
     def _recover_orphans(self) -> None:
+        """Runs whose runner stopped mid-step (Pending or Running with nobody behind)."""
         stale_before = utcnow() - self.stale_after
-        with self._lock:
-            watching = set(self._watching)
-        candidates = set(self.svc.store.orphaned_runs(self.owner, stale_before)) | watching
-        for run_id in candidates:
+        for run_id in self.svc.store.orphaned_runs(self.owner, stale_before):
             with self._lock:
                 if run_id in self._active:
                     continue
@@ -201,22 +224,20 @@ class PlaybookRuntime:
             state = flow_run.state
             if state is None or state.is_final():
                 self.svc.store.finish_run(run_id)
-                with self._lock:
-                    self._watching.discard(run_id)
                 continue
-            if state.type is StateType.SCHEDULED:
-                continue  # _start_scheduled takes it
-            if run_id not in watching and not self.svc.store.take_run(run_id, self.owner, stale_before):
-                continue
-            if state.is_paused():
-                timeout = state.state_details.pause_timeout
-                if timeout is not None and timeout <= utcnow():
-                    self.client.set_flow_run_state(flow_run.id, Running(message="taken over after the pause expired"),
-                                                   force=True)
-                    self._start(self.client.read_flow_run(flow_run.id))
-                else:
-                    with self._lock:
-                        self._watching.add(run_id)  # the form stays up; run again once it is answered
+            if state.type not in (StateType.PENDING, StateType.RUNNING):
+                continue  # scheduled: _start_scheduled takes it; suspended: waits for its answer
+            if not self.svc.store.take_run(run_id, self.owner, stale_before):
                 continue
             log.warning("taking over playbook run %s (%s) from a runner that stopped", run_id, state.type.value)
             self._start(flow_run)
+
+    def _wake_expired_approvals(self) -> None:
+        for approval in self.svc.store.expired_approvals(utcnow()):
+            run_id = self.svc.store.flow_run_of(approval.incident_id, approval.playbook)
+            if run_id is None:
+                continue
+            flow_run = self.client.read_flow_run(UUID(run_id))
+            if flow_run.state is not None and flow_run.state.is_paused():
+                log.info("approval %s expired; waking run %s to apply the default", approval.id, run_id)
+                self.client.set_flow_run_state(flow_run.id, Scheduled(), force=True)

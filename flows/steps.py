@@ -74,7 +74,7 @@ def run_step(
         incident_id=incident_id, playbook=spec.name, step_id=step.id, flow_run_id=flow_run_id,
         settings=svc.settings, store=store, evidence=svc.evidence,
     )
-    outcome, ran = _decide_and_run(svc, spec, step, action, ctx, context, incident_id, flow_run_id)
+    outcome, ran = _decide_and_run(svc, spec, step, action, ctx, context, incident_id)
     if not ran:
         note_step.with_options(name=step.id, task_run_name=step.id)(outcome, return_state=True)
     store.record_step(incident_id, spec.name, step.id, outcome.status.value,
@@ -86,7 +86,7 @@ def run_step(
 
 def _decide_and_run(
     svc: Services, spec: PlaybookSpec, step: Step, action: Action, ctx: ActionContext,
-    context: dict[str, Any], incident_id: str, flow_run_id: str,
+    context: dict[str, Any], incident_id: str,
 ) -> tuple[StepOutcome, bool]:
     """Returns the outcome and whether the action's task ran."""
     store = svc.store
@@ -107,9 +107,7 @@ def _decide_and_run(
     if action.info.effect is Effect.destructive and step.approval is None:
         return StepOutcome(status=Outcome.failed, summary="refused: a destructive step needs an approval gate"), False
     if step.approval is not None:
-        decision = await_approval(
-            svc, spec, step, action.info, inputs.model_dump(mode="json"), incident_id, flow_run_id
-        )
+        decision = await_approval(svc, spec, step, action.info, inputs.model_dump(mode="json"), incident_id)
         if decision.status != "approved":
             return StepOutcome(status=Outcome.skipped,
                                summary=f"skipped: not approved ({decision.status} by {decision.decided_by})"), False

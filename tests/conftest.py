@@ -54,8 +54,7 @@ def make_settings(data_dir: Path, env: dict[str, str] | None = None, **overrides
     values: dict[str, object] = {
         "data_dir": data_dir,
         "webhook_secrets": {"generic": WEBHOOK_SECRET},
-        "approval_poll_seconds": 0.25,
-        "runner_sweep_seconds": 0.5,
+        "runner_sweep_seconds": 0.25,
         "prefect_ui_url": "http://127.0.0.1:4200",
     }
     mapping = {

@@ -72,7 +72,6 @@ def services(prefect_server: PrefectServer, sandbox: Sandbox, tmp_path: Path) ->
         "AISOAR_WEBHOOK_SECRETS__generic": WEBHOOK_SECRET,
         "AISOAR_RUNNER_SWEEP_SECONDS": "0.3",
         "AISOAR_RUNNER_STALE_SECONDS": "1.5",
-        "AISOAR_APPROVAL_POLL_SECONDS": "0.25",
     }
     first, second = Service(env, tmp_path, port), Service(env, tmp_path, port)
     yield first, second
@@ -132,7 +131,7 @@ def test_a_new_runner_keeps_the_form_up_and_acts_on_the_answer(
     incident_id, run_id = start_paused_run(first)
     first.kill()
     second.start()
-    time.sleep(2.5)  # past the stale heartbeat: the new runner now watches the paused run
+    time.sleep(2.5)  # past the stale heartbeat: nothing takes the suspended run before it is answered
     assert prefect_api.flow_run(run_id)["state"]["type"] == "PAUSED"
     assert prefect_api.resume(run_id, {"approve": True, "approver": "dave", "reason": "go"})["status"] == "ACCEPT"
     assert_finished_once(sandbox, tmp_path / "data", incident_id, run_id, "dave")
