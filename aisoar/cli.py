@@ -139,17 +139,26 @@ def cmd_fire(args: argparse.Namespace) -> int:
     settings = get_settings()
     secret = settings.webhook_secrets.get(args.source)
     if secret is None:
-        print(f"error: no webhook secret for source '{args.source}'; set AISOAR_WEBHOOK_SECRETS__{args.source} "
-              "(`make up` writes one for 'generic')", file=sys.stderr)
+        print(
+            f"error: no webhook secret for source '{args.source}'; set AISOAR_WEBHOOK_SECRETS__{args.source} "
+            "(`make up` writes one for 'generic')",
+            file=sys.stderr,
+        )
         return 2
     body = Path(args.file).read_bytes()
     base = args.url or f"http://{settings.ingress_host}:{settings.ingress_port}"
     try:
-        response = httpx.post(f"{base}/webhooks/{args.source}", content=body,
-                              headers=signed_headers(secret.get_secret_value(), body), timeout=10)
+        response = httpx.post(
+            f"{base}/webhooks/{args.source}",
+            content=body,
+            headers=signed_headers(secret.get_secret_value(), body),
+            timeout=10,
+        )
     except httpx.HTTPError as exc:
-        print(f"error: could not reach the ingress at {base} ({type(exc).__name__}); is `make up` running?",
-              file=sys.stderr)
+        print(
+            f"error: could not reach the ingress at {base} ({type(exc).__name__}); is `make up` running?",
+            file=sys.stderr,
+        )
         return 1
     print(f"{response.status_code} {json.dumps(response.json())}")
     if response.status_code not in (200, 202):

@@ -53,7 +53,7 @@ class Settings(BaseSettings):
 
     # runner
     runner_sweep_seconds: float = Field(
-        0.25, description="how often resumed approvals and runs started in the UI are picked up"
+        0.2, description="how often resumed approvals and runs started in the UI are picked up"
     )
     runner_stale_seconds: float = Field(
         15.0, description="a run whose runner has not heartbeated for this long is taken over"
@@ -99,7 +99,7 @@ def get_settings() -> Settings:
     sandbox = sandbox_env_file()
     if sandbox.exists():
         env_files.insert(0, sandbox)
-    return Settings(_env_file=tuple(env_files))  # type: ignore[call-arg]
+    return Settings(_env_file=tuple(env_files))
 
 
 def reset_settings() -> None:

@@ -147,9 +147,7 @@ class User(_Entity):
         return f"user:{self.user_id}"
 
 
-Entity = Annotated[
-    LLMApiKey | Model | VectorIndex | Agent | Tool | Session | User, Field(discriminator="type")
-]
+Entity = Annotated[LLMApiKey | Model | VectorIndex | Agent | Tool | Session | User, Field(discriminator="type")]
 
 
 class Alert(BaseModel):
@@ -190,9 +188,7 @@ class IncidentStatus(enum.StrEnum):
 
 class TimelineEntry(BaseModel):
     at: datetime
-    kind: Literal[
-        "alert", "incident", "step", "verify", "approval", "evidence", "notify", "run", "error"
-    ]
+    kind: Literal["alert", "incident", "step", "verify", "approval", "evidence", "notify", "run", "error"]
     step_id: str | None = None
     message: str
     data: dict[str, Any] = Field(default_factory=dict)

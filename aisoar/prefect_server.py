@@ -45,7 +45,7 @@ class PrefectServer:
         self.home.mkdir(parents=True, exist_ok=True)
         if is_healthy(self.api_url):
             raise RuntimeError(f"something already answers on {self.url}; stop it or choose another port")
-        log = open(self.log_file, "ab")  # noqa: SIM115 - the child keeps it open
+        log = open(self.log_file, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)],
             env=server_env(self.home),

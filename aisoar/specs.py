@@ -162,9 +162,7 @@ def parse_spec(text: str, file: str) -> PlaybookSpec:
                 raw = raw_steps[loc[1]] if loc[1] < len(raw_steps) else None
                 step = str(raw.get("id")) if isinstance(raw, dict) else f"#{loc[1] + 1}"
             field = ".".join(str(p) for p in loc)
-            problems.append(
-                SpecProblem(file, step, f"{field}: {error['msg']}", "see docs/playbooks.md for the schema")
-            )
+            problems.append(SpecProblem(file, step, f"{field}: {error['msg']}", "see docs/playbooks.md for the schema"))
         raise SpecError(problems) from exc
 
 
@@ -281,8 +279,12 @@ def load_specs(directory: Path, catalog: ActionCatalog) -> list[LoadedSpec]:
             continue
         if spec.name in names:
             problems.append(
-                SpecProblem(path.name, None, f"playbook name '{spec.name}' is also used by {names[spec.name].name}",
-                            "give each playbook a unique name")
+                SpecProblem(
+                    path.name,
+                    None,
+                    f"playbook name '{spec.name}' is also used by {names[spec.name].name}",
+                    "give each playbook a unique name",
+                )
             )
         names[spec.name] = path
         problems.extend(validate_spec(spec, catalog, path.name))

@@ -368,9 +368,7 @@ class Store:
         with self._tx() as conn:
             ids = [
                 r.id
-                for r in conn.execute(
-                    sa.select(incidents.c.id).order_by(incidents.c.created_at.desc()).limit(limit)
-                )
+                for r in conn.execute(sa.select(incidents.c.id).order_by(incidents.c.created_at.desc()).limit(limit))
             ]
         return [self.get_incident(i) for i in ids]
 
@@ -465,9 +463,7 @@ class Store:
 
     def finish_run(self, flow_run_id: str) -> None:
         with self._tx() as conn:
-            conn.execute(
-                playbook_runs.update().where(playbook_runs.c.flow_run_id == flow_run_id).values(finished=True)
-            )
+            conn.execute(playbook_runs.update().where(playbook_runs.c.flow_run_id == flow_run_id).values(finished=True))
 
     def orphaned_runs(self, owner: str, stale_before: datetime) -> list[str]:
         """Unfinished runs that no live runner holds."""
@@ -578,7 +574,9 @@ class Store:
             assert row is not None
             answers = json.loads(row.answers_json)
             answers.setdefault(key, {"approver": approver, "approve": approve, "reason": reason, "at": str(utcnow())})
-            conn.execute(approvals.update().where(approvals.c.id == approval_id).values(answers_json=json.dumps(answers)))
+            conn.execute(
+                approvals.update().where(approvals.c.id == approval_id).values(answers_json=json.dumps(answers))
+            )
             updated = conn.execute(sa.select(approvals).where(approvals.c.id == approval_id)).first()
         assert updated is not None
         return _approval(updated)
@@ -650,7 +648,9 @@ class Store:
     def evidence_for(self, incident_id: str) -> list[EvidenceRecord]:
         with self._tx() as conn:
             rows = conn.execute(
-                sa.select(evidence_items).where(evidence_items.c.incident_id == incident_id).order_by(evidence_items.c.id)
+                sa.select(evidence_items)
+                .where(evidence_items.c.incident_id == incident_id)
+                .order_by(evidence_items.c.id)
             ).all()
         return [_evidence(r) for r in rows]
 

@@ -63,17 +63,13 @@ CATALOG: dict[IncidentType, TypeInfo] = {
         "model", "Model backdoor", ("AML.T0018", "AML.T0020", "AML.T0010.003"), ("LLM03:2025", "LLM04:2025")
     ),
     T.model_evasion: TypeInfo("model", "Model fooling (evasion)", ("AML.T0015", "AML.T0043"), ()),
-    T.direct_prompt_injection: TypeInfo(
-        "deployment", "Direct prompt injection", ("AML.T0051.000",), ("LLM01:2025",)
-    ),
+    T.direct_prompt_injection: TypeInfo("deployment", "Direct prompt injection", ("AML.T0051.000",), ("LLM01:2025",)),
     T.indirect_prompt_injection: TypeInfo(
         "deployment", "Indirect prompt injection", ("AML.T0051.001", "AML.T0070", "AML.T0066"), ("LLM01:2025",)
     ),
     T.jailbreak: TypeInfo("deployment", "Jailbreak", ("AML.T0054", "AML.T0068"), ("LLM01:2025",)),
     T.abuse_generation: TypeInfo("deployment", "Abuse generation", ("AML.T0048",), ()),
-    T.rogue_agent: TypeInfo(
-        "deployment", "Rogue agentic AI", ("AML.T0053", "AML.T0086", "AML.T0101"), ("LLM06:2025",)
-    ),
+    T.rogue_agent: TypeInfo("deployment", "Rogue agentic AI", ("AML.T0053", "AML.T0086", "AML.T0101"), ("LLM06:2025",)),
     T.unauthorized_access: TypeInfo(
         "infrastructure", "Unauthorized access", ("AML.T0012", "AML.T0049", "AML.T0055"), ()
     ),

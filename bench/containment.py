@@ -16,7 +16,6 @@ Usage: python bench/containment.py [--alerts 50] [--baseline-runs 20]
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import statistics
@@ -33,11 +32,15 @@ sys.path.insert(0, str(HERE.parent))
 from aisoar.sandbox.serving import free_port  # noqa: E402
 
 PREFECT_PORT = free_port()
-os.environ.update({
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-    "PREFECT_HOME": str(WORK / "prefect-client"), "PREFECT_API_URL": f"http://127.0.0.1:{PREFECT_PORT}/api",
-    "PREFECT_LOGGING_LEVEL": "WARNING",
-})
+os.environ.update(
+    {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_HOME": str(WORK / "prefect-client"),
+        "PREFECT_API_URL": f"http://127.0.0.1:{PREFECT_PORT}/api",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+)
 
 import httpx  # noqa: E402
 
@@ -71,6 +74,7 @@ def arrival(requests: list[dict[str, object]], path: str, marker: str) -> float 
 
 
 busy_answers: list[str] = []
+resume_first_try: list[float] = []
 
 
 def bench_aisoar(sandbox: Sandbox, env: dict[str, str], alerts: int) -> tuple[list[float], list[float]]:
@@ -101,14 +105,27 @@ def bench_aisoar(sandbox: Sandbox, env: dict[str, str], alerts: int) -> tuple[li
             key_id = f"key_bench_{i}"
             key_hash = sandbox.litellm.add_key(secret, alias=f"bench-{i}", spend=10.0)
             sandbox.openai.add_key(DEMO_PROJECT, secret, key_id=key_id)
-            body = json.dumps({
-                "id": f"bench-{i}", "title": f"bench leaked key {i}", "severity": "high", "incident_type": "api_abuse",
-                "entities": [{"type": "llm_api_key", "provider": "openai", "project_id": DEMO_PROJECT,
-                              "key_id": key_id, "secret": secret}],
-            }).encode()
+            body = json.dumps(
+                {
+                    "id": f"bench-{i}",
+                    "title": f"bench leaked key {i}",
+                    "severity": "high",
+                    "incident_type": "api_abuse",
+                    "entities": [
+                        {
+                            "type": "llm_api_key",
+                            "provider": "openai",
+                            "project_id": DEMO_PROJECT,
+                            "key_id": key_id,
+                            "secret": secret,
+                        }
+                    ],
+                }
+            ).encode()
             started = time.time()
-            response = httpx.post(f"{ingress.url}/webhooks/generic", content=body,
-                                  headers=signed_headers(SECRET, body), timeout=10)
+            response = httpx.post(
+                f"{ingress.url}/webhooks/generic", content=body, headers=signed_headers(SECRET, body), timeout=10
+            )
             assert response.status_code == 202, response.text
             wait_for(lambda: arrival(sandbox.litellm.requests, "/key/block", key_hash), 30, "block")
             blocked = arrival(sandbox.litellm.requests, "/key/block", key_hash)
@@ -133,8 +150,9 @@ def bench_aisoar(sandbox: Sandbox, env: dict[str, str], alerts: int) -> tuple[li
             path = f"/v1/organization/projects/{DEMO_PROJECT}/api_keys/{key_id}"
             resumed = time.time()
             while True:  # a Prefect server on SQLite may answer 503 "database is locked"; retry like a person
-                answer = httpx.post(f"{api}/flow_runs/{run_id}/resume",
-                                    json={"run_input": {"approve": True, "approver": "bench"}})
+                answer = httpx.post(
+                    f"{api}/flow_runs/{run_id}/resume", json={"run_input": {"approve": True, "approver": "bench"}}
+                )
                 if answer.status_code != 503:
                     answer.raise_for_status()
                     break
@@ -143,10 +161,13 @@ def bench_aisoar(sandbox: Sandbox, env: dict[str, str], alerts: int) -> tuple[li
             wait_for(lambda: arrival(sandbox.openai.requests, path, key_id), 30, "delete")
             deleted = arrival(sandbox.openai.requests, path, key_id)
             assert deleted is not None
-            wait_for(lambda: httpx.get(f"{api}/flow_runs/{run_id}").json()["state"]["type"] == "COMPLETED", 30,
-                     "completed")
+            wait_for(
+                lambda: httpx.get(f"{api}/flow_runs/{run_id}").json()["state"]["type"] == "COMPLETED", 30, "completed"
+            )
             if index > 0:
                 resume.append(deleted - resumed)
+                if run_id not in busy_answers:
+                    resume_first_try.append(deleted - resumed)
     finally:
         ingress.stop()
         runtime.stop()
@@ -158,14 +179,20 @@ def bench_plain_prefect(sandbox: Sandbox, env: dict[str, str], runs: int) -> lis
 
     from aisoar.sandbox.litellm_fake import hash_token
 
-    served = subprocess.Popen([sys.executable, str(HERE / "plain_prefect_flow.py")], env={**os.environ, **env},
-                              stdout=open(WORK / "serve.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    served = subprocess.Popen(
+        [sys.executable, str(HERE / "plain_prefect_flow.py")],
+        env={**os.environ, **env},
+        stdout=open(WORK / "serve.log", "wb"),
+        stderr=subprocess.STDOUT,
+    )
     samples: list[float] = []
     try:
         deadline = time.monotonic() + 60
         while True:
-            found = httpx.post(f"{os.environ['PREFECT_API_URL']}/deployments/filter",
-                               json={"deployments": {"name": {"any_": ["plain-block"]}}}).json()
+            found = httpx.post(
+                f"{os.environ['PREFECT_API_URL']}/deployments/filter",
+                json={"deployments": {"name": {"any_": ["plain-block"]}}},
+            ).json()
             if found:
                 break
             if time.monotonic() > deadline:
@@ -230,12 +257,22 @@ def main() -> int:
     print(line("plain Prefect (run_deployment -> serve())", plain))
     print(line("floor (the HTTP call made directly)", floor))
     print()
-    print(f"{'resume in the UI -> approved step at provider':44} {'n':>4} {'p50 ms':>10} {'p99 ms':>10} {'mean ms':>10}")
-    print(line("aisoar (suspended run, sweep every 0.25 s)", resume))
-    print(f"(the Prefect server answered 503 'database is locked' to {len(busy_answers)} of {len(resume) + 1} "
-          "resumes; retried, and counted from the first attempt)")
-    ok = percentile(containment, 0.5) <= 0.25 and percentile(containment, 0.99) <= 1.0 and max(resume) <= 1.0
-    print(f"\ntargets (p50 <= 250 ms, p99 <= 1 s, resume <= 1 s): {'met' if ok else 'NOT met'}")
+    print(
+        f"{'resume in the UI -> approved step at provider':44} {'n':>4} {'p50 ms':>10} {'p99 ms':>10} {'mean ms':>10}"
+    )
+    print(line("aisoar (suspended run, sweep every 0.2 s)", resume))
+    print(line("  of which accepted by Prefect at once", resume_first_try))
+    print(
+        f"(the Prefect server on SQLite answered 503 'database is locked' to {len(set(busy_answers))} of "
+        f"{len(resume) + 1} resume calls; they were retried and are counted from the first attempt)"
+    )
+    print("\ntargets on this machine:")
+    print(f"  containment p50 <= 250 ms: {percentile(containment, 0.5) * 1000:.0f} ms")
+    print(f"  containment p99 <= 1000 ms: {percentile(containment, 0.99) * 1000:.0f} ms")
+    print(
+        f"  resume -> next step <= 1000 ms: max {max(resume) * 1000:.0f} ms "
+        f"(accepted at once: max {max(resume_first_try or [0]) * 1000:.0f} ms)"
+    )
     return 0
 
 

@@ -41,7 +41,9 @@ class JiraTickets:
         try:
             issue = self._jira.create_issue(fields=fields)
         except JIRAError as exc:
-            raise ConnectorError(SYSTEM, "create issue", f"project {self.project}", exc.status_code, _text(exc)) from None
+            raise ConnectorError(
+                SYSTEM, "create issue", f"project {self.project}", exc.status_code, _text(exc)
+            ) from None
         return str(issue.key)
 
     def add_comment(self, issue_key: str, body: str) -> None:

@@ -21,14 +21,23 @@ class SlackNotifier:
         """Post a message; returns its channel and ts."""
         try:
             response = self._client.chat_postMessage(
-                channel=self.channel, text=text, blocks=blocks, thread_ts=thread_ts, unfurl_links=False,
+                channel=self.channel,
+                text=text,
+                blocks=blocks,
+                thread_ts=thread_ts,
+                unfurl_links=False,
                 unfurl_media=False,
             )
         except SlackApiError as exc:
             raise ConnectorError(
-                SYSTEM, "chat.postMessage", f"channel {self.channel}", exc.response.status_code,
+                SYSTEM,
+                "chat.postMessage",
+                f"channel {self.channel}",
+                exc.response.status_code,
                 str(exc.response.get("error", "unknown error")),
             ) from None
         except (SlackClientError, OSError) as exc:
-            raise ConnectorError(SYSTEM, "chat.postMessage", f"channel {self.channel}", None, type(exc).__name__) from None
+            raise ConnectorError(
+                SYSTEM, "chat.postMessage", f"channel {self.channel}", None, type(exc).__name__
+            ) from None
         return {"channel": str(response["channel"]), "ts": str(response["ts"])}

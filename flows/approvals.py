@@ -77,8 +77,12 @@ def approval_description(
 
 def _expire(svc: Services, record: ApprovalRecord, gate: Approval) -> ApprovalRecord:
     status = "approved" if gate.on_timeout == "approve" else "rejected"
-    decided = svc.store.decide_approval(record.id, status, "timeout", f"no answer before {record.expires_at:%H:%M:%S} UTC")
-    svc.store.add_timeline(record.incident_id, "approval", f"approval expired: {status} by default", step_id=record.step_id)
+    decided = svc.store.decide_approval(
+        record.id, status, "timeout", f"no answer before {record.expires_at:%H:%M:%S} UTC"
+    )
+    svc.store.add_timeline(
+        record.incident_id, "approval", f"approval expired: {status} by default", step_id=record.step_id
+    )
     return decided
 
 
@@ -101,8 +105,15 @@ def await_approval(
     assert gate is not None
     args_hash = arguments_sha256(info.name, inputs)
     record = svc.store.open_approval(
-        incident_id, spec.name, step.id, info.name, args_hash, list(gate.approvers), gate.quorum,
-        timedelta(seconds=gate.timeout_seconds), gate.on_timeout,
+        incident_id,
+        spec.name,
+        step.id,
+        info.name,
+        args_hash,
+        list(gate.approvers),
+        gate.quorum,
+        timedelta(seconds=gate.timeout_seconds),
+        gate.on_timeout,
     )
     if record.status != "pending":
         return record
@@ -112,9 +123,11 @@ def await_approval(
         )
     if not record.answers:
         svc.store.add_timeline(
-            incident_id, "approval",
+            incident_id,
+            "approval",
             f"approval requested for {info.name} from {', '.join(gate.approvers)} "
-            f"(expires {record.expires_at:%H:%M:%S} UTC)", step_id=step.id,
+            f"(expires {record.expires_at:%H:%M:%S} UTC)",
+            step_id=step.id,
         )
     description = approval_description(svc, spec, step, info, inputs, record)
     given: list[str] = []
@@ -139,8 +152,9 @@ def await_approval(
             return decided
         if name in given:
             if first_time:
-                svc.store.add_timeline(incident_id, "approval", f"{name} approved twice; quorum needs others",
-                                       step_id=step.id)
+                svc.store.add_timeline(
+                    incident_id, "approval", f"{name} approved twice; quorum needs others", step_id=step.id
+                )
             continue
         given.append(name)
         reasons.append(answer.reason)

@@ -32,8 +32,12 @@ def template_context(svc: Services, spec: PlaybookSpec, incident_id: str, flow_r
     ui = svc.settings.prefect_ui_url.rstrip("/")
     return {
         "alert": alerts[0].model_dump(mode="json") if alerts else {},
-        "incident": {"id": incident.id, "title": incident.title, "severity": incident.severity.value,
-                     "type": incident.type.value if incident.type else None},
+        "incident": {
+            "id": incident.id,
+            "title": incident.title,
+            "severity": incident.severity.value,
+            "type": incident.type.value if incident.type else None,
+        },
         "entities": entities,
         "steps": {},
         "run": {"id": flow_run_id, "url": f"{ui}/runs/flow-run/{flow_run_id}"},

@@ -20,7 +20,8 @@ from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.actions import DeploymentFlowRunCreate
 from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY, PREFECT_API_URL
-from prefect.states import State, to_state_create
+from prefect.client.schemas.objects import State
+from prefect.states import to_state_create
 
 
 def _headers() -> dict[str, str]:
@@ -55,7 +56,10 @@ class QuickRunCreator:
         state: State[Any],
     ) -> FlowRun:
         body = DeploymentFlowRunCreate(
-            parameters=parameters, state=to_state_create(state), tags=tags, name=name,
+            parameters=parameters,
+            state=to_state_create(state),
+            tags=tags,
+            name=name,
             idempotency_key=idempotency_key,
         ).model_dump(mode="json", exclude_unset=True)
         delay = 0.01

@@ -28,6 +28,7 @@ import socket
 import threading
 import time
 from datetime import timedelta
+from typing import Any, cast
 from uuid import UUID
 
 from prefect.client.orchestration import SyncPrefectClient, get_client
@@ -39,7 +40,8 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
-from prefect.client.schemas.responses import SetStateStatus
+from prefect.client.schemas.responses import OrchestrationResult, SetStateStatus
+from prefect.deployments.runner import RunnerDeployment
 from prefect.exceptions import Pause
 from prefect.flow_engine import run_flow_sync
 from prefect.states import Pending, Scheduled
@@ -99,13 +101,16 @@ class PlaybookRuntime:
 
     def register_deployments(self) -> None:
         for name, spec in sorted(self.svc.specs.items()):
-            deployment = run_playbook.to_deployment(
-                name=name,
-                description=f"{spec.title}\n\n{spec.description}".strip(),
-                tags=["aisoar", spec.incident_type.value, *spec.atlas],
-                parameters={"playbook": name},
+            deployment = cast(
+                RunnerDeployment,
+                run_playbook.to_deployment(
+                    name=name,
+                    description=f"{spec.title}\n\n{spec.description}".strip(),
+                    tags=["aisoar", spec.incident_type.value, *spec.atlas],
+                    parameters={"playbook": name},
+                ),
             )
-            self.deployments[name] = deployment.apply()
+            self.deployments[name] = cast(UUID, deployment.apply())
 
     # -- starting runs --------------------------------------------------------------
     def launch(self, incident_id: str, playbook: str) -> str:
@@ -137,7 +142,7 @@ class PlaybookRuntime:
             return False
         if not self.svc.store.take_run(str(flow_run.id), self.owner, utcnow() - self.stale_after):
             return False
-        result = self.client.set_flow_run_state(flow_run.id, Pending())
+        result: OrchestrationResult[Any] = self.client.set_flow_run_state(flow_run.id, Pending())
         if result.status != SetStateStatus.ACCEPT:
             return False  # another runner claimed it first
         self._start(flow_run)
@@ -156,8 +161,9 @@ class PlaybookRuntime:
         finished = True
         try:
             with self._slots:
-                state = run_flow_sync(run_playbook, flow_run=flow_run, parameters=flow_run.parameters,
-                                      return_type="state")
+                state = run_flow_sync(
+                    run_playbook, flow_run=flow_run, parameters=flow_run.parameters, return_type="state"
+                )
             log.info("playbook run %s ended %s", run_id, getattr(state, "name", state))
         except Pause:
             finished = False  # waiting for approval; resuming reschedules it

@@ -7,11 +7,12 @@ changing step is verified by its probe; everything lands on the incident timelin
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.states import Completed, Failed, State
+from prefect.client.schemas.objects import State
+from prefect.states import Completed, Failed
 from pydantic import ValidationError
 
 from aisoar.actions import Effect
@@ -36,7 +37,7 @@ def note_step(outcome: StepOutcome) -> State[StepOutcome]:
 def _invoke(action: Action, step: Step, ctx: ActionContext, inputs: Any) -> StepOutcome:
     """Run the action's task; a missing configuration or a connector failure becomes an outcome."""
     prefect_task = action.task.with_options(name=step.id, task_run_name=step.id)
-    state = prefect_task(ctx, inputs, return_state=True)
+    state: State[Any] = cast(State[Any], prefect_task(ctx, inputs, return_state=True))
     if state.is_completed():
         outcome = state.result()
         assert isinstance(outcome, StepOutcome)
@@ -49,8 +50,8 @@ def _invoke(action: Action, step: Step, ctx: ActionContext, inputs: Any) -> Step
 
 def _verify(action: Action, step: Step, ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> ProbeResult:
     assert action.probe is not None
-    probe = task(action.probe, name=f"{step.id}.verify", cache_policy=NO_CACHE, persist_result=False)
-    state = probe.with_options(task_run_name=f"{step.id}.verify")(ctx, inputs, outcome, return_state=True)
+    probe = task(name=f"{step.id}.verify", cache_policy=NO_CACHE, persist_result=False)(action.probe)
+    state: State[Any] = probe.with_options(task_run_name=f"{step.id}.verify")(ctx, inputs, outcome, return_state=True)
     if state.is_completed():
         result = state.result()
         assert isinstance(result, ProbeResult)
@@ -71,22 +72,38 @@ def run_step(
 
     action = REGISTRY[step.action]
     ctx = ActionContext(
-        incident_id=incident_id, playbook=spec.name, step_id=step.id, flow_run_id=flow_run_id,
-        settings=svc.settings, store=store, evidence=svc.evidence,
+        incident_id=incident_id,
+        playbook=spec.name,
+        step_id=step.id,
+        flow_run_id=flow_run_id,
+        settings=svc.settings,
+        store=store,
+        evidence=svc.evidence,
     )
     outcome, ran = _decide_and_run(svc, spec, step, action, ctx, context, incident_id)
     if not ran:
         note_step.with_options(name=step.id, task_run_name=step.id)(outcome, return_state=True)
-    store.record_step(incident_id, spec.name, step.id, outcome.status.value,
-                      {**outcome.output, "summary": outcome.summary})
-    store.add_timeline(incident_id, "step", outcome.summary, step_id=step.id,
-                       data={"action": action.name, "status": outcome.status.value})
+    store.record_step(
+        incident_id, spec.name, step.id, outcome.status.value, {**outcome.output, "summary": outcome.summary}
+    )
+    store.add_timeline(
+        incident_id,
+        "step",
+        outcome.summary,
+        step_id=step.id,
+        data={"action": action.name, "status": outcome.status.value},
+    )
     return outcome
 
 
 def _decide_and_run(
-    svc: Services, spec: PlaybookSpec, step: Step, action: Action, ctx: ActionContext,
-    context: dict[str, Any], incident_id: str,
+    svc: Services,
+    spec: PlaybookSpec,
+    step: Step,
+    action: Action,
+    ctx: ActionContext,
+    context: dict[str, Any],
+    incident_id: str,
 ) -> tuple[StepOutcome, bool]:
     """Returns the outcome and whether the action's task ran."""
     store = svc.store
@@ -102,15 +119,17 @@ def _decide_and_run(
         return StepOutcome(status=Outcome.failed, summary=f"inputs are not valid for {action.name}: {problems}"), False
 
     if action.info.changes_things and not store.evidence_for(incident_id):
-        return StepOutcome(status=Outcome.failed,
-                           summary="refused: no evidence was captured before this changing step"), False
+        return StepOutcome(
+            status=Outcome.failed, summary="refused: no evidence was captured before this changing step"
+        ), False
     if action.info.effect is Effect.destructive and step.approval is None:
         return StepOutcome(status=Outcome.failed, summary="refused: a destructive step needs an approval gate"), False
     if step.approval is not None:
         decision = await_approval(svc, spec, step, action.info, inputs.model_dump(mode="json"), incident_id)
         if decision.status != "approved":
-            return StepOutcome(status=Outcome.skipped,
-                               summary=f"skipped: not approved ({decision.status} by {decision.decided_by})"), False
+            return StepOutcome(
+                status=Outcome.skipped, summary=f"skipped: not approved ({decision.status} by {decision.decided_by})"
+            ), False
 
     outcome = _invoke(action, step, ctx, inputs)
     if outcome.status is Outcome.ok and action.probe is not None and action.info.changes_things:
@@ -118,8 +137,11 @@ def _decide_and_run(
         store.add_timeline(incident_id, "verify", probe.detail, step_id=step.id, data={"ok": probe.ok})
         outcome.output["verified"] = probe.ok
         if not probe.ok:
-            return StepOutcome(status=Outcome.failed, summary=f"{outcome.summary}; verification failed: {probe.detail}",
-                               output=outcome.output), True
+            return StepOutcome(
+                status=Outcome.failed,
+                summary=f"{outcome.summary}; verification failed: {probe.detail}",
+                output=outcome.output,
+            ), True
         outcome = StepOutcome(status=outcome.status, summary=f"{outcome.summary} (verified)", output=outcome.output)
         if store.get_incident(incident_id).status is IncidentStatus.open:
             store.set_incident_status(incident_id, IncidentStatus.contained)

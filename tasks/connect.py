@@ -55,17 +55,20 @@ def slack(settings: Settings) -> SlackNotifier:
     if not settings.slack_token or not settings.slack_channel:
         raise NotConfigured("Slack", ["AISOAR_SLACK_TOKEN", "AISOAR_SLACK_CHANNEL"])
     return _slack(
-        settings.slack_token.get_secret_value(), settings.slack_channel, settings.slack_base_url,
+        settings.slack_token.get_secret_value(),
+        settings.slack_channel,
+        settings.slack_base_url,
         settings.http_timeout_seconds,
     )
 
 
 def jira(settings: Settings) -> JiraTickets:
     if not (settings.jira_url and settings.jira_user and settings.jira_token and settings.jira_project):
-        raise NotConfigured(
-            "Jira", ["AISOAR_JIRA_URL", "AISOAR_JIRA_USER", "AISOAR_JIRA_TOKEN", "AISOAR_JIRA_PROJECT"]
-        )
+        raise NotConfigured("Jira", ["AISOAR_JIRA_URL", "AISOAR_JIRA_USER", "AISOAR_JIRA_TOKEN", "AISOAR_JIRA_PROJECT"])
     return _jira(
-        settings.jira_url, settings.jira_user, settings.jira_token.get_secret_value(), settings.jira_project,
+        settings.jira_url,
+        settings.jira_user,
+        settings.jira_token.get_secret_value(),
+        settings.jira_project,
         settings.http_timeout_seconds,
     )

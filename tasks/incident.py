@@ -40,5 +40,7 @@ def close_incident(ctx: ActionContext, inputs: CloseInputs) -> StepOutcome:
     create_markdown_artifact(
         markdown=markdown, key=report_key(ctx.incident_id), description=f"Incident report {ctx.incident_id}"
     )
-    return ok(f"incident closed; report published as artifact {report_key(ctx.incident_id)}",
-              report_key=report_key(ctx.incident_id))
+    return ok(
+        f"incident closed; report published as artifact {report_key(ctx.incident_id)}",
+        report_key=report_key(ctx.incident_id),
+    )

@@ -34,26 +34,46 @@ def incident_blocks(ctx: ActionContext, incident: Incident, message: str) -> lis
     info = CATALOG.get(incident.type) if incident.type else None
     mark = SEVERITY_MARK.get(incident.severity.value, "")
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text",
-                                    "text": f"{mark} AI incident {incident.id} · {incident.severity.value.upper()}"}},
-        {"type": "section", "text": {"type": "mrkdwn", "verbatim": True,
-                                     "text": f"*Alert:* {slack_text(incident.title, 500)}"}},
-        {"type": "section", "fields": [
-            {"type": "mrkdwn", "verbatim": True, "text": f"*Type:*\n{info.title if info else 'unclassified'}"},
-            {"type": "mrkdwn", "verbatim": True, "text": f"*ATLAS:*\n{', '.join(info.atlas) if info else '-'}"},
-            {"type": "mrkdwn", "verbatim": True, "text": f"*Playbook:*\n{ctx.playbook}"},
-            {"type": "mrkdwn", "verbatim": True, "text": f"*Status:*\n{incident.status.value}"},
-        ]},
-        {"type": "section", "text": {"type": "mrkdwn", "verbatim": True,
-                                     "text": "*What was done:*\n" + "\n".join(_done_so_far(ctx))}},
+        {
+            "type": "header",
+            "text": {
+                "type": "plain_text",
+                "text": f"{mark} AI incident {incident.id} · {incident.severity.value.upper()}",
+            },
+        },
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "verbatim": True, "text": f"*Alert:* {slack_text(incident.title, 500)}"},
+        },
+        {
+            "type": "section",
+            "fields": [
+                {"type": "mrkdwn", "verbatim": True, "text": f"*Type:*\n{info.title if info else 'unclassified'}"},
+                {"type": "mrkdwn", "verbatim": True, "text": f"*ATLAS:*\n{', '.join(info.atlas) if info else '-'}"},
+                {"type": "mrkdwn", "verbatim": True, "text": f"*Playbook:*\n{ctx.playbook}"},
+                {"type": "mrkdwn", "verbatim": True, "text": f"*Status:*\n{incident.status.value}"},
+            ],
+        },
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "verbatim": True, "text": "*What was done:*\n" + "\n".join(_done_so_far(ctx))},
+        },
     ]
     if message:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "verbatim": True, "text": slack_text(message)}})
     if ctx.run_url:
-        blocks.append({"type": "context", "elements": [{
-            "type": "mrkdwn",
-            "text": f"<{ctx.run_url}|Open the playbook run in the Prefect UI> · destructive steps wait for approval there",
-        }]})
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [
+                    {
+                        "type": "mrkdwn",
+                        "text": f"<{ctx.run_url}|Open the playbook run in the Prefect UI> · "
+                        "destructive steps wait for approval there",
+                    }
+                ],
+            }
+        )
     return blocks
 
 

@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
-from prefect.states import Completed, State
+from prefect.client.schemas.objects import State
+from prefect.states import Completed
 from pydantic import BaseModel
 
 from aisoar.actions import ActionCatalog, ActionInfo, Effect
@@ -54,9 +55,12 @@ def action(
     if effect is Effect.changing and inverse is None:
         raise ValueError(f"action {name}: a changing (reversible) action must name its inverse")
 
-    def register(fn: Callable[[ActionContext, InputsT], StepOutcome]) -> Callable[[ActionContext, InputsT], StepOutcome]:
+    def register(
+        fn: Callable[[ActionContext, InputsT], StepOutcome],
+    ) -> Callable[[ActionContext, InputsT], StepOutcome]:
         if name in REGISTRY:
             raise ValueError(f"action {name} is registered twice")
+
         @functools.wraps(fn)
         def run(ctx: ActionContext, inputs: InputsT) -> StepOutcome | State[StepOutcome]:
             try:
@@ -68,8 +72,8 @@ def action(
             return outcome
 
         prefect_task: Task[..., StepOutcome | State[StepOutcome]] = task(
-            run, name=name, cache_policy=NO_CACHE, persist_result=False, retries=0, log_prints=False
-        )
+            name=name, cache_policy=NO_CACHE, persist_result=False, retries=0, log_prints=False
+        )(run)
         info = ActionInfo(
             name=name,
             effect=effect,

@@ -29,8 +29,14 @@ from tests import prefect_api
 from tests.conftest import WEBHOOK_SECRET, make_settings
 
 SAMPLE = json.loads((PROJECT_ROOT / "examples/alerts/leaked-openai-key.json").read_text())
-STEPS = ["preserve-alerts", "preserve-key-record", "block-key-at-gateway", "block-key-at-gateway.verify",
-         "notify-oncall", "open-ticket"]
+STEPS = [
+    "preserve-alerts",
+    "preserve-key-record",
+    "block-key-at-gateway",
+    "block-key-at-gateway.verify",
+    "notify-oncall",
+    "open-ticket",
+]
 
 pytestmark = pytest.mark.e2e
 
@@ -45,8 +51,9 @@ class Stack:
 
     def fire(self, alert: dict[str, Any]) -> str:
         body = json.dumps(alert).encode()
-        response = httpx.post(f"{self.ingress}/webhooks/generic", content=body,
-                              headers=signed_headers(WEBHOOK_SECRET, body), timeout=10)
+        response = httpx.post(
+            f"{self.ingress}/webhooks/generic", content=body, headers=signed_headers(WEBHOOK_SECRET, body), timeout=10
+        )
         assert response.status_code == 202, response.text
         return str(response.json()["alert_id"])
 
@@ -97,14 +104,14 @@ def test_leaked_key_is_contained_approved_and_deleted(stack: Stack) -> None:
 
     # Containment happened before anyone was asked: blocked at the gateway, refused there.
     assert sandbox.litellm.keys[key_hash]["blocked"] is True
-    refused = httpx.post(f"{stack.settings.litellm_url}/chat/completions",
-                         headers={"Authorization": f"Bearer {DEMO_SECRET}"}, json={})
+    refused = httpx.post(
+        f"{stack.settings.litellm_url}/chat/completions", headers={"Authorization": f"Bearer {DEMO_SECRET}"}, json={}
+    )
     assert refused.status_code == 401
     # Evidence was collected before the block (the ledger's order is the order of collection).
     evidence = stack.svc.store.evidence_for(incident_id)
     assert [e.description for e in evidence][:2] == [
-        f"alert {alert_id} from generic (payload sha256 "
-        f"{hashlib.sha256(json.dumps(SAMPLE).encode()).hexdigest()})",
+        f"alert {alert_id} from generic (payload sha256 {hashlib.sha256(json.dumps(SAMPLE).encode()).hexdigest()})",
         "LLM gateway record of the key",
     ]
     block_request = next(i for i, r in enumerate(sandbox.litellm.requests) if r["path"] == "/key/block")
@@ -136,16 +143,21 @@ def test_leaked_key_is_contained_approved_and_deleted(stack: Stack) -> None:
         time.sleep(0.02)
     prefect_api.wait_for_state(run_id, "COMPLETED", timeout=30)
 
-    gone = httpx.post(f"{stack.settings.openai_admin_url}/chat/completions",
-                      headers={"Authorization": f"Bearer {DEMO_SECRET}"}, json={})
+    gone = httpx.post(
+        f"{stack.settings.openai_admin_url}/chat/completions",
+        headers={"Authorization": f"Bearer {DEMO_SECRET}"},
+        json={},
+    )
     assert gone.status_code == 401
     incident = stack.svc.store.get_incident(incident_id)
     assert incident.status.value == "closed"
     approvals = stack.svc.store.approvals_for(incident_id)
     assert [(a.status, a.decided_by) for a in approvals] == [("approved", "alice (IC)")]
     verified = [e.message for e in incident.timeline if e.kind == "verify"]
-    assert verified == ["the gateway reports the key as refused (blocked)",
-                        f"OpenAI no longer lists key {DEMO_KEY_ID} in {DEMO_PROJECT}"]
+    assert verified == [
+        "the gateway reports the key as refused (blocked)",
+        f"OpenAI no longer lists key {DEMO_KEY_ID} in {DEMO_PROJECT}",
+    ]
     # Evidence files exist, are read-only, and hash to what the ledger recorded.
     for item in stack.svc.store.evidence_for(incident_id):
         path = Path(item.location)
@@ -167,8 +179,10 @@ def test_the_same_alert_twice_starts_one_run(stack: Stack) -> None:
     run_id = first["flow_runs"]["leaked-llm-api-key"]
     # Launching again (a retried dispatch) is deduplicated by Prefect's idempotency key.
     assert stack.runtime.launch(first["incident_id"], "leaked-llm-api-key") == run_id
-    response = httpx.post(f"{prefect_api.api()}/flow_runs/filter",
-                          json={"flow_runs": {"tags": {"all_": [f"incident:{first['incident_id']}"]}}})
+    response = httpx.post(
+        f"{prefect_api.api()}/flow_runs/filter",
+        json={"flow_runs": {"tags": {"all_": [f"incident:{first['incident_id']}"]}}},
+    )
     assert [r["id"] for r in response.json()] == [run_id]
     prefect_api.wait_for_state(run_id, "PAUSED")
     prefect_api.resume(run_id, {"approve": False, "approver": "bob", "reason": "test"})
@@ -192,8 +206,11 @@ def test_an_empty_resume_rejects_and_nothing_is_deleted(stack: Stack) -> None:
 
 
 def test_hostile_alert_text_stays_inert(stack: Stack) -> None:
-    hostile = dict(SAMPLE, id="hostile-1",
-                   title="<!channel> {{ 7*7 }} <http://evil.example|reset your password> [x](http://evil) {noformat}")
+    hostile = dict(
+        SAMPLE,
+        id="hostile-1",
+        title="<!channel> {{ 7*7 }} <http://evil.example|reset your password> [x](http://evil) {noformat}",
+    )
     status = stack.dispatched(stack.fire(hostile))
     run_id = status["flow_runs"]["leaked-llm-api-key"]
     paused = prefect_api.wait_for_state(run_id, "PAUSED")

@@ -29,8 +29,12 @@ def env(sandbox: Sandbox) -> Iterator[dict[str, str]]:
 
 
 def schema_validator(ref: str) -> Draft202012Validator:
-    registry: Registry[Any] = Registry().with_resource("urn:litellm", Resource.from_contents(
-        {"components": OPENAPI["components"], "$schema": "https://json-schema.org/draft/2020-12/schema"}))
+    registry: Registry[Any] = Registry().with_resource(
+        "urn:litellm",
+        Resource.from_contents(
+            {"components": OPENAPI["components"], "$schema": "https://json-schema.org/draft/2020-12/schema"}
+        ),
+    )
     return Draft202012Validator({"$ref": f"urn:litellm#/components/schemas/{ref}"}, registry=registry)
 
 
@@ -44,8 +48,12 @@ def response_schema(path: str, method: str, status: str = "200") -> dict[str, An
 def test_litellm_fake_serves_only_documented_operations() -> None:
     from aisoar.sandbox.litellm_fake import LiteLLMState, create_app
 
-    routes = {(method.lower(), route.path) for route in create_app(LiteLLMState("m")).routes
-              for method in getattr(route, "methods", set()) if route.path.startswith("/key/")}
+    routes = {
+        (method.lower(), route.path)
+        for route in create_app(LiteLLMState("m")).routes
+        for method in getattr(route, "methods", set())
+        if route.path.startswith("/key/")
+    }
     documented = {(method, path) for path, ops in OPENAPI["paths"].items() for method in ops}
     assert routes and routes <= documented
 
@@ -57,8 +65,12 @@ def test_litellm_block_answers_in_the_documented_shape(env: dict[str, str]) -> N
     schema_validator("BlockKeyRequest").validate(body)
     response = httpx.post(f"{url}/key/block", json=body, headers={"Authorization": f"Bearer {master}"})
     assert response.status_code == 200
-    registry: Registry[Any] = Registry().with_resource("urn:litellm", Resource.from_contents(
-        {"components": OPENAPI["components"], "$schema": "https://json-schema.org/draft/2020-12/schema"}))
+    registry: Registry[Any] = Registry().with_resource(
+        "urn:litellm",
+        Resource.from_contents(
+            {"components": OPENAPI["components"], "$schema": "https://json-schema.org/draft/2020-12/schema"}
+        ),
+    )
     Draft202012Validator(response_schema("/key/block", "post"), registry=registry).validate(response.json())
     assert response.json()["blocked"] is True
 
@@ -66,14 +78,20 @@ def test_litellm_block_answers_in_the_documented_shape(env: dict[str, str]) -> N
 def test_litellm_rejects_what_the_proxy_rejects(env: dict[str, str]) -> None:
     url, master = env["AISOAR_LITELLM_URL"], env["AISOAR_LITELLM_MASTER_KEY"]
     assert httpx.post(f"{url}/key/block", json={"key": "x"}).status_code == 401
-    assert httpx.post(f"{url}/key/block", json={"key": "x"},
-                      headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert (
+        httpx.post(f"{url}/key/block", json={"key": "x"}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    )
     missing = httpx.post(f"{url}/key/block", json={}, headers={"Authorization": f"Bearer {master}"})
     assert missing.status_code == 422
-    registry: Registry[Any] = Registry().with_resource("urn:litellm", Resource.from_contents(
-        {"components": OPENAPI["components"], "$schema": "https://json-schema.org/draft/2020-12/schema"}))
-    Draft202012Validator({"$ref": "urn:litellm#/components/schemas/HTTPValidationError"},
-                         registry=registry).validate(missing.json())
+    registry: Registry[Any] = Registry().with_resource(
+        "urn:litellm",
+        Resource.from_contents(
+            {"components": OPENAPI["components"], "$schema": "https://json-schema.org/draft/2020-12/schema"}
+        ),
+    )
+    Draft202012Validator({"$ref": "urn:litellm#/components/schemas/HTTPValidationError"}, registry=registry).validate(
+        missing.json()
+    )
     # The admin key may also come in the documented x-litellm-api-key header.
     info = httpx.get(f"{url}/key/info", params={"key": DEMO_SECRET}, headers={"x-litellm-api-key": master})
     assert info.status_code == 200 and info.json()["info"]["spend"] == 1873.42
@@ -91,8 +109,12 @@ def test_litellm_blocked_key_is_refused_for_inference(env: dict[str, str]) -> No
 
 # -- OpenAI Admin API, driven by the official SDK ----------------------------------
 def test_openai_fake_matches_what_the_sdk_sends(env: dict[str, str]) -> None:
-    client = openai.OpenAI(admin_api_key=env["AISOAR_OPENAI_ADMIN_KEY"], api_key="unused",
-                           base_url=env["AISOAR_OPENAI_ADMIN_URL"], max_retries=0)
+    client = openai.OpenAI(
+        admin_api_key=env["AISOAR_OPENAI_ADMIN_KEY"],
+        api_key="unused",
+        base_url=env["AISOAR_OPENAI_ADMIN_URL"],
+        max_retries=0,
+    )
     keys = client.admin.organization.projects.api_keys
     listed = keys.list(DEMO_PROJECT)
     assert [k.id for k in listed.data] == [DEMO_KEY_ID]
@@ -105,8 +127,9 @@ def test_openai_fake_matches_what_the_sdk_sends(env: dict[str, str]) -> None:
 
 
 def test_openai_fake_requires_the_admin_key(env: dict[str, str]) -> None:
-    client = openai.OpenAI(admin_api_key="sk-admin-wrong", api_key="unused",
-                           base_url=env["AISOAR_OPENAI_ADMIN_URL"], max_retries=0)
+    client = openai.OpenAI(
+        admin_api_key="sk-admin-wrong", api_key="unused", base_url=env["AISOAR_OPENAI_ADMIN_URL"], max_retries=0
+    )
     with pytest.raises(openai.AuthenticationError):
         client.admin.organization.projects.api_keys.list(DEMO_PROJECT)
 
@@ -115,8 +138,9 @@ def test_openai_fake_requires_the_admin_key(env: dict[str, str]) -> None:
 def test_slack_fake_with_slack_sdk(env: dict[str, str]) -> None:
     client = WebClient(token=env["AISOAR_SLACK_TOKEN"], base_url=env["AISOAR_SLACK_BASE_URL"])
     assert client.auth_test()["ok"] is True
-    posted = client.chat_postMessage(channel="ai-incidents", text="hello",
-                                     blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": "hi"}}])
+    posted = client.chat_postMessage(
+        channel="ai-incidents", text="hello", blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": "hi"}}]
+    )
     assert posted["channel"] == "C0AISOAR01" and posted["ts"]
 
 
@@ -126,12 +150,16 @@ def test_slack_fake_with_slack_sdk(env: dict[str, str]) -> None:
         ("xoxb-wrong", {"channel": "ai-incidents", "text": "x"}, "invalid_auth"),
         (None, {"channel": "nowhere", "text": "x"}, "channel_not_found"),
         (None, {"channel": "ai-incidents"}, "no_text"),
-        (None, {"channel": "ai-incidents", "blocks": [{"type": "header", "text": {"type": "mrkdwn", "text": "x"}}]},
-         "invalid_blocks"),
+        (
+            None,
+            {"channel": "ai-incidents", "blocks": [{"type": "header", "text": {"type": "mrkdwn", "text": "x"}}]},
+            "invalid_blocks",
+        ),
     ],
 )
-def test_slack_fake_errors_like_slack(env: dict[str, str], token: str | None, kwargs: dict[str, Any],
-                                      error: str) -> None:
+def test_slack_fake_errors_like_slack(
+    env: dict[str, str], token: str | None, kwargs: dict[str, Any], error: str
+) -> None:
     client = WebClient(token=token or env["AISOAR_SLACK_TOKEN"], base_url=env["AISOAR_SLACK_BASE_URL"])
     with pytest.raises(SlackApiError) as caught:
         client.chat_postMessage(**kwargs)
@@ -141,8 +169,15 @@ def test_slack_fake_errors_like_slack(env: dict[str, str], token: str | None, kw
 # -- Jira, driven by the jira package ------------------------------------------------
 def test_jira_fake_with_the_jira_package(env: dict[str, str]) -> None:
     jira = JIRA(server=env["AISOAR_JIRA_URL"], basic_auth=(env["AISOAR_JIRA_USER"], env["AISOAR_JIRA_TOKEN"]))
-    issue = jira.create_issue(fields={"project": {"key": "SEC"}, "summary": "s", "description": "d",
-                                      "issuetype": {"name": "Task"}, "labels": ["aisoar"]})
+    issue = jira.create_issue(
+        fields={
+            "project": {"key": "SEC"},
+            "summary": "s",
+            "description": "d",
+            "issuetype": {"name": "Task"},
+            "labels": ["aisoar"],
+        }
+    )
     assert issue.key == "SEC-1" and issue.fields.summary == "s"
     jira.add_comment(issue.key, "timeline entry")
     assert [i.key for i in jira.search_issues('project = "SEC" AND labels = "aisoar"')] == ["SEC-1"]
@@ -156,6 +191,9 @@ def test_jira_fake_refuses_bad_auth_and_bad_fields(env: dict[str, str]) -> None:
     with pytest.raises(JIRAError) as bad:
         jira.create_issue(fields={"project": {"key": "SEC"}, "summary": "two\nlines", "issuetype": {"name": "Task"}})
     assert bad.value.status_code == 400 and "newline" in str(bad.value.text)
-    response = httpx.post(f"{env['AISOAR_JIRA_URL']}/rest/api/2/issue", json={"fields": {}},
-                          auth=(env["AISOAR_JIRA_USER"], env["AISOAR_JIRA_TOKEN"]))
+    response = httpx.post(
+        f"{env['AISOAR_JIRA_URL']}/rest/api/2/issue",
+        json={"fields": {}},
+        auth=(env["AISOAR_JIRA_USER"], env["AISOAR_JIRA_TOKEN"]),
+    )
     assert response.status_code == 403  # no X-Atlassian-Token: no-check

@@ -47,8 +47,11 @@ def edge(settings: Settings) -> Iterator[tuple[TestClient, Store, Recorder]]:
 
 
 def post(client: TestClient, body: bytes, headers: dict[str, str] | None = None, source: str = "generic") -> Any:
-    return client.post(f"/webhooks/{source}", content=body,
-                       headers=headers if headers is not None else signed_headers(WEBHOOK_SECRET, body))
+    return client.post(
+        f"/webhooks/{source}",
+        content=body,
+        headers=headers if headers is not None else signed_headers(WEBHOOK_SECRET, body),
+    )
 
 
 def wait_dispatched(client: TestClient, alert_id: str) -> dict[str, Any]:
@@ -154,9 +157,14 @@ def test_malformed_json_is_a_400(edge: tuple[TestClient, Store, Recorder]) -> No
 
 def test_schema_errors_are_a_422_that_never_echo_the_input(edge: tuple[TestClient, Store, Recorder]) -> None:
     client, _, _ = edge
-    body = json.dumps({"id": "x", "title": "t", "severity": "apocalyptic",
-                       "entities": [{"type": "llm_api_key", "provider": "openai", "secret": LEAKED,
-                                     "key_sha256": "not-a-hash"}]}).encode()
+    body = json.dumps(
+        {
+            "id": "x",
+            "title": "t",
+            "severity": "apocalyptic",
+            "entities": [{"type": "llm_api_key", "provider": "openai", "secret": LEAKED, "key_sha256": "not-a-hash"}],
+        }
+    ).encode()
     response = post(client, body)
     assert response.status_code == 422
     detail = response.json()["detail"]

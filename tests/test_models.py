@@ -43,8 +43,10 @@ def test_secret_shapes_are_found() -> None:
 
 
 def test_generic_alert_normalisation() -> None:
-    body = (b'{"id": "a1", "title": "t", "severity": "critical", "labels": {"k": "v"},'
-            b'"entities": [{"type": "model", "name": "m", "version": "3"}, {"type": "user", "user_id": "u"}]}')
+    body = (
+        b'{"id": "a1", "title": "t", "severity": "critical", "labels": {"k": "v"},'
+        b'"entities": [{"type": "model", "name": "m", "version": "3"}, {"type": "user", "user_id": "u"}]}'
+    )
     alert = generic_json("generic", body)
     assert alert.severity is Severity.critical and [e.type for e in alert.entities] == ["model", "user"]
     again = generic_json("generic", body)

@@ -41,9 +41,15 @@ class Service:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        log = open(self.cwd / "serve.log", "ab")  # noqa: SIM115
-        self.process = subprocess.Popen([sys.executable, "-m", "aisoar.cli", "serve"], env=self.env, cwd=self.cwd,
-                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log = open(self.cwd / "serve.log", "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "aisoar.cli", "serve"],
+            env=self.env,
+            cwd=self.cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.process.poll() is None, (self.cwd / "serve.log").read_text()[-3000:]
@@ -80,8 +86,9 @@ def services(prefect_server: PrefectServer, sandbox: Sandbox, tmp_path: Path) ->
 
 
 def start_paused_run(service: Service) -> tuple[str, str]:
-    response = httpx.post(f"{service.url}/webhooks/generic", content=SAMPLE,
-                          headers=signed_headers(WEBHOOK_SECRET, SAMPLE), timeout=10)
+    response = httpx.post(
+        f"{service.url}/webhooks/generic", content=SAMPLE, headers=signed_headers(WEBHOOK_SECRET, SAMPLE), timeout=10
+    )
     assert response.status_code == 202, response.text
     alert_id = response.json()["alert_id"]
     deadline = time.monotonic() + 20

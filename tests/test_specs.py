@@ -32,7 +32,8 @@ def test_shipped_specs_are_valid() -> None:
 
 
 def test_a_valid_spec_has_no_problems() -> None:
-    assert problems("""
+    assert (
+        problems("""
   - id: keep
     action: evidence.capture_alerts
   - id: block
@@ -42,7 +43,9 @@ def test_a_valid_spec_has_no_problems() -> None:
     action: openai.delete_project_key
     with: {project_id: p, key_id: "{{ steps.block.summary }}"}
     gate: {approval: {approvers: [ic], timeout: 1h}}
-""") == []
+""")
+        == []
+    )
 
 
 def test_unknown_action_is_named_with_a_hint() -> None:
@@ -52,9 +55,7 @@ def test_unknown_action_is_named_with_a_hint() -> None:
   - id: block
     action: gateway.block
 """)
-    assert found == [
-        "test.yaml: step 'block': unknown action 'gateway.block' (fix: did you mean gateway.block_key?)"
-    ]
+    assert found == ["test.yaml: step 'block': unknown action 'gateway.block' (fix: did you mean gateway.block_key?)"]
 
 
 def test_duplicate_step_id() -> None:
@@ -158,16 +159,20 @@ def test_taxonomy_ids_must_be_real_and_edition_pinned() -> None:
 
 def test_schema_errors_name_the_step() -> None:
     with pytest.raises(SpecError) as caught:
-        parse_spec(HEAD + "steps:\n  - id: keep\n    action: evidence.capture_alerts\n    gate: {approval: {}}\n",
-                   "bad.yaml")
+        parse_spec(
+            HEAD + "steps:\n  - id: keep\n    action: evidence.capture_alerts\n    gate: {approval: {}}\n", "bad.yaml"
+        )
     text = str(caught.value)
     assert "bad.yaml: step 'keep'" in text and "approvers" in text
 
 
 def test_quorum_larger_than_approvers_is_refused() -> None:
     with pytest.raises(SpecError, match="quorum 2 is larger than the 1 approvers"):
-        parse_spec(HEAD + "steps:\n  - id: keep\n    action: evidence.capture_alerts\n"
-                          "    gate: {approval: {approvers: [a], quorum: 2}}\n", "q.yaml")
+        parse_spec(
+            HEAD + "steps:\n  - id: keep\n    action: evidence.capture_alerts\n"
+            "    gate: {approval: {approvers: [a], quorum: 2}}\n",
+            "q.yaml",
+        )
 
 
 def test_yaml_syntax_error() -> None:

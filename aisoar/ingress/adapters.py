@@ -60,6 +60,7 @@ class GenericAlertIn(BaseModel):
 
 
 _entity_adapter: TypeAdapter[Entity] = TypeAdapter(Entity)
+REDACTED = "[redacted secret]"
 
 
 def _errors(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
@@ -86,8 +87,9 @@ def _entity(raw: dict[str, Any], index: int, fingerprint: SecretFingerprint | No
         raise PayloadError(_errors(exc, ("entities", index))) from None
 
 
-def correlation_fingerprint(source: str, given: str | None, incident_type: str | None, entity_keys: list[str],
-                            title: str) -> str:
+def correlation_fingerprint(
+    source: str, given: str | None, incident_type: str | None, entity_keys: list[str], title: str
+) -> str:
     basis = f"given:{source}:{given}" if given else f"{incident_type}|{'|'.join(sorted(entity_keys)) or title}"
     return hashlib.sha256(basis.encode()).hexdigest()
 
@@ -117,14 +119,21 @@ def generic_json(source: str, body: bytes, received_at: datetime | None = None) 
     for index, raw in enumerate(payload.entities):
         secret = raw.get("secret")
         if secret is not None and (not isinstance(secret, str) or not 8 <= len(secret) <= 512):
-            raise PayloadError([{"loc": ["entities", index, "secret"], "msg": "must be a string of 8..512 characters",
-                                 "type": "string_type"}])
+            raise PayloadError(
+                [
+                    {
+                        "loc": ["entities", index, "secret"],
+                        "msg": "must be a string of 8..512 characters",
+                        "type": "string_type",
+                    }
+                ]
+            )
         declared.append(SecretFingerprint.of(secret) if secret else None)
     found: dict[str, SecretFingerprint] = {}
     redacted = redact(document, found)
     for raw in redacted.get("entities", []):
         if isinstance(raw, dict) and "secret" in raw:
-            raw["secret"] = "[redacted secret]"
+            raw["secret"] = REDACTED
     entities = [_entity(raw, i, declared[i]) for i, raw in enumerate(redacted.get("entities", []))]
     title = redact(payload.title, found)
     description = redact(payload.description, found)

@@ -125,7 +125,8 @@ def create_app(settings: Settings, store: Store, dispatcher: Dispatcher) -> Fast
             return _problem(404, f"no alert {alert_id[:64]}")
         status, incident_id, error = found
         runs = store.get_incident(incident_id).flow_run_ids if incident_id else {}
-        return JSONResponse({"alert_id": alert_id, "status": status, "incident_id": incident_id,
-                             "flow_runs": runs, "error": error})
+        return JSONResponse(
+            {"alert_id": alert_id, "status": status, "incident_id": incident_id, "flow_runs": runs, "error": error}
+        )
 
     return app

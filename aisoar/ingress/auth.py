@@ -40,7 +40,11 @@ def signed_headers(secret: str, body: bytes, timestamp: int | None = None) -> di
 
 
 def verify(
-    secret: str, body: bytes, timestamp_header: str | None, signature_header: str | None, window_seconds: int,
+    secret: str,
+    body: bytes,
+    timestamp_header: str | None,
+    signature_header: str | None,
+    window_seconds: int,
     now: float | None = None,
 ) -> Verified:
     if not timestamp_header or not signature_header:

@@ -49,8 +49,12 @@ class Dispatcher:
         severity = max([alert.severity, *(s.severity_floor for s in matched)], key=lambda s: Severity(s).rank)
         incident_id, created = self.store.correlate(alert, incident_type, severity, self.window)
         result = DispatchResult(incident_id=incident_id, new_incident=created)
-        self.store.add_timeline(incident_id, "alert", f"alert {alert.id} from {alert.source}: {alert.title}",
-                                data={"alert_id": alert.id, "raw_sha256": alert.raw_sha256})
+        self.store.add_timeline(
+            incident_id,
+            "alert",
+            f"alert {alert.id} from {alert.source}: {alert.title}",
+            data={"alert_id": alert.id, "raw_sha256": alert.raw_sha256},
+        )
         if created:
             self.store.add_timeline(incident_id, "incident", f"incident opened ({severity.value})")
         if not matched:

@@ -54,8 +54,13 @@ def create_app(state: JiraState) -> FastAPI:
             except (ValueError, UnicodeDecodeError):
                 ok = False
         if not ok:
-            return JSONResponse(status_code=401, content={"errorMessages": [
-                "You are not authenticated. Authentication required to perform this operation."], "errors": {}})
+            return JSONResponse(
+                status_code=401,
+                content={
+                    "errorMessages": ["You are not authenticated. Authentication required to perform this operation."],
+                    "errors": {},
+                },
+            )
         if request.method in {"POST", "PUT", "DELETE"}:
             if request.headers.get("x-atlassian-token") != "no-check":
                 return JSONResponse(status_code=403, content={"message": "XSRF check failed"})
@@ -70,19 +75,37 @@ def create_app(state: JiraState) -> FastAPI:
 
     @app.get("/rest/api/2/serverInfo")
     def server_info(request: Request) -> dict[str, Any]:
-        return {"baseUrl": base(request), "version": "9.12.0", "versionNumbers": [9, 12, 0],
-                "deploymentType": "Server", "buildNumber": 9120000, "serverTitle": "Jira (aisoar sandbox)"}
+        return {
+            "baseUrl": base(request),
+            "version": "9.12.0",
+            "versionNumbers": [9, 12, 0],
+            "deploymentType": "Server",
+            "buildNumber": 9120000,
+            "serverTitle": "Jira (aisoar sandbox)",
+        }
 
     @app.get("/rest/api/2/field")
     def fields() -> list[dict[str, Any]]:
         return [
-            {"id": field_id, "key": field_id, "name": name, "custom": False, "navigable": True, "searchable": True,
-             "clauseNames": [field_id], "schema": {"type": kind, "system": field_id}}
+            {
+                "id": field_id,
+                "key": field_id,
+                "name": name,
+                "custom": False,
+                "navigable": True,
+                "searchable": True,
+                "clauseNames": [field_id],
+                "schema": {"type": kind, "system": field_id},
+            }
             for field_id, name, kind in (
-                ("summary", "Summary", "string"), ("description", "Description", "string"),
-                ("labels", "Labels", "array"), ("priority", "Priority", "priority"),
-                ("issuetype", "Issue Type", "issuetype"), ("project", "Project", "project"),
-                ("status", "Status", "status"), ("comment", "Comment", "comments-page"),
+                ("summary", "Summary", "string"),
+                ("description", "Description", "string"),
+                ("labels", "Labels", "array"),
+                ("priority", "Priority", "priority"),
+                ("issuetype", "Issue Type", "issuetype"),
+                ("project", "Project", "project"),
+                ("status", "Status", "status"),
+                ("comment", "Comment", "comments-page"),
             )
         ]
 
@@ -91,9 +114,13 @@ def create_app(state: JiraState) -> FastAPI:
         if key not in state.projects and key not in state.projects.values():
             return _errors(404, messages=[f"No project could be found with key '{key}'."])
         real_key = key if key in state.projects else next(k for k, v in state.projects.items() if v == key)
-        return {"id": state.projects[real_key], "key": real_key, "name": real_key,
-                "self": f"{base(request)}/rest/api/2/project/{state.projects[real_key]}",
-                "issueTypes": [{"id": v, "name": k} for k, v in ISSUE_TYPES.items()]}
+        return {
+            "id": state.projects[real_key],
+            "key": real_key,
+            "name": real_key,
+            "self": f"{base(request)}/rest/api/2/project/{state.projects[real_key]}",
+            "issueTypes": [{"id": v, "name": k} for k, v in ISSUE_TYPES.items()],
+        }
 
     @app.post("/rest/api/2/issue")
     async def create_issue(request: Request) -> JSONResponse:
@@ -107,7 +134,8 @@ def create_app(state: JiraState) -> FastAPI:
         errors: dict[str, str] = {}
         project_ref = fields.get("project") or {}
         project_key = project_ref.get("key") or next(
-            (k for k, v in state.projects.items() if v == project_ref.get("id")), None)
+            (k for k, v in state.projects.items() if v == project_ref.get("id")), None
+        )
         if project_key not in state.projects:
             errors["project"] = "valid project is required"
         issuetype = fields.get("issuetype") or {}
@@ -130,7 +158,7 @@ def create_app(state: JiraState) -> FastAPI:
         unknown = set(fields) - {"project", "issuetype", "summary", "description", "labels", "priority"}
         for name in sorted(unknown):
             errors[name] = f"Field '{name}' cannot be set. It is not on the appropriate screen, or unknown."
-        if errors:
+        if errors or not isinstance(project_key, str):
             return _errors(400, errors=errors)
         with state.lock:
             number = state.counters.get(project_key, 0) + 1
@@ -139,15 +167,26 @@ def create_app(state: JiraState) -> FastAPI:
             issue_id = str(10000 + len(state.issues) + 1)
             now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
             state.issues[key] = {
-                "id": issue_id, "key": key, "self": f"{base(request)}/rest/api/2/issue/{issue_id}",
-                "fields": {"summary": summary, "description": fields.get("description"), "labels": labels,
-                           "issuetype": {"name": issuetype.get("name", "Task")},
-                           "project": {"key": project_key, "id": state.projects[project_key]},
-                           "priority": fields.get("priority"), "status": {"name": "To Do"},
-                           "created": now, "updated": now, "comment": {"comments": [], "total": 0}},
+                "id": issue_id,
+                "key": key,
+                "self": f"{base(request)}/rest/api/2/issue/{issue_id}",
+                "fields": {
+                    "summary": summary,
+                    "description": fields.get("description"),
+                    "labels": labels,
+                    "issuetype": {"name": issuetype.get("name", "Task")},
+                    "project": {"key": project_key, "id": state.projects[project_key]},
+                    "priority": fields.get("priority"),
+                    "status": {"name": "To Do"},
+                    "created": now,
+                    "updated": now,
+                    "comment": {"comments": [], "total": 0},
+                },
             }
-        return JSONResponse(status_code=201, content={"id": issue_id, "key": key,
-                                                      "self": f"{base(request)}/rest/api/2/issue/{issue_id}"})
+        return JSONResponse(
+            status_code=201,
+            content={"id": issue_id, "key": key, "self": f"{base(request)}/rest/api/2/issue/{issue_id}"},
+        )
 
     def find(key_or_id: str) -> dict[str, Any] | None:
         if key_or_id in state.issues:
@@ -169,25 +208,29 @@ def create_app(state: JiraState) -> FastAPI:
             return _errors(400, errors={"comment": "Comment body can not be empty!"})
         with state.lock:
             comments = issue["fields"]["comment"]
-            comment = {"id": str(20000 + comments["total"]), "body": body["body"],
-                       "self": f"{issue['self']}/comment/{20000 + comments['total']}"}
+            comment = {
+                "id": str(20000 + comments["total"]),
+                "body": body["body"],
+                "self": f"{issue['self']}/comment/{20000 + comments['total']}",
+            }
             comments["comments"].append(comment)
             comments["total"] += 1
         return JSONResponse(status_code=201, content=comment)
 
     @app.get("/rest/api/2/search")
-    def search(jql: str = "", startAt: int = 0, maxResults: int = 50) -> Any:  # noqa: N803 - Jira's names
+    def search(jql: str = "", startAt: int = 0, maxResults: int = 50) -> Any:
         project_match = re.search(r'project\s*=\s*"?([A-Z][A-Z0-9_]*)"?', jql)
         label_match = re.search(r'labels\s*=\s*"?([^"\s]+)"?', jql)
         if project_match is None and label_match is None:
             return _errors(400, messages=[f"Error in the JQL Query: unsupported query {jql!r}"])
         with state.lock:
             hits = [
-                issue for issue in state.issues.values()
+                issue
+                for issue in state.issues.values()
                 if (project_match is None or issue["fields"]["project"]["key"] == project_match.group(1))
                 and (label_match is None or label_match.group(1) in issue["fields"]["labels"])
             ]
-        page = hits[startAt:startAt + maxResults]
+        page = hits[startAt : startAt + maxResults]
         return {"startAt": startAt, "maxResults": maxResults, "total": len(hits), "issues": page}
 
     @app.get("/_sandbox/issues")

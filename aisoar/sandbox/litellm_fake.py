@@ -22,7 +22,11 @@ from pydantic import BaseModel, ConfigDict
 
 
 def hash_token(key: str) -> str:
-    return key if len(key) == 64 and all(c in "0123456789abcdef" for c in key) else hashlib.sha256(key.encode()).hexdigest()
+    return (
+        key
+        if len(key) == 64 and all(c in "0123456789abcdef" for c in key)
+        else hashlib.sha256(key.encode()).hexdigest()
+    )
 
 
 class BlockKeyRequest(BaseModel):
@@ -87,12 +91,23 @@ def create_app(state: LiteLLMState) -> FastAPI:
             raise HTTPException(401, {"error": "Authentication Error, Invalid proxy server token passed."})
 
     def record(request: Request, body: Any) -> None:
-        state.requests.append({"method": request.method, "path": request.url.path, "body": body,
-                               "at": datetime.now(UTC).isoformat(), "t": time.time()})
+        state.requests.append(
+            {
+                "method": request.method,
+                "path": request.url.path,
+                "body": body,
+                "at": datetime.now(UTC).isoformat(),
+                "t": time.time(),
+            }
+        )
 
     @app.get("/key/info")
-    def key_info(request: Request, key: str | None = None, authorization: str | None = Header(None),
-                 x_litellm_api_key: str | None = Header(None)) -> dict[str, Any]:
+    def key_info(
+        request: Request,
+        key: str | None = None,
+        authorization: str | None = Header(None),
+        x_litellm_api_key: str | None = Header(None),
+    ) -> dict[str, Any]:
         admin(authorization, x_litellm_api_key)
         if not key:
             raise HTTPException(400, {"error": "key is required"})
@@ -109,8 +124,12 @@ def create_app(state: LiteLLMState) -> FastAPI:
         return {"key": key, "info": row}
 
     @app.post("/key/block")
-    def block(request: Request, body: BlockKeyRequest, authorization: str | None = Header(None),
-              x_litellm_api_key: str | None = Header(None)) -> dict[str, Any]:
+    def block(
+        request: Request,
+        body: BlockKeyRequest,
+        authorization: str | None = Header(None),
+        x_litellm_api_key: str | None = Header(None),
+    ) -> dict[str, Any]:
         admin(authorization, x_litellm_api_key)
         record(request, body.model_dump())
         token = hash_token(body.key)
@@ -122,8 +141,12 @@ def create_app(state: LiteLLMState) -> FastAPI:
             return {"token": token, **state.keys[token]}
 
     @app.post("/key/unblock")
-    def unblock(request: Request, body: BlockKeyRequest, authorization: str | None = Header(None),
-                x_litellm_api_key: str | None = Header(None)) -> dict[str, Any]:
+    def unblock(
+        request: Request,
+        body: BlockKeyRequest,
+        authorization: str | None = Header(None),
+        x_litellm_api_key: str | None = Header(None),
+    ) -> dict[str, Any]:
         admin(authorization, x_litellm_api_key)
         record(request, body.model_dump())
         token = hash_token(body.key)
@@ -134,8 +157,12 @@ def create_app(state: LiteLLMState) -> FastAPI:
             return {"token": token, **state.keys[token]}
 
     @app.post("/key/delete")
-    def delete(request: Request, body: KeyRequest, authorization: str | None = Header(None),
-               x_litellm_api_key: str | None = Header(None)) -> dict[str, Any]:
+    def delete(
+        request: Request,
+        body: KeyRequest,
+        authorization: str | None = Header(None),
+        x_litellm_api_key: str | None = Header(None),
+    ) -> dict[str, Any]:
         admin(authorization, x_litellm_api_key)
         record(request, body.model_dump())
         if not body.keys and not body.key_aliases:
@@ -150,8 +177,12 @@ def create_app(state: LiteLLMState) -> FastAPI:
         return {"deleted_keys": deleted}
 
     @app.post("/key/generate")
-    def generate(request: Request, body: GenerateKeyRequest, authorization: str | None = Header(None),
-                 x_litellm_api_key: str | None = Header(None)) -> dict[str, Any]:
+    def generate(
+        request: Request,
+        body: GenerateKeyRequest,
+        authorization: str | None = Header(None),
+        x_litellm_api_key: str | None = Header(None),
+    ) -> dict[str, Any]:
         admin(authorization, x_litellm_api_key)
         key = body.key or f"sk-{secrets.token_urlsafe(16)}"
         with state.lock:
@@ -166,9 +197,16 @@ def create_app(state: LiteLLMState) -> FastAPI:
         with state.lock:
             row = state.keys.get(token)
             if row is None or row.get("blocked"):
-                return JSONResponse(status_code=401, content={"error": {
-                    "message": "Authentication Error - key is blocked or invalid", "type": "auth_error",
-                    "code": "401"}})
+                return JSONResponse(
+                    status_code=401,
+                    content={
+                        "error": {
+                            "message": "Authentication Error - key is blocked or invalid",
+                            "type": "auth_error",
+                            "code": "401",
+                        }
+                    },
+                )
             row["spend"] = round(float(row["spend"]) + 0.01, 6)
         return JSONResponse({"id": "chatcmpl-sandbox", "object": "chat.completion", "choices": []})
 

@@ -17,8 +17,9 @@ from fastapi.responses import JSONResponse
 
 
 def _error(status: int, message: str, code: str | None = None, type_: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"message": message, "type": type_,
-                                                               "param": None, "code": code}})
+    return JSONResponse(
+        status_code=status, content={"error": {"message": message, "type": type_, "param": None, "code": code}}
+    )
 
 
 class OpenAIState:
@@ -38,9 +39,16 @@ class OpenAIState:
             "created_at": int(time.time()),
             "last_used_at": int(time.time()),
             "id": key_id,
-            "owner": {"type": "service_account", "service_account": {
-                "object": "organization.project.service_account", "id": "svc_acct_sandbox", "name": name,
-                "role": "member", "created_at": int(time.time())}},
+            "owner": {
+                "type": "service_account",
+                "service_account": {
+                    "object": "organization.project.service_account",
+                    "id": "svc_acct_sandbox",
+                    "name": name,
+                    "role": "member",
+                    "created_at": int(time.time()),
+                },
+            },
         }
         self.secrets[secret] = (project_id, key_id)
         return key_id
@@ -68,8 +76,13 @@ def create_app(state: OpenAIState) -> FastAPI:
             if project_id not in state.projects:
                 return _error(404, f"No such project: {project_id}", code="not_found")
             data = list(state.projects[project_id].values())
-        return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None, "has_more": False}
+        return {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": False,
+        }
 
     @app.get("/v1/organization/projects/{project_id}/api_keys/{key_id}")
     def get_key(project_id: str, key_id: str, authorization: str | None = Header(None)) -> Any:

@@ -99,8 +99,17 @@ def create_app(state: SlackState) -> FastAPI:
         args = await arguments(request)
         if error := authorised(request, args):
             return JSONResponse({"ok": False, "error": error})
-        return JSONResponse({"ok": True, "url": "https://sandbox.slack.invalid/", "team": "sandbox",
-                             "user": "aisoar", "team_id": "T0SANDBOX", "user_id": "U0AISOAR", "bot_id": "B0AISOAR"})
+        return JSONResponse(
+            {
+                "ok": True,
+                "url": "https://sandbox.slack.invalid/",
+                "team": "sandbox",
+                "user": "aisoar",
+                "team_id": "T0SANDBOX",
+                "user_id": "U0AISOAR",
+                "bot_id": "B0AISOAR",
+            }
+        )
 
     @app.post("/api/chat.postMessage")
     async def post_message(request: Request) -> JSONResponse:
@@ -127,8 +136,15 @@ def create_app(state: SlackState) -> FastAPI:
         if text and len(str(text)) > 40000:
             return JSONResponse({"ok": False, "error": "msg_too_long"})
         ts = f"{time.time():.6f}"
-        message = {"type": "message", "text": text or "", "blocks": blocks or [], "ts": ts, "user": "U0AISOAR",
-                   "thread_ts": args.get("thread_ts"), "channel": channel_id}
+        message = {
+            "type": "message",
+            "text": text or "",
+            "blocks": blocks or [],
+            "ts": ts,
+            "user": "U0AISOAR",
+            "thread_ts": args.get("thread_ts"),
+            "channel": channel_id,
+        }
         with state.lock:
             state.messages.append(message)
         return JSONResponse({"ok": True, "channel": channel_id, "ts": ts, "message": message})

@@ -9,7 +9,7 @@ from aisoar.sandbox import jira_fake, litellm_fake, openai_fake, slack_fake
 from aisoar.sandbox.serving import BackgroundServer
 
 # The example alert (examples/alerts/leaked-openai-key.json) reports this sandbox-only key.
-DEMO_SECRET = "sk-proj-SANDBOXdemoLEAKEDkey0000000000000000000001"
+DEMO_SECRET = "sk-proj-SANDBOXdemoLEAKEDkey0000000000000000000001"  # noqa: S105 - a sandbox-only fake key
 DEMO_PROJECT = "proj_sandbox"
 DEMO_KEY_ID = "key_sandbox_leaked"
 SLACK_CHANNEL = "ai-incidents"
@@ -31,8 +31,10 @@ class Sandbox:
         return cls(
             litellm=litellm_fake.LiteLLMState(master_key=f"sk-master-{secrets.token_hex(12)}"),
             openai=openai_fake.OpenAIState(admin_key=f"sk-admin-{secrets.token_hex(12)}"),
-            slack=slack_fake.SlackState(token=f"xoxb-sandbox-{secrets.token_hex(12)}",
-                                        channels={SLACK_CHANNEL: "C0AISOAR01", "C0AISOAR01": "C0AISOAR01"}),
+            slack=slack_fake.SlackState(
+                token=f"xoxb-sandbox-{secrets.token_hex(12)}",
+                channels={SLACK_CHANNEL: "C0AISOAR01", "C0AISOAR01": "C0AISOAR01"},
+            ),
             jira=jira_fake.JiraState(user="aisoar-bot", token=secrets.token_hex(16), projects=[JIRA_PROJECT]),
         )
 
@@ -59,11 +61,18 @@ class Sandbox:
             elif name == "openai":
                 env |= {"AISOAR_OPENAI_ADMIN_URL": f"{url}/v1", "AISOAR_OPENAI_ADMIN_KEY": self.openai.admin_key}
             elif name == "slack":
-                env |= {"AISOAR_SLACK_BASE_URL": f"{url}/api/", "AISOAR_SLACK_TOKEN": self.slack.token,
-                        "AISOAR_SLACK_CHANNEL": SLACK_CHANNEL}
+                env |= {
+                    "AISOAR_SLACK_BASE_URL": f"{url}/api/",
+                    "AISOAR_SLACK_TOKEN": self.slack.token,
+                    "AISOAR_SLACK_CHANNEL": SLACK_CHANNEL,
+                }
             elif name == "jira":
-                env |= {"AISOAR_JIRA_URL": url, "AISOAR_JIRA_USER": self.jira.user,
-                        "AISOAR_JIRA_TOKEN": self.jira.token, "AISOAR_JIRA_PROJECT": JIRA_PROJECT}
+                env |= {
+                    "AISOAR_JIRA_URL": url,
+                    "AISOAR_JIRA_USER": self.jira.user,
+                    "AISOAR_JIRA_TOKEN": self.jira.token,
+                    "AISOAR_JIRA_PROJECT": JIRA_PROJECT,
+                }
         return env
 
     def stop(self) -> None:

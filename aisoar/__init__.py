@@ -1,0 +1,1 @@
+"""aisoar: SOAR for incidents in AI systems, on Prefect."""
