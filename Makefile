@@ -18,6 +18,8 @@ up: $(STAMP)
 	$(BIN)/aisoar up
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

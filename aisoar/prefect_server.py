@@ -14,8 +14,14 @@ import httpx
 QUIET_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
 
 
-def server_env(home: Path) -> dict[str, str]:
-    return {**os.environ, **QUIET_ENV, "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "true"}
+def server_env(home: Path, api_url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        **QUIET_ENV,
+        "PREFECT_HOME": str(home),
+        "PREFECT_UI_ENABLED": "true",
+        "PREFECT_UI_API_URL": api_url,  # the browser UI calls the API here (default: port 4200)
+    }
 
 
 def is_healthy(api_url: str, timeout: float = 1.0) -> bool:
@@ -48,7 +54,7 @@ class PrefectServer:
         log = open(self.log_file, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)],
-            env=server_env(self.home),
+            env=server_env(self.home, self.api_url),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -238,11 +238,14 @@ class Store:
             )
         return alert.id, True
 
-    def pending_alerts(self, limit: int = 100) -> list[Alert]:
+    def pending_alerts(self, received_before: datetime | None = None, limit: int = 100) -> list[Alert]:
+        condition = inbox.c.status == "pending"
+        if received_before is not None:
+            condition = sa.and_(condition, inbox.c.received_at < received_before)
         with self._tx() as conn:
             rows = conn.execute(
                 sa.select(inbox.c.alert_json)
-                .where(inbox.c.status == "pending")
+                .where(condition)
                 .order_by(inbox.c.received_at)
                 .limit(limit)
             ).all()
@@ -398,7 +401,12 @@ class Store:
             ).first()
             if exists:
                 return False
-            conn.execute(playbook_runs.insert().values(incident_id=incident_id, playbook=playbook, created_at=utcnow()))
+            try:
+                conn.execute(
+                    playbook_runs.insert().values(incident_id=incident_id, playbook=playbook, created_at=utcnow())
+                )
+            except sa.exc.IntegrityError:
+                return False  # claimed by a concurrent dispatch
         return True
 
     def set_flow_run(self, incident_id: str, playbook: str, flow_run_id: str) -> None:
@@ -536,8 +544,8 @@ class Store:
         quorum: int,
         timeout: timedelta,
         on_timeout: str,
-    ) -> ApprovalRecord:
-        """Create the approval record for a step, or return the one that exists."""
+    ) -> tuple[ApprovalRecord, bool]:
+        """Create the approval record for a step, or return the one that exists (and False)."""
         with self._tx() as conn:
             row = conn.execute(
                 sa.select(approvals).where(
@@ -546,6 +554,7 @@ class Store:
                     approvals.c.step_id == step_id,
                 )
             ).first()
+            created = row is None
             if row is None:
                 values = dict(
                     id=new_id("APR"),
@@ -564,7 +573,7 @@ class Store:
                 conn.execute(approvals.insert().values(**values))
                 row = conn.execute(sa.select(approvals).where(approvals.c.id == values["id"])).first()
         assert row is not None
-        return _approval(row)
+        return _approval(row), created
 
     def add_approval_answer(
         self, approval_id: str, key: str, approver: str, approve: bool, reason: str

@@ -104,7 +104,7 @@ def await_approval(
     gate = step.approval
     assert gate is not None
     args_hash = arguments_sha256(info.name, inputs)
-    record = svc.store.open_approval(
+    record, created = svc.store.open_approval(
         incident_id,
         spec.name,
         step.id,
@@ -121,7 +121,7 @@ def await_approval(
         return svc.store.decide_approval(
             record.id, "rejected", "aisoar", "the step's arguments changed after approval was requested"
         )
-    if not record.answers:
+    if created:
         svc.store.add_timeline(
             incident_id,
             "approval",

@@ -59,7 +59,10 @@ def run_playbook(incident_id: str, playbook: str) -> dict[str, str]:
     spec = svc.specs[playbook]
     run_id = str(flow_run.get_id())
     context = template_context(svc, spec, incident_id, run_id)
-    svc.store.add_timeline(incident_id, "run", f"playbook {spec.name} running", data={"flow_run_id": run_id})
+    resumed = any(svc.store.step_result(incident_id, spec.name, step.id) for step in spec.steps)
+    svc.store.add_timeline(
+        incident_id, "run", f"playbook {spec.name} {'resumed' if resumed else 'running'}", data={"flow_run_id": run_id}
+    )
     statuses: dict[str, str] = {}
     for step in spec.steps:
         outcome = run_step(svc, spec, step, context, incident_id, run_id)

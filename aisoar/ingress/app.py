@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -63,7 +64,7 @@ def create_app(settings: Settings, store: Store, dispatcher: Dispatcher) -> Fast
         while True:
             await asyncio.sleep(max(settings.runner_sweep_seconds, 1.0) * 5)
             try:
-                await run_in_threadpool(dispatcher.dispatch_pending)
+                await run_in_threadpool(dispatcher.dispatch_pending, timedelta(seconds=30))
                 await run_in_threadpool(dispatcher.retry_unlaunched)
             except Exception:
                 log.exception("inbox retry failed")

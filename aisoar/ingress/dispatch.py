@@ -8,6 +8,7 @@ launcher dedupes on ``<incident id>:<playbook>``.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol
@@ -39,11 +40,16 @@ class Dispatcher:
         self.specs = specs
         self.launcher = launcher
         self.window = window
+        self._lock = threading.Lock()
 
     def route(self, alert: Alert) -> list[PlaybookSpec]:
         return [spec for spec in self.specs if spec.matches(alert)]
 
     def dispatch(self, alert: Alert) -> DispatchResult:
+        with self._lock:  # one dispatch at a time per process: correlation must not race
+            return self._dispatch(alert)
+
+    def _dispatch(self, alert: Alert) -> DispatchResult:
         matched = self.route(alert)
         incident_type = alert.incident_type or (matched[0].incident_type if matched else None)
         severity = max([alert.severity, *(s.severity_floor for s in matched)], key=lambda s: Severity(s).rank)
@@ -78,10 +84,13 @@ class Dispatcher:
         self.store.set_flow_run(incident_id, playbook, flow_run_id)
         result.launched[playbook] = flow_run_id
 
-    def dispatch_pending(self) -> int:
-        """Dispatch every alert still pending in the inbox (after a restart, or a failure)."""
+    def dispatch_pending(self, grace: timedelta = timedelta(0)) -> int:
+        """Dispatch alerts still pending in the inbox (after a restart, or a failure).
+
+        ``grace`` leaves alone alerts younger than that, which the ingress is dispatching now.
+        """
         count = 0
-        for alert in self.store.pending_alerts():
+        for alert in self.store.pending_alerts(received_before=utcnow() - grace):
             try:
                 self.dispatch(alert)
                 count += 1
