@@ -244,10 +244,7 @@ class Store:
             condition = sa.and_(condition, inbox.c.received_at < received_before)
         with self._tx() as conn:
             rows = conn.execute(
-                sa.select(inbox.c.alert_json)
-                .where(condition)
-                .order_by(inbox.c.received_at)
-                .limit(limit)
+                sa.select(inbox.c.alert_json).where(condition).order_by(inbox.c.received_at).limit(limit)
             ).all()
         return [Alert.model_validate_json(row.alert_json) for row in rows]
 

@@ -53,8 +53,7 @@ def approval_description(
         [
             f"### Approval needed: {markdown_text(step.title or step.id)}",
             "",
-            f"**What will be done:** `{info.name}`: {markdown_text(info.summary)} "
-            f"({'irreversible' if info.effect.value == 'destructive' else info.effect.value}).",
+            f"**What will be done:** `{info.name}`: {markdown_text(info.summary)}",
             "",
             f"**To which asset:** {assets}",
             "",

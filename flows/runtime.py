@@ -103,14 +103,15 @@ class PlaybookRuntime:
         for name, spec in sorted(self.svc.specs.items()):
             deployment = cast(
                 RunnerDeployment,
-                run_playbook.to_deployment(
+                run_playbook.to_deployment(  # type: ignore[call-arg]
                     name=name,
                     description=f"{spec.title}\n\n{spec.description}".strip(),
                     tags=["aisoar", spec.incident_type.value, *spec.atlas],
                     parameters={"playbook": name},
+                    _sync=True,  # also when started from a thread that runs an event loop
                 ),
             )
-            self.deployments[name] = cast(UUID, deployment.apply())
+            self.deployments[name] = cast(UUID, deployment.apply(_sync=True))  # type: ignore[call-arg]
 
     # -- starting runs --------------------------------------------------------------
     def launch(self, incident_id: str, playbook: str) -> str:

@@ -49,6 +49,16 @@ def sandbox() -> Iterator[Sandbox]:
     stack.stop()
 
 
+@pytest.fixture()
+def stack(prefect_server: PrefectServer, sandbox: Sandbox, tmp_path: Path) -> Iterator[object]:
+    """Ingress and runtime in this process, every connector on its sandbox stand-in."""
+    from tests.stack import start_stack
+
+    started = start_stack(sandbox, tmp_path / "data")
+    yield started
+    started.stop()
+
+
 def make_settings(data_dir: Path, env: dict[str, str] | None = None, **overrides: object) -> Settings:
     """Settings from explicit values only (no environment, no .env)."""
     values: dict[str, object] = {

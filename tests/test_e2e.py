@@ -6,29 +6,18 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from aisoar.config import PROJECT_ROOT, Settings
-from aisoar.ingress.app import create_app
-from aisoar.ingress.auth import signed_headers
-from aisoar.ingress.dispatch import Dispatcher
 from aisoar.prefect_server import PrefectServer
-from aisoar.sandbox.serving import BackgroundServer
 from aisoar.sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT, DEMO_SECRET, Sandbox
-from flows.runtime import PlaybookRuntime
-from flows.services import Services, build_services
 from tasks.incident import report_key
 from tests import prefect_api
-from tests.conftest import WEBHOOK_SECRET, make_settings
+from tests.stack import SAMPLE, Stack, start_stack
 
-SAMPLE = json.loads((PROJECT_ROOT / "examples/alerts/leaked-openai-key.json").read_text())
 STEPS = [
     "preserve-alerts",
     "preserve-key-record",
@@ -39,52 +28,6 @@ STEPS = [
 ]
 
 pytestmark = pytest.mark.e2e
-
-
-@dataclass
-class Stack:
-    settings: Settings
-    svc: Services
-    runtime: PlaybookRuntime
-    ingress: str
-    sandbox: Sandbox
-
-    def fire(self, alert: dict[str, Any]) -> str:
-        body = json.dumps(alert).encode()
-        response = httpx.post(
-            f"{self.ingress}/webhooks/generic", content=body, headers=signed_headers(WEBHOOK_SECRET, body), timeout=10
-        )
-        assert response.status_code == 202, response.text
-        return str(response.json()["alert_id"])
-
-    def dispatched(self, alert_id: str) -> dict[str, Any]:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            status: dict[str, Any] = httpx.get(f"{self.ingress}/alerts/{alert_id}", timeout=5).json()
-            if status["status"] == "dispatched" and status["flow_runs"]:
-                return status
-            time.sleep(0.05)
-        raise AssertionError(f"alert {alert_id} was not dispatched: {status}")
-
-
-def start_stack(prefect_server: PrefectServer, sandbox: Sandbox, data_dir: Path, connectors: tuple[str, ...]) -> Stack:
-    settings = make_settings(data_dir, env=sandbox.start(connectors))
-    svc = build_services(settings)
-    runtime = PlaybookRuntime(svc)
-    runtime.start()
-    dispatcher = Dispatcher(svc.store, list(svc.specs.values()), runtime, timedelta(hours=1))
-    ingress = BackgroundServer(create_app(settings, svc.store, dispatcher)).start()
-    stack = Stack(settings, svc, runtime, ingress.url, sandbox)
-    stack._ingress_server = ingress  # type: ignore[attr-defined]
-    return stack
-
-
-@pytest.fixture()
-def stack(prefect_server: PrefectServer, sandbox: Sandbox, tmp_path: Path) -> Iterator[Stack]:
-    started = start_stack(prefect_server, sandbox, tmp_path / "data", ("litellm", "openai", "slack", "jira"))
-    yield started
-    started._ingress_server.stop()  # type: ignore[attr-defined]
-    started.runtime.stop()
 
 
 def pause_description(run: dict[str, Any]) -> str:
@@ -228,7 +171,7 @@ def test_hostile_alert_text_stays_inert(stack: Stack) -> None:
 def test_an_unconfigured_connector_is_skipped_visibly(
     prefect_server: PrefectServer, sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    stack = start_stack(prefect_server, sandbox, tmp_path / "data", ("litellm", "openai", "slack"))
+    stack = start_stack(sandbox, tmp_path / "data", ("litellm", "openai", "slack"))
     try:
         status = stack.dispatched(stack.fire(SAMPLE))
         run_id = status["flow_runs"]["leaked-llm-api-key"]
@@ -242,5 +185,4 @@ def test_an_unconfigured_connector_is_skipped_visibly(
         prefect_api.resume(run_id, {"approve": False})
         prefect_api.wait_for_state(run_id, "COMPLETED")
     finally:
-        stack._ingress_server.stop()  # type: ignore[attr-defined]
-        stack.runtime.stop()
+        stack.stop()

@@ -1,0 +1,89 @@
+"""A responder in the Prefect UI (real Chromium, headless): the run waits with a clear
+approval form; ticking approve and submitting lets the playbook finish."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from aisoar.prefect_server import PrefectServer
+from aisoar.sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT
+from tests import prefect_api
+from tests.stack import SAMPLE, Stack
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert shutil.which("chromium"), "Debian's chromium is needed for the UI tests (.ci/run installs it)"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield launched
+        launched.close()
+
+
+def open_run(browser: Browser, prefect_server: PrefectServer, run_id: str) -> Page:
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(f"{prefect_server.url}/runs/flow-run/{run_id}")
+    return page
+
+
+def test_a_responder_approves_in_the_prefect_ui(stack: Stack, browser: Browser, prefect_server: PrefectServer) -> None:
+    status = stack.dispatched(stack.fire(SAMPLE))
+    run_id = status["flow_runs"]["leaked-llm-api-key"]
+    prefect_api.wait_for_state(run_id, "PAUSED")
+    page = open_run(browser, prefect_server, run_id)
+    expect(page.get_by_text("Suspended").first).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("AML.T0029").first).to_be_visible()
+
+    page.get_by_role("button", name="Resume").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_text("Approval needed: Delete the key at the provider")).to_be_visible(timeout=15_000)
+    expect(dialog.get_by_text("openai.delete_project_key").first).to_be_visible()
+    expect(dialog.get_by_text("key_id = key_sandbox_leaked", exact=False)).to_be_visible()
+    expect(dialog.get_by_text("expires at", exact=False)).to_be_visible()
+    expect(dialog.get_by_text("block-key-at-gateway: key blocked at the gateway (verified)")).to_be_visible()
+    switch = dialog.get_by_role("switch")
+    expect(switch).to_have_attribute("aria-checked", "false")  # approve defaults to no
+
+    switch.click()
+    textareas = dialog.locator("textarea")
+    textareas.nth(0).fill("erin (incident commander)")
+    textareas.nth(1).fill("confirmed in the UI")
+    dialog.get_by_role("button", name="Submit").click()
+
+    prefect_api.wait_for_state(run_id, "COMPLETED", timeout=30)
+    assert DEMO_KEY_ID not in stack.sandbox.openai.projects[DEMO_PROJECT]
+    approvals = stack.svc.store.approvals_for(status["incident_id"])
+    assert [(a.status, a.decided_by, a.reason) for a in approvals] == [
+        ("approved", "erin (incident commander)", "confirmed in the UI")
+    ]
+    page.close()
+
+
+def test_submitting_the_form_untouched_rejects(stack: Stack, browser: Browser, prefect_server: PrefectServer) -> None:
+    status = stack.dispatched(stack.fire(SAMPLE))
+    run_id = status["flow_runs"]["leaked-llm-api-key"]
+    prefect_api.wait_for_state(run_id, "PAUSED")
+    page = open_run(browser, prefect_server, run_id)
+    page.get_by_role("button", name="Resume").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_text("Approval needed", exact=False)).to_be_visible(timeout=30_000)
+    dialog.get_by_role("button", name="Submit").click()
+    prefect_api.wait_for_state(run_id, "COMPLETED", timeout=30)
+    assert DEMO_KEY_ID in stack.sandbox.openai.projects[DEMO_PROJECT]
+    assert [a.status for a in stack.svc.store.approvals_for(status["incident_id"])] == ["rejected"]
+    page.close()
