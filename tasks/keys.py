@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -56,7 +57,7 @@ def collect_key_evidence(ctx: ActionContext, inputs: GatewayKey) -> StepOutcome:
     )
 
 
-def _probe_blocked(expected: bool) -> object:
+def _probe_blocked(expected: bool) -> Callable[[ActionContext, GatewayKey, StepOutcome], ProbeResult]:
     def probe(ctx: ActionContext, inputs: GatewayKey, outcome: StepOutcome) -> ProbeResult:
         info = connect.gateway(ctx.settings).key_info(inputs.key_hash)
         if info is None:
@@ -68,23 +69,28 @@ def _probe_blocked(expected: bool) -> object:
     return probe
 
 
+def _set_blocked(ctx: ActionContext, inputs: GatewayKey, blocked: bool) -> StepOutcome:
+    gateway = connect.gateway(ctx.settings)
+    verb = "block" if blocked else "unblock"
+    try:  # doing it twice is harmless, so there is no read first
+        (gateway.block_key if blocked else gateway.unblock_key)(inputs.key_hash)
+    except ConnectorError as exc:
+        if exc.status == 404:
+            return skipped(f"the gateway has no such key; nothing to {verb}")
+        raise
+    return ok(f"key {verb}ed at the gateway")
+
+
 @action(
     "gateway.block_key",
     effect=Effect.changing,
     inputs=GatewayKey,
     summary="Block the key at the LLM gateway so every request with it is refused",
     inverse="gateway.unblock_key",
-    probe=_probe_blocked(True),  # type: ignore[arg-type]
+    probe=_probe_blocked(True),
 )
 def block_key(ctx: ActionContext, inputs: GatewayKey) -> StepOutcome:
-    gateway = connect.gateway(ctx.settings)
-    try:
-        gateway.block_key(inputs.key_hash)  # blocking a blocked key is harmless: no read first
-    except ConnectorError as exc:
-        if exc.status == 404:
-            return skipped("the gateway has no such key; nothing to block")
-        raise
-    return ok("key blocked at the gateway")
+    return _set_blocked(ctx, inputs, blocked=True)
 
 
 @action(
@@ -93,17 +99,10 @@ def block_key(ctx: ActionContext, inputs: GatewayKey) -> StepOutcome:
     inputs=GatewayKey,
     summary="Unblock the key at the LLM gateway (the inverse of gateway.block_key)",
     inverse="gateway.block_key",
-    probe=_probe_blocked(False),  # type: ignore[arg-type]
+    probe=_probe_blocked(False),
 )
 def unblock_key(ctx: ActionContext, inputs: GatewayKey) -> StepOutcome:
-    gateway = connect.gateway(ctx.settings)
-    try:
-        gateway.unblock_key(inputs.key_hash)
-    except ConnectorError as exc:
-        if exc.status == 404:
-            return skipped("the gateway has no such key; nothing to unblock")
-        raise
-    return ok("key unblocked at the gateway")
+    return _set_blocked(ctx, inputs, blocked=False)
 
 
 def _probe_deleted(ctx: ActionContext, inputs: ProviderKey, outcome: StepOutcome) -> ProbeResult:

@@ -61,8 +61,10 @@ class Stack:
         self.runtime.stop()
 
 
-def start_stack(sandbox: Sandbox, data_dir: Path, connectors: tuple[str, ...] = ALL_CONNECTORS) -> Stack:
-    settings = make_settings(data_dir, env=sandbox.start(connectors))
+def start_stack(
+    sandbox: Sandbox, data_dir: Path, connectors: tuple[str, ...] = ALL_CONNECTORS, **overrides: object
+) -> Stack:
+    settings = make_settings(data_dir, env=sandbox.start(connectors), **overrides)
     svc = build_services(settings)
     runtime = PlaybookRuntime(svc)
     runtime.start()

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from aisoar.config import PROJECT_ROOT
 from aisoar.prefect_server import PrefectServer
 from aisoar.sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT, DEMO_SECRET, Sandbox
 from tasks.incident import report_key
@@ -184,5 +185,63 @@ def test_an_unconfigured_connector_is_skipped_visibly(
         assert any(e.step_id == "open-ticket" and e.message.startswith("skipped: not configured") for e in timeline)
         prefect_api.resume(run_id, {"approve": False})
         prefect_api.wait_for_state(run_id, "COMPLETED")
+    finally:
+        stack.stop()
+
+
+def spec_variant(tmp_path: Path, gate: str) -> Path:
+    """The shipped playbook with another approval gate on its destructive step."""
+    text = (PROJECT_ROOT / "playbook_specs/leaked-llm-api-key.yaml").read_text()
+    old = """    gate:
+      approval:
+        approvers: [incident-commander, ml-platform-on-call]
+        quorum: 1
+        timeout: 4h
+        on_timeout: reject
+"""
+    assert old in text
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "variant.yaml").write_text(text.replace(old, gate))
+    return specs
+
+
+def test_an_unanswered_approval_expires_to_the_default(
+    prefect_server: PrefectServer, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    gate = "    gate: {approval: {approvers: [incident-commander], timeout: 3s, on_timeout: reject}}\n"
+    stack = start_stack(sandbox, tmp_path / "data", specs_dir=spec_variant(tmp_path, gate), runner_stale_seconds=1.5)
+    try:
+        status = stack.dispatched(stack.fire(SAMPLE))
+        run_id = status["flow_runs"]["leaked-llm-api-key"]
+        prefect_api.wait_for_state(run_id, "PAUSED")
+        prefect_api.wait_for_state(run_id, "COMPLETED", timeout=30)  # nobody answers
+        approvals = stack.svc.store.approvals_for(status["incident_id"])
+        assert [(a.status, a.decided_by) for a in approvals] == [("rejected", "timeout")]
+        assert DEMO_KEY_ID in sandbox.openai.projects[DEMO_PROJECT]
+        timeline = [e.message for e in stack.svc.store.get_incident(status["incident_id"]).timeline]
+        assert "approval expired: rejected by default" in timeline
+    finally:
+        stack.stop()
+
+
+def test_a_quorum_needs_distinct_approvers(prefect_server: PrefectServer, sandbox: Sandbox, tmp_path: Path) -> None:
+    gate = "    gate: {approval: {approvers: [incident-commander, legal], quorum: 2, timeout: 1h}}\n"
+    stack = start_stack(sandbox, tmp_path / "data", specs_dir=spec_variant(tmp_path, gate))
+    try:
+        status = stack.dispatched(stack.fire(SAMPLE))
+        run_id = status["flow_runs"]["leaked-llm-api-key"]
+        for approver in ("alice", "alice", "bob"):
+            prefect_api.wait_for_state(run_id, "PAUSED")
+            assert DEMO_KEY_ID in sandbox.openai.projects[DEMO_PROJECT], f"deleted before {approver} answered"
+            prefect_api.resume(run_id, {"approve": True, "approver": approver, "reason": "ok"})
+            deadline = time.monotonic() + 10
+            while prefect_api.flow_run(run_id)["state"]["type"] == "PAUSED" and time.monotonic() < deadline:
+                time.sleep(0.05)
+        prefect_api.wait_for_state(run_id, "COMPLETED")
+        assert DEMO_KEY_ID not in sandbox.openai.projects[DEMO_PROJECT]
+        approvals = stack.svc.store.approvals_for(status["incident_id"])
+        assert [(a.status, a.decided_by) for a in approvals] == [("approved", "alice, bob")]
+        assert len(approvals[0].answers) == 3
     finally:
         stack.stop()

@@ -101,6 +101,15 @@ def create_app(state: LiteLLMState) -> FastAPI:
             }
         )
 
+    def set_blocked(key: str, blocked: bool) -> dict[str, Any]:
+        token = hash_token(key)
+        with state.lock:
+            if token not in state.keys:
+                raise HTTPException(404, {"error": "Key not found"})
+            state.keys[token]["blocked"] = blocked
+            state.keys[token]["updated_at"] = datetime.now(UTC).isoformat()
+            return {"token": token, **state.keys[token]}
+
     @app.get("/key/info")
     def key_info(
         request: Request,
@@ -132,13 +141,7 @@ def create_app(state: LiteLLMState) -> FastAPI:
     ) -> dict[str, Any]:
         admin(authorization, x_litellm_api_key)
         record(request, body.model_dump())
-        token = hash_token(body.key)
-        with state.lock:
-            if token not in state.keys:
-                raise HTTPException(404, {"error": "Key not found"})
-            state.keys[token]["blocked"] = True
-            state.keys[token]["updated_at"] = datetime.now(UTC).isoformat()
-            return {"token": token, **state.keys[token]}
+        return set_blocked(body.key, True)
 
     @app.post("/key/unblock")
     def unblock(
@@ -149,12 +152,7 @@ def create_app(state: LiteLLMState) -> FastAPI:
     ) -> dict[str, Any]:
         admin(authorization, x_litellm_api_key)
         record(request, body.model_dump())
-        token = hash_token(body.key)
-        with state.lock:
-            if token not in state.keys:
-                raise HTTPException(404, {"error": "Key not found"})
-            state.keys[token]["blocked"] = False
-            return {"token": token, **state.keys[token]}
+        return set_blocked(body.key, False)
 
     @app.post("/key/delete")
     def delete(
