@@ -50,7 +50,16 @@ def resume(run_id: str, run_input: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_input(run_id: str, key: str) -> Any:
-    return _call("GET", f"/flow_runs/{run_id}/input/{key}")
+    """A run input. Prefect saves the form's inputs just after the run enters Suspended,
+    so right after the state change they may not be there yet."""
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            return _call("GET", f"/flow_runs/{run_id}/input/{key}")
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def task_runs(run_id: str, expected: int = 0, timeout: float = 10) -> dict[str, dict[str, Any]]:
