@@ -415,9 +415,14 @@ class Store:
             )
 
     def ensure_playbook_run(self, incident_id: str, playbook: str, flow_run_id: str) -> None:
-        """Record a run started outside the dispatcher (e.g. from the Prefect UI)."""
+        """Record a scheduled run: one started outside the dispatcher (the Prefect UI's Run
+        button), or a run scheduled again (a resumed approval, the UI's Retry)."""
         if self.claim_playbook_run(incident_id, playbook):
             self.set_flow_run(incident_id, playbook, flow_run_id)
+        with self._tx() as conn:
+            conn.execute(
+                playbook_runs.update().where(playbook_runs.c.flow_run_id == flow_run_id).values(finished=False)
+            )
 
     def take_playbook_run(self, incident_id: str, playbook: str, owner: str, stale_before: datetime) -> bool:
         """Become the runner of an incident's playbook unless a live runner holds it."""

@@ -66,9 +66,11 @@ def run_step(
     logger = get_run_logger()
     store = svc.store
     recorded = store.step_result(incident_id, spec.name, step.id)
-    if recorded is not None:
+    if recorded is not None and recorded.status != Outcome.failed.value:  # a failed step is tried again
         logger.info("step %s already done (%s); not running it again", step.id, recorded.status)
-        return StepOutcome(status=Outcome(recorded.status), summary="recorded earlier", output=recorded.output)
+        output = dict(recorded.output)
+        summary = str(output.pop("summary", "recorded earlier"))
+        return StepOutcome(status=Outcome(recorded.status), summary=summary, output=output)
 
     action = REGISTRY[step.action]
     ctx = ActionContext(

@@ -245,3 +245,27 @@ def test_a_quorum_needs_distinct_approvers(prefect_server: PrefectServer, sandbo
         assert len(approvals[0].answers) == 3
     finally:
         stack.stop()
+
+
+def test_a_retried_run_repeats_only_the_failed_step(stack: Stack) -> None:
+    real_token = stack.sandbox.jira.token
+    stack.sandbox.jira.token = "rotated-elsewhere"  # Jira refuses aisoar's credentials for now
+    status = stack.dispatched(stack.fire(SAMPLE))
+    run_id = status["flow_runs"]["leaked-llm-api-key"]
+    failed = prefect_api.wait_for_state(run_id, "FAILED")
+    assert "step open-ticket failed" in failed["state"]["message"]
+    assert stack.sandbox.litellm.keys[hashlib.sha256(DEMO_SECRET.encode()).hexdigest()]["blocked"] is True
+
+    stack.sandbox.jira.token = real_token
+    # What the UI's "Retry" does for a deployment's run: schedule it again.
+    prefect_api._call(
+        "POST",
+        f"/flow_runs/{run_id}/set_state",
+        json={"state": {"type": "SCHEDULED", "name": "AwaitingRetry"}, "force": True},
+    )
+    prefect_api.wait_for_state(run_id, "PAUSED")
+    assert len(stack.sandbox.slack.messages) == 1  # not told twice
+    assert [r["path"] for r in stack.sandbox.litellm.requests].count("/key/block") == 1
+    assert len(stack.sandbox.jira.issues) == 1
+    prefect_api.resume(run_id, {"approve": False})
+    prefect_api.wait_for_state(run_id, "COMPLETED")

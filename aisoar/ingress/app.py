@@ -93,7 +93,9 @@ def create_app(settings: Settings, store: Store, dispatcher: Dispatcher) -> Fast
         except KeyError:
             adapter = None
         if secret is None or adapter is None:
-            return _problem(404, f"unknown source '{source[:64]}'", {"configured": sorted(settings.webhook_secrets)})
+            return _problem(
+                404, f"unknown source '{source[:64]}'", "a source needs a secret: AISOAR_WEBHOOK_SECRETS__<source>"
+            )
         body = await _read_limited(request, settings.ingress_max_body_bytes)
         if body is None:
             return _problem(413, f"body larger than {settings.ingress_max_body_bytes} bytes")
