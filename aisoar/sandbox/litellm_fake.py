@@ -16,7 +16,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
@@ -83,8 +83,9 @@ def create_app(state: LiteLLMState) -> FastAPI:
     app = FastAPI(title="LiteLLM proxy (aisoar sandbox)")
     app.state.fake = state
 
-    def admin(authorization: str | None, api_key_header: str | None) -> None:
-        supplied = api_key_header or (authorization or "").removeprefix("Bearer ").strip()
+    def admin(authorization: str | None = Header(None), x_litellm_api_key: str | None = Header(None)) -> None:
+        """The master key, as ``Authorization: Bearer`` or ``x-litellm-api-key``."""
+        supplied = x_litellm_api_key or (authorization or "").removeprefix("Bearer ").strip()
         if not supplied:
             raise HTTPException(401, {"error": "No api key passed in."})
         if not secrets.compare_digest(supplied, state.master_key):
@@ -110,14 +111,11 @@ def create_app(state: LiteLLMState) -> FastAPI:
             state.keys[token]["updated_at"] = datetime.now(UTC).isoformat()
             return {"token": token, **state.keys[token]}
 
-    @app.get("/key/info")
+    @app.get("/key/info", dependencies=[Depends(admin)])
     def key_info(
         request: Request,
         key: str | None = None,
-        authorization: str | None = Header(None),
-        x_litellm_api_key: str | None = Header(None),
     ) -> dict[str, Any]:
-        admin(authorization, x_litellm_api_key)
         if not key:
             raise HTTPException(400, {"error": "key is required"})
         record(request, {"key": key})
@@ -132,36 +130,27 @@ def create_app(state: LiteLLMState) -> FastAPI:
                 raise HTTPException(404, {"error": f"Key not found: {key[:8]}..."})
         return {"key": key, "info": row}
 
-    @app.post("/key/block")
+    @app.post("/key/block", dependencies=[Depends(admin)])
     def block(
         request: Request,
         body: BlockKeyRequest,
-        authorization: str | None = Header(None),
-        x_litellm_api_key: str | None = Header(None),
     ) -> dict[str, Any]:
-        admin(authorization, x_litellm_api_key)
         record(request, body.model_dump())
         return set_blocked(body.key, True)
 
-    @app.post("/key/unblock")
+    @app.post("/key/unblock", dependencies=[Depends(admin)])
     def unblock(
         request: Request,
         body: BlockKeyRequest,
-        authorization: str | None = Header(None),
-        x_litellm_api_key: str | None = Header(None),
     ) -> dict[str, Any]:
-        admin(authorization, x_litellm_api_key)
         record(request, body.model_dump())
         return set_blocked(body.key, False)
 
-    @app.post("/key/delete")
+    @app.post("/key/delete", dependencies=[Depends(admin)])
     def delete(
         request: Request,
         body: KeyRequest,
-        authorization: str | None = Header(None),
-        x_litellm_api_key: str | None = Header(None),
     ) -> dict[str, Any]:
-        admin(authorization, x_litellm_api_key)
         record(request, body.model_dump())
         if not body.keys and not body.key_aliases:
             raise HTTPException(400, {"error": "keys or key_aliases is required"})
@@ -174,14 +163,11 @@ def create_app(state: LiteLLMState) -> FastAPI:
                     deleted.append(key)
         return {"deleted_keys": deleted}
 
-    @app.post("/key/generate")
+    @app.post("/key/generate", dependencies=[Depends(admin)])
     def generate(
         request: Request,
         body: GenerateKeyRequest,
-        authorization: str | None = Header(None),
-        x_litellm_api_key: str | None = Header(None),
     ) -> dict[str, Any]:
-        admin(authorization, x_litellm_api_key)
         key = body.key or f"sk-{secrets.token_urlsafe(16)}"
         with state.lock:
             token = state.add_key(key, alias=body.key_alias, models=body.models)
