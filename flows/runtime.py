@@ -63,6 +63,7 @@ class PlaybookRuntime:
         )
         self.deployments: dict[str, UUID] = {}
         self._active: set[str] = set()
+        self._again: set[str] = set()
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(svc.settings.runner_max_concurrent_runs)
         self._stop = threading.Event()
@@ -153,6 +154,9 @@ class PlaybookRuntime:
         run_id = str(flow_run.id)
         with self._lock:
             if run_id in self._active:
+                # The previous execution is still winding down (a suspended or failed run's
+                # engine exits after ~1 s); run it again as soon as that thread is done.
+                self._again.add(run_id)
                 return
             self._active.add(run_id)
         threading.Thread(target=self._execute, args=(flow_run,), name=f"playbook-{run_id[:8]}", daemon=True).start()
@@ -173,7 +177,11 @@ class PlaybookRuntime:
         finally:
             with self._lock:
                 self._active.discard(run_id)
-            if not self._stop.is_set():
+                again = run_id in self._again
+                self._again.discard(run_id)
+            if again and not self._stop.is_set():
+                self._start(self.client.read_flow_run(flow_run.id))
+            elif not self._stop.is_set():
                 if finished:
                     self.svc.store.finish_run(run_id)
                 else:
