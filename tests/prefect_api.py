@@ -62,15 +62,25 @@ def run_input(run_id: str, key: str) -> Any:
             time.sleep(0.05)
 
 
-def task_runs(run_id: str, expected: int = 0, timeout: float = 10) -> dict[str, dict[str, Any]]:
-    """Task runs of a flow run by name (they arrive through events, so wait for them)."""
+def task_runs(run_id: str, names: list[str], timeout: float = 30) -> dict[str, dict[str, Any]]:
+    """Task runs of a flow run by name, once every name in ``names`` has a final state.
+
+    Task runs reach the server through events, a little after they ran: wait for them."""
     deadline = time.monotonic() + timeout
     while True:
         found = _call("POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}, "limit": 200})
         runs = {r["name"]: r for r in found}
-        if len(runs) >= expected or time.monotonic() > deadline:
+        done = all(
+            name in runs and runs[name]["state"] is not None and runs[name]["state"]["type"] in FINAL for name in names
+        )
+        if done:
             return runs
+        if time.monotonic() > deadline:
+            raise AssertionError(f"task runs {names} of {run_id} not all final after {timeout}s: {sorted(runs)}")
         time.sleep(0.1)
+
+
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 def artifact(key: str) -> dict[str, Any] | None:
