@@ -50,6 +50,8 @@ def _unconfigured(settings: Settings) -> tuple[str, ...]:
         missing.append("slack")
     if not (settings.jira_url and settings.jira_user and settings.jira_token and settings.jira_project):
         missing.append("jira")
+    if not settings.pagerduty_routing_key:
+        missing.append("pagerduty")
     return tuple(missing)
 
 

@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     jira_user: str | None = None
     jira_token: SecretStr | None = None
     jira_project: str | None = None
+    pagerduty_url: str = "https://events.pagerduty.com"
+    pagerduty_routing_key: SecretStr | None = None
     http_timeout_seconds: float = 10.0
 
     sandbox: bool = Field(False, description="set by `aisoar up` when it runs local stand-ins")

@@ -88,5 +88,8 @@ def _detail(response: httpx.Response) -> str:
     if isinstance(body, dict):
         for key in ("error", "detail", "message", "errorMessages"):
             if key in body:
-                return str(body[key])[:300]
+                text = str(body[key])
+                if isinstance(body.get("errors"), list) and body["errors"]:  # PagerDuty, Jira
+                    text += ": " + "; ".join(str(e) for e in body["errors"])
+                return text[:300]
     return str(body)[:300]

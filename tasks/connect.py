@@ -14,6 +14,7 @@ from connectors.errors import NotConfigured
 from connectors.jira import JiraTickets
 from connectors.litellm import LiteLLMGateway
 from connectors.openai_admin import OpenAIAdmin
+from connectors.pagerduty import PagerDutyEvents
 from connectors.slack import SlackNotifier
 
 
@@ -25,6 +26,11 @@ def _gateway(url: str, master_key: str, timeout: float) -> LiteLLMGateway:
 @lru_cache(maxsize=16)
 def _openai_admin(url: str, admin_key: str, timeout: float) -> OpenAIAdmin:
     return OpenAIAdmin(url, admin_key, timeout=timeout)
+
+
+@lru_cache(maxsize=16)
+def _pagerduty(url: str, routing_key: str, timeout: float) -> PagerDutyEvents:
+    return PagerDutyEvents(url, routing_key, timeout=timeout)
 
 
 @lru_cache(maxsize=16)
@@ -48,6 +54,14 @@ def openai_admin(settings: Settings) -> OpenAIAdmin:
         raise NotConfigured("OpenAI Admin API", ["AISOAR_OPENAI_ADMIN_URL", "AISOAR_OPENAI_ADMIN_KEY"])
     return _openai_admin(
         settings.openai_admin_url, settings.openai_admin_key.get_secret_value(), settings.http_timeout_seconds
+    )
+
+
+def pagerduty(settings: Settings) -> PagerDutyEvents:
+    if not settings.pagerduty_routing_key:
+        raise NotConfigured("PagerDuty", ["AISOAR_PAGERDUTY_ROUTING_KEY"])
+    return _pagerduty(
+        settings.pagerduty_url, settings.pagerduty_routing_key.get_secret_value(), settings.http_timeout_seconds
     )
 
 

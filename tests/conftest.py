@@ -79,6 +79,8 @@ def make_settings(data_dir: Path, env: dict[str, str] | None = None, **overrides
         "AISOAR_JIRA_USER": "jira_user",
         "AISOAR_JIRA_TOKEN": "jira_token",
         "AISOAR_JIRA_PROJECT": "jira_project",
+        "AISOAR_PAGERDUTY_URL": "pagerduty_url",
+        "AISOAR_PAGERDUTY_ROUTING_KEY": "pagerduty_routing_key",
     }
     for key, value in (env or {}).items():
         values[mapping[key]] = value

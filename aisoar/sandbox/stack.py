@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
-from aisoar.sandbox import jira_fake, litellm_fake, openai_fake, slack_fake
+from aisoar.sandbox import jira_fake, litellm_fake, openai_fake, pagerduty_fake, slack_fake
 from aisoar.sandbox.serving import BackgroundServer
 
 # The example alert (examples/alerts/leaked-openai-key.json) reports this sandbox-only key.
@@ -15,7 +15,7 @@ DEMO_KEY_ID = "key_sandbox_leaked"
 SLACK_CHANNEL = "ai-incidents"
 JIRA_PROJECT = "SEC"
 
-CONNECTORS = ("litellm", "openai", "slack", "jira")
+CONNECTORS = ("litellm", "openai", "slack", "jira", "pagerduty")
 
 
 @dataclass
@@ -24,6 +24,7 @@ class Sandbox:
     openai: openai_fake.OpenAIState
     slack: slack_fake.SlackState
     jira: jira_fake.JiraState
+    pagerduty: pagerduty_fake.PagerDutyState
     servers: dict[str, BackgroundServer] = field(default_factory=dict)
 
     @classmethod
@@ -36,6 +37,7 @@ class Sandbox:
                 channels={SLACK_CHANNEL: "C0AISOAR01", "C0AISOAR01": "C0AISOAR01"},
             ),
             jira=jira_fake.JiraState(user="aisoar-bot", token=secrets.token_hex(16), projects=[JIRA_PROJECT]),
+            pagerduty=pagerduty_fake.PagerDutyState(),
         )
 
     def seed_demo(self) -> None:
@@ -50,6 +52,7 @@ class Sandbox:
             "openai": openai_fake.create_app(self.openai),
             "slack": slack_fake.create_app(self.slack),
             "jira": jira_fake.create_app(self.jira),
+            "pagerduty": pagerduty_fake.create_app(self.pagerduty),
         }
         env: dict[str, str] = {}
         for name in which:
@@ -66,6 +69,8 @@ class Sandbox:
                     "AISOAR_SLACK_TOKEN": self.slack.token,
                     "AISOAR_SLACK_CHANNEL": SLACK_CHANNEL,
                 }
+            elif name == "pagerduty":
+                env |= {"AISOAR_PAGERDUTY_URL": url, "AISOAR_PAGERDUTY_ROUTING_KEY": self.pagerduty.routing_key}
             elif name == "jira":
                 env |= {
                     "AISOAR_JIRA_URL": url,

@@ -1,0 +1,41 @@
+"""PagerDuty Events API v2: trigger, acknowledge and resolve an alert by its dedup key.
+
+The dedup key is the incident id, so paging twice for one incident updates one PagerDuty
+alert instead of opening a second.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from connectors.http import HttpApi
+
+SYSTEM = "PagerDuty"
+PagerSeverity = Literal["critical", "error", "warning", "info"]
+
+
+class PagerDutyEvents:
+    def __init__(self, base_url: str, routing_key: str, timeout: float = 10.0, **retry: Any) -> None:
+        self._routing_key = routing_key
+        self._api = HttpApi(SYSTEM, base_url, {}, timeout=timeout, **retry)
+
+    def close(self) -> None:
+        self._api.close()
+
+    def _enqueue(self, action: str, dedup_key: str, **extra: Any) -> str:
+        body: dict[str, Any] = {"routing_key": self._routing_key, "event_action": action, "dedup_key": dedup_key}
+        body.update(extra)
+        response = self._api.request("POST", "/v2/enqueue", f"{action} event", dedup_key, ok=(202,), json=body)
+        answer = response.json()
+        return str(answer.get("dedup_key", dedup_key)) if isinstance(answer, dict) else dedup_key
+
+    def trigger(self, dedup_key: str, summary: str, source: str, severity: PagerSeverity, link: str | None) -> str:
+        payload = {"summary": summary[:1024], "source": source[:255], "severity": severity}
+        links = [{"href": link, "text": "Playbook run in the Prefect UI"}] if link else []
+        return self._enqueue("trigger", dedup_key, payload=payload, links=links)
+
+    def acknowledge(self, dedup_key: str) -> str:
+        return self._enqueue("acknowledge", dedup_key)
+
+    def resolve(self, dedup_key: str) -> str:
+        return self._enqueue("resolve", dedup_key)
