@@ -6,18 +6,29 @@ STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: up test lint typecheck bench clean
+# Debian packages, installed when missing and we may (root): venv support, and the
+# Chromium the UI tests drive (browsers are never downloaded by a test tool).
+APT_INSTALL = [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
+
+.PHONY: up test lint bench clean system-packages
 
 $(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { $(APT_INSTALL) python3-venv >/dev/null; } || \
+		{ echo "python3 needs venv support: apt-get install python3-venv"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+system-packages:
+	@command -v chromium >/dev/null || { $(APT_INSTALL) chromium >/dev/null; } || \
+		{ echo "the UI tests need Debian's chromium: apt-get install chromium"; exit 1; }
+
 up: $(STAMP)
 	$(BIN)/aisoar up
 
-test: $(STAMP)
+test: $(STAMP) system-packages
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
