@@ -62,10 +62,6 @@ class SecretFingerprint(BaseModel):
             last4=secret[-4:] if len(secret) >= 16 else "",
         )
 
-    @property
-    def display(self) -> str:
-        return f"{self.prefix}…{self.last4} (sha256 {self.sha256[:12]})"
-
 
 class LLMApiKey(_Entity):
     type: Literal["llm_api_key"] = "llm_api_key"
@@ -175,9 +171,6 @@ class Alert(BaseModel):
         if len(value) > 64 or any(len(k) > 128 or len(v) > 1024 for k, v in value.items()):
             raise ValueError("labels: at most 64 labels, keys <= 128 and values <= 1024 characters")
         return value
-
-    def entities_of(self, kind: str) -> list[Any]:
-        return [e for e in self.entities if e.type == kind]
 
 
 class IncidentStatus(enum.StrEnum):

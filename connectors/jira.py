@@ -52,15 +52,6 @@ class JiraTickets:
         except JIRAError as exc:
             raise ConnectorError(SYSTEM, "add comment", issue_key, exc.status_code, _text(exc)) from None
 
-    def issue_exists(self, issue_key: str) -> bool:
-        try:
-            self._jira.issue(issue_key, fields="summary")
-        except JIRAError as exc:
-            if exc.status_code == 404:
-                return False
-            raise ConnectorError(SYSTEM, "read issue", issue_key, exc.status_code, _text(exc)) from None
-        return True
-
     def browse_url(self, issue_key: str) -> str:
         return f"{self.server}/browse/{issue_key}"
 
