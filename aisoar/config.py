@@ -11,7 +11,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +24,19 @@ def default_data_dir() -> Path:
 def sandbox_env_file() -> Path:
     """Settings written by ``aisoar up`` for the sandbox stand-ins it started."""
     return default_data_dir() / "sandbox.env"
+
+
+class HttpEndpoint(BaseModel):
+    """A system without a connector, reachable by the generic ``http.request`` action.
+
+    The URL (scheme, host, port, base path) comes from configuration only; a step adds a
+    relative path and a body, never a host.
+    """
+
+    url: str = Field(description="base URL, e.g. https://waf.internal.example/api")
+    token: SecretStr | None = Field(None, description="sent as `<auth_scheme> <token>` in the auth header")
+    auth_header: str = "Authorization"
+    auth_scheme: str = "Bearer"
 
 
 class Settings(BaseSettings):
@@ -77,7 +90,37 @@ class Settings(BaseSettings):
     jira_project: str | None = None
     pagerduty_url: str = "https://events.pagerduty.com"
     pagerduty_routing_key: SecretStr | None = None
+    anthropic_admin_url: str = "https://api.anthropic.com"
+    anthropic_admin_key: SecretStr | None = None
+    vault_url: str | None = Field(None, description="OpenBao or HashiCorp Vault address")
+    vault_token: SecretStr | None = None
+    vault_namespace: str | None = None
+    vault_kv_mount: str = "secret"
+    aws_region: str = "us-east-1"
+    aws_endpoint_url: str | None = Field(None, description="only for IAM-compatible stand-ins (moto)")
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_use_default_credentials: bool = Field(
+        False, description="use boto3's default credential chain (instance role, profile) instead of explicit keys"
+    )
+    mlflow_url: str | None = None
+    mlflow_token: SecretStr | None = None
+    chroma_url: str | None = None
+    chroma_token: SecretStr | None = None
+    chroma_tenant: str = "default_tenant"
+    chroma_database: str = "default_database"
+    lancedb_uri: str | None = Field(None, description="LanceDB database directory or URI")
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    agent_control_url: str | None = Field(None, description="base URL of the agent control-plane API")
+    agent_control_token: SecretStr | None = None
+    http_endpoints: dict[str, HttpEndpoint] = Field(
+        default_factory=dict, description="named endpoints for http.request, e.g. AISOAR_HTTP_ENDPOINTS__waf__URL=..."
+    )
     http_timeout_seconds: float = 10.0
+    plan_mode: bool = Field(
+        False, description="every connector describes the changes it would make and makes none"
+    )
 
     sandbox: bool = Field(False, description="set by `aisoar up` when it runs local stand-ins")
 

@@ -35,7 +35,10 @@ class EvidenceStore:
         description: str,
         collected_by: str,
         media_type: str = "application/json",
+        asset: str | None = None,
     ) -> EvidenceRecord:
+        """Store ``content`` once and append its custody entry; ``asset`` names what it is about
+        (the same reference the changing steps on that asset use)."""
         sha256 = hashlib.sha256(content).hexdigest()
         path = self.path_for(sha256)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,11 +65,14 @@ class EvidenceStore:
             description=description,
             location=str(path),
             collected_by=collected_by,
+            asset=asset,
         )
 
-    def put_json(self, incident_id: str, document: Any, description: str, collected_by: str) -> EvidenceRecord:
+    def put_json(
+        self, incident_id: str, document: Any, description: str, collected_by: str, asset: str | None = None
+    ) -> EvidenceRecord:
         content = json.dumps(document, sort_keys=True, indent=2, default=str).encode()
-        return self.put(incident_id, content, description, collected_by)
+        return self.put(incident_id, content, description, collected_by, asset=asset)
 
     def verify_file(self, sha256: str) -> None:
         actual = hashlib.sha256(self.path_for(sha256).read_bytes()).hexdigest()

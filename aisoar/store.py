@@ -123,6 +123,7 @@ evidence_items = sa.Table(
     sa.Column("location", sa.Text, nullable=False),
     sa.Column("collected_by", sa.String(256), nullable=False),
     sa.Column("collected_at", _ts, nullable=False),
+    sa.Column("asset", sa.String(256), index=True),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("entry_hash", sa.String(64), nullable=False, unique=True),
 )
@@ -155,8 +156,16 @@ class EvidenceRecord(BaseModel):
     location: str
     collected_by: str
     collected_at: datetime
+    asset: str | None = None
     prev_hash: str
     entry_hash: str
+
+    def custody_entry(self) -> dict[str, Any]:
+        """What the custody hash covers (``asset`` only when set, as entries before it existed)."""
+        entry = self.model_dump(exclude={"prev_hash", "entry_hash"})
+        if entry.get("asset") is None:
+            entry.pop("asset", None)
+        return entry
 
 
 class StepResult(BaseModel):
@@ -210,6 +219,14 @@ class Store:
         else:
             self.engine = sa.create_engine(url, pool_pre_ping=True)
         metadata.create_all(self.engine)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns later versions introduced to a store created by an earlier one."""
+        columns = {c["name"] for c in sa.inspect(self.engine).get_columns("evidence_items")}
+        if "asset" not in columns:
+            with self._tx() as conn:
+                conn.execute(sa.text("ALTER TABLE evidence_items ADD COLUMN asset VARCHAR(256)"))
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -635,6 +652,7 @@ class Store:
         description: str,
         location: str,
         collected_by: str,
+        asset: str | None = None,
     ) -> EvidenceRecord:
         """Append a custody entry, chained to the previous entry's hash."""
         with self._custody_lock, self._tx() as conn:
@@ -651,18 +669,20 @@ class Store:
                 collected_by=collected_by,
                 collected_at=utcnow(),
             )
+            if asset is not None:
+                entry["asset"] = asset
             prev_hash = str(prev) if prev else GENESIS
             entry_hash = custody_hash(prev_hash, entry)
             conn.execute(evidence_items.insert().values(**entry, prev_hash=prev_hash, entry_hash=entry_hash))
         return EvidenceRecord(**entry, prev_hash=prev_hash, entry_hash=entry_hash)
 
-    def evidence_for(self, incident_id: str) -> list[EvidenceRecord]:
+    def evidence_for(self, incident_id: str, asset: str | None = None) -> list[EvidenceRecord]:
+        """The incident's evidence; with ``asset``, only what was collected about that asset."""
+        query = sa.select(evidence_items).where(evidence_items.c.incident_id == incident_id)
+        if asset is not None:
+            query = query.where(evidence_items.c.asset == asset)
         with self._tx() as conn:
-            rows = conn.execute(
-                sa.select(evidence_items)
-                .where(evidence_items.c.incident_id == incident_id)
-                .order_by(evidence_items.c.id)
-            ).all()
+            rows = conn.execute(query.order_by(evidence_items.c.id)).all()
         return [_evidence(r) for r in rows]
 
     def verify_custody_chain(self) -> list[str]:
@@ -673,7 +693,7 @@ class Store:
             rows = conn.execute(sa.select(evidence_items).order_by(evidence_items.c.id)).all()
         for row in rows:
             record = _evidence(row)
-            entry = record.model_dump(exclude={"prev_hash", "entry_hash"})
+            entry = record.custody_entry()
             if record.prev_hash != prev_hash:
                 problems.append(f"entry {row.id}: previous hash does not match the chain")
             if custody_hash(record.prev_hash, entry) != record.entry_hash:
@@ -722,6 +742,7 @@ def _evidence(row: Any) -> EvidenceRecord:
         location=row.location,
         collected_by=row.collected_by,
         collected_at=_aware(row.collected_at) or utcnow(),
+        asset=row.asset,
         prev_hash=row.prev_hash,
         entry_hash=row.entry_hash,
     )

@@ -21,3 +21,34 @@ class NotConfigured(RuntimeError):
         self.system = system
         self.settings = settings
         super().__init__(f"{system} is not configured (set {', '.join(settings)})")
+
+
+class Planned(RuntimeError):
+    """Raised instead of making a change when a connector runs in plan mode.
+
+    It says what would have been done; nothing at the target changed. Read-only calls
+    still run in plan mode, so a plan can show the current state it would change.
+    """
+
+    def __init__(self, system: str, operation: str, asset: str, detail: str = "") -> None:
+        self.system = system
+        self.operation = operation
+        self.asset = asset
+        self.detail = detail
+        suffix = f" ({detail})" if detail else ""
+        super().__init__(f"plan: {system} would {operation} on {asset}{suffix}; nothing was changed")
+
+    def as_dict(self) -> dict[str, str]:
+        return {"system": self.system, "operation": self.operation, "asset": self.asset, "detail": self.detail}
+
+
+class PlanGuard:
+    """For connectors that do not go through ``HttpApi``: call before every change."""
+
+    def __init__(self, system: str, plan: bool) -> None:
+        self.system = system
+        self.plan = plan
+
+    def __call__(self, operation: str, asset: str, detail: str = "") -> None:
+        if self.plan:
+            raise Planned(self.system, operation, asset, detail)

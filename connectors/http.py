@@ -1,17 +1,18 @@
 """A small httpx wrapper: timeouts, bounded retries on 429/5xx/connection errors with
-exponential backoff and jitter, Retry-After honoured, and errors that never carry secrets."""
+exponential backoff and jitter, Retry-After honoured, errors that never carry secrets, and
+plan mode (a change is described, not sent)."""
 
 from __future__ import annotations
 
-import random
 import time
 from typing import Any
 
 import httpx
 
-from connectors.errors import ConnectorError
+from connectors.errors import ConnectorError, Planned
+from connectors.retry import RETRY_STATUSES, Backoff
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class HttpApi:
@@ -24,11 +25,12 @@ class HttpApi:
         attempts: int = 4,
         backoff: float = 0.2,
         max_backoff: float = 8.0,
+        plan: bool = False,
     ) -> None:
         self.system = system
         self.attempts = attempts
-        self.backoff = backoff
-        self.max_backoff = max_backoff
+        self.policy = Backoff(attempts, backoff, max_backoff)
+        self.plan = plan
         self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
 
     def close(self) -> None:
@@ -44,9 +46,18 @@ class HttpApi:
         ok: tuple[int, ...] = (200,),
         json: Any = None,
         params: dict[str, str] | None = None,
+        changes: bool | None = None,
     ) -> httpx.Response:
         """Send one request, retrying what is worth retrying; return the response if its
-        status is in ``ok``, else raise ``ConnectorError``."""
+        status is in ``ok``, else raise ``ConnectorError``.
+
+        ``changes`` says whether the request changes the target (default: any method but
+        GET/HEAD/OPTIONS); in plan mode such a request is not sent and ``Planned`` is raised.
+        """
+        if changes is None:
+            changes = method.upper() not in READ_METHODS
+        if changes and self.plan:
+            raise Planned(self.system, operation, asset, f"{method.upper()} {path}")
         last_status: int | str | None = None
         detail = ""
         for attempt in range(1, self.attempts + 1):
@@ -63,20 +74,11 @@ class HttpApi:
                 if response.status_code not in RETRY_STATUSES:
                     break
                 if attempt < self.attempts:
-                    time.sleep(self._delay(attempt, response.headers.get("retry-after")))
+                    time.sleep(self.policy.delay(attempt, response.headers.get("retry-after")))
                 continue
             if attempt < self.attempts:
-                time.sleep(self._delay(attempt, None))
+                time.sleep(self.policy.delay(attempt))
         raise ConnectorError(self.system, operation, asset, last_status, detail)
-
-    def _delay(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after:
-            try:
-                return min(float(retry_after), self.max_backoff * 4)
-            except ValueError:
-                pass
-        base: float = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-        return base / 2 + random.uniform(0, base / 2)
 
 
 def _detail(response: httpx.Response) -> str:

@@ -22,7 +22,7 @@ from aisoar.templating import TemplateProblem, evaluate_condition, render_value
 from connectors.errors import ConnectorError
 from flows.approvals import await_approval
 from flows.services import Services
-from tasks.base import ActionContext, Outcome, ProbeResult, StepOutcome
+from tasks.base import ActionContext, AssetInputs, Outcome, ProbeResult, StepOutcome
 from tasks.registry import REGISTRY, Action
 
 
@@ -123,6 +123,14 @@ def _decide_and_run(
     if action.info.changes_things and not store.evidence_for(incident_id):
         return StepOutcome(
             status=Outcome.failed, summary="refused: no evidence was captured before this changing step"
+        ), False
+    if action.info.changes_things and isinstance(inputs, AssetInputs) and not store.evidence_for(
+        incident_id, asset=inputs.asset
+    ):
+        return StepOutcome(
+            status=Outcome.failed,
+            summary=f"refused: no evidence about {inputs.asset} was captured before this changing step "
+            "(add the step that collects it before this one)",
         ), False
     if action.info.effect is Effect.destructive and step.approval is None:
         return StepOutcome(status=Outcome.failed, summary="refused: a destructive step needs an approval gate"), False

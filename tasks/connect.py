@@ -19,18 +19,18 @@ from connectors.slack import SlackNotifier
 
 
 @lru_cache(maxsize=16)
-def _gateway(url: str, master_key: str, timeout: float) -> LiteLLMGateway:
-    return LiteLLMGateway(url, master_key, timeout=timeout)
+def _gateway(url: str, master_key: str, timeout: float, plan: bool) -> LiteLLMGateway:
+    return LiteLLMGateway(url, master_key, timeout=timeout, plan=plan)
 
 
 @lru_cache(maxsize=16)
-def _openai_admin(url: str, admin_key: str, timeout: float) -> OpenAIAdmin:
-    return OpenAIAdmin(url, admin_key, timeout=timeout)
+def _openai_admin(url: str, admin_key: str, timeout: float, plan: bool) -> OpenAIAdmin:
+    return OpenAIAdmin(url, admin_key, timeout=timeout, plan=plan)
 
 
 @lru_cache(maxsize=16)
-def _pagerduty(url: str, routing_key: str, timeout: float) -> PagerDutyEvents:
-    return PagerDutyEvents(url, routing_key, timeout=timeout)
+def _pagerduty(url: str, routing_key: str, timeout: float, plan: bool) -> PagerDutyEvents:
+    return PagerDutyEvents(url, routing_key, timeout=timeout, plan=plan)
 
 
 @lru_cache(maxsize=16)
@@ -46,14 +46,22 @@ def _jira(url: str, user: str, token: str, project: str, timeout: float) -> Jira
 def gateway(settings: Settings) -> LiteLLMGateway:
     if not settings.litellm_url or not settings.litellm_master_key:
         raise NotConfigured("LiteLLM gateway", ["AISOAR_LITELLM_URL", "AISOAR_LITELLM_MASTER_KEY"])
-    return _gateway(settings.litellm_url, settings.litellm_master_key.get_secret_value(), settings.http_timeout_seconds)
+    return _gateway(
+        settings.litellm_url,
+        settings.litellm_master_key.get_secret_value(),
+        settings.http_timeout_seconds,
+        settings.plan_mode,
+    )
 
 
 def openai_admin(settings: Settings) -> OpenAIAdmin:
     if not settings.openai_admin_url or not settings.openai_admin_key:
         raise NotConfigured("OpenAI Admin API", ["AISOAR_OPENAI_ADMIN_URL", "AISOAR_OPENAI_ADMIN_KEY"])
     return _openai_admin(
-        settings.openai_admin_url, settings.openai_admin_key.get_secret_value(), settings.http_timeout_seconds
+        settings.openai_admin_url,
+        settings.openai_admin_key.get_secret_value(),
+        settings.http_timeout_seconds,
+        settings.plan_mode,
     )
 
 
@@ -61,7 +69,10 @@ def pagerduty(settings: Settings) -> PagerDutyEvents:
     if not settings.pagerduty_routing_key:
         raise NotConfigured("PagerDuty", ["AISOAR_PAGERDUTY_ROUTING_KEY"])
     return _pagerduty(
-        settings.pagerduty_url, settings.pagerduty_routing_key.get_secret_value(), settings.http_timeout_seconds
+        settings.pagerduty_url,
+        settings.pagerduty_routing_key.get_secret_value(),
+        settings.http_timeout_seconds,
+        settings.plan_mode,
     )
 
 

@@ -6,26 +6,32 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from aisoar.actions import Effect
 from connectors.errors import ConnectorError
 from tasks import connect
-from tasks.base import ActionContext, ProbeResult, StepOutcome, ok, skipped
+from tasks.base import ActionContext, AssetInputs, ProbeResult, StepOutcome, ok, skipped
 from tasks.registry import action
 
 KeyHash = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the key (LiteLLM's key id)")]
 
 
-class GatewayKey(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class GatewayKey(AssetInputs):
     key_hash: KeyHash
 
+    @property
+    def asset(self) -> str:
+        return f"litellm:key:{self.key_hash}"
 
-class ProviderKey(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+
+class ProviderKey(AssetInputs):
     project_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")]
     key_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")]
+
+    @property
+    def asset(self) -> str:
+        return f"openai:project-key:{self.project_id}/{self.key_id}"
 
 
 @action(
@@ -44,16 +50,16 @@ def collect_key_evidence(ctx: ActionContext, inputs: GatewayKey) -> StepOutcome:
         "found": info is not None,
         "info": {k: v for k, v in (info or {}).items() if k != "token"},
     }
-    record = ctx.evidence.put_json(ctx.incident_id, document, "LLM gateway record of the key", ctx.actor)
+    sha256 = ctx.keep(document, "LLM gateway record of the key", asset=inputs.asset)
     if info is None:
-        return ok("the gateway has no such key (recorded as evidence)", found=False, evidence_sha256=record.sha256)
+        return ok("the gateway has no such key (recorded as evidence)", found=False, evidence_sha256=sha256)
     return ok(
         f"gateway record preserved: spend {info.get('spend', 0)}, blocked {bool(info.get('blocked'))}",
         found=True,
         spend=info.get("spend"),
         blocked=bool(info.get("blocked")),
         key_alias=info.get("key_alias"),
-        evidence_sha256=record.sha256,
+        evidence_sha256=sha256,
     )
 
 
@@ -103,6 +109,33 @@ def block_key(ctx: ActionContext, inputs: GatewayKey) -> StepOutcome:
 )
 def unblock_key(ctx: ActionContext, inputs: GatewayKey) -> StepOutcome:
     return _set_blocked(ctx, inputs, blocked=False)
+
+
+@action(
+    "openai.collect_key_evidence",
+    effect=Effect.read_only,
+    inputs=ProviderKey,
+    summary="Preserve the project key's record at OpenAI (name, owner, created, last used) as evidence",
+    collects_evidence=True,
+)
+def collect_provider_key_evidence(ctx: ActionContext, inputs: ProviderKey) -> StepOutcome:
+    record = connect.openai_admin(ctx.settings).get_project_key(inputs.project_id, inputs.key_id)
+    document = {
+        "collected_at": datetime.now(UTC).isoformat(),
+        "system": "openai",
+        "project_id": inputs.project_id,
+        "key_id": inputs.key_id,
+        "found": record is not None,
+        "record": record or {},  # the API shows a redacted value only, never the key
+    }
+    sha256 = ctx.keep(document, "OpenAI project key record", asset=inputs.asset)
+    if record is None:
+        return ok("OpenAI has no such project key (recorded as evidence)", found=False, evidence_sha256=sha256)
+    return ok(
+        f"OpenAI key record preserved (last used {record.get('last_used_at') or 'never'})",
+        found=True,
+        evidence_sha256=sha256,
+    )
 
 
 def _probe_deleted(ctx: ActionContext, inputs: ProviderKey, outcome: StepOutcome) -> ProbeResult:

@@ -14,7 +14,7 @@ from prefect.states import Completed
 from pydantic import BaseModel
 
 from aisoar.actions import ActionCatalog, ActionInfo, Effect
-from connectors.errors import NotConfigured
+from connectors.errors import NotConfigured, Planned
 from tasks.base import ActionContext, Outcome, ProbeResult, StepOutcome
 
 InputsT = TypeVar("InputsT", bound=BaseModel)
@@ -67,8 +67,12 @@ def action(
                 outcome = fn(ctx, inputs)
             except NotConfigured as exc:
                 outcome = StepOutcome(status=Outcome.skipped, summary=f"skipped: not configured ({exc})")
+            except Planned as exc:
+                outcome = StepOutcome(status=Outcome.planned, summary=str(exc), output={"planned": exc.as_dict()})
             if outcome.status is Outcome.skipped:  # shown as "Skipped" in the Prefect UI
                 return Completed(name="Skipped", message=outcome.summary, data=outcome)
+            if outcome.status is Outcome.planned:
+                return Completed(name="Planned", message=outcome.summary, data=outcome)
             return outcome
 
         prefect_task: Task[..., StepOutcome | State[StepOutcome]] = task(

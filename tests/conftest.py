@@ -67,23 +67,8 @@ def make_settings(data_dir: Path, env: dict[str, str] | None = None, **overrides
         "runner_sweep_seconds": 0.25,
         "prefect_ui_url": "http://127.0.0.1:4200",
     }
-    mapping = {
-        "AISOAR_LITELLM_URL": "litellm_url",
-        "AISOAR_LITELLM_MASTER_KEY": "litellm_master_key",
-        "AISOAR_OPENAI_ADMIN_URL": "openai_admin_url",
-        "AISOAR_OPENAI_ADMIN_KEY": "openai_admin_key",
-        "AISOAR_SLACK_BASE_URL": "slack_base_url",
-        "AISOAR_SLACK_TOKEN": "slack_token",
-        "AISOAR_SLACK_CHANNEL": "slack_channel",
-        "AISOAR_JIRA_URL": "jira_url",
-        "AISOAR_JIRA_USER": "jira_user",
-        "AISOAR_JIRA_TOKEN": "jira_token",
-        "AISOAR_JIRA_PROJECT": "jira_project",
-        "AISOAR_PAGERDUTY_URL": "pagerduty_url",
-        "AISOAR_PAGERDUTY_ROUTING_KEY": "pagerduty_routing_key",
-    }
-    for key, value in (env or {}).items():
-        values[mapping[key]] = value
+    for key, value in (env or {}).items():  # AISOAR_FOO_BAR -> foo_bar
+        values[key.removeprefix("AISOAR_").lower()] = value
     values.update(overrides)
     return Settings.model_validate(values)
 
