@@ -143,7 +143,22 @@ class User(_Entity):
         return f"user:{self.user_id}"
 
 
-Entity = Annotated[LLMApiKey | Model | VectorIndex | Agent | Tool | Session | User, Field(discriminator="type")]
+class CloudCredential(_Entity):
+    """A non-LLM credential: a cloud access key, a Vault/OpenBao token (by accessor) or lease."""
+
+    type: Literal["cloud_credential"] = "cloud_credential"
+    provider: Annotated[str, Field(max_length=64)] = Field(description="aws, vault, openbao ...")
+    credential_id: _ID = Field(description="AWS access key id, Vault token accessor or lease id; never the secret")
+    principal: _ID | None = Field(None, description="who the credential belongs to: IAM user, Vault entity ...")
+
+    @property
+    def key(self) -> str:
+        return f"cloud_credential:{self.provider}:{self.credential_id}"
+
+
+Entity = Annotated[
+    LLMApiKey | Model | VectorIndex | Agent | Tool | Session | User | CloudCredential, Field(discriminator="type")
+]
 
 
 class Alert(BaseModel):

@@ -33,6 +33,9 @@ from aisoar.sandbox.stack import Sandbox  # noqa: E402
 
 WEBHOOK_SECRET = "test-webhook-secret-0123456789"
 
+# Session fixtures that start the real servers (OpenBao, moto, MLflow, Chroma) on demand.
+pytest_plugins = ["tests.servers.openbao", "tests.servers.moto", "tests.servers.mlflow", "tests.servers.chroma"]
+
 
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[PrefectServer]:
