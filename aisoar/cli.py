@@ -1,4 +1,4 @@
-"""The ``aisoar`` command: up, serve, fire, validate, actions, incidents, report, sandbox."""
+"""The ``aisoar`` command: up, serve, fire, validate, actions, connectors, incidents, report, sandbox."""
 
 from __future__ import annotations
 
@@ -208,6 +208,26 @@ def cmd_actions(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_connectors(args: argparse.Namespace) -> int:
+    """List every connector, whether it is configured, and (--check) whether it answers."""
+    from tasks.catalog import statuses
+
+    settings = get_settings()
+    failed = 0
+    for status in statuses(settings, check=args.check):
+        if status.reachable is None:
+            mark = "ok " if status.configured else "-- "
+        else:
+            mark = "ok " if status.reachable else "ERR"
+            failed += 0 if status.reachable else 1
+        print(f"{mark} {status.name:12} {status.system:28} {status.detail}")
+        if args.verbose and status.actions:
+            print(f"    actions: {', '.join(status.actions)}")
+    if settings.plan_mode:
+        print("plan mode is on (AISOAR_PLAN_MODE): connectors describe changes and make none")
+    return 1 if failed else 0
+
+
 def _store() -> Any:
     from aisoar.store import Store
 
@@ -271,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=cmd_validate)
 
     sub.add_parser("actions", help="list the action registry").set_defaults(func=cmd_actions)
+    connectors = sub.add_parser("connectors", help="list the connectors, whether configured; --check: reachable?")
+    connectors.add_argument("--check", action="store_true", help="make one authenticated read against each")
+    connectors.add_argument("-v", "--verbose", action="store_true", help="also list the actions of each")
+    connectors.set_defaults(func=cmd_connectors)
     incidents = sub.add_parser("incidents", help="list recent incidents")
     incidents.add_argument("--limit", type=int, default=20)
     incidents.set_defaults(func=cmd_incidents)
