@@ -41,18 +41,12 @@ def _write_env_file(path: Path, values: dict[str, str]) -> None:
 
 
 def _unconfigured(settings: Settings) -> tuple[str, ...]:
-    missing = []
-    if not (settings.litellm_url and settings.litellm_master_key):
-        missing.append("litellm")
-    if not (settings.openai_admin_url and settings.openai_admin_key):
-        missing.append("openai")
-    if not (settings.slack_token and settings.slack_channel):
-        missing.append("slack")
-    if not (settings.jira_url and settings.jira_user and settings.jira_token and settings.jira_project):
-        missing.append("jira")
-    if not settings.pagerduty_routing_key:
-        missing.append("pagerduty")
-    return tuple(missing)
+    """The connectors with a sandbox stand-in that have no settings of their own."""
+    from aisoar.sandbox.stack import CONNECTORS as STAND_INS
+    from tasks.catalog import statuses
+
+    configured = {status.name for status in statuses(settings) if status.configured}
+    return tuple(name for name in STAND_INS if name not in configured)
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -47,7 +47,21 @@ class Trigger(_Strict):
     incident_types: list[IncidentType] = Field(default_factory=list)
     entity_types: list[str] = Field(default_factory=list, description="all must be present")
     labels: dict[str, str] = Field(default_factory=dict)
+    entities: dict[str, dict[str, list[str]]] = Field(
+        default_factory=dict,
+        description="entity type -> field -> accepted values; some entity of that type must match every field, "
+        "e.g. {llm_api_key: {provider: [anthropic]}}",
+    )
     min_severity: Severity = Severity.info
+
+    def _entity_matches(self, alert: Alert, kind: str, fields: dict[str, list[str]]) -> bool:
+        for entity in alert.entities:
+            if entity.type != kind:
+                continue
+            values = entity.model_dump(mode="json")
+            if all(str(values.get(name)) in accepted for name, accepted in fields.items()):
+                return True
+        return False
 
     def matches(self, alert: Alert) -> bool:
         if self.sources and alert.source not in self.sources:
@@ -58,6 +72,8 @@ class Trigger(_Strict):
         if any(kind not in present for kind in self.entity_types):
             return False
         if any(alert.labels.get(k) != v for k, v in self.labels.items()):
+            return False
+        if any(not self._entity_matches(alert, kind, fields) for kind, fields in self.entities.items()):
             return False
         return alert.severity.rank >= self.min_severity.rank
 

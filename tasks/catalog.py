@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol
+from typing import Protocol
 
 from aisoar.config import Settings
 from connectors.errors import ConnectorError, NotConfigured
@@ -24,7 +24,7 @@ class ConnectorEntry:
     name: str
     system: str
     settings: tuple[str, ...]
-    build: Callable[[Settings], Any]  # each returns a connector with check() -> str
+    build: Callable[[Settings], Checkable]
     action_prefixes: tuple[str, ...]
     stand_in: str = field(default="")  # what tests and `make up` use when the real system cannot run locally
 
@@ -79,6 +79,51 @@ CONNECTORS: tuple[ConnectorEntry, ...] = (
         connect.pagerduty,
         ("pagerduty.",),
         "sandbox fake",
+    ),
+    ConnectorEntry(
+        "anthropic",
+        "Anthropic Admin API",
+        ("AISOAR_ANTHROPIC_ADMIN_KEY",),
+        connect.anthropic_admin,
+        ("anthropic.",),
+        "sandbox fake",
+    ),
+    ConnectorEntry(
+        "vault",
+        "OpenBao / HashiCorp Vault",
+        ("AISOAR_VAULT_URL", "AISOAR_VAULT_TOKEN"),
+        connect.vault,
+        ("vault.",),
+    ),
+    ConnectorEntry(
+        "agents",
+        "Agent control plane",
+        ("AISOAR_AGENT_CONTROL_URL", "AISOAR_AGENT_CONTROL_TOKEN"),
+        connect.agent_control,
+        ("agent.",),
+        "sandbox agent runtime that enforces the contract",
+    ),
+    ConnectorEntry(
+        "chroma",
+        "Chroma",
+        ("AISOAR_CHROMA_URL",),
+        connect.chroma,
+        ("chroma.",),
+    ),
+    ConnectorEntry(
+        "lancedb",
+        "LanceDB",
+        ("AISOAR_LANCEDB_URI",),
+        connect.lancedb,
+        ("lancedb.",),
+    ),
+    ConnectorEntry(
+        "qdrant",
+        "Qdrant",
+        ("AISOAR_QDRANT_URL", "AISOAR_QDRANT_API_KEY"),
+        connect.qdrant,
+        ("qdrant.",),
+        "sandbox fake modeled on Qdrant's REST API",
     ),
 )
 

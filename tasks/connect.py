@@ -10,12 +10,18 @@ from __future__ import annotations
 from functools import lru_cache
 
 from aisoar.config import Settings
+from connectors.agent_control import AgentControlPlane
+from connectors.anthropic_admin import AnthropicAdmin
+from connectors.chroma import ChromaStore
 from connectors.errors import NotConfigured
 from connectors.jira import JiraTickets
+from connectors.lancedb_store import LanceDBStore
 from connectors.litellm import LiteLLMGateway
 from connectors.openai_admin import OpenAIAdmin
 from connectors.pagerduty import PagerDutyEvents
+from connectors.qdrant import QdrantApi
 from connectors.slack import SlackNotifier
+from connectors.vault import VaultCredentials
 
 
 @lru_cache(maxsize=16)
@@ -34,13 +40,13 @@ def _pagerduty(url: str, routing_key: str, timeout: float, plan: bool) -> PagerD
 
 
 @lru_cache(maxsize=16)
-def _slack(token: str, channel: str, base_url: str, timeout: float) -> SlackNotifier:
-    return SlackNotifier(token, channel, base_url, timeout=timeout)
+def _slack(token: str, channel: str, base_url: str, timeout: float, plan: bool) -> SlackNotifier:
+    return SlackNotifier(token, channel, base_url, timeout=timeout, plan=plan)
 
 
 @lru_cache(maxsize=16)
-def _jira(url: str, user: str, token: str, project: str, timeout: float) -> JiraTickets:
-    return JiraTickets(url, user, token, project, timeout=timeout)
+def _jira(url: str, user: str, token: str, project: str, timeout: float, plan: bool) -> JiraTickets:
+    return JiraTickets(url, user, token, project, timeout=timeout, plan=plan)
 
 
 def gateway(settings: Settings) -> LiteLLMGateway:
@@ -84,6 +90,7 @@ def slack(settings: Settings) -> SlackNotifier:
         settings.slack_channel,
         settings.slack_base_url,
         settings.http_timeout_seconds,
+        settings.plan_mode,
     )
 
 
@@ -96,4 +103,100 @@ def jira(settings: Settings) -> JiraTickets:
         settings.jira_token.get_secret_value(),
         settings.jira_project,
         settings.http_timeout_seconds,
+        settings.plan_mode,
+    )
+
+
+@lru_cache(maxsize=16)
+def _anthropic_admin(url: str, admin_key: str, timeout: float, plan: bool) -> AnthropicAdmin:
+    return AnthropicAdmin(url, admin_key, timeout=timeout, plan=plan)
+
+
+def anthropic_admin(settings: Settings) -> AnthropicAdmin:
+    if not settings.anthropic_admin_url or not settings.anthropic_admin_key:
+        raise NotConfigured("Anthropic Admin API", ["AISOAR_ANTHROPIC_ADMIN_KEY", "AISOAR_ANTHROPIC_ADMIN_URL"])
+    return _anthropic_admin(
+        settings.anthropic_admin_url,
+        settings.anthropic_admin_key.get_secret_value(),
+        settings.http_timeout_seconds,
+        settings.plan_mode,
+    )
+
+
+@lru_cache(maxsize=16)
+def _vault(url: str, token: str, namespace: str | None, kv_mount: str, timeout: float, plan: bool) -> VaultCredentials:
+    return VaultCredentials(url, token, namespace=namespace, kv_mount=kv_mount, timeout=timeout, plan=plan)
+
+
+def vault(settings: Settings) -> VaultCredentials:
+    if not settings.vault_url or not settings.vault_token:
+        raise NotConfigured("Vault", ["AISOAR_VAULT_URL", "AISOAR_VAULT_TOKEN"])
+    return _vault(
+        settings.vault_url,
+        settings.vault_token.get_secret_value(),
+        settings.vault_namespace or None,
+        settings.vault_kv_mount,
+        settings.http_timeout_seconds,
+        settings.plan_mode,
+    )
+
+
+@lru_cache(maxsize=16)
+def _agent_control(url: str, token: str, timeout: float, plan: bool) -> AgentControlPlane:
+    return AgentControlPlane(url, token, timeout=timeout, plan=plan)
+
+
+def agent_control(settings: Settings) -> AgentControlPlane:
+    if not settings.agent_control_url or not settings.agent_control_token:
+        raise NotConfigured("Agent control plane", ["AISOAR_AGENT_CONTROL_URL", "AISOAR_AGENT_CONTROL_TOKEN"])
+    return _agent_control(
+        settings.agent_control_url,
+        settings.agent_control_token.get_secret_value(),
+        settings.http_timeout_seconds,
+        settings.plan_mode,
+    )
+
+
+@lru_cache(maxsize=16)
+def _chroma(url: str, token: str | None, tenant: str, database: str, timeout: float, plan: bool) -> ChromaStore:
+    return ChromaStore(url, token, tenant, database, timeout=timeout, plan=plan)
+
+
+def chroma(settings: Settings) -> ChromaStore:
+    if not settings.chroma_url:
+        raise NotConfigured("Chroma", ["AISOAR_CHROMA_URL"])
+    return _chroma(
+        settings.chroma_url,
+        settings.chroma_token.get_secret_value() if settings.chroma_token else None,
+        settings.chroma_tenant,
+        settings.chroma_database,
+        settings.http_timeout_seconds,
+        settings.plan_mode,
+    )
+
+
+@lru_cache(maxsize=16)
+def _lancedb(uri: str, plan: bool) -> LanceDBStore:
+    return LanceDBStore(uri, plan=plan)
+
+
+def lancedb(settings: Settings) -> LanceDBStore:
+    if not settings.lancedb_uri:
+        raise NotConfigured("LanceDB", ["AISOAR_LANCEDB_URI"])
+    return _lancedb(settings.lancedb_uri, settings.plan_mode)
+
+
+@lru_cache(maxsize=16)
+def _qdrant(url: str, api_key: str, timeout: float, plan: bool) -> QdrantApi:
+    return QdrantApi(url, api_key, timeout=timeout, plan=plan)
+
+
+def qdrant(settings: Settings) -> QdrantApi:
+    if not settings.qdrant_url or not settings.qdrant_api_key:
+        raise NotConfigured("Qdrant", ["AISOAR_QDRANT_URL", "AISOAR_QDRANT_API_KEY"])
+    return _qdrant(
+        settings.qdrant_url,
+        settings.qdrant_api_key.get_secret_value(),
+        settings.http_timeout_seconds,
+        settings.plan_mode,
     )

@@ -1,20 +1,30 @@
-"""Telling on-call: one Slack message per incident, alert text rendered inert."""
+"""Telling on-call in Slack: one parent message per incident, later news as threaded replies.
+
+The parent is posted once; where it is (channel id and ts) is recorded on the incident
+timeline (kind ``notify``), so every later notification, from any step or playbook, finds
+it again: it updates the parent (``chat.update``) with the incident's current status and
+replies in its thread. Alert-derived text is rendered inert (``slack_text``).
+"""
 
 from __future__ import annotations
 
+import threading
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from aisoar.actions import Effect
-from aisoar.inert import slack_text
+from aisoar.inert import clip, slack_text
 from aisoar.models import Incident
 from aisoar.taxonomy import CATALOG
+from connectors.errors import ConnectorError
+from connectors.slack import CHANNEL_ID, TS, SlackNotifier
 from tasks import connect
-from tasks.base import ActionContext, StepOutcome, ok
+from tasks.base import ActionContext, ProbeResult, StepOutcome, ok
 from tasks.registry import action
 
 SEVERITY_MARK = {"critical": "🟥", "high": "🟧", "medium": "🟨", "low": "🟦", "info": "⬜"}
+SEVERITY_COLOR = {"critical": "#B01E1E", "high": "#E8912D", "medium": "#ECB22E", "low": "#2EB67D", "info": "#8D8D8D"}
 
 
 class NotifyInputs(BaseModel):
@@ -22,12 +32,49 @@ class NotifyInputs(BaseModel):
     message: Annotated[str, Field(max_length=2000)] = ""
 
 
-def _done_so_far(ctx: ActionContext) -> list[str]:
+class UpdateInputs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    message: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+def recorded_thread(ctx: ActionContext, incident: Incident | None = None) -> dict[str, str] | None:
+    """The incident's Slack parent message (``{"channel", "ts"}``), as recorded when it was posted."""
+    incident = incident or ctx.store.get_incident(ctx.incident_id)
+    for entry in reversed(incident.timeline):  # the latest: a deleted parent is replaced by a new one
+        channel, ts = entry.data.get("slack_channel"), entry.data.get("slack_ts")
+        if entry.kind == "notify" and isinstance(channel, str) and isinstance(ts, str):
+            if CHANNEL_ID.match(channel) and TS.match(ts):
+                return {"channel": channel, "ts": ts}
+    return None
+
+
+def recorded_issue(incident: Incident) -> dict[str, str] | None:
+    """The incident's Jira issue (``{"key", "url"}``), as recorded when it was opened."""
+    for entry in reversed(incident.timeline):
+        key, url = entry.data.get("jira_key"), entry.data.get("jira_url")
+        if entry.kind == "notify" and isinstance(key, str) and isinstance(url, str):
+            return {"key": key, "url": url}
+    return None
+
+
+def _done_so_far(ctx: ActionContext, incident: Incident) -> list[str]:
     done = []
-    for entry in ctx.store.get_incident(ctx.incident_id).timeline:
+    for entry in incident.timeline:
         if entry.kind in {"step", "verify"} and entry.step_id:
             done.append(f"• `{entry.step_id}`: {slack_text(entry.message, 300)}")
     return done[-12:] or ["• nothing yet"]
+
+
+def _links(ctx: ActionContext, incident: Incident) -> list[str]:
+    links = []
+    if ctx.run_url:
+        links.append(f"<{ctx.run_url}|Open the playbook run in the Prefect UI>")
+    issue = recorded_issue(incident)
+    if issue and issue["url"].startswith(("http://", "https://")) and not set(issue["url"]) & set("<>|"):
+        links.append(f"<{issue['url']}|Jira {slack_text(issue['key'], 40)}>")
+    ui = ctx.settings.prefect_ui_url.rstrip("/")
+    links.append(f"<{ui}/artifacts/key/incident-report-{incident.id.lower()}|Incident report>")
+    return links
 
 
 def incident_blocks(ctx: ActionContext, incident: Incident, message: str) -> list[dict[str, Any]]:
@@ -38,7 +85,7 @@ def incident_blocks(ctx: ActionContext, incident: Incident, message: str) -> lis
             "type": "header",
             "text": {
                 "type": "plain_text",
-                "text": f"{mark} AI incident {incident.id} · {incident.severity.value.upper()}",
+                "text": clip(f"{mark} AI incident {incident.id} · {incident.severity.value.upper()}", 150),
             },
         },
         {
@@ -50,42 +97,185 @@ def incident_blocks(ctx: ActionContext, incident: Incident, message: str) -> lis
             "fields": [
                 {"type": "mrkdwn", "verbatim": True, "text": f"*Type:*\n{info.title if info else 'unclassified'}"},
                 {"type": "mrkdwn", "verbatim": True, "text": f"*ATLAS:*\n{', '.join(info.atlas) if info else '-'}"},
-                {"type": "mrkdwn", "verbatim": True, "text": f"*Playbook:*\n{ctx.playbook}"},
+                {"type": "mrkdwn", "verbatim": True, "text": f"*Playbook:*\n{slack_text(ctx.playbook, 100)}"},
                 {"type": "mrkdwn", "verbatim": True, "text": f"*Status:*\n{incident.status.value}"},
             ],
         },
         {
             "type": "section",
-            "text": {"type": "mrkdwn", "verbatim": True, "text": "*What was done:*\n" + "\n".join(_done_so_far(ctx))},
+            "text": {
+                "type": "mrkdwn",
+                "verbatim": True,
+                "text": clip("*What was done:*\n" + "\n".join(_done_so_far(ctx, incident)), 3000),
+            },
         },
     ]
     if message:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "verbatim": True, "text": slack_text(message)}})
-    if ctx.run_url:
-        blocks.append(
-            {
-                "type": "context",
-                "elements": [
-                    {
-                        "type": "mrkdwn",
-                        "text": f"<{ctx.run_url}|Open the playbook run in the Prefect UI> · "
-                        "destructive steps wait for approval there",
-                    }
-                ],
-            }
-        )
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": " · ".join(_links(ctx, incident)) + " · destructive steps wait for approval there",
+                }
+            ],
+        }
+    )
     return blocks
+
+
+def severity_attachment(incident: Incident) -> list[dict[str, Any]]:
+    """The colour bar: severity and status, in the severity's colour."""
+    severity = incident.severity.value
+    line = f"*Severity:* {severity.upper()} · *Status:* {incident.status.value}"
+    return [
+        {
+            "color": SEVERITY_COLOR.get(severity, "#8D8D8D"),
+            "fallback": f"{severity} incident {incident.id}: {incident.status.value}",
+            "blocks": [{"type": "context", "elements": [{"type": "mrkdwn", "text": line}]}],
+        }
+    ]
+
+
+def _parent_text(incident: Incident) -> str:
+    return (
+        f"AI incident {incident.id} ({incident.severity.value}, {incident.status.value}): "
+        f"{slack_text(incident.title, 200)}"
+    )
+
+
+def reply_blocks(ctx: ActionContext, incident: Incident, message: str) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "verbatim": True, "text": slack_text(message)}},
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": f"*Status:* {incident.status.value} · step `{slack_text(ctx.step_id, 64)}` · "
+                    + " · ".join(_links(ctx, incident)),
+                }
+            ],
+        },
+    ]
+    return blocks
+
+
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _incident_lock(incident_id: str) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(incident_id, threading.Lock())
+
+
+def notify(ctx: ActionContext, message: str, *, reply: bool) -> dict[str, Any]:
+    """Post the parent (first time) or update it and reply in its thread.
+
+    ``reply``: also reply when the parent already exists (a notification always does;
+    the first notification includes its message in the parent instead). Two playbooks
+    of one incident notifying at the same moment in one process are serialised, so they
+    share one parent.
+    """
+    slack: SlackNotifier = connect.slack(ctx.settings)
+    with _incident_lock(ctx.incident_id):
+        return _notify(ctx, slack, message, reply)
+
+
+def _notify(ctx: ActionContext, slack: SlackNotifier, message: str, reply: bool) -> dict[str, Any]:
+    incident = ctx.store.get_incident(ctx.incident_id)
+    thread = recorded_thread(ctx, incident)
+    if thread is not None:
+        try:
+            slack.update(
+                thread["channel"],
+                thread["ts"],
+                text=_parent_text(incident),
+                blocks=incident_blocks(ctx, incident, ""),
+                attachments=severity_attachment(incident),
+            )
+        except ConnectorError as exc:
+            if exc.detail not in {"message_not_found", "channel_not_found"}:
+                raise
+            thread = None  # someone deleted the parent: start the thread again
+    if thread is None:
+        posted = slack.post(
+            text=_parent_text(incident),
+            blocks=incident_blocks(ctx, incident, message),
+            attachments=severity_attachment(incident),
+        )
+        ctx.store.add_timeline(
+            ctx.incident_id,
+            "notify",
+            f"Slack thread started in channel {posted['channel']}",
+            step_id=ctx.step_id,
+            data={"slack_channel": posted["channel"], "slack_ts": posted["ts"]},
+        )
+        return {"channel": posted["channel"], "ts": posted["ts"], "thread_ts": posted["ts"], "new_thread": True}
+    result: dict[str, Any] = {"channel": thread["channel"], "thread_ts": thread["ts"], "new_thread": False}
+    if reply:
+        text = message or f"Incident {incident.id} is now {incident.status.value}"
+        posted = slack.post(
+            text=slack_text(text, 300),
+            blocks=reply_blocks(ctx, incident, text),
+            thread_ts=thread["ts"],
+            channel=thread["channel"],
+        )
+        result["ts"] = posted["ts"]
+    else:
+        result["ts"] = thread["ts"]
+    return result
+
+
+def _probe_posted(ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> ProbeResult:
+    channel, thread_ts, ts = (outcome.output.get(k) for k in ("channel", "thread_ts", "ts"))
+    if not (isinstance(channel, str) and isinstance(thread_ts, str) and isinstance(ts, str)):
+        return ProbeResult(ok=False, detail="the step recorded no Slack message to check")
+    messages = connect.slack(ctx.settings).thread(channel, thread_ts)
+    if not messages:
+        return ProbeResult(ok=False, detail=f"Slack has no thread {thread_ts} in {channel}")
+    if not any(m.get("ts") == ts for m in messages):
+        return ProbeResult(ok=False, detail=f"Slack thread {thread_ts} in {channel} has no message {ts}")
+    status = ctx.store.get_incident(ctx.incident_id).status.value
+    blocks = messages[0].get("blocks")
+    fields = [
+        field.get("text")
+        for block in (blocks if isinstance(blocks, list) else [])
+        if isinstance(block, dict)
+        for field in block.get("fields", [])
+        if isinstance(field, dict)
+    ]
+    if f"*Status:*\n{status}" not in fields:
+        return ProbeResult(ok=False, detail=f"the Slack parent message does not show the status {status}")
+    return ProbeResult(ok=True, detail=f"Slack shows message {ts} in thread {thread_ts} ({channel}), status {status}")
 
 
 @action(
     "slack.notify_oncall",
     effect=Effect.read_only,
     inputs=NotifyInputs,
-    summary="Tell on-call in Slack: severity, what was done, link to the run (changes no affected system)",
+    summary="Tell on-call in Slack: one message per incident (severity colour, what was done, links); "
+    "later calls update it and reply in its thread (changes no affected system)",
+    probe=_probe_posted,
 )
 def notify_oncall(ctx: ActionContext, inputs: NotifyInputs) -> StepOutcome:
-    incident = ctx.store.get_incident(ctx.incident_id)
-    slack = connect.slack(ctx.settings)
-    text = f"AI incident {incident.id} ({incident.severity.value}): {slack_text(incident.title, 200)}"
-    posted = slack.post(text=text, blocks=incident_blocks(ctx, incident, inputs.message))
-    return ok(f"on-call notified in Slack ({slack.channel})", **posted)
+    result = notify(ctx, inputs.message, reply=True)
+    if result["new_thread"]:
+        return ok(f"on-call notified in Slack ({result['channel']})", **result)
+    return ok(f"Slack thread updated and replied to ({result['channel']})", **result)
+
+
+@action(
+    "slack.post_update",
+    effect=Effect.read_only,
+    inputs=UpdateInputs,
+    summary="Post an update in the incident's Slack thread and refresh the parent's status "
+    "(changes no affected system)",
+    probe=_probe_posted,
+)
+def post_update(ctx: ActionContext, inputs: UpdateInputs) -> StepOutcome:
+    result = notify(ctx, inputs.message, reply=True)
+    return ok(f"update posted in the incident's Slack thread ({result['channel']})", **result)

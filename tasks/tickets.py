@@ -1,19 +1,30 @@
-"""The case in Jira: one issue per incident (found again by its label)."""
+"""The case in Jira: one issue per incident (found again by its label), the timeline as
+comments, the evidence as remote links, and the issue moved to done when the incident closes.
+
+Every action here is idempotent at Jira itself: the issue by its label, the comments by
+the marker line that says how far the timeline was posted, the links by their globalId,
+the transition by the issue's status category.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import threading
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from aisoar.actions import Effect
-from aisoar.inert import jira_summary, jira_text
+from aisoar.inert import clip, jira_summary, jira_text
+from aisoar.models import Incident
 from aisoar.taxonomy import CATALOG
+from connectors.jira import ISSUE_KEY, JiraTickets
 from tasks import connect
-from tasks.base import ActionContext, StepOutcome, ok
+from tasks.base import ActionContext, ProbeResult, StepOutcome, ok, skipped
+from tasks.notify import recorded_issue
 from tasks.registry import action
 
 PRIORITY = {"critical": "Highest", "high": "High", "medium": "Medium", "low": "Low", "info": "Lowest"}
+COMMENT_LIMIT = 30000  # Jira refuses comments over 32767 characters
 
 
 class TicketInputs(BaseModel):
@@ -23,8 +34,62 @@ class TicketInputs(BaseModel):
     priority: Literal["Highest", "High", "Medium", "Low", "Lowest"] | None = None
 
 
+class IssueInputs(BaseModel):
+    """The incident's issue is found by its label; nothing about it comes from alert data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class CloseIssueInputs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    transition: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=60,
+            pattern=r"^[A-Za-z0-9 _\-]+$",
+            description="the transition's name; default: the one into the done status category",
+        ),
+    ] = None
+
+
 def incident_label(incident_id: str) -> str:
     return f"aisoar-{incident_id.lower()}"
+
+
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _incident_lock(incident_id: str) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(incident_id, threading.Lock())
+
+
+def find_issue(ctx: ActionContext, jira: JiraTickets | None = None) -> str | None:
+    """The incident's issue: as recorded when it was opened (Jira's search index may lag
+    behind a new issue), else by its label."""
+    recorded = recorded_issue(ctx.store.get_incident(ctx.incident_id))
+    if recorded is not None and ISSUE_KEY.match(recorded["key"]):
+        return recorded["key"]
+    return (jira or connect.jira(ctx.settings)).find_by_label(incident_label(ctx.incident_id))
+
+
+def report_url(ctx: ActionContext) -> str:
+    from tasks.incident import report_key  # tasks.incident uses this module when it closes
+
+    return f"{ctx.settings.prefect_ui_url.rstrip('/')}/artifacts/key/{report_key(ctx.incident_id)}"
+
+
+def _probe_issue_open(ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> ProbeResult:
+    key = outcome.output.get("issue_key")
+    if not isinstance(key, str) or not ISSUE_KEY.match(key):
+        return ProbeResult(ok=False, detail="the step recorded no Jira issue to check")
+    label = incident_label(ctx.incident_id)
+    issue = connect.jira(ctx.settings).read(key)
+    if label not in issue["labels"]:
+        return ProbeResult(ok=False, detail=f"Jira issue {key} does not carry the label {label}")
+    return ProbeResult(ok=True, detail=f"Jira issue {key} exists ({issue['name']}) with the label {label}")
 
 
 @action(
@@ -32,13 +97,20 @@ def incident_label(incident_id: str) -> str:
     effect=Effect.read_only,
     inputs=TicketInputs,
     summary="Open the incident's Jira issue, or find the one already open (changes no affected system)",
+    probe=_probe_issue_open,
 )
 def open_issue(ctx: ActionContext, inputs: TicketInputs) -> StepOutcome:
-    incident = ctx.store.get_incident(ctx.incident_id)
     jira = connect.jira(ctx.settings)
+    with _incident_lock(ctx.incident_id):  # two playbooks of one incident open one issue
+        return _open_issue(ctx, jira, inputs)
+
+
+def _open_issue(ctx: ActionContext, jira: JiraTickets, inputs: TicketInputs) -> StepOutcome:
+    incident = ctx.store.get_incident(ctx.incident_id)
     label = incident_label(incident.id)
-    existing = jira.find_by_label(label)
+    existing = find_issue(ctx, jira)
     if existing:
+        _record(ctx, existing, jira.browse_url(existing), incident)
         return ok(f"Jira issue {existing} already open", issue_key=existing, url=jira.browse_url(existing))
     info = CATALOG.get(incident.type) if incident.type else None
     lines = [
@@ -63,4 +135,176 @@ def open_issue(ctx: ActionContext, inputs: TicketInputs) -> StepOutcome:
         labels=["aisoar", label],
         priority=inputs.priority or PRIORITY.get(incident.severity.value),
     )
+    _record(ctx, key, jira.browse_url(key), incident)
     return ok(f"Jira issue {key} opened", issue_key=key, url=jira.browse_url(key))
+
+
+def _record(ctx: ActionContext, key: str, url: str, incident: Incident) -> None:
+    """Note the issue on the timeline once, so Slack updates can link it."""
+    if any(e.kind == "notify" and e.data.get("jira_key") == key for e in incident.timeline):
+        return
+    ctx.store.add_timeline(
+        ctx.incident_id, "notify", f"Jira issue {key}", step_id=ctx.step_id, data={"jira_key": key, "jira_url": url}
+    )
+
+
+# -- the timeline as comments -----------------------------------------------------------------
+def timeline_comments(incident: Incident, start: int) -> list[tuple[str, int]]:
+    """Comment bodies for timeline entries ``start..`` (0-based), each ending with its marker."""
+    entries = incident.timeline[start:]
+    bodies: list[tuple[str, int]] = []
+    lines: list[str] = []
+    first = start + 1
+    for number, entry in enumerate(entries, start=start + 1):
+        step = f" {jira_text(entry.step_id)}" if entry.step_id else ""
+        line = f"- {entry.at.strftime('%Y-%m-%d %H:%M:%S')} UTC *{entry.kind}*{step}: {jira_text(entry.message, 2000)}"
+        if lines and sum(len(x) + 1 for x in lines) + len(line) > COMMENT_LIMIT:
+            bodies.append((_comment(incident.id, first, number - 1, lines), number - 1))
+            lines, first = [], number
+        lines.append(line)
+    if lines:
+        last = start + len(entries)
+        bodies.append((_comment(incident.id, first, last, lines), last))
+    return bodies
+
+
+def _comment(incident_id: str, first: int, last: int, lines: list[str]) -> str:
+    header = f"*Incident {incident_id} timeline, entries {first}-{last}* (posted by aisoar)"
+    # The marker is the last line; alert text cannot forge it (jira_text escapes its hyphens).
+    return "\n".join([header, "", *lines, "", f"aisoar-timeline-through: {last}"])
+
+
+def comment_timeline_for(ctx: ActionContext) -> StepOutcome:
+    jira = connect.jira(ctx.settings)
+    key = find_issue(ctx, jira)
+    if key is None:
+        return skipped("skipped: the incident has no Jira issue to comment on")
+    incident = ctx.store.get_incident(ctx.incident_id)
+    through = jira.timeline_posted(key)
+    bodies = timeline_comments(incident, through)
+    if not bodies:
+        return ok(f"Jira issue {key} already has the whole timeline", issue_key=key, through=through, posted=0)
+    for body, _ in bodies:
+        jira.add_comment(key, body)
+    last = bodies[-1][1]
+    return ok(
+        f"timeline entries {through + 1}-{last} commented on Jira issue {key}",
+        issue_key=key,
+        through=last,
+        posted=len(bodies),
+    )
+
+
+def _probe_commented(ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> ProbeResult:
+    key = find_issue(ctx)
+    if key is None:
+        return ProbeResult(ok=False, detail="Jira has no issue labelled for this incident")
+    expected = int(outcome.output.get("through", 0))
+    through = connect.jira(ctx.settings).timeline_posted(key)
+    return ProbeResult(ok=through >= expected, detail=f"Jira issue {key} comments cover timeline entries 1-{through}")
+
+
+@action(
+    "jira.comment_timeline",
+    effect=Effect.read_only,
+    inputs=IssueInputs,
+    summary="Comment the incident timeline entries not yet on the Jira issue (changes no affected system)",
+    probe=_probe_commented,
+)
+def comment_timeline(ctx: ActionContext, inputs: IssueInputs) -> StepOutcome:
+    return comment_timeline_for(ctx)
+
+
+# -- the evidence as remote links -------------------------------------------------------------
+def evidence_global_id(sha256: str) -> str:
+    return f"aisoar-evidence:{sha256}"
+
+
+def link_evidence_for(ctx: ActionContext) -> StepOutcome:
+    jira = connect.jira(ctx.settings)
+    key = find_issue(ctx, jira)
+    if key is None:
+        return skipped("skipped: the incident has no Jira issue to link evidence to")
+    items = ctx.store.evidence_for(ctx.incident_id)
+    have = {str(link.get("globalId")) for link in jira.remote_links(key)}
+    url = report_url(ctx)
+    added = 0
+    for item in items:
+        if evidence_global_id(item.sha256) in have:
+            continue
+        jira.link(
+            key,
+            evidence_global_id(item.sha256),
+            url,
+            title=clip(f"Evidence sha256:{item.sha256[:16]} {' '.join(item.description.split())}", 255),
+            summary=f"sha256 {item.sha256}, {item.size} bytes, collected {item.collected_at.isoformat()} "
+            f"by {item.collected_by}",
+        )
+        added += 1
+    if f"aisoar-report:{ctx.incident_id}" not in have:
+        jira.link(key, f"aisoar-report:{ctx.incident_id}", url, title=f"Incident report {ctx.incident_id} (Prefect)")
+    return ok(
+        f"{added} evidence item(s) linked on Jira issue {key} ({len(items)} in all)",
+        issue_key=key,
+        linked=added,
+        evidence=[i.sha256 for i in items],
+    )
+
+
+def _probe_linked(ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> ProbeResult:
+    key = find_issue(ctx)
+    if key is None:
+        return ProbeResult(ok=False, detail="Jira has no issue labelled for this incident")
+    have = {str(link.get("globalId")) for link in connect.jira(ctx.settings).remote_links(key)}
+    missing = [s for s in outcome.output.get("evidence", []) if evidence_global_id(str(s)) not in have]
+    if missing:
+        return ProbeResult(ok=False, detail=f"Jira issue {key} lacks links to {len(missing)} evidence item(s)")
+    return ProbeResult(ok=True, detail=f"Jira issue {key} links every evidence item")
+
+
+@action(
+    "jira.link_evidence",
+    effect=Effect.read_only,
+    inputs=IssueInputs,
+    summary="Link the incident's evidence (sha256, description) and report on its Jira issue as remote links "
+    "(changes no affected system)",
+    probe=_probe_linked,
+)
+def link_evidence(ctx: ActionContext, inputs: IssueInputs) -> StepOutcome:
+    return link_evidence_for(ctx)
+
+
+# -- closing ------------------------------------------------------------------------------------
+def close_issue_for(ctx: ActionContext, transition: str | None = None) -> StepOutcome:
+    jira = connect.jira(ctx.settings)
+    key = find_issue(ctx, jira)
+    if key is None:
+        return skipped("skipped: the incident has no Jira issue to close")
+    moved = jira.transition_to_done(key, transition)
+    if not moved["transition"]:
+        return ok(f"Jira issue {key} was already {moved['to']}", issue_key=key, status=moved["to"], already=True)
+    return ok(
+        f"Jira issue {key} moved {moved['from']} -> {moved['to']}", issue_key=key, status=moved["to"], already=False
+    )
+
+
+def _probe_done(ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> ProbeResult:
+    key = find_issue(ctx)
+    if key is None:
+        return ProbeResult(ok=False, detail="Jira has no issue labelled for this incident")
+    status = connect.jira(ctx.settings).status(key)
+    return ProbeResult(
+        ok=status["category"] == "done", detail=f"Jira issue {key} is {status['name']} ({status['category']})"
+    )
+
+
+@action(
+    "jira.close_issue",
+    effect=Effect.read_only,
+    inputs=CloseIssueInputs,
+    summary="Move the incident's Jira issue to done (the transition into the done status category, or the one "
+    "named) (changes no affected system)",
+    probe=_probe_done,
+)
+def close_issue(ctx: ActionContext, inputs: CloseIssueInputs) -> StepOutcome:
+    return close_issue_for(ctx, inputs.transition)

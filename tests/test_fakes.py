@@ -100,11 +100,82 @@ def test_litellm_rejects_what_the_proxy_rejects(env: dict[str, str]) -> None:
 def test_litellm_blocked_key_is_refused_for_inference(env: dict[str, str]) -> None:
     url, master = env["AISOAR_LITELLM_URL"], env["AISOAR_LITELLM_MASTER_KEY"]
     chat = f"{url}/chat/completions"
-    assert httpx.post(chat, headers={"Authorization": f"Bearer {DEMO_SECRET}"}, json={}).status_code == 200
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    assert httpx.post(chat, headers={"Authorization": f"Bearer {DEMO_SECRET}"}, json=body).status_code == 200
     httpx.post(f"{url}/key/block", json={"key": DEMO_SECRET}, headers={"Authorization": f"Bearer {master}"})
+    assert httpx.post(chat, headers={"Authorization": f"Bearer {DEMO_SECRET}"}, json=body).status_code == 401
     assert httpx.post(chat, headers={"Authorization": f"Bearer {DEMO_SECRET}"}, json={}).status_code == 401
     httpx.post(f"{url}/key/unblock", json={"key": DEMO_SECRET}, headers={"Authorization": f"Bearer {master}"})
-    assert httpx.post(chat, headers={"Authorization": f"Bearer {DEMO_SECRET}"}, json={}).status_code == 200
+    assert httpx.post(chat, headers={"Authorization": f"Bearer {DEMO_SECRET}"}, json=body).status_code == 200
+    # Like the proxy: a request without a model, or for a model the key may not use, is refused.
+    assert httpx.post(chat, headers={"Authorization": f"Bearer {DEMO_SECRET}"}, json={}).status_code == 400
+    other = httpx.post(chat, headers={"Authorization": f"Bearer {DEMO_SECRET}"}, json=body | {"model": "o3"})
+    assert other.status_code == 401 and other.json()["error"]["type"] == "key_model_access_denied"
+
+
+def litellm_registry() -> Registry[Any]:
+    return Registry().with_resource(
+        "urn:litellm",
+        Resource.from_contents(
+            {"components": OPENAPI["components"], "$schema": "https://json-schema.org/draft/2020-12/schema"}
+        ),
+    )
+
+
+def test_litellm_update_info_and_list_answer_in_the_documented_shape(env: dict[str, str]) -> None:
+    url, master = env["AISOAR_LITELLM_URL"], env["AISOAR_LITELLM_MASTER_KEY"]
+    headers = {"Authorization": f"Bearer {master}"}
+    key_hash = hashlib.sha256(DEMO_SECRET.encode()).hexdigest()
+    body = {
+        "key": key_hash,
+        "rpm_limit": 10,
+        "tpm_limit": 20000,
+        "max_budget": 2500.0,
+        "aliases": {"gpt-4o": "gpt-4o-2024-08-06"},
+    }
+    schema_validator("UpdateKeyRequest").validate(body)
+    updated = httpx.post(f"{url}/key/update", json=body, headers=headers)
+    assert updated.status_code == 200 and updated.json()["rpm_limit"] == 10
+    info = httpx.get(f"{url}/key/info", params={"key": key_hash}, headers=headers).json()["info"]
+    schema_validator("LiteLLM_VerificationToken").validate(info)
+    assert (info["rpm_limit"], info["tpm_limit"], info["max_budget"]) == (10, 20000, 2500.0)
+    assert info["aliases"] == {"gpt-4o": "gpt-4o-2024-08-06"} and info["models"] == ["gpt-4o"]
+    listed = httpx.get(f"{url}/key/list", params={"size": 1}, headers=headers)
+    Draft202012Validator(response_schema("/key/list", "get"), registry=litellm_registry()).validate(listed.json())
+    assert listed.json()["keys"] == [key_hash] and listed.json()["total_count"] == 1
+    wrong_type = httpx.post(f"{url}/key/update", json={"key": key_hash, "rpm_limit": "many"}, headers=headers)
+    assert wrong_type.status_code == 422
+    schema_validator("HTTPValidationError").validate(wrong_type.json())
+    assert httpx.post(f"{url}/key/update", json={"key": "f" * 64, "rpm_limit": 1}, headers=headers).status_code == 404
+    assert httpx.post(f"{url}/key/update", json={"rpm_limit": 1}, headers=headers).status_code == 400
+    assert httpx.post(f"{url}/key/update", json={"key": key_hash, "rpm_limit": 1}).status_code == 401
+
+
+def test_litellm_spend_logs_rows_look_like_spend_logs(env: dict[str, str]) -> None:
+    url, master = env["AISOAR_LITELLM_URL"], env["AISOAR_LITELLM_MASTER_KEY"]
+    key_hash = hashlib.sha256(DEMO_SECRET.encode()).hexdigest()
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "user": "u1"}
+    httpx.post(f"{url}/chat/completions", headers={"Authorization": f"Bearer {DEMO_SECRET}"}, json=body)
+    assert httpx.get(f"{url}/spend/logs", params={"api_key": key_hash}).status_code == 401
+    rows = httpx.get(f"{url}/spend/logs", params={"api_key": key_hash}, headers={"Authorization": f"Bearer {master}"})
+    [row] = rows.json()
+    documented = {
+        "request_id",
+        "call_type",
+        "api_key",
+        "spend",
+        "total_tokens",
+        "prompt_tokens",
+        "completion_tokens",
+        "startTime",
+        "endTime",
+        "model",
+        "user",
+        "metadata",
+        "request_tags",
+    }
+    assert documented <= set(row) and row["api_key"] == key_hash and row["user"] == "u1"
+    assert row["total_tokens"] == row["prompt_tokens"] + row["completion_tokens"] and DEMO_SECRET not in rows.text
 
 
 # -- OpenAI Admin API, driven by the official SDK ----------------------------------
@@ -124,6 +195,32 @@ def test_openai_fake_matches_what_the_sdk_sends(env: dict[str, str]) -> None:
     assert deleted.object == "organization.project.api_key.deleted"
     with pytest.raises(openai.NotFoundError):
         keys.retrieve(DEMO_KEY_ID, project_id=DEMO_PROJECT)
+
+
+def test_openai_fake_service_accounts_with_the_sdk(env: dict[str, str], sandbox: Sandbox) -> None:
+    account_id = sandbox.openai.add_service_account(DEMO_PROJECT, "support-bot", "svc_acct_support_bot")
+    sandbox.openai.add_key(DEMO_PROJECT, "sk-proj-SDK" + "d" * 40, key_id="key_sdk", service_account_id=account_id)
+    client = openai.OpenAI(
+        admin_api_key=env["AISOAR_OPENAI_ADMIN_KEY"],
+        api_key="unused",
+        base_url=env["AISOAR_OPENAI_ADMIN_URL"],
+        max_retries=0,
+    )
+    accounts = client.admin.organization.projects.service_accounts
+    assert account_id in [a.id for a in accounts.list(DEMO_PROJECT, limit=1)]  # the SDK follows the cursor
+    account = accounts.retrieve(account_id, project_id=DEMO_PROJECT)
+    assert account.name == "support-bot" and account.role == "member"
+    keys = client.admin.organization.projects.api_keys
+    owner = keys.retrieve("key_sdk", project_id=DEMO_PROJECT).owner
+    assert owner is not None and owner.service_account is not None and owner.service_account.id == account_id
+    deleted = accounts.delete(account_id, project_id=DEMO_PROJECT)
+    assert deleted.deleted is True and deleted.id == account_id
+    assert deleted.object == "organization.project.service_account.deleted"
+    with pytest.raises(openai.NotFoundError):
+        accounts.retrieve(account_id, project_id=DEMO_PROJECT)
+    with pytest.raises(openai.NotFoundError):
+        keys.retrieve("key_sdk", project_id=DEMO_PROJECT)  # its key went with it
+    assert [k.id for k in keys.list(DEMO_PROJECT)] == [DEMO_KEY_ID]  # another account's key stays
 
 
 def test_openai_fake_requires_the_admin_key(env: dict[str, str]) -> None:
@@ -197,3 +294,44 @@ def test_jira_fake_refuses_bad_auth_and_bad_fields(env: dict[str, str]) -> None:
         auth=(env["AISOAR_JIRA_USER"], env["AISOAR_JIRA_TOKEN"]),
     )
     assert response.status_code == 403  # no X-Atlassian-Token: no-check
+
+
+def test_slack_fake_threads_and_updates_with_slack_sdk(env: dict[str, str]) -> None:
+    client = WebClient(token=env["AISOAR_SLACK_TOKEN"], base_url=env["AISOAR_SLACK_BASE_URL"])
+    parent = client.chat_postMessage(channel="ai-incidents", text="parent")
+    reply = client.chat_postMessage(channel="ai-incidents", text="reply", thread_ts=parent["ts"])
+    updated = client.chat_update(channel=parent["channel"], ts=parent["ts"], text="parent (closed)")
+    assert updated["ts"] == parent["ts"] and updated["text"] == "parent (closed)"
+    thread = client.conversations_replies(channel=parent["channel"], ts=parent["ts"])["messages"]
+    assert [m["ts"] for m in thread] == [parent["ts"], reply["ts"]] and thread[0]["text"] == "parent (closed)"
+    for call, error in (
+        (lambda: client.chat_postMessage(channel="ai-incidents", text="x", thread_ts="1.000001"), "thread_not_found"),
+        (lambda: client.chat_update(channel=parent["channel"], ts="1.000001", text="x"), "message_not_found"),
+        (lambda: client.chat_update(channel="ai-incidents", ts=parent["ts"], text="x"), "channel_not_found"),
+    ):
+        with pytest.raises(SlackApiError) as caught:
+            call()
+        assert caught.value.response["error"] == error
+
+
+def test_jira_fake_workflow_and_remote_links_with_the_jira_package(env: dict[str, str]) -> None:
+    jira = JIRA(server=env["AISOAR_JIRA_URL"], basic_auth=(env["AISOAR_JIRA_USER"], env["AISOAR_JIRA_TOKEN"]))
+    issue = jira.create_issue(fields={"project": {"key": "SEC"}, "summary": "s", "issuetype": {"name": "Task"}})
+    assert {t["id"]: t["to"]["statusCategory"]["key"] for t in jira.transitions(issue.key)} == {
+        "11": "indeterminate",
+        "31": "done",
+    }
+    with pytest.raises(JIRAError) as invalid:
+        jira.transition_issue(issue.key, "41")  # Reopen is not offered from To Do
+    assert invalid.value.status_code == 400
+    jira.transition_issue(issue.key, "11")
+    jira.transition_issue(issue.key, "31")
+    assert jira.issue(issue.key).fields.status.statusCategory.key == "done"
+    assert [t["name"] for t in jira.transitions(issue.key)] == ["Reopen"]
+    jira.add_simple_link(issue.key, {"url": "https://ui.example/run", "title": "run"})
+    with pytest.raises(JIRAError) as no_title:
+        jira.add_simple_link(issue.key, {"url": "https://ui.example/run"})
+    assert no_title.value.status_code == 400
+    assert [link.object.title for link in jira.remote_links(issue.key)] == ["run"]
+    jira.add_comment(issue.key, "one")
+    assert [c.body for c in jira.comments(issue.key)] == ["one"]

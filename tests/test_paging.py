@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,7 +20,9 @@ from connectors.pagerduty import PagerDutyEvents
 from tasks import REGISTRY
 from tasks.base import ActionContext, Outcome
 from tasks.paging import PageInputs
+from tests import matrix
 from tests.conftest import make_settings
+from tests.faults import fault_proxy
 
 
 def test_trigger_acknowledge_resolve_by_dedup_key(sandbox: Sandbox) -> None:
@@ -67,3 +71,49 @@ def test_without_a_routing_key_the_step_is_skipped(tmp_path: Path) -> None:
     ctx = ActionContext("INC-x", "p", "page", None, settings, store, EvidenceStore(settings.evidence_dir, store))
     skipped = REGISTRY["pagerduty.page_oncall"].task.fn(ctx, PageInputs())
     assert skipped.name == "Skipped" and "AISOAR_PAGERDUTY_ROUTING_KEY" in skipped.message
+
+
+def test_pagerduty_matrix_through_a_fault_proxy(sandbox: Sandbox, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    env = sandbox.start(("pagerduty",))
+    routing_key = env["AISOAR_PAGERDUTY_ROUTING_KEY"]
+    with fault_proxy(env["AISOAR_PAGERDUTY_URL"]) as (proxy, url):
+        pager = PagerDutyEvents(url, routing_key, timeout=0.5, attempts=3, backoff=0.01)
+        key = matrix.retry_after_then_success(
+            proxy, "enqueue", lambda: pager.trigger("INC-9", "leak", "aisoar/test", "critical", None)
+        )
+        assert key == "INC-9" and sandbox.pagerduty.alerts["INC-9"]["events"] == 1  # the 429 was not counted
+        storm = matrix.storm_exhausts_retries(
+            proxy,
+            "enqueue",
+            lambda: pager.resolve("INC-9"),
+            attempts=3,
+            starts_with="PagerDuty resolve event on INC-9 failed (HTTP 500)",
+        )
+        assert sandbox.pagerduty.alerts["INC-9"]["status"] == "triggered"
+        matrix.times_out(proxy, "enqueue", lambda: pager.acknowledge("INC-9"), attempts=3, delay=1.5)
+        proxy.script()
+        pager.resolve("INC-9")  # the inverse of trigger, and doing it twice is harmless
+        pager.resolve("INC-9")
+        assert sandbox.pagerduty.alerts["INC-9"]["status"] == "resolved"
+    plan = PagerDutyEvents(env["AISOAR_PAGERDUTY_URL"], routing_key, plan=True)
+
+    def state() -> str:
+        return json.dumps([sandbox.pagerduty.alerts, sandbox.pagerduty.events], sort_keys=True)
+
+    planned = matrix.plan_changes_nothing(lambda: plan.trigger("INC-9", "x", "s", "info", None), state, "trigger")
+    matrix.secret_absent(routing_key, caplog.text, str(storm), str(planned), key)
+
+
+def test_the_action_in_plan_mode_pages_nobody(sandbox: Sandbox, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", env=sandbox.start(("pagerduty",)), plan_mode=True)
+    store = Store(settings.store_url)
+    alert = generic_json("generic", (PROJECT_ROOT / "examples/alerts/leaked-openai-key.json").read_bytes())
+    store.accept_alert(alert, "delivery")
+    incident_id, _ = store.correlate(alert, alert.incident_type, Severity.critical, timedelta(hours=1))
+    ctx = ActionContext(
+        incident_id, "leaked-llm-api-key", "page", None, settings, store, EvidenceStore(settings.evidence_dir, store)
+    )
+    planned = REGISTRY["pagerduty.page_oncall"].task.fn(ctx, PageInputs())
+    assert planned.name == "Planned" and "trigger event" in planned.message
+    assert sandbox.pagerduty.events == []

@@ -5,6 +5,12 @@ checks it on connect); every request needs basic auth; writes need
 ``Content-Type: application/json`` and ``X-Atlassian-Token: no-check``; ``POST
 /rest/api/2/issue`` validates project, issue type, summary (required, one line, <= 255),
 labels (no spaces) and priority, and answers 201 ``{"id", "key", "self"}``.
+
+The workflow is Jira's simplified one: To Do -> In Progress -> Done (status categories
+new / indeterminate / done), with transition ids 11 (Start Progress), 21 (Stop Progress),
+31 (Done) and 41 (Reopen). ``GET .../transitions`` offers only the transitions from the
+current status; ``POST .../transitions`` with any other id answers 400 like Jira. Remote
+links with a ``globalId`` already on the issue are updated, not added again.
 """
 
 from __future__ import annotations
@@ -17,10 +23,31 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 ISSUE_TYPES = {"Task": "10002", "Bug": "10004", "Incident": "10010"}
 PRIORITIES = {"Highest": "1", "High": "2", "Medium": "3", "Low": "4", "Lowest": "5"}
+STATUSES = {  # name -> (id, category key, category name)
+    "To Do": ("10000", "new", "To Do"),
+    "In Progress": ("3", "indeterminate", "In Progress"),
+    "Done": ("10001", "done", "Done"),
+}
+CATEGORY_IDS = {"new": 2, "indeterminate": 4, "done": 3}
+WORKFLOW = [  # id, name, from, to
+    ("11", "Start Progress", ("To Do",), "In Progress"),
+    ("21", "Stop Progress", ("In Progress",), "To Do"),
+    ("31", "Done", ("To Do", "In Progress"), "Done"),
+    ("41", "Reopen", ("Done",), "To Do"),
+]
+
+
+def status_of(name: str) -> dict[str, Any]:
+    status_id, category, category_name = STATUSES[name]
+    return {
+        "id": status_id,
+        "name": name,
+        "statusCategory": {"id": CATEGORY_IDS[category], "key": category, "name": category_name},
+    }
 
 
 class JiraState:
@@ -177,11 +204,12 @@ def create_app(state: JiraState) -> FastAPI:
                     "issuetype": {"name": issuetype.get("name", "Task")},
                     "project": {"key": project_key, "id": state.projects[project_key]},
                     "priority": fields.get("priority"),
-                    "status": {"name": "To Do"},
+                    "status": status_of("To Do"),
                     "created": now,
                     "updated": now,
                     "comment": {"comments": [], "total": 0},
                 },
+                "remotelinks": [],
             }
         return JSONResponse(
             status_code=201,
@@ -196,7 +224,101 @@ def create_app(state: JiraState) -> FastAPI:
     @app.get("/rest/api/2/issue/{key}")
     def get_issue(key: str) -> Any:
         issue = find(key)
-        return issue if issue else _errors(404, messages=["Issue Does Not Exist"])
+        if issue is None:
+            return _errors(404, messages=["Issue Does Not Exist"])
+        return {k: v for k, v in issue.items() if k != "remotelinks"}
+
+    @app.get("/rest/api/2/issue/{key}/comment")
+    def list_comments(key: str, startAt: int = 0, maxResults: int = 50) -> Any:
+        issue = find(key)
+        if issue is None:
+            return _errors(404, messages=["Issue Does Not Exist"])
+        with state.lock:
+            comments = list(issue["fields"]["comment"]["comments"])
+        page = comments[startAt : startAt + maxResults]
+        return {"startAt": startAt, "maxResults": maxResults, "total": len(comments), "comments": page}
+
+    def offered(issue: dict[str, Any]) -> list[dict[str, Any]]:
+        current = issue["fields"]["status"]["name"]
+        return [
+            {"id": tid, "name": name, "to": status_of(target), "hasScreen": False, "isGlobal": False}
+            for tid, name, sources, target in WORKFLOW
+            if current in sources
+        ]
+
+    @app.get("/rest/api/2/issue/{key}/transitions")
+    def list_transitions(key: str) -> Any:
+        issue = find(key)
+        if issue is None:
+            return _errors(404, messages=["Issue Does Not Exist"])
+        return {"expand": "transitions", "transitions": offered(issue)}
+
+    @app.post("/rest/api/2/issue/{key}/transitions")
+    async def do_transition(key: str, request: Request) -> Any:
+        issue = find(key)
+        if issue is None:
+            return _errors(404, messages=["Issue Does Not Exist"])
+        try:
+            body = await request.json()
+        except ValueError:
+            return _errors(400, messages=["Unexpected character in request body"])
+        transition = body.get("transition") if isinstance(body, dict) else None
+        if not isinstance(transition, dict) or transition.get("id") is None:
+            return _errors(400, messages=["Missing 'transition' identifier"])
+        wanted = str(transition["id"])
+        with state.lock:
+            chosen = next((t for t in offered(issue) if t["id"] == wanted), None)
+            if chosen is None:
+                return _errors(400, messages=[f"Transition id '{wanted}' is not valid for this issue."])
+            issue["fields"]["status"] = chosen["to"]
+            issue["fields"]["updated"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+            issue.setdefault("transitions_done", []).append(wanted)
+        return Response(status_code=204)
+
+    @app.get("/rest/api/2/issue/{key}/remotelink")
+    def list_remote_links(key: str) -> Any:
+        issue = find(key)
+        if issue is None:
+            return _errors(404, messages=["Issue Does Not Exist"])
+        with state.lock:
+            return list(issue["remotelinks"])
+
+    @app.post("/rest/api/2/issue/{key}/remotelink")
+    async def add_remote_link(key: str, request: Request) -> Any:
+        issue = find(key)
+        if issue is None:
+            return _errors(404, messages=["Issue Does Not Exist"])
+        try:
+            body = await request.json()
+        except ValueError:
+            return _errors(400, messages=["Unexpected character in request body"])
+        link_object = body.get("object") if isinstance(body, dict) else None
+        errors: dict[str, str] = {}
+        if not isinstance(link_object, dict):
+            return _errors(400, errors={"object": "'object' is required."})
+        for name in ("url", "title"):
+            if not isinstance(link_object.get(name), str) or not link_object[name].strip():
+                errors[name] = f"'{name}' is required."
+        if isinstance(link_object.get("url"), str) and not re.match(r"^[a-z][a-z0-9+.-]*://", link_object["url"]):
+            errors["url"] = "'url' is not a valid URL."
+        if errors:
+            return _errors(400, errors=errors)
+        global_id = body.get("globalId")
+        with state.lock:
+            links = issue["remotelinks"]
+            existing = next((x for x in links if global_id and x.get("globalId") == global_id), None)
+            if existing is not None:
+                existing["object"] = link_object
+                return JSONResponse(status_code=200, content={"id": existing["id"], "self": existing["self"]})
+            link_id = 10000 + sum(len(i["remotelinks"]) for i in state.issues.values())
+            link = {
+                "id": link_id,
+                "self": f"{issue['self']}/remotelink/{link_id}",
+                "globalId": global_id,
+                "object": link_object,
+            }
+            links.append(link)
+        return JSONResponse(status_code=201, content={"id": link_id, "self": link["self"]})
 
     @app.post("/rest/api/2/issue/{key}/comment")
     async def add_comment(key: str, request: Request) -> Any:

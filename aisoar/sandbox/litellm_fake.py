@@ -1,18 +1,33 @@
-"""A stand-in for the LiteLLM proxy's key management API and its chat endpoint.
+"""A stand-in for the LiteLLM proxy's key management API, its request logs and its chat endpoint.
 
 Checked against the proxy's own OpenAPI document (``/key/*`` subset of LiteLLM 1.108.7):
 admin endpoints need the master key (``Authorization: Bearer`` or ``x-litellm-api-key``);
 ``/key/block`` and ``/key/unblock`` take ``{"key"}`` (the key or its sha256);
-``/key/info?key=`` answers ``{"key", "info"}``; invalid bodies get FastAPI's 422 shape.
-A blocked or deleted key is refused by ``/chat/completions`` with 401.
+``/key/info?key=`` answers ``{"key", "info"}``; ``/key/update`` sets exactly the fields sent
+(``rpm_limit``, ``tpm_limit``, ``max_budget``, ``models``, ``aliases`` ...; an explicit null
+clears one) and 404s an unknown key; ``/key/list`` answers a ``KeyListResponseObject`` of
+hashes; invalid bodies get FastAPI's 422 shape.
+
+``GET /spend/logs?api_key=<hash>`` is not in that document: it is modeled on LiteLLM's
+documented SpendLogs rows (request_id, call_type, api_key (the key's hash), spend,
+total_tokens, prompt_tokens, completion_tokens, startTime, endTime, model, user, metadata,
+request_tags, and messages/response when the proxy stores prompts) and answers a list.
+
+``/chat/completions`` behaves like the proxy in front of a model: a blocked, deleted or
+unknown key gets 401; a model outside the key's ``models`` gets 401; a key over its
+``max_budget`` gets 400; more requests in a minute than ``rpm_limit`` get 429 with
+Retry-After; otherwise the key's ``aliases`` route the requested model and the answer names
+the deployment that served it. Every answered request adds a SpendLogs row.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import threading
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,12 +62,40 @@ class GenerateKeyRequest(BaseModel):
     max_budget: float | None = None
 
 
+class UpdateKeyRequest(BaseModel):
+    """The subset of the proxy's ``UpdateKeyRequest`` the sandbox applies; other documented
+    fields are accepted and ignored, like the proxy ignores fields it does not know."""
+
+    key: str | None = None
+    key_alias: str | None = None
+    models: list[str] | None = None
+    aliases: dict[str, Any] | None = None
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    max_budget: float | None = None
+    metadata: dict[str, Any] | None = None
+    blocked: bool | None = None
+
+
+UPDATABLE = ("key_alias", "models", "aliases", "rpm_limit", "tpm_limit", "max_budget", "metadata", "blocked")
+
+
+def _chat_error(status: int, message: str, type_: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        status_code=status,
+        content={"error": {"message": message, "type": type_, "param": None, "code": str(status)}},
+        headers=headers,
+    )
+
+
 class LiteLLMState:
     def __init__(self, master_key: str) -> None:
         self.master_key = master_key
         self.keys: dict[str, dict[str, Any]] = {}
         self.deleted: dict[str, dict[str, Any]] = {}
         self.requests: list[dict[str, Any]] = []
+        self.spend_logs: list[dict[str, Any]] = []
+        self.recent: dict[str, list[float]] = {}  # key hash -> start times of its requests (rpm window)
         self.lock = threading.Lock()
 
     def add_key(self, key: str, alias: str | None = None, spend: float = 0.0, models: list[str] | None = None) -> str:
@@ -64,6 +107,7 @@ class LiteLLMState:
             "spend": spend,
             "max_budget": None,
             "models": models or [],
+            "aliases": {},
             "metadata": {},
             "blocked": None,
             "expires": None,
@@ -77,6 +121,49 @@ class LiteLLMState:
             "last_active": now,
         }
         return token
+
+    def add_spend_log(
+        self,
+        token: str,
+        model: str,
+        messages: Any = None,
+        response: Any = None,
+        spend: float = 0.01,
+        user: str = "",
+        tags: list[str] | None = None,
+        prompt_tokens: int = 12,
+        completion_tokens: int = 30,
+    ) -> dict[str, Any]:
+        """Append a SpendLogs row, as the proxy does after each answered request."""
+        now = datetime.now(UTC).isoformat()
+        row = {
+            "request_id": f"chatcmpl-{uuid.uuid4()}",
+            "call_type": "acompletion",
+            "api_key": token,
+            "spend": spend,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "startTime": now,
+            "endTime": now,
+            "completionStartTime": now,
+            "model": model,
+            "model_group": model,
+            "api_base": "https://sandbox.invalid/v1",
+            "user": user,
+            "team_id": None,
+            "end_user": "",
+            "metadata": {"user_api_key": token, "user_api_key_alias": self.keys.get(token, {}).get("key_alias")},
+            "cache_hit": "False",
+            "cache_key": "Cache OFF",
+            "request_tags": tags or [],
+            "requester_ip_address": "127.0.0.1",
+            "messages": messages if messages is not None else {},
+            "response": response if response is not None else {},
+            "status": "success",
+        }
+        self.spend_logs.append(row)
+        return row
 
 
 def create_app(state: LiteLLMState) -> FastAPI:
@@ -122,13 +209,28 @@ def create_app(state: LiteLLMState) -> FastAPI:
         token = hash_token(key)
         with state.lock:
             if token in state.keys:
-                row = dict(state.keys[token])
+                row = json.loads(json.dumps(state.keys[token]))
                 row["status"] = "revoked" if row.get("blocked") else "active"
             elif token in state.deleted:
                 row = dict(state.deleted[token], status="deleted")
             else:
                 raise HTTPException(404, {"error": f"Key not found: {key[:8]}..."})
         return {"key": key, "info": row}
+
+    @app.get("/key/list", dependencies=[Depends(admin)])
+    def key_list(request: Request, page: int = 1, size: int = 10) -> dict[str, Any]:
+        if page < 1 or not 1 <= size <= 100:
+            raise HTTPException(400, {"error": "page must be >= 1 and size between 1 and 100"})
+        record(request, {"page": page, "size": size})
+        with state.lock:
+            tokens = sorted(state.keys)
+        total_pages = max(1, -(-len(tokens) // size))
+        return {
+            "keys": tokens[(page - 1) * size : page * size],
+            "total_count": len(tokens),
+            "current_page": page,
+            "total_pages": total_pages,
+        }
 
     @app.post("/key/block", dependencies=[Depends(admin)])
     def block(
@@ -145,6 +247,30 @@ def create_app(state: LiteLLMState) -> FastAPI:
     ) -> dict[str, Any]:
         record(request, body.model_dump())
         return set_blocked(body.key, False)
+
+    @app.post("/key/update", dependencies=[Depends(admin)])
+    def update(request: Request, body: UpdateKeyRequest) -> dict[str, Any]:
+        sent = body.model_dump(exclude_unset=True)
+        record(request, sent)
+        if not body.key:
+            raise HTTPException(400, {"error": "key is required"})
+        for field in ("rpm_limit", "tpm_limit", "max_budget"):
+            value = sent.get(field)
+            if value is not None and value < 0:
+                raise HTTPException(400, {"error": f"{field} must be >= 0"})
+        token = hash_token(body.key)
+        with state.lock:
+            row = state.keys.get(token)
+            if row is None:
+                raise HTTPException(404, {"error": f"Key not found: {body.key[:8]}..."})
+            for field in UPDATABLE:
+                if field in sent:
+                    value = sent[field]
+                    if field in ("models", "aliases", "metadata") and value is None:
+                        value = [] if field == "models" else {}
+                    row[field] = value
+            row["updated_at"] = datetime.now(UTC).isoformat()
+            return {"key": token, **json.loads(json.dumps(row))}
 
     @app.post("/key/delete", dependencies=[Depends(admin)])
     def delete(
@@ -173,25 +299,91 @@ def create_app(state: LiteLLMState) -> FastAPI:
             token = state.add_key(key, alias=body.key_alias, models=body.models)
         return {"key": key, "token": token, "key_alias": body.key_alias, "models": body.models}
 
+    @app.get("/spend/logs", dependencies=[Depends(admin)])
+    def spend_logs(request: Request, api_key: str | None = None, request_id: str | None = None) -> list[dict[str, Any]]:
+        record(request, {"api_key": api_key, "request_id": request_id})
+        with state.lock:
+            rows = list(state.spend_logs)
+        if api_key:
+            token = hash_token(api_key)
+            rows = [row for row in rows if row["api_key"] == token]
+        if request_id:
+            rows = [row for row in rows if row["request_id"] == request_id]
+        return rows
+
     @app.post("/chat/completions")
     @app.post("/v1/chat/completions")
-    def chat(authorization: str | None = Header(None)) -> JSONResponse:
+    async def chat(request: Request, authorization: str | None = Header(None)) -> JSONResponse:
         key = (authorization or "").removeprefix("Bearer ").strip()
         token = hash_token(key) if key else ""
         with state.lock:
             row = state.keys.get(token)
             if row is None or row.get("blocked"):
-                return JSONResponse(
-                    status_code=401,
-                    content={
-                        "error": {
-                            "message": "Authentication Error - key is blocked or invalid",
-                            "type": "auth_error",
-                            "code": "401",
-                        }
-                    },
+                return _chat_error(401, "Authentication Error - key is blocked or invalid", "auth_error")
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            return _chat_error(400, "Invalid JSON body", "invalid_request_error")
+        requested = body.get("model") if isinstance(body, dict) else None
+        if not isinstance(requested, str) or not requested:
+            return _chat_error(400, "Invalid model name passed in model=None", "invalid_request_error")
+        now = time.time()
+        with state.lock:
+            row = state.keys.get(token)
+            if row is None or row.get("blocked"):
+                return _chat_error(401, "Authentication Error - key is blocked or invalid", "auth_error")
+            allowed = row.get("models") or []
+            if allowed and requested not in allowed and "all-proxy-models" not in allowed:
+                return _chat_error(
+                    401,
+                    f"key not allowed to access model. This key can only access models={allowed}. "
+                    f"Tried to access {requested}",
+                    "key_model_access_denied",
                 )
+            budget = row.get("max_budget")
+            if budget is not None and float(row["spend"]) >= float(budget):
+                return _chat_error(
+                    400,
+                    f"Budget has been exceeded! Current cost: {row['spend']}, Max budget: {budget}",
+                    "budget_exceeded",
+                )
+            window = [t for t in state.recent.get(token, []) if now - t < 60]
+            limit = row.get("rpm_limit")
+            if limit is not None and len(window) >= int(limit):
+                retry = max(1, int(60 - (now - window[0]))) if window else 60
+                state.recent[token] = window
+                return _chat_error(
+                    429,
+                    "LiteLLM Rate Limit Handler for rate limit type = key. Crossed TPM / RPM / Max Parallel "
+                    f"Request Limit. current rpm: {len(window)}, rpm limit: {limit}",
+                    "None",
+                    headers={"retry-after": str(retry)},
+                )
+            window.append(now)
+            state.recent[token] = window
+            routed = str((row.get("aliases") or {}).get(requested, requested))
             row["spend"] = round(float(row["spend"]) + 0.01, 6)
-        return JSONResponse({"id": "chatcmpl-sandbox", "object": "chat.completion", "choices": []})
+            row["last_active"] = datetime.now(UTC).isoformat()
+            answer = {"role": "assistant", "content": "sandbox answer"}
+            metadata = body.get("metadata")
+            tags = metadata.get("tags") if isinstance(metadata, dict) else None
+            logged = state.add_spend_log(
+                token,
+                routed,
+                messages=body.get("messages"),
+                response={"choices": [{"message": answer}]},
+                user=str(body.get("user") or ""),
+                tags=[str(t) for t in tags] if isinstance(tags, list) else [],
+            )
+        return JSONResponse(
+            {
+                "id": logged["request_id"],
+                "object": "chat.completion",
+                "created": int(now),
+                "model": routed,
+                "choices": [{"index": 0, "message": answer, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 12, "completion_tokens": 30, "total_tokens": 42},
+            }
+        )
 
     return app

@@ -1,0 +1,418 @@
+"""Slack and Jira: one Slack thread per incident, the Jira case (timeline, evidence, close),
+hostile text kept inert, and the connector matrix (retries, storms, timeouts, plan mode,
+secrets) through a fault proxy in front of the faithful fakes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aisoar.config import PROJECT_ROOT, Settings
+from aisoar.evidence import EvidenceStore
+from aisoar.ingress.adapters import generic_json
+from aisoar.models import IncidentStatus, Severity
+from aisoar.prefect_server import PrefectServer
+from aisoar.sandbox.stack import JIRA_PROJECT, SLACK_CHANNEL, Sandbox
+from aisoar.store import Store
+from connectors.errors import ConnectorError
+from connectors.jira import JiraTickets
+from connectors.slack import SlackNotifier
+from tasks import REGISTRY
+from tasks.base import ActionContext, Outcome, StepOutcome
+from tasks.incident import CloseInputs
+from tasks.notify import NotifyInputs, UpdateInputs
+from tasks.tickets import CloseIssueInputs, IssueInputs, TicketInputs, incident_label
+from tests import matrix
+from tests.conftest import make_settings
+from tests.faults import Fault, fault_proxy
+
+FAST = {"backoff": 0.01, "timeout": 0.5, "attempts": 3}
+HOSTILE = "<!channel> *bold* `code` <https://evil.example|click> [x|http://evil] {noformat} ~strike~"
+FLOW_RUN = "0b1e5b0c-9a3f-4a8e-9c57-1a2b3c4d5e6f"
+
+
+@dataclass
+class Case:
+    ctx: ActionContext
+    store: Store
+    sandbox: Sandbox
+    env: dict[str, str]
+
+    def at(self, step_id: str) -> ActionContext:
+        c = self.ctx
+        return ActionContext(c.incident_id, c.playbook, step_id, c.flow_run_id, c.settings, c.store, c.evidence)
+
+
+def open_case(sandbox: Sandbox, data: Path, which: tuple[str, ...], title: str | None = None, **extra: Any) -> Case:
+    env = sandbox.start(which)
+    settings = make_settings(data, env=env, http_timeout_seconds=2.0, **extra)
+    return case_for(settings, sandbox, env, title)
+
+
+def case_for(settings: Settings, sandbox: Sandbox, env: dict[str, str], title: str | None = None) -> Case:
+    store = Store(settings.store_url)
+    payload = json.loads((PROJECT_ROOT / "examples/alerts/leaked-openai-key.json").read_text())
+    if title is not None:
+        payload["title"] = title
+    alert = generic_json("generic", json.dumps(payload).encode())
+    store.accept_alert(alert, "delivery")
+    incident_id, _ = store.correlate(alert, alert.incident_type, Severity.critical, timedelta(hours=1))
+    store.add_timeline(incident_id, "incident", "incident opened (critical)")
+    evidence = EvidenceStore(settings.evidence_dir, store)
+    ctx = ActionContext(incident_id, "leaked-llm-api-key", "notify-oncall", FLOW_RUN, settings, store, evidence)
+    return Case(ctx, store, sandbox, env)
+
+
+def run(name: str, ctx: ActionContext, inputs: Any) -> StepOutcome:
+    result = REGISTRY[name].task.fn(ctx, inputs)
+    assert isinstance(result, StepOutcome), result
+    return result
+
+
+def probe(name: str, ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> Any:
+    check = REGISTRY[name].probe
+    assert check is not None
+    return check(ctx, inputs, outcome)
+
+
+# -- Slack ----------------------------------------------------------------------------------
+def test_one_parent_per_incident_then_threaded_replies(sandbox: Sandbox, tmp_path: Path) -> None:
+    case = open_case(sandbox, tmp_path / "data", ("slack",))
+    first = run("slack.notify_oncall", case.ctx, NotifyInputs(message="key blocked"))
+    assert first.status is Outcome.ok and first.output["new_thread"] is True
+    assert probe("slack.notify_oncall", case.ctx, NotifyInputs(), first).ok
+
+    parent = sandbox.slack.messages[0]
+    assert parent["attachments"][0]["color"] == "#B01E1E"  # critical
+    blocks = json.dumps(parent["blocks"])
+    assert f"/runs/flow-run/{FLOW_RUN}" in blocks and "/artifacts/key/incident-report-" in blocks
+    assert case.ctx.incident_id in parent["text"]
+
+    case.store.set_incident_status(case.ctx.incident_id, IncidentStatus.contained)
+    again = run("slack.notify_oncall", case.at("notify-again"), NotifyInputs(message="second notice"))
+    update = run("slack.post_update", case.at("update"), UpdateInputs(message="approval pending"))
+    assert len(sandbox.slack.messages) == 1, "notifying twice posted a second parent"
+    assert [r["thread_ts"] for r in sandbox.slack.replies] == [parent["ts"], parent["ts"]]
+    assert again.output["thread_ts"] == update.output["thread_ts"] == parent["ts"]
+    assert len(sandbox.slack.updates) == 2
+    assert "*Status:*\ncontained" in json.dumps(sandbox.slack.messages[0]["blocks"]).replace("\\n", "\n")
+    assert "second notice" in sandbox.slack.replies[0]["text"]
+    assert probe("slack.post_update", case.ctx, UpdateInputs(message="x"), update).ok
+    gone = StepOutcome(status=Outcome.ok, summary="", output={**update.output, "ts": "1.000001"})
+    assert not probe("slack.post_update", case.ctx, UpdateInputs(message="x"), gone).ok
+
+
+def test_hostile_alert_text_stays_inert_in_slack(sandbox: Sandbox, tmp_path: Path) -> None:
+    case = open_case(sandbox, tmp_path / "data", ("slack",), title=HOSTILE)
+    run("slack.notify_oncall", case.ctx, NotifyInputs(message=HOSTILE))
+    run("slack.post_update", case.ctx, UpdateInputs(message=HOSTILE))
+    for message in [*sandbox.slack.messages, *sandbox.slack.replies]:
+        shown = json.dumps(message, ensure_ascii=False)
+        assert "<!channel>" not in shown and "<https://evil" not in shown and "&lt;!channel&gt;" in shown
+        assert "*bold*" not in shown and "`code`" not in shown and "~strike~" not in shown
+        assert "\u200b*\u200bbold\u200b*\u200b" in shown
+
+
+def test_slack_plan_mode_posts_nothing(sandbox: Sandbox, tmp_path: Path) -> None:
+    case = open_case(sandbox, tmp_path / "data", ("slack",), plan_mode=True)
+    planned = REGISTRY["slack.notify_oncall"].task.fn(case.ctx, NotifyInputs(message="m"))
+    assert planned.name == "Planned" and "chat.postMessage" in planned.message
+    assert sandbox.slack.messages == [] and sandbox.slack.replies == []
+    slack = SlackNotifier(sandbox.slack.token, SLACK_CHANNEL, case.env["AISOAR_SLACK_BASE_URL"], plan=True)
+    assert "sandbox" in slack.check()  # reads still run in plan mode
+
+    live = SlackNotifier(sandbox.slack.token, SLACK_CHANNEL, case.env["AISOAR_SLACK_BASE_URL"])
+    posted = live.post("parent", [{"type": "section", "text": {"type": "mrkdwn", "text": "p"}}])
+
+    def state() -> Any:
+        return json.dumps([sandbox.slack.messages, sandbox.slack.replies])
+
+    matrix.plan_changes_nothing(lambda: slack.post("r", [], thread_ts=posted["ts"]), state, "chat.postMessage")
+    matrix.plan_changes_nothing(lambda: slack.update(posted["channel"], posted["ts"], "u", []), state, "chat.update")
+
+
+def test_slack_without_configuration_is_skipped(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data")
+    store = Store(settings.store_url)
+    ctx = ActionContext("INC-x", "p", "s", None, settings, store, EvidenceStore(settings.evidence_dir, store))
+    for name, inputs in (("slack.notify_oncall", NotifyInputs()), ("slack.post_update", UpdateInputs(message="m"))):
+        skipped = REGISTRY[name].task.fn(ctx, inputs)
+        assert skipped.name == "Skipped" and "AISOAR_SLACK_TOKEN" in skipped.message
+
+
+def test_slack_matrix_through_a_fault_proxy(sandbox: Sandbox, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    env = sandbox.start(("slack",))
+    token = sandbox.slack.token
+    with fault_proxy(env["AISOAR_SLACK_BASE_URL"].removesuffix("/api/")) as (proxy, url):
+        slack = SlackNotifier(token, SLACK_CHANNEL, f"{url}/api/", **FAST)
+        assert "sandbox" in slack.check()
+        blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "hello"}}]
+        posted = matrix.retry_after_then_success(proxy, "chat.postMessage", lambda: slack.post("hi", blocks))
+        assert len(sandbox.slack.messages) == 1 and posted["ts"] == sandbox.slack.messages[0]["ts"]
+        error = matrix.storm_exhausts_retries(
+            proxy,
+            "chat.update",
+            lambda: slack.update(posted["channel"], posted["ts"], "u", blocks),
+            attempts=3,
+            starts_with=f"Slack chat.update on channel {posted['channel']} failed (HTTP 500)",
+        )
+        storm = matrix.storm_exhausts_retries(
+            proxy,
+            "chat.postMessage",
+            lambda: slack.post("r", blocks, thread_ts=posted["ts"]),
+            attempts=3,
+            starts_with=f"Slack chat.postMessage on channel {SLACK_CHANNEL} failed (HTTP 500)",
+        )
+        # a timeout is not retried: Slack may have posted, a second post would be a duplicate
+        matrix.times_out(proxy, "chat.postMessage", lambda: slack.post("t", blocks), attempts=1, delay=1.5)
+        assert len(proxy.matching()) == 1
+        bad = SlackNotifier("xoxb-wrong-token-123", SLACK_CHANNEL, f"{url}/api/", **FAST)
+        with pytest.raises(ConnectorError) as refused:
+            bad.check()
+        assert str(refused.value) == "Slack auth.test on workspace failed (HTTP 200): invalid_auth"
+        sent = [s.headers.get("authorization", "") for s in proxy.seen]
+    assert any(token in h for h in sent)  # the token did go to Slack, and nowhere else:
+    matrix.secret_absent(token, caplog.text, str(error), str(storm), str(refused.value), json.dumps(posted))
+
+
+def test_slack_fake_threads_and_updates_like_slack(sandbox: Sandbox) -> None:
+    env = sandbox.start(("slack",))
+    slack = SlackNotifier(sandbox.slack.token, SLACK_CHANNEL, env["AISOAR_SLACK_BASE_URL"], **FAST)
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "x"}}]
+    with pytest.raises(ConnectorError, match="thread_not_found"):
+        slack.post("r", blocks, thread_ts="1234.000001")
+    posted = slack.post("p", blocks)
+    with pytest.raises(ConnectorError, match="channel_not_found"):  # chat.update wants the channel id
+        slack.update(SLACK_CHANNEL, posted["ts"], "u", blocks)
+    with pytest.raises(ConnectorError, match="message_not_found"):
+        slack.update(posted["channel"], "1234.000001", "u", blocks)
+    with pytest.raises(ConnectorError, match="invalid_attachments"):
+        slack.post("c", blocks, attachments=[{"color": "red; background: url(x)"}])
+    reply = slack.post("r", blocks, thread_ts=posted["ts"])
+    assert [m["ts"] for m in slack.thread(posted["channel"], posted["ts"])] == [posted["ts"], reply["ts"]]
+    assert slack.thread(posted["channel"], "1234.000001") == []
+    with pytest.raises(ValueError):
+        slack.post("r", blocks, thread_ts="<!channel>")
+
+
+# -- Jira -----------------------------------------------------------------------------------
+def test_jira_case_open_comment_link_close(sandbox: Sandbox, tmp_path: Path) -> None:
+    case = open_case(sandbox, tmp_path / "data", ("jira",))
+    ctx = case.at("open-ticket")
+    opened = run("jira.open_issue", ctx, TicketInputs())
+    key = opened.output["issue_key"]
+    assert key == f"{JIRA_PROJECT}-1" and probe("jira.open_issue", ctx, TicketInputs(), opened).ok
+    assert run("jira.open_issue", ctx, TicketInputs()).output["issue_key"] == key
+    assert len(sandbox.jira.issues) == 1
+
+    commented = run("jira.comment_timeline", ctx, IssueInputs())
+    assert commented.output["posted"] == 1 and probe("jira.comment_timeline", ctx, IssueInputs(), commented).ok
+    assert run("jira.comment_timeline", ctx, IssueInputs()).output["posted"] == 0  # twice: no duplicate
+    case.store.add_timeline(case.ctx.incident_id, "step", "key blocked at the gateway", step_id="block")
+    more = run("jira.comment_timeline", ctx, IssueInputs())
+    comments = sandbox.jira.issues[key]["fields"]["comment"]["comments"]
+    assert more.output["posted"] == 1 and len(comments) == 2
+    assert "key blocked at the gateway" in comments[1]["body"] and "incident opened" not in comments[1]["body"]
+
+    shas = [case.ctx.keep({"n": n}, f"record {n}", asset="litellm:key:" + "a" * 64) for n in range(2)]
+    linked = run("jira.link_evidence", ctx, IssueInputs())
+    assert linked.output["linked"] == 2 and probe("jira.link_evidence", ctx, IssueInputs(), linked).ok
+    assert run("jira.link_evidence", ctx, IssueInputs()).output["linked"] == 0
+    links = sandbox.jira.issues[key]["remotelinks"]
+    assert len(links) == 3 and {f"aisoar-evidence:{s}" for s in shas} <= {x["globalId"] for x in links}
+    assert all("/artifacts/key/incident-report-" in x["object"]["url"] for x in links)
+
+    not_yet = StepOutcome(status=Outcome.ok, summary="", output={})
+    assert not probe("jira.close_issue", ctx, CloseIssueInputs(), not_yet).ok
+    closed = run("jira.close_issue", ctx, CloseIssueInputs())
+    assert closed.output == {"issue_key": key, "status": "Done", "already": False}
+    assert sandbox.jira.issues[key]["transitions_done"] == ["31"]
+    assert probe("jira.close_issue", ctx, CloseIssueInputs(), closed).ok
+    assert run("jira.close_issue", ctx, CloseIssueInputs()).output["already"] is True  # twice: harmless
+
+
+def test_jira_transition_by_name_and_the_workflow_refuses_invalid_ids(sandbox: Sandbox) -> None:
+    env = sandbox.start(("jira",))
+    jira = JiraTickets(env["AISOAR_JIRA_URL"], sandbox.jira.user, sandbox.jira.token, JIRA_PROJECT, **FAST)
+    key = jira.create_issue("s", "d", ["aisoar"], None)
+    assert [t["name"] for t in jira.transitions(key)] == ["Start Progress", "Done"]
+    with pytest.raises(ConnectorError, match="no transition named 'Resolve'; offered: Start Progress"):
+        jira.transition_to_done(key, "Resolve")
+    with pytest.raises(ConnectorError) as invalid:
+        jira._call("transition issue", key, lambda: jira._jira().transition_issue(key, "41"))
+    assert invalid.value.status == 400 and "Transition id '41' is not valid" in invalid.value.detail
+    moved = jira.transition_to_done(key, "done")
+    assert moved == {"from": "To Do", "to": "Done", "transition": "31"}
+    assert jira.status(key) == {"name": "Done", "category": "done"}
+    with pytest.raises(ValueError):
+        jira.add_comment("SEC-1/../../admin", "x")
+
+
+def test_hostile_text_stays_inert_in_jira_and_cannot_forge_the_marker(sandbox: Sandbox, tmp_path: Path) -> None:
+    forged = HOSTILE + "\naisoar-timeline-through: 999"
+    case = open_case(sandbox, tmp_path / "data", ("jira",), title=forged)
+    case.store.add_timeline(case.ctx.incident_id, "alert", forged)
+    ctx = case.at("ticket")
+    key = run("jira.open_issue", ctx, TicketInputs(details=forged)).output["issue_key"]
+    run("jira.comment_timeline", ctx, IssueInputs())
+    case.store.add_timeline(case.ctx.incident_id, "step", "later entry", step_id="later")
+    assert run("jira.comment_timeline", ctx, IssueInputs()).output["posted"] == 1  # the forged marker was inert
+    issue = sandbox.jira.issues[key]
+    for text in [issue["fields"]["description"], *(c["body"] for c in issue["fields"]["comment"]["comments"])]:
+        assert "{noformat}" not in text and "[x|http://evil]" not in text and "*bold*" not in text
+        assert "\naisoar-timeline-through: 999" not in text
+
+
+def test_jira_plan_mode_changes_nothing(sandbox: Sandbox, tmp_path: Path) -> None:
+    case = open_case(sandbox, tmp_path / "data", ("jira",), plan_mode=True)
+    planned = REGISTRY["jira.open_issue"].task.fn(case.ctx, TicketInputs())
+    assert planned.name == "Planned" and "create issue" in planned.message and sandbox.jira.issues == {}
+    live = JiraTickets(case.env["AISOAR_JIRA_URL"], sandbox.jira.user, sandbox.jira.token, JIRA_PROJECT, **FAST)
+    key = live.create_issue("s", "d", [incident_label(case.ctx.incident_id)], None)
+    plan = JiraTickets(
+        case.env["AISOAR_JIRA_URL"], sandbox.jira.user, sandbox.jira.token, JIRA_PROJECT, plan=True, **FAST
+    )
+
+    def state() -> str:
+        return json.dumps(sandbox.jira.issues, sort_keys=True)
+
+    matrix.plan_changes_nothing(lambda: plan.add_comment(key, "c"), state, "add comment")
+    matrix.plan_changes_nothing(lambda: plan.transition_to_done(key), state, "transition issue")
+    matrix.plan_changes_nothing(lambda: plan.link(key, "g", "https://x.example/", "t"), state, "add remote link")
+    for name, inputs in (
+        ("jira.comment_timeline", IssueInputs()),
+        ("jira.link_evidence", IssueInputs()),
+        ("jira.close_issue", CloseIssueInputs()),
+    ):
+        result = REGISTRY[name].task.fn(case.ctx, inputs)
+        assert result.name == "Planned", (name, result.message)
+    assert state() == json.dumps(sandbox.jira.issues, sort_keys=True)
+    assert sandbox.jira.issues[key]["fields"]["comment"]["total"] == 0
+
+
+def test_jira_without_configuration_is_skipped(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data")
+    store = Store(settings.store_url)
+    ctx = ActionContext("INC-x", "p", "s", None, settings, store, EvidenceStore(settings.evidence_dir, store))
+    for name, inputs in (
+        ("jira.open_issue", TicketInputs()),
+        ("jira.comment_timeline", IssueInputs()),
+        ("jira.link_evidence", IssueInputs()),
+        ("jira.close_issue", CloseIssueInputs()),
+    ):
+        skipped = REGISTRY[name].task.fn(ctx, inputs)
+        assert (
+            skipped.name == "Skipped"
+            and "AISOAR_JIRA_URL" in skipped.message
+            and "AISOAR_JIRA_TOKEN" in skipped.message
+        )
+
+
+def test_jira_matrix_through_a_fault_proxy(sandbox: Sandbox, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    env = sandbox.start(("jira",))
+    user, token = sandbox.jira.user, sandbox.jira.token
+    basic = base64.b64encode(f"{user}:{token}".encode()).decode()
+    with fault_proxy(env["AISOAR_JIRA_URL"]) as (proxy, url):
+        jira = JiraTickets(url, user, token, JIRA_PROJECT, **FAST)
+        assert jira.check() == f"Jira project {JIRA_PROJECT} reachable as {user}"
+        key = matrix.retry_after_then_success(
+            proxy, r"POST /rest/api/2/issue$", lambda: jira.create_issue("s", "d", ["aisoar"], "High")
+        )
+        assert list(sandbox.jira.issues) == [key]  # the 429 created nothing; the retry created one
+        matrix.retry_after_then_success(proxy, "comment", lambda: jira.add_comment(key, "first"))
+        storm = matrix.storm_exhausts_retries(
+            proxy,
+            "comment",
+            lambda: jira.add_comment(key, "second"),
+            attempts=3,
+            starts_with=f"Jira add comment on {key} failed (HTTP 500)",
+        )
+        # the library's own 503 retries are off: 503 is retried by our bounded policy only
+        proxy.script(*[Fault(status=503) for _ in range(8)], match="transitions")
+        with pytest.raises(ConnectorError, match=r"^Jira read transitions on .* failed \(HTTP 503\)"):
+            jira.transitions(key)
+        assert len(proxy.matching()) == 3
+        matrix.times_out(proxy, "remotelink", lambda: jira.remote_links(key), attempts=3, delay=1.5)
+        with pytest.raises(ConnectorError) as refused:
+            JiraTickets(url, user, "wrong-token", JIRA_PROJECT, **FAST).check()
+        assert str(refused.value).startswith(f"Jira connect on {url} failed (HTTP 401)")
+        assert len(sandbox.jira.issues[key]["fields"]["comment"]["comments"]) == 1
+    texts = [caplog.text, str(storm), str(storm.detail), str(refused.value), key]
+    matrix.secret_absent(token, *texts)
+    matrix.secret_absent(basic, *texts)
+
+
+# -- closing the incident ---------------------------------------------------------------------
+def test_close_moves_the_issue_to_done_and_posts_a_final_update(
+    prefect_server: PrefectServer, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    case = open_case(sandbox, tmp_path / "data", ("slack", "jira"))
+    run("slack.notify_oncall", case.ctx, NotifyInputs(message="blocked"))
+    key = run("jira.open_issue", case.at("open-ticket"), TicketInputs()).output["issue_key"]
+    closed = run("incident.close", case.at("close"), CloseInputs(resolution="key deleted"))
+    assert case.store.get_incident(case.ctx.incident_id).status is IncidentStatus.closed
+    assert sandbox.jira.issues[key]["fields"]["status"]["name"] == "Done"
+    assert sandbox.jira.issues[key]["remotelinks"], "the report was not linked"
+    assert "closed: key deleted" in sandbox.jira.issues[key]["fields"]["comment"]["comments"][-1]["body"]
+    assert "Incident closed: key deleted" in sandbox.slack.replies[-1]["text"]
+    assert "*Status:*\\nclosed" in json.dumps(sandbox.slack.messages[0]["blocks"])
+    assert f"Jira {key}" in json.dumps(sandbox.slack.messages[0]["blocks"])
+    assert "moved To Do -> Done" in closed.summary and len(sandbox.slack.messages) == 1
+
+
+def test_a_jira_failure_does_not_lose_the_close(
+    prefect_server: PrefectServer, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    case = open_case(sandbox, tmp_path / "data", ("slack", "jira"))
+    run("slack.notify_oncall", case.ctx, NotifyInputs())
+    run("jira.open_issue", case.at("open-ticket"), TicketInputs())
+    sandbox.jira.token = "rotated-elsewhere"
+    from tasks import connect
+
+    connect._jira.cache_clear()
+    closed = run("incident.close", case.at("close"), CloseInputs())
+    incident = case.store.get_incident(case.ctx.incident_id)
+    assert incident.status is IncidentStatus.closed and closed.status is Outcome.ok
+    assert "Jira failed: Jira connect" in closed.summary and "HTTP 401" in closed.summary
+    assert any(e.kind == "error" and e.message.startswith("Jira failed after the close") for e in incident.timeline)
+    assert "Incident closed" in sandbox.slack.replies[-1]["text"]  # Slack was still told
+    assert sandbox.jira.token not in closed.summary
+
+
+def test_a_deleted_parent_starts_a_new_thread(sandbox: Sandbox, tmp_path: Path) -> None:
+    case = open_case(sandbox, tmp_path / "data", ("slack",))
+    first = run("slack.notify_oncall", case.ctx, NotifyInputs())
+    sandbox.slack.messages.clear()  # someone deleted the parent in Slack
+    second = run("slack.post_update", case.at("update"), UpdateInputs(message="still contained"))
+    assert second.output["new_thread"] is True and second.output["ts"] != first.output["ts"]
+    assert len(sandbox.slack.messages) == 1 and "still contained" in json.dumps(sandbox.slack.messages[0])
+    third = run("slack.post_update", case.at("later"), UpdateInputs(message="later"))
+    assert third.output["thread_ts"] == second.output["ts"] and sandbox.slack.replies[-1]["text"] == "later"
+
+
+def test_two_playbooks_notifying_at_once_share_one_parent(sandbox: Sandbox, tmp_path: Path) -> None:
+    case = open_case(sandbox, tmp_path / "data", ("slack",))
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda n: run("slack.notify_oncall", case.at(f"n{n}"), NotifyInputs()), range(4)))
+    assert len(sandbox.slack.messages) == 1 and len(sandbox.slack.replies) == 3
+    assert {r.output["thread_ts"] for r in results} == {sandbox.slack.messages[0]["ts"]}
+
+
+def test_two_playbooks_opening_at_once_share_one_issue(sandbox: Sandbox, tmp_path: Path) -> None:
+    case = open_case(sandbox, tmp_path / "data", ("jira",))
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda n: run("jira.open_issue", case.at(f"t{n}"), TicketInputs()), range(3)))
+    assert len(sandbox.jira.issues) == 1 and {r.output["issue_key"] for r in results} == set(sandbox.jira.issues)
+    wrong = StepOutcome(status=Outcome.ok, summary="", output={"issue_key": "SEC-1"})
+    sandbox.jira.issues["SEC-1"]["fields"]["labels"] = ["aisoar"]  # someone removed the incident's label
+    assert not probe("jira.open_issue", case.ctx, TicketInputs(), wrong).ok
