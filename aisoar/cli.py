@@ -43,7 +43,7 @@ def _write_env_file(path: Path, values: dict[str, str]) -> None:
 def _unconfigured(settings: Settings) -> tuple[str, ...]:
     """The connectors with a sandbox stand-in that have no settings of their own."""
     from aisoar.sandbox.stack import CONNECTORS as STAND_INS
-    from tasks.catalog import statuses
+    from tasks.inventory import statuses
 
     configured = {status.name for status in statuses(settings) if status.configured}
     return tuple(name for name in STAND_INS if name not in configured)
@@ -204,7 +204,7 @@ def cmd_actions(args: argparse.Namespace) -> int:
 
 def cmd_connectors(args: argparse.Namespace) -> int:
     """List every connector, whether it is configured, and (--check) whether it answers."""
-    from tasks.catalog import statuses
+    from tasks.inventory import statuses
 
     settings = get_settings()
     failed = 0

@@ -124,6 +124,7 @@ class ChromaStore:
     ) -> None:
         headers = {"x-chroma-token": token} if token else {}
         self._api = HttpApi(SYSTEM, base_url, headers, timeout=timeout, **retry)
+        self._has_token = bool(token)
         self._tenant = _check(_TENANT_OR_DATABASE, tenant, "tenant")
         self._database = _check(_TENANT_OR_DATABASE, database, "database")
         self.page_size = page_size
@@ -148,7 +149,8 @@ class ChromaStore:
         response = self._api.request(
             "GET", f"{self._base}/collections_count", "count collections", f"database {self._database}"
         )
-        return f"Chroma reachable, token accepted ({response.json()} collection(s) in {self._database})"
+        auth = "token accepted" if self._has_token else "no token configured"
+        return f"Chroma reachable, {auth} ({response.json()} collection(s) in {self._database})"
 
     def get_collection(self, name: str) -> Collection | None:
         """The collection named ``name``, or None when no collection has that name."""

@@ -29,6 +29,20 @@ class PagerDutyEvents:
         answer = response.json()
         return str(answer.get("dedup_key", dedup_key)) if isinstance(answer, dict) else dedup_key
 
+    def check(self) -> str:
+        """The Events API has no read: acknowledge a dedup key no alert has, which PagerDuty
+        accepts (202) for a valid routing key and ignores."""
+        self._api.request(
+            "POST",
+            "/v2/enqueue",
+            "check routing key",
+            "routing key",
+            ok=(202,),
+            json={"routing_key": self._routing_key, "event_action": "acknowledge", "dedup_key": "aisoar-check"},
+            changes=False,
+        )
+        return "PagerDuty Events API accepts the routing key"
+
     def trigger(self, dedup_key: str, summary: str, source: str, severity: PagerSeverity, link: str | None) -> str:
         payload = {"summary": summary[:1024], "source": source[:255], "severity": severity}
         links = [{"href": link, "text": "Playbook run in the Prefect UI"}] if link else []

@@ -9,6 +9,7 @@ import logging
 import struct
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,10 @@ from pydantic import ValidationError
 
 from aisoar.config import PROJECT_ROOT, Settings
 from aisoar.evidence import EvidenceStore
+from aisoar.models import Alert, Severity, VectorIndex
 from aisoar.specs import parse_spec
 from aisoar.store import Store
+from aisoar.taxonomy import IncidentType
 from aisoar.templating import evaluate_condition, render_value
 from connectors.chroma import (
     RESTORED_FROM_KEY,
@@ -425,3 +428,26 @@ def test_the_playbook_skips_the_restore_without_poisoned_ids_and_refuses_hostile
     assert rendered["poisoned_ids"] == "doc-1,../../tenants/x,{{ 7*7 }}"  # inserted as text, never evaluated
     with pytest.raises(ValidationError):
         ChromaRestore.model_validate(rendered)
+
+
+def test_the_playbook_answers_chroma_alerts_only() -> None:
+    spec = parse_spec((PROJECT_ROOT / "playbook_specs" / "rag-poisoning.yaml").read_text(), "rag-poisoning.yaml")
+
+    def alert(store: str) -> Alert:
+        return Alert(
+            id="a1",
+            source="generic",
+            source_id="s1",
+            received_at=datetime.now(UTC),
+            title="poisoned documents in the support KB",
+            severity=Severity.high,
+            incident_type=IncidentType.data_poisoning,
+            entities=[VectorIndex(name="kb-support", store=store)],
+            labels={"poisoned_ids": ",".join(POISONED)},
+            raw={},
+            raw_sha256="0" * 64,
+            fingerprint="f",
+        )
+
+    assert spec.matches(alert("chroma"))
+    assert not spec.matches(alert("qdrant"))

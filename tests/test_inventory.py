@@ -9,10 +9,10 @@ from pathlib import Path
 from aisoar.sandbox.serving import free_port
 from aisoar.sandbox.stack import Sandbox
 from tasks import REGISTRY
-from tasks.catalog import CONNECTORS, statuses
+from tasks.inventory import CONNECTORS, statuses
 from tests.conftest import make_settings
 
-STAND_INS = ("litellm", "openai", "slack", "jira", "anthropic", "qdrant", "agents")
+STAND_INS = ("litellm", "openai", "slack", "jira", "pagerduty", "anthropic", "qdrant", "agents")
 
 
 def test_every_action_family_has_a_connector_entry() -> None:
