@@ -17,13 +17,20 @@ import httpx
 from aisoar.config import Settings, get_settings, reset_settings, sandbox_env_file
 from aisoar.prefect_server import QUIET_ENV
 
-BANNER = """
-  ┌────────────────────────────────────────────────────────────────────┐
-  │  SANDBOX: {names:<57}│
-  │  run on local stand-ins. Nothing real is blocked, paged or filed.  │
-  │  Configure AISOAR_* settings (see README) to use real systems.     │
-  └────────────────────────────────────────────────────────────────────┘
-"""
+BANNER_TEXT = (
+    "run on local stand-ins. Nothing real is blocked, paged or filed.",
+    "Configure AISOAR_* settings (see README) to use real systems.",
+)
+
+
+def banner(names: tuple[str, ...]) -> str:
+    """The box `aisoar up` prints when it runs stand-ins instead of real systems."""
+    import textwrap
+
+    width = 66
+    lines = textwrap.wrap("SANDBOX: " + ", ".join(names), width) + list(BANNER_TEXT)
+    body = "\n".join(f"  │  {line:<{width}}│" for line in lines)
+    return f"\n  ┌{'─' * (width + 2)}┐\n{body}\n  └{'─' * (width + 2)}┘\n"
 
 
 def _quiet() -> None:
@@ -80,7 +87,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     reset_settings()
     settings = get_settings()
     if sandbox is not None:
-        print(BANNER.format(names=", ".join(missing)), flush=True)
+        print(banner(missing), flush=True)
     try:
         return _serve(settings, announce=f"Prefect UI: {server.url}")
     finally:
