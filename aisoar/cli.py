@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import sys
+import textwrap
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -25,8 +26,6 @@ BANNER_TEXT = (
 
 def banner(names: tuple[str, ...]) -> str:
     """The box `aisoar up` prints when it runs stand-ins instead of real systems."""
-    import textwrap
-
     width = 66
     lines = textwrap.wrap("SANDBOX: " + ", ".join(names), width) + list(BANNER_TEXT)
     body = "\n".join(f"  │  {line:<{width}}│" for line in lines)

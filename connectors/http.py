@@ -94,4 +94,6 @@ def _detail(response: httpx.Response) -> str:
                 if isinstance(body.get("errors"), list) and body["errors"]:  # PagerDuty, Jira
                     text += ": " + "; ".join(str(e) for e in body["errors"])
                 return text[:300]
+        if isinstance(body.get("errors"), list) and body["errors"]:  # Vault / OpenBao
+            return "; ".join(" ".join(str(e).split()) for e in body["errors"])[:300]
     return str(body)[:300]
