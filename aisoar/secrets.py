@@ -17,7 +17,12 @@ SECRET_PATTERNS: tuple[re.Pattern[str], ...] = (
     re.compile(r"sk-ant-(?:api|admin)\d{2}-[A-Za-z0-9_\-]{20,}"),
     re.compile(r"sk-(?:proj|svcacct|admin)-[A-Za-z0-9_\-]{20,}"),
     re.compile(r"sk-[A-Za-z0-9_\-]{20,}"),
-    re.compile(r"(?:AKIA|ASIA)[0-9A-Z]{16}"),
+    # An AWS access key id (AKIA...) is an identifier, not a secret (IAM lists it, containment
+    # needs it); its secret access key is 40 base64 characters, recognisable only by its label.
+    re.compile(
+        r"(?:aws_?secret_?access_?key|secret_?access_?key)[\"'\s:=]{1,4}(?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])",
+        re.IGNORECASE,
+    ),
     re.compile(r"xox[abposr]-[A-Za-z0-9\-]{10,}"),
     re.compile(r"gh[pousr]_[A-Za-z0-9]{36,}"),
     re.compile(r"hf_[A-Za-z0-9]{30,}"),
@@ -32,7 +37,7 @@ def find_secrets(text: str) -> list[str]:
     found: list[str] = []
     for pattern in SECRET_PATTERNS:
         for match in pattern.finditer(text):
-            value = match.group(0)
+            value = match.groupdict().get("secret") or match.group(0)
             if not any(value in seen for seen in found):
                 found.append(value)
     return found

@@ -2,11 +2,13 @@
 
 from tasks import (  # noqa: F401  (registration)
     agents,
+    cloud_keys,
     credentials,
     evidence,
     gateway,
     incident,
     keys,
+    model_registry,
     notify,
     paging,
     tickets,

@@ -12,11 +12,13 @@ from functools import lru_cache
 from aisoar.config import Settings
 from connectors.agent_control import AgentControlPlane
 from connectors.anthropic_admin import AnthropicAdmin
+from connectors.aws_iam import AwsIam
 from connectors.chroma import ChromaStore
 from connectors.errors import NotConfigured
 from connectors.jira import JiraTickets
 from connectors.lancedb_store import LanceDBStore
 from connectors.litellm import LiteLLMGateway
+from connectors.mlflow_registry import MlflowRegistry
 from connectors.openai_admin import OpenAIAdmin
 from connectors.pagerduty import PagerDutyEvents
 from connectors.qdrant import QdrantApi
@@ -197,6 +199,47 @@ def qdrant(settings: Settings) -> QdrantApi:
     return _qdrant(
         settings.qdrant_url,
         settings.qdrant_api_key.get_secret_value(),
+        settings.http_timeout_seconds,
+        settings.plan_mode,
+    )
+
+
+@lru_cache(maxsize=16)
+def _mlflow(url: str, token: str | None, timeout: float, plan: bool) -> MlflowRegistry:
+    return MlflowRegistry(url, token, timeout=timeout, plan=plan)
+
+
+def mlflow(settings: Settings) -> MlflowRegistry:
+    if not settings.mlflow_url:
+        raise NotConfigured("MLflow", ["AISOAR_MLFLOW_URL"])  # AISOAR_MLFLOW_TOKEN: when the server wants one
+    return _mlflow(
+        settings.mlflow_url,
+        settings.mlflow_token.get_secret_value() if settings.mlflow_token else None,
+        settings.http_timeout_seconds,
+        settings.plan_mode,
+    )
+
+
+@lru_cache(maxsize=16)
+def _aws_iam(
+    region: str, endpoint_url: str | None, key_id: str | None, secret: str | None, timeout: float, plan: bool
+) -> AwsIam:
+    return AwsIam(region, endpoint_url, key_id, secret, timeout=timeout, plan=plan)
+
+
+def aws_iam(settings: Settings) -> AwsIam:
+    """Explicit keys when both are set; else boto3's default chain if AISOAR_AWS_USE_DEFAULT_CREDENTIALS."""
+    explicit = bool(settings.aws_access_key_id and settings.aws_secret_access_key)
+    if not explicit and not settings.aws_use_default_credentials:
+        raise NotConfigured(
+            "AWS IAM",
+            ["AISOAR_AWS_ACCESS_KEY_ID", "AISOAR_AWS_SECRET_ACCESS_KEY", "or AISOAR_AWS_USE_DEFAULT_CREDENTIALS=true"],
+        )
+    return _aws_iam(
+        settings.aws_region,
+        settings.aws_endpoint_url,
+        settings.aws_access_key_id if explicit else None,
+        settings.aws_secret_access_key.get_secret_value() if explicit and settings.aws_secret_access_key else None,
         settings.http_timeout_seconds,
         settings.plan_mode,
     )

@@ -104,6 +104,20 @@ CONNECTORS: tuple[ConnectorEntry, ...] = (
         "sandbox agent runtime that enforces the contract",
     ),
     ConnectorEntry(
+        "aws",
+        "AWS IAM",
+        ("AISOAR_AWS_ACCESS_KEY_ID", "AISOAR_AWS_SECRET_ACCESS_KEY"),
+        connect.aws_iam,
+        ("aws.",),
+    ),
+    ConnectorEntry(
+        "mlflow",
+        "MLflow model registry",
+        ("AISOAR_MLFLOW_URL",),
+        connect.mlflow,
+        ("mlflow.",),
+    ),
+    ConnectorEntry(
         "chroma",
         "Chroma",
         ("AISOAR_CHROMA_URL",),

@@ -38,8 +38,9 @@ def test_taxonomy_uses_only_real_atlas_ids_and_pinned_owasp_ids() -> None:
 
 
 def test_secret_shapes_are_found() -> None:
-    text = "a sk-ant-api03-" + "x" * 30 + " b AKIAABCDEFGHIJKLMNOP c sk-proj-" + "y" * 30
-    assert len(find_secrets(text)) == 3
+    aws = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    text = "a sk-ant-api03-" + "x" * 30 + f" b SecretAccessKey: {aws} c sk-proj-" + "y" * 30 + " AKIAABCDEFGHIJKLMNOP"
+    assert sorted(find_secrets(text)) == sorted(["sk-ant-api03-" + "x" * 30, aws, "sk-proj-" + "y" * 30])
 
 
 def test_generic_alert_normalisation() -> None:

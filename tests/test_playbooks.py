@@ -19,6 +19,8 @@ from aisoar.sandbox.agent_runtime import DEMO_POISONED_MEMORY_ID
 from aisoar.sandbox.stack import DEMO_ANTHROPIC_KEY_ID, DEMO_ANTHROPIC_SECRET, Sandbox
 from tests import prefect_api
 from tests.servers.chroma import ChromaServer
+from tests.servers.mlflow import MlflowServer
+from tests.servers.moto import Moto
 from tests.servers.openbao import OpenBao
 from tests.stack import Stack, start_stack
 
@@ -184,3 +186,43 @@ def test_poisoned_chroma_collection_is_quarantined_and_restored_clean(
     quarantined = [c.name for c in client.list_collections() if c.name.startswith(f"{name}__quarantined__")]
     assert len(quarantined) == 1 and client.get_collection(quarantined[0], embedding_function=None).count() == 120
     all_verified(stack, incident_id)
+
+
+def test_tampered_model_alias_is_pinned_to_the_known_good_version(
+    stack_for: Any, mlflow_server: MlflowServer
+) -> None:
+    from tests.test_mlflow import _alias, _seed
+
+    _seed(mlflow_server.url, "fraud-scorer-e2e")
+    assert _alias(mlflow_server.url, "fraud-scorer-e2e", "production") == "3"
+    stack: Stack = stack_for((), mlflow_url=mlflow_server.url)
+    alert = example("tampered-model")
+    alert["entities"][0]["name"] = "fraud-scorer-e2e"
+    incident_id = run_playbook(stack, alert, "tampered-model")
+    assert _alias(mlflow_server.url, "fraud-scorer-e2e", "production") == "2"
+    pinned = stack.svc.store.step_result(incident_id, "tampered-model", "pin-known-good")
+    assert pinned is not None and pinned.output["previous_version"] == "3"
+    all_verified(stack, incident_id)
+
+
+def test_leaked_aws_key_is_deactivated_then_deleted(stack_for: Any, moto_server: Moto) -> None:
+    from tests.test_aws import _refused_code, _status, _use, _workload
+
+    user, key_id, secret = _workload(moto_server)
+    with moto_server.enforcing_auth():
+        assert _use(moto_server, key_id, secret).endswith(f"/{user}")  # the leaked key works
+    stack: Stack = stack_for(
+        (),
+        aws_endpoint_url=moto_server.url,
+        aws_access_key_id=moto_server.admin_key_id,
+        aws_secret_access_key=moto_server.admin_secret,
+    )
+    alert = example("leaked-cloud-access-key")
+    alert["id"] = f"secret-scan-{key_id}"
+    alert["entities"][0].update(credential_id=key_id, principal=user)
+    incident_id = run_playbook(stack, alert, "leaked-cloud-access-key")
+    assert _status(moto_server, user, key_id) is None  # deactivated, then deleted after approval
+    with moto_server.enforcing_auth():  # moto checks signatures only inside this block
+        assert _refused_code(moto_server, key_id, secret) == "InvalidClientTokenId"
+    verified = all_verified(stack, incident_id)
+    assert any("Inactive" in message for message in verified)
