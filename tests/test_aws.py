@@ -5,7 +5,7 @@ playbook; and the shared checks (Retry-After, throttling, 500 storm, timeout, no
 through a fault proxy in front of moto.
 
 Where moto checks credentials (``enforcing_auth``), aisoar acts as a user holding exactly the
-actions of the policy documented in docs/connectors.d/aws.md, so the documentation is tested
+actions of the policy documented in docs/connectors.md, so the documentation is tested
 too (with ``"Resource": "*"``: moto evaluates policies by action only).
 """
 
@@ -39,11 +39,11 @@ from tasks.base import ActionContext, Outcome, StepOutcome
 from tasks.cloud_keys import AwsAccessKey
 from tests import matrix
 from tests.conftest import make_settings
+from tests.docs import connector_section
 from tests.faults import Fault, fault_proxy
 from tests.servers.moto import REGION, Moto
 
 INCIDENT = "INC-aws-1"
-DOCS = PROJECT_ROOT / "docs" / "connectors.d" / "aws.md"
 THROTTLED = (
     '<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error><Type>Sender</Type>'
     "<Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>7a62c49f</RequestId></ErrorResponse>"
@@ -51,8 +51,8 @@ THROTTLED = (
 
 
 def _documented_policy() -> dict[str, Any]:
-    match = re.search(r"```json\n(.*?)```", DOCS.read_text(), re.DOTALL)
-    assert match, "docs/connectors.d/aws.md has no ```json policy block"
+    match = re.search(r"```json\n(.*?)```", connector_section("AWS IAM"), re.DOTALL)
+    assert match, "docs/connectors.md has no ```json policy block"
     policy: dict[str, Any] = json.loads(match.group(1))
     return policy
 

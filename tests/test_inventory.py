@@ -11,6 +11,7 @@ from aisoar.sandbox.stack import Sandbox
 from tasks import REGISTRY
 from tasks.inventory import CONNECTORS, statuses
 from tests.conftest import make_settings
+from tests.docs import CONNECTORS_DOC
 
 STAND_INS = ("litellm", "openai", "slack", "jira", "pagerduty", "anthropic", "qdrant", "agents")
 
@@ -67,3 +68,14 @@ def test_the_command_lists_them(tmp_path: Path) -> None:
     vault = next(line for line in lines if " vault " in line)
     assert vault.startswith("--") and "AISOAR_VAULT_TOKEN" in vault
     assert any("gateway.block_key" in line for line in lines)
+
+
+def test_docs_describe_every_action_and_connector() -> None:
+    text = CONNECTORS_DOC.read_text()
+    undocumented = sorted(name for name in REGISTRY if f"`{name}`" not in text and not name.startswith("evidence."))
+    assert not undocumented, f"docs/connectors.md does not describe: {undocumented}"
+    for entry in CONNECTORS:
+        section = next((s for s in text.split("\n## ")[1:] if entry.system.split(" ")[0] in s.splitlines()[0]), None)
+        assert section is not None, f"docs/connectors.md has no section for {entry.system}"
+        missing = [name for name in entry.settings if name not in section]
+        assert not missing, f"the {entry.system} section does not name {missing}"

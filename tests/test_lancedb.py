@@ -2,7 +2,7 @@
 restore to a known-good version, plan mode, clear errors, and the actions via the registry.
 
 The HTTP matrix items (429 with Retry-After, 500 storm, timeout) do not apply: a local
-LanceDB directory has no HTTP layer (see docs/connectors.d/lancedb.md).
+LanceDB directory has no HTTP layer (see docs/connectors.md).
 """
 
 from __future__ import annotations

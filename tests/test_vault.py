@@ -4,7 +4,7 @@ actions through the registry with their probes, idempotency, plan mode, hostile 
 and the shared checks (Retry-After, 500 storm, timeout, no secret) through a fault proxy.
 
 aisoar's token in these tests holds exactly the policy documented in
-docs/connectors.d/vault.md (without the default policy), so the documentation is tested too.
+docs/connectors.md (without the default policy), so the documentation is tested too.
 """
 
 from __future__ import annotations
@@ -33,16 +33,16 @@ from tasks.base import ActionContext, Outcome, StepOutcome
 from tasks.credentials import KvSecret, KvSecretVersion, LeasePrefixInputs, TokenAccessor
 from tests import matrix
 from tests.conftest import make_settings
+from tests.docs import connector_section
 from tests.faults import fault_proxy
 from tests.servers.openbao import OpenBao
 
 INCIDENT = "INC-vault-1"
-DOCS = PROJECT_ROOT / "docs" / "connectors.d" / "vault.md"
 
 
 def _documented_policy() -> str:
-    match = re.search(r"```hcl\n(.*?)```", DOCS.read_text(), re.DOTALL)
-    assert match, "docs/connectors.d/vault.md has no ```hcl policy block"
+    match = re.search(r"```hcl\n(.*?)```", connector_section("OpenBao / HashiCorp Vault"), re.DOTALL)
+    assert match, "docs/connectors.md has no ```hcl policy block"
     return match.group(1)
 
 
