@@ -31,7 +31,8 @@ def note_step(outcome: StepOutcome) -> State[StepOutcome]:
     """Shows a step whose action did not run in the UI, with the reason as its state message."""
     if outcome.status is Outcome.failed:
         return Failed(message=outcome.summary, data=outcome)
-    return Completed(name="Skipped", message=outcome.summary, data=outcome)
+    name = "Planned" if outcome.status is Outcome.planned else "Skipped"
+    return Completed(name=name, message=outcome.summary, data=outcome)
 
 
 def _invoke(action: Action, step: Step, ctx: ActionContext, inputs: Any) -> StepOutcome:
@@ -58,6 +59,12 @@ def _verify(action: Action, step: Step, ctx: ActionContext, inputs: Any, outcome
         return result
     error = state.result(raise_on_failure=False)
     return ProbeResult(ok=False, detail=f"the probe could not check: {error}")
+
+
+def _describe(inputs: Any) -> str:
+    if isinstance(inputs, AssetInputs):
+        return inputs.asset
+    return ", ".join(f"{k}={v}" for k, v in inputs.model_dump(mode="json").items())[:200]
 
 
 def run_step(
@@ -134,6 +141,15 @@ def _decide_and_run(
         ), False
     if action.info.effect is Effect.destructive and step.approval is None:
         return StepOutcome(status=Outcome.failed, summary="refused: a destructive step needs an approval gate"), False
+    if step.approval is not None and svc.settings.plan_mode:
+        # A plan waits for nobody and never runs a gated step, even in plan mode: it says who
+        # would be asked and what would then run.
+        who = ", ".join(step.approval.approvers)
+        return StepOutcome(
+            status=Outcome.planned,
+            summary=f"plan: would ask {who} to approve {action.name} on {_describe(inputs)}; nothing was changed",
+            output={"planned": {"action": action.name, "approvers": list(step.approval.approvers)}},
+        ), False
     if step.approval is not None:
         decision = await_approval(svc, spec, step, action.info, inputs.model_dump(mode="json"), incident_id)
         if decision.status != "approved":

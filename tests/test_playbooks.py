@@ -226,3 +226,27 @@ def test_leaked_aws_key_is_deactivated_then_deleted(stack_for: Any, moto_server:
         assert _refused_code(moto_server, key_id, secret) == "InvalidClientTokenId"
     verified = all_verified(stack, incident_id)
     assert any("Inactive" in message for message in verified)
+
+
+def test_plan_mode_runs_the_playbook_and_changes_nothing(stack_for: Any) -> None:
+    from aisoar.sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT
+    from tests.stack import SAMPLE
+
+    stack: Stack = stack_for(("litellm", "openai"), plan_mode=True)
+    status = stack.dispatched(stack.fire(SAMPLE))
+    run_id, incident_id = status["flow_runs"]["leaked-llm-api-key"], status["incident_id"]
+    prefect_api.wait_for_state(run_id, "COMPLETED", timeout=90)  # no approval is awaited in a plan
+    playbook = "leaked-llm-api-key"
+    results = steps_of(stack, incident_id, playbook, "block-key-at-gateway", "delete-key-at-provider", "open-ticket")
+    assert set(results.values()) == {"planned"}, results
+    gated = stack.svc.store.step_result(incident_id, playbook, "delete-key-at-provider")
+    assert gated is not None and "would ask incident-commander" in gated.output["summary"]
+    sandbox = stack.sandbox
+    assert not any(key["blocked"] for key in sandbox.litellm.keys.values())
+    assert DEMO_KEY_ID in sandbox.openai.projects[DEMO_PROJECT]
+    assert sandbox.slack.messages == [] and sandbox.jira.issues == {}
+    assert stack.svc.store.evidence_for(incident_id)  # reads still ran: the plan rests on evidence
+    assert stack.svc.store.approvals_for(incident_id) == []
+    planned = ["block-key-at-gateway", "delete-key-at-provider"]
+    runs = prefect_api.task_runs(run_id, planned)
+    assert {runs[name]["state"]["name"] for name in planned} == {"Planned"}  # as the Prefect UI shows them
