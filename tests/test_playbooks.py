@@ -250,3 +250,77 @@ def test_plan_mode_runs_the_playbook_and_changes_nothing(stack_for: Any) -> None
     planned = ["block-key-at-gateway", "delete-key-at-provider"]
     runs = prefect_api.task_runs(run_id, planned)
     assert {runs[name]["state"]["name"] for name in planned} == {"Planned"}  # as the Prefect UI shows them
+
+
+def test_jailbreak_campaign_blocks_the_user_and_rate_limits_the_key(stack_for: Any) -> None:
+    import hashlib
+
+    from aisoar.sandbox.stack import DEMO_SECRET
+
+    stack: Stack = stack_for(("agents", "litellm", "pagerduty"))
+    incident_id = run_playbook(stack, example("jailbreak-campaign"), "jailbreak-campaign")
+    all_verified(stack, incident_id)
+    runtime, headers = stack.settings.agent_control_url, {"Authorization": f"Bearer {stack.sandbox.agents.token}"}
+    assert httpx.get(f"{runtime}/v1/blocks/user/u-4711", headers=headers).status_code == 200
+    assert httpx.get(f"{runtime}/v1/blocks/ip/45.155.205.233", headers=headers).status_code == 200
+    config = httpx.get(f"{runtime}/v1/agents/support-bot/config", headers=headers).json()
+    assert config["guardrail_mode"] == "strict"
+    refused = httpx.post(
+        f"{runtime}/v1/agents/support-bot/invoke",
+        headers=headers,
+        json={"session": "s-9", "user": "u-4711", "tool": "crm.lookup", "args": {}},
+    )
+    assert refused.status_code == 403
+    assert stack.sandbox.litellm.keys[hashlib.sha256(DEMO_SECRET.encode()).hexdigest()]["rpm_limit"] == 5
+    assert stack.sandbox.pagerduty.alerts[incident_id]["status"] == "resolved"  # paged, resolved on close
+
+
+def test_the_remaining_containment_actions_run_from_playbook_steps(stack_for: Any, tmp_path: Path) -> None:
+    import hashlib
+
+    import lancedb
+
+    from aisoar.sandbox.stack import DEMO_PROJECT, DEMO_SECRET
+
+    table = lancedb.connect(str(tmp_path / "lance")).create_table(
+        "kb", data=[{"id": f"doc-{i}", "vector": [i / 10, 0.5]} for i in range(10)]
+    )
+    table.tags.create("known-good", table.version)
+    table.add([{"id": "doc-poisoned", "vector": [0.9, 0.9]}])
+    stack: Stack = stack_for(
+        ("litellm", "openai", "agents"),
+        specs_dir=PROJECT_ROOT / "tests" / "fixtures" / "specs",
+        lancedb_uri=str(tmp_path / "lance"),
+    )
+    stack.sandbox.openai.add_service_account(DEMO_PROJECT, "batch-job", "svc_acct_drill")
+    key_hash = hashlib.sha256(DEMO_SECRET.encode()).hexdigest()
+    alert = {
+        "id": "drill-1",
+        "title": "containment drill",
+        "severity": "low",
+        "labels": {
+            "drill": "yes",
+            "known_good_deployment": "gpt-4o-2024-08-06",
+            "project": DEMO_PROJECT,
+            "service_account": "svc_acct_drill",
+            "table": "kb",
+            "user": "u-77",
+        },
+        "entities": [
+            {"type": "llm_api_key", "provider": "litellm", "key_sha256": key_hash},
+            {"type": "agent", "name": "support-bot", "instance": "i-2"},
+        ],
+    }
+    incident_id = run_playbook(stack, alert, "containment-drill")
+    steps = [s.id for s in stack.svc.specs["containment-drill"].steps]
+    results = steps_of(stack, incident_id, "containment-drill", *steps)
+    assert set(results.values()) == {"ok"}, results
+    all_verified(stack, incident_id)
+    assert stack.sandbox.litellm.keys[key_hash]["aliases"]["gpt-4o"] == "gpt-4o-2024-08-06"
+    assert "svc_acct_drill" not in stack.sandbox.openai.service_accounts[DEMO_PROJECT]
+    assert lancedb.connect(str(tmp_path / "lance")).open_table("kb").count_rows() == 10
+    runtime, headers = stack.settings.agent_control_url, {"Authorization": f"Bearer {stack.sandbox.agents.token}"}
+    instance = httpx.get(f"{runtime}/v1/agents/support-bot/instances/i-2", headers=headers).json()
+    assert instance["status"] == "offline"
+    limit = httpx.get(f"{runtime}/v1/rate-limits/user/u-77", headers=headers).json()
+    assert limit["requests_per_minute"] == 2
