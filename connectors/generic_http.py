@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from connectors.http import HttpApi
+from connectors.http import READ_METHODS, HttpApi
 
 SAFE_PATH = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
 FORBIDDEN = re.compile(r"(^|/)\.\.?(/|$)|//|%2e|%2f|%5c|%00", re.IGNORECASE)
@@ -83,8 +83,18 @@ class GenericHttp:
     ) -> Answer:
         url = self.url_for(path)
         relative = url.removeprefix(str(self._base).rstrip("/"))
+        # An arbitrary change may not be safe to repeat: after a timeout or a 5xx it is not
+        # sent again (it may have been acted on); only a read is retried on those.
         response = self._api.request(
-            method, relative, operation, f"{self.name}:{relative}", ok=expect, json=body, params=params, changes=changes
+            method,
+            relative,
+            operation,
+            f"{self.name}:{relative}",
+            ok=expect,
+            json=body,
+            params=params,
+            changes=changes,
+            idempotent=method.upper() in READ_METHODS,
         )
         content = response.content[:MAX_BODY_BYTES]
         try:

@@ -13,6 +13,7 @@ from connectors.errors import ConnectorError, Planned
 from connectors.retry import RETRY_STATUSES, Backoff
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+NOT_ACTED_ON_STATUSES = frozenset({429, 503})  # the server refused the request before acting on it
 
 
 class HttpApi:
@@ -47,12 +48,17 @@ class HttpApi:
         json: Any = None,
         params: dict[str, str] | None = None,
         changes: bool | None = None,
+        idempotent: bool = True,
     ) -> httpx.Response:
         """Send one request, retrying what is worth retrying; return the response if its
         status is in ``ok``, else raise ``ConnectorError``.
 
         ``changes`` says whether the request changes the target (default: any method but
         GET/HEAD/OPTIONS); in plan mode such a request is not sent and ``Planned`` is raised.
+
+        ``idempotent=False`` (a request that must not happen twice): it is tried again only
+        when the target certainly did not act on it (a refused connection, 429, 503); after
+        a timeout, a dropped connection or another 5xx it may have acted, so it is not.
         """
         if changes is None:
             changes = method.upper() not in READ_METHODS
@@ -63,15 +69,19 @@ class HttpApi:
         for attempt in range(1, self.attempts + 1):
             try:
                 response = self._client.request(method, path, json=json, params=params)
-            except httpx.TimeoutException:
+            except httpx.TimeoutException as exc:
                 last_status, detail = "timeout", f"no answer within {self._client.timeout.read}s"
+                if not idempotent and not isinstance(exc, httpx.ConnectTimeout):
+                    break
             except httpx.TransportError as exc:
                 last_status, detail = "connection error", type(exc).__name__
+                if not idempotent and not isinstance(exc, httpx.ConnectError):
+                    break
             else:
                 if response.status_code in ok:
                     return response
                 last_status, detail = response.status_code, _detail(response)
-                if response.status_code not in RETRY_STATUSES:
+                if response.status_code not in (RETRY_STATUSES if idempotent else NOT_ACTED_ON_STATUSES):
                     break
                 if attempt < self.attempts:
                     time.sleep(self.policy.delay(attempt, response.headers.get("retry-after")))

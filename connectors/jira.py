@@ -32,6 +32,7 @@ SYSTEM = "Jira"
 ISSUE_KEY = re.compile(r"^[A-Z][A-Z0-9_]{0,30}-[1-9][0-9]{0,9}$")
 PROJECT_KEY = re.compile(r"^[A-Z][A-Z0-9_]{0,30}$")
 LABEL = re.compile(r"^[A-Za-z0-9_.:\-]{1,255}$")
+NOT_ACTED_ON_STATUSES = frozenset({429, 503})  # Jira refused the request before acting on it
 MARKER = re.compile(r"^aisoar-timeline-through: (\d{1,6})$", re.MULTILINE)
 T = TypeVar("T")
 
@@ -73,7 +74,11 @@ class JiraTickets:
             )
         return self._client
 
-    def _call(self, operation: str, asset: str, fn: Callable[[], T]) -> T:
+    def _call(self, operation: str, asset: str, fn: Callable[[], T], idempotent: bool = True) -> T:
+        """``fn`` with bounded retries. ``idempotent=False`` (creating an issue, adding a
+        comment): tried again only when Jira certainly did not act on it (429, 503, a
+        connection that could not be made); after a timeout or another 5xx it may have, and
+        a second try would make a duplicate."""
         last_status: int | str | None = None
         detail = ""
         attempts = self.policy.attempts
@@ -86,12 +91,16 @@ class JiraTickets:
                 response = getattr(exc, "response", None)
                 if response is not None and hasattr(response, "headers"):
                     retry_after = response.headers.get("Retry-After")
-                if last_status not in RETRY_STATUSES:
+                if last_status not in (RETRY_STATUSES if idempotent else NOT_ACTED_ON_STATUSES):
                     break
-            except requests.Timeout:
+            except requests.Timeout as exc:
                 last_status, detail = "timeout", f"no answer within {self.timeout}s"
+                if not idempotent and not isinstance(exc, requests.ConnectTimeout):
+                    break
             except requests.RequestException as exc:
                 last_status, detail = "connection error", type(exc).__name__
+                if not idempotent and not _not_sent(exc):
+                    break
             if attempt < attempts:
                 time.sleep(self.policy.delay(attempt, retry_after))
         raise ConnectorError(SYSTEM, operation, asset, last_status, detail)
@@ -164,13 +173,17 @@ class JiraTickets:
         if priority:
             fields["priority"] = {"name": priority}
         self._guard("create issue", f"project {self.project}", f"summary: {summary[:120]}")
-        issue = self._call("create issue", f"project {self.project}", lambda: self._jira().create_issue(fields=fields))
+        client = self._jira()  # connecting is a read: retried as usual
+        issue = self._call(
+            "create issue", f"project {self.project}", lambda: client.create_issue(fields=fields), idempotent=False
+        )
         return str(issue.key)
 
     def add_comment(self, issue_key: str, body: str) -> str:
         _check_key(issue_key)
         self._guard("add comment", issue_key, f"{len(body)} characters")
-        comment = self._call("add comment", issue_key, lambda: self._jira().add_comment(issue_key, body))
+        client = self._jira()
+        comment = self._call("add comment", issue_key, lambda: client.add_comment(issue_key, body), idempotent=False)
         return str(comment.id)
 
     def link(self, issue_key: str, global_id: str, url: str, title: str, summary: str = "") -> None:
@@ -230,8 +243,18 @@ def _choose(transitions: list[dict[str, Any]], name: str | None) -> dict[str, An
     return None
 
 
+def _not_sent(exc: requests.RequestException) -> bool:
+    """Whether the request certainly never reached Jira (the connection could not be made)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if not isinstance(exc, requests.ConnectionError):
+        return False
+    text = repr(exc.args)
+    return "NewConnectionError" in text or "Connection refused" in text or "NameResolutionError" in text
+
+
 def _check_key(issue_key: str) -> None:
-    if not ISSUE_KEY.match(issue_key):
+    if not ISSUE_KEY.fullmatch(issue_key):
         raise ValueError(f"not a Jira issue key: {issue_key[:40]!r}")
 
 

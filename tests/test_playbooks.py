@@ -324,3 +324,35 @@ def test_the_remaining_containment_actions_run_from_playbook_steps(stack_for: An
     assert instance["status"] == "offline"
     limit = httpx.get(f"{runtime}/v1/rate-limits/user/u-77", headers=headers).json()
     assert limit["requests_per_minute"] == 2
+
+
+def test_vault_leases_and_secret_versions_from_playbook_steps(stack_for: Any, openbao: OpenBao) -> None:
+    role = "drill-agents"
+    with openbao.client() as root:
+        assert root.post(f"/v1/auth/token/roles/{role}", json={"token_ttl": "1h"}).status_code == 204
+        leased = root.post(f"/v1/auth/token/create/{role}", json={}).json()["auth"]["client_token"]
+        for value in ("leaked-v1", "rotated-v2"):
+            assert root.post("/v1/secret/data/agents/a7", json={"data": {"api_key": value}}).status_code == 200
+    stack: Stack = stack_for(
+        (), vault_url=openbao.url, vault_token=openbao.root_token, specs_dir=PROJECT_ROOT / "tests/fixtures/specs"
+    )
+    alert = {
+        "id": "vault-drill-1",
+        "title": "vault drill",
+        "severity": "low",
+        "labels": {
+            "drill": "vault",
+            "lease_prefix": f"auth/token/create/{role}",
+            "secret_path": "agents/a7",
+            "secret_version": "1",
+        },
+    }
+    incident_id = run_playbook(stack, alert, "vault-drill")
+    steps = [s.id for s in stack.svc.specs["vault-drill"].steps]
+    assert set(steps_of(stack, incident_id, "vault-drill", *steps).values()) == {"ok"}
+    all_verified(stack, incident_id)
+    with openbao.client(leased) as as_agent:
+        assert as_agent.get("/v1/auth/token/lookup-self").status_code == 403
+    with openbao.client() as root:
+        assert root.get("/v1/secret/data/agents/a7", params={"version": "1"}).status_code == 404
+        assert root.get("/v1/secret/data/agents/a7").json()["data"]["data"] == {"api_key": "rotated-v2"}
