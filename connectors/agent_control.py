@@ -19,6 +19,7 @@ SubjectKind = Literal["user", "ip"]
 GuardrailMode = Literal["standard", "strict", "lockdown"]
 PAGE = 500
 MAX_ITEMS = 20_000
+MAX_PAGES = 1_000  # a runtime that keeps answering with a next cursor cannot page forever
 
 
 def _seg(value: str) -> str:
@@ -53,20 +54,26 @@ class AgentControlPlane:
         items: list[dict[str, Any]] = []
         cursor: str | None = None
         complete = True
-        while True:
+        seen: set[str] = set()
+        for _ in range(MAX_PAGES):
             query = dict(params, limit=str(PAGE))
             if cursor:
                 query["cursor"] = cursor
             body = self._json("GET", path, operation, asset, params=query)
             rows = body.get(key)
-            items.extend(r for r in (rows if isinstance(rows, list) else []) if isinstance(r, dict))
+            page = [r for r in (rows if isinstance(rows, list) else []) if isinstance(r, dict)]
+            items.extend(page)
             next_cursor = body.get("next_cursor")
             if not isinstance(next_cursor, str) or not next_cursor:
                 break
-            if len(items) >= limit:
+            # an empty page or a cursor seen before would page forever: stop, incomplete
+            if len(items) >= limit or not page or next_cursor in seen:
                 complete = False
                 break
+            seen.add(next_cursor)
             cursor = next_cursor
+        else:
+            complete = False
         return items[:limit], complete and len(items) <= limit
 
     def check(self) -> str:

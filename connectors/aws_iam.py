@@ -287,12 +287,12 @@ def _client_error(exc: Any) -> tuple[int | None, str, str | None, str]:
 
 
 def _check_user(user_name: str) -> None:
-    if not USER_NAME.match(user_name):
+    if not USER_NAME.fullmatch(user_name):
         raise ValueError(f"not an IAM user name: {user_name[:70]!r}")
 
 
 def _check_key(key_id: str) -> None:
-    if not ACCESS_KEY_ID.match(key_id):
+    if not ACCESS_KEY_ID.fullmatch(key_id):
         raise ValueError(f"not an AWS access key id: {key_id[:40]!r}")
 
 

@@ -195,7 +195,17 @@ class ChromaStore:
         records: dict[str, dict[str, Any]] = {}
         pages = 0
         offset = 0
+        # a server that ignores ``offset`` (or keeps growing) must not page forever
+        max_pages = expected // self.page_size + 2
         while True:
+            if pages >= max_pages:
+                raise ConnectorError(
+                    SYSTEM,
+                    "export records",
+                    asset,
+                    "inconsistent",
+                    f"counted {expected} records but {pages} pages of {self.page_size} did not end the export",
+                )
             body = {
                 "limit": self.page_size,
                 "offset": offset,

@@ -15,10 +15,12 @@ from typing import Any
 
 import httpx
 
+from connectors.errors import ConnectorError
 from connectors.http import READ_METHODS, HttpApi
 
 SAFE_PATH = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
-FORBIDDEN = re.compile(r"(^|/)\.\.?(/|$)|//|%2e|%2f|%5c|%00", re.IGNORECASE)
+# ".." / "." segments, also with a ";params" tail ("..;/" is ".." to Tomcat, Spring, Jetty)
+FORBIDDEN = re.compile(r"(^|/)\.\.?(;[^/]*)?(/|$)|//|%2e|%2f|%5c|%00", re.IGNORECASE)
 MAX_BODY_BYTES = 1_000_000
 
 
@@ -57,6 +59,13 @@ class GenericHttp:
         self.system = f"HTTP endpoint {name}"
         self._base = httpx.URL(base_url.rstrip("/") + "/")
         self._api = HttpApi(self.system, str(self._base), headers or {}, timeout=timeout, **retry)
+        # An endpoint may echo the request (headers included) in an answer or an error page:
+        # the credential never reaches an error, an output or evidence through it.
+        secrets = set()
+        for value in (headers or {}).values():
+            secrets.add(value)
+            secrets.update(part for part in value.split() if len(part) >= 8)
+        self._secrets = sorted((s for s in secrets if s), key=len, reverse=True)
 
     def close(self) -> None:
         self._api.close()
@@ -85,17 +94,20 @@ class GenericHttp:
         relative = url.removeprefix(str(self._base).rstrip("/"))
         # An arbitrary change may not be safe to repeat: after a timeout or a 5xx it is not
         # sent again (it may have been acted on); only a read is retried on those.
-        response = self._api.request(
-            method,
-            relative,
-            operation,
-            f"{self.name}:{relative}",
-            ok=expect,
-            json=body,
-            params=params,
-            changes=changes,
-            idempotent=method.upper() in READ_METHODS,
-        )
+        try:
+            response = self._api.request(
+                method,
+                relative,
+                operation,
+                f"{self.name}:{relative}",
+                ok=expect,
+                json=body,
+                params=params,
+                changes=changes,
+                idempotent=method.upper() in READ_METHODS,
+            )
+        except ConnectorError as exc:
+            raise ConnectorError(exc.system, exc.operation, exc.asset, exc.status, self._redact(exc.detail)) from None
         content = response.content[:MAX_BODY_BYTES]
         try:
             parsed: Any = response.json() if len(response.content) <= MAX_BODY_BYTES else None
@@ -103,7 +115,19 @@ class GenericHttp:
             parsed = None
         if parsed is None:
             parsed = content.decode("utf-8", errors="replace")
-        return Answer(status=response.status_code, body=parsed, size=len(response.content))
+        return Answer(status=response.status_code, body=self._redact(parsed), size=len(response.content))
+
+    def _redact(self, value: Any) -> Any:
+        """``value`` with the configured credential replaced wherever it appears in text."""
+        if isinstance(value, str):
+            for secret in self._secrets:
+                value = value.replace(secret, "[redacted]")
+            return value
+        if isinstance(value, list):
+            return [self._redact(item) for item in value]
+        if isinstance(value, dict):
+            return {self._redact(key): self._redact(item) for key, item in value.items()}
+        return value
 
     def check(self) -> str:
         """Reachability: any answer below 500 from the base URL counts."""

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import requests
 from jira import JIRA, JIRAError
+from urllib3.exceptions import NewConnectionError
 
 from connectors.errors import ConnectorError, PlanGuard
 from connectors.retry import RETRY_STATUSES, Backoff
@@ -75,10 +76,10 @@ class JiraTickets:
         return self._client
 
     def _call(self, operation: str, asset: str, fn: Callable[[], T], idempotent: bool = True) -> T:
-        """``fn`` with bounded retries. ``idempotent=False`` (creating an issue, adding a
-        comment): tried again only when Jira certainly did not act on it (429, 503, a
-        connection that could not be made); after a timeout or another 5xx it may have, and
-        a second try would make a duplicate."""
+        """``fn`` with bounded retries. ``idempotent=False`` (creating an issue): tried again
+        only when Jira certainly did not act on it (429, 503, a connection that could not be
+        made); after a timeout or another 5xx it may have, and a second try would make a
+        duplicate issue."""
         last_status: int | str | None = None
         detail = ""
         attempts = self.policy.attempts
@@ -182,8 +183,7 @@ class JiraTickets:
     def add_comment(self, issue_key: str, body: str) -> str:
         _check_key(issue_key)
         self._guard("add comment", issue_key, f"{len(body)} characters")
-        client = self._jira()
-        comment = self._call("add comment", issue_key, lambda: client.add_comment(issue_key, body), idempotent=False)
+        comment = self._call("add comment", issue_key, lambda: self._jira().add_comment(issue_key, body))
         return str(comment.id)
 
     def link(self, issue_key: str, global_id: str, url: str, title: str, summary: str = "") -> None:
@@ -247,10 +247,8 @@ def _not_sent(exc: requests.RequestException) -> bool:
     """Whether the request certainly never reached Jira (the connection could not be made)."""
     if isinstance(exc, requests.ConnectTimeout):
         return True
-    if not isinstance(exc, requests.ConnectionError):
-        return False
-    text = repr(exc.args)
-    return "NewConnectionError" in text or "Connection refused" in text or "NameResolutionError" in text
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectionError) and isinstance(reason, NewConnectionError)
 
 
 def _check_key(issue_key: str) -> None:

@@ -56,9 +56,13 @@ class QdrantApi:
     ) -> Any:
         """The ``result`` of a Qdrant answer; ``None`` for a 404 when ``missing_ok``; else a
         ``ConnectorError`` carrying Qdrant's own message (never the key)."""
-        response = self._api.request(
-            method, path, operation, asset, ok=(200, *REFUSALS), json=json_body, params=params, changes=changes
-        )
+        try:
+            response = self._api.request(
+                method, path, operation, asset, ok=(200, *REFUSALS), json=json_body, params=params, changes=changes
+            )
+        except ConnectorError as exc:  # a 5xx text too (recover sends the key in its body)
+            detail = exc.detail.replace(self._api_key, "[redacted]") if self._api_key else exc.detail
+            raise ConnectorError(exc.system, exc.operation, exc.asset, exc.status, detail) from None
         if response.status_code == 200:
             body = response.json()
             return body.get("result") if isinstance(body, dict) else None
@@ -111,6 +115,7 @@ class QdrantApi:
         payloads: list[dict[str, Any]] = []
         count = 0
         offset: PointId | None = None
+        seen: set[str] = set()
         while True:
             body: dict[str, Any] = {"limit": SCROLL_PAGE, "with_payload": True, "with_vector": True}
             if offset is not None:
@@ -135,6 +140,11 @@ class QdrantApi:
             offset = result.get("next_page_offset") if isinstance(result, dict) else None
             if offset is None or not page:
                 break
+            if json.dumps(offset) in seen:  # an offset served before would scroll forever
+                raise ConnectorError(
+                    SYSTEM, "scroll points", _asset(name), "inconsistent", "the scroll offset repeated itself"
+                )
+            seen.add(json.dumps(offset))
         return {
             "points": count,
             "sha256": digest.hexdigest(),

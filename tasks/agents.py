@@ -382,13 +382,15 @@ def _without_evidence(ctx: ActionContext, inputs: AgentInputs) -> StepOutcome | 
 
 
 def _probe_purged(ctx: ActionContext, inputs: PurgeInputs, outcome: StepOutcome) -> ProbeResult:
-    items, _ = _plane(ctx).memory(inputs.agent)
+    items, complete = _plane(ctx).memory(inputs.agent)
     present = {str(item.get("id")) for item in items}
     if inputs.all:
         return ProbeResult(ok=not present, detail=f"the memory export now holds {len(present)} items")
     left = sorted(present & set(inputs.ids or []))
     if left:
         return ProbeResult(ok=False, detail=f"the memory export still holds {', '.join(left)}")
+    if not complete:  # a purged id may sit beyond the part of the export that was read
+        return ProbeResult(ok=False, detail=f"the memory export was truncated at {len(items)} items: cannot confirm")
     return ProbeResult(ok=True, detail=f"the memory export no longer holds any of the {len(inputs.ids or [])} ids")
 
 

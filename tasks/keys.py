@@ -276,7 +276,10 @@ def collect_service_account_evidence(ctx: ActionContext, inputs: ServiceAccount)
 def _probe_account_deleted(ctx: ActionContext, inputs: ServiceAccount, outcome: StepOutcome) -> ProbeResult:
     admin = connect.openai_admin(ctx.settings)
     listed = [a.get("id") for a in admin.list_service_accounts(inputs.project_id)]
-    if inputs.service_account_id in listed:
+    # the listing stops after MAX_PAGES: read the account itself too
+    if inputs.service_account_id in listed or (
+        admin.get_service_account(inputs.project_id, inputs.service_account_id) is not None
+    ):
         return ProbeResult(ok=False, detail=f"OpenAI still lists service account {inputs.service_account_id}")
     remaining = admin.service_account_keys(inputs.project_id, inputs.service_account_id)
     if remaining:

@@ -190,6 +190,8 @@ def _probe_alias(ctx: ActionContext, inputs: AliasSwitch, expected: str | None) 
 
 
 def _probe_quarantined(ctx: ActionContext, inputs: AliasSwitch, outcome: StepOutcome) -> ProbeResult:
+    if outcome.output.get("already") and outcome.output.get("previous_collection") is None:
+        return _probe_alias(ctx, inputs, None)  # the alias did not exist: it still must not
     return _probe_alias(ctx, inputs, inputs.fallback_collection)
 
 

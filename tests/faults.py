@@ -12,8 +12,8 @@ import asyncio
 import re
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
 import httpx
@@ -74,8 +74,14 @@ class FaultProxy:
             return [s for s in self.seen if re.search(self.match, f"{s.method} {s.path}")]
 
     def app(self) -> FastAPI:
-        app = FastAPI()
         client = httpx.AsyncClient(base_url=self.upstream.rstrip("/"), timeout=60)
+
+        @asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            yield
+            await client.aclose()  # no connection to the upstream outlives the proxy
+
+        app = FastAPI(lifespan=lifespan)
 
         @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "LIST"])
         async def forward(path: str, request: Request) -> Response:

@@ -171,12 +171,13 @@ def test_memory_export_is_paginated_and_purge_and_reset_work(runtime: Runtime) -
 def test_a_quarantined_session_refuses(runtime: Runtime) -> None:
     plane = runtime.plane()
     assert runtime.invoke(session="s-123").status_code == 200
-    plane.set_session("s-123", True, **WHY)
-    plane.set_session("s-123", True, **WHY)
+    assert plane.set_session("s-123", True, **WHY)["changed"] is True
+    assert plane.set_session("s-123", True, **WHY)["changed"] is False  # twice is harmless
     refused = runtime.invoke(session="s-123")
     assert refused.status_code == 403 and code(refused) == "session_quarantined"
     assert runtime.invoke(session="s-other").status_code == 200
-    assert plane.session("s-123") == runtime.state.sessions["s-123"] | {}
+    seen = plane.session("s-123")
+    assert seen is not None and seen["status"] == "quarantined" and seen["user"] == "u-42"
     assert plane.session("s-none") is None
     plane.set_session("s-123", False, **WHY)
     assert runtime.invoke(session="s-123").status_code == 200

@@ -142,9 +142,10 @@ def _probe(ctx: ActionContext, name: str, inputs: AwsAccessKey, outcome: StepOut
 def test_a_key_is_deactivated_reactivated_and_deleted_then_refused(
     moto_server: Moto, responder: tuple[str, str], auth: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)
     user, key_id, secret = _workload(moto_server)
-    caplog.clear()  # creating the key logged its secret (botocore debug log of the answer): not our doing
+    # Only from here: creating the key logs its secret at DEBUG (botocore logs the answer), which
+    # would otherwise sit in the captured log that a failing test prints.
+    caplog.set_level(logging.DEBUG)
     iam = _iam(moto_server, responder, backoff=0.01)
     assert "aisoar-responder" in iam.check()
     assert _use(moto_server, key_id, secret).endswith(f"user/workloads/{user}")
@@ -176,8 +177,8 @@ def test_a_key_is_deactivated_reactivated_and_deleted_then_refused(
 def test_what_the_documented_policy_does_not_allow_is_refused_with_a_clear_error(
     moto_server: Moto, responder: tuple[str, str], auth: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)
     user, key_id, _ = _workload(moto_server)
+    caplog.set_level(logging.DEBUG)  # after the arrangement: creating the key logs its secret at DEBUG
     iam = _iam(moto_server, responder, backoff=0.01)
     with pytest.raises(ClientError):  # the responder cannot create keys (nor anything else)
         moto_server.client("iam", *responder).create_access_key(UserName=user)
@@ -194,10 +195,9 @@ def test_what_the_documented_policy_does_not_allow_is_refused_with_a_clear_error
 def test_the_actions_with_their_probes_through_the_registry(
     moto_server: Moto, responder: tuple[str, str], auth: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)
     user, key_id, secret = _workload(moto_server)
     _use(moto_server, key_id, secret)
-    caplog.clear()  # creating the key logged its secret (botocore debug log of the answer): not our doing
+    caplog.set_level(logging.DEBUG)  # after the arrangement: creating the key logs its secret at DEBUG
     ctx = _ctx(tmp_path, moto_server, responder)
     inputs = AwsAccessKey(access_key_id=key_id, user_name=user)
     assert inputs.asset == f"aws:access-key:{key_id}"
@@ -358,10 +358,11 @@ def test_aws_matrix_through_a_fault_proxy(
     moto_server: Moto, responder: tuple[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     """moto does not check signatures here: the proxy changes the Host header that is signed."""
-    caplog.set_level(logging.DEBUG)
-    user, key_id, _ = _workload(moto_server)
+    user, key_id, workload_secret = _workload(moto_server)
+    caplog.set_level(logging.DEBUG)  # after the arrangement: creating the key logs its secret at DEBUG
     with fault_proxy(moto_server.url) as (proxy, url):
-        iam = _iam(moto_server, responder, url, timeout=0.5, attempts=3, backoff=0.01)
+        iam = _iam(moto_server, responder, url, timeout=5.0, attempts=3, backoff=0.01)
+        slow = _iam(moto_server, responder, url, timeout=0.5, attempts=3, backoff=0.01)  # timeout check only
         matrix.retry_after_then_success(proxy, "POST /", lambda: iam.set_status(user, key_id, "Inactive"))
         assert _status(moto_server, user, key_id) == "Inactive"
 
@@ -382,13 +383,14 @@ def test_aws_matrix_through_a_fault_proxy(
             starts_with=f"AWS IAM activate access key on access key {key_id} failed (HTTP 500)",
         )
         assert _status(moto_server, user, key_id) == "Inactive"
-        matrix.times_out(proxy, "POST /", lambda: iam.last_used(key_id), attempts=3, delay=1.5)
+        matrix.times_out(proxy, "POST /", lambda: slow.last_used(key_id), attempts=3, delay=1.5)
         proxy.script()
         iam.set_status(user, key_id, "Active")  # the inverse
         assert _status(moto_server, user, key_id) == "Active"
         deleted = iam.delete_access_key(user, key_id)
         assert deleted is True and iam.delete_access_key(user, key_id) is False
     matrix.secret_absent(responder[1], caplog.text, str(storm))
+    matrix.secret_absent(workload_secret, caplog.text, str(storm))
 
 
 def _walk_playbook(ctx: ActionContext, credential: CloudCredential) -> dict[str, Any]:

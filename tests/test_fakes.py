@@ -97,6 +97,29 @@ def test_litellm_rejects_what_the_proxy_rejects(env: dict[str, str]) -> None:
     assert info.status_code == 200 and info.json()["info"]["spend"] == 1873.42
 
 
+def test_litellm_errors_have_the_proxy_shape_and_a_deleted_key_is_gone(env: dict[str, str]) -> None:
+    """The proxy answers errors as ProxyException ``{"error": {...}}``; after ``/key/delete`` the
+    key's row is gone, so ``/key/info`` and ``/key/block`` answer 404 like for a key never made."""
+    url, master = env["AISOAR_LITELLM_URL"], env["AISOAR_LITELLM_MASTER_KEY"]
+    headers = {"Authorization": f"Bearer {master}"}
+    for sent in ({}, {"Authorization": "Bearer sk-wrong"}):
+        refused = httpx.get(f"{url}/key/info", params={"key": DEMO_SECRET}, headers=sent)
+        assert refused.status_code == 401
+        assert refused.json()["error"]["type"] == "auth_error" and refused.json()["error"]["code"] == "401"
+    key_hash = hashlib.sha256(DEMO_SECRET.encode()).hexdigest()
+    deleted = httpx.post(f"{url}/key/delete", json={"keys": [key_hash]}, headers=headers)
+    assert deleted.status_code == 200 and deleted.json() == {"deleted_keys": [key_hash]}
+    for gone in (
+        httpx.get(f"{url}/key/info", params={"key": key_hash}, headers=headers),
+        httpx.post(f"{url}/key/block", json={"key": key_hash}, headers=headers),
+        httpx.post(f"{url}/key/update", json={"key": key_hash, "rpm_limit": 1}, headers=headers),
+    ):
+        assert gone.status_code == 404 and gone.json()["error"]["code"] == "404", gone.text
+    chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    refused = httpx.post(f"{url}/chat/completions", headers={"Authorization": f"Bearer {DEMO_SECRET}"}, json=chat)
+    assert refused.status_code == 401  # a deleted key no longer works for inference
+
+
 def test_litellm_blocked_key_is_refused_for_inference(env: dict[str, str]) -> None:
     url, master = env["AISOAR_LITELLM_URL"], env["AISOAR_LITELLM_MASTER_KEY"]
     chat = f"{url}/chat/completions"

@@ -166,7 +166,8 @@ def test_the_fault_matrix(env: dict[str, str], sandbox: Sandbox, caplog: pytest.
     caplog.set_level(logging.DEBUG)
     master = env["AISOAR_LITELLM_MASTER_KEY"]
     with fault_proxy(env["AISOAR_LITELLM_URL"]) as (proxy, url):
-        api = LiteLLMGateway(url, master, backoff=0.01, attempts=3, timeout=0.3)
+        api = LiteLLMGateway(url, master, backoff=0.01, attempts=3, timeout=5.0)
+        slow = LiteLLMGateway(url, master, backoff=0.01, attempts=3, timeout=0.3)  # for the timeout checks only
         updated = matrix.retry_after_then_success(
             proxy, "POST /key/update", lambda: api.set_limits(BOT_HASH, {"rpm_limit": 7})
         )
@@ -195,8 +196,8 @@ def test_the_fault_matrix(env: dict[str, str], sandbox: Sandbox, caplog: pytest.
             ),
         ]
         assert sandbox.litellm.keys[BOT_HASH]["rpm_limit"] == 7  # the storm changed nothing
-        matrix.times_out(proxy, "POST /key/update", lambda: api.set_routes(BOT_HASH, {"a": "b"}), 3, delay=1.0)
-        matrix.times_out(proxy, "GET /key/info", lambda: api.key_info(BOT_HASH), 3, delay=1.0)
+        matrix.times_out(proxy, "POST /key/update", lambda: slow.set_routes(BOT_HASH, {"a": "b"}), 3, delay=1.0)
+        matrix.times_out(proxy, "GET /key/info", lambda: slow.key_info(BOT_HASH), 3, delay=1.0)
         seen_auth = {s.headers.get("authorization") for s in proxy.seen}
     assert seen_auth == {f"Bearer {master}"}  # the key went only where it belongs: the header
     matrix.secret_absent(master, caplog.text, json.dumps(updated), *(str(e) for e in errors))

@@ -150,7 +150,8 @@ def test_retries_storm_timeout_and_no_secret(
     state, url = waf
     with fault_proxy(url.removesuffix("/api")) as (proxy, proxy_url):
         headers = {"Authorization": f"Bearer {TOKEN}"}
-        client = GenericHttp("waf", f"{proxy_url}/api", headers, backoff=0.01, attempts=3, timeout=0.5)
+        client = GenericHttp("waf", f"{proxy_url}/api", headers, backoff=0.01, attempts=3, timeout=5.0)
+        slow = GenericHttp("waf", f"{proxy_url}/api", headers, backoff=0.01, attempts=3, timeout=0.5)
         body = {"ip": "192.0.2.1"}
         matrix.retry_after_then_success(
             proxy, "POST /api/blocks", lambda: client.call("POST", "blocks", "POST", body=body, expect=(201,))
@@ -163,7 +164,7 @@ def test_retries_storm_timeout_and_no_secret(
             attempts=3,
             starts_with="HTTP endpoint waf GET on waf:/blocks/192.0.2.1 failed (HTTP 500)",
         )
-        matrix.times_out(proxy, "GET /api/blocks", lambda: client.call("GET", "blocks/192.0.2.1", "GET"), attempts=3)
+        matrix.times_out(proxy, "GET /api/blocks", lambda: slow.call("GET", "blocks/192.0.2.1", "GET"), attempts=3)
         sent = [s.headers.get("authorization", "") for s in proxy.seen]
         assert all(h == f"Bearer {TOKEN}" for h in sent)  # the token went to the configured host only
     matrix.secret_absent(TOKEN, caplog.text, str(error), repr(error.__dict__))

@@ -34,7 +34,8 @@ from tests import matrix
 from tests.conftest import make_settings
 from tests.faults import Fault, fault_proxy
 
-FAST = {"backoff": 0.01, "timeout": 0.5, "attempts": 3}
+FAST = {"backoff": 0.01, "timeout": 5.0, "attempts": 3}
+SHORT = {**FAST, "timeout": 0.5}  # only where a timeout is the point
 HOSTILE = "<!channel> *bold* `code` <https://evil.example|click> [x|http://evil] {noformat} ~strike~"
 FLOW_RUN = "0b1e5b0c-9a3f-4a8e-9c57-1a2b3c4d5e6f"
 
@@ -173,7 +174,8 @@ def test_slack_matrix_through_a_fault_proxy(sandbox: Sandbox, caplog: pytest.Log
             starts_with=f"Slack chat.postMessage on channel {SLACK_CHANNEL} failed (HTTP 500)",
         )
         # a timeout is not retried: Slack may have posted, a second post would be a duplicate
-        matrix.times_out(proxy, "chat.postMessage", lambda: slack.post("t", blocks), attempts=1, delay=1.5)
+        hasty = SlackNotifier(token, SLACK_CHANNEL, f"{url}/api/", **SHORT)
+        matrix.times_out(proxy, "chat.postMessage", lambda: hasty.post("t", blocks), attempts=1, delay=1.5)
         assert len(proxy.matching()) == 1
         bad = SlackNotifier("xoxb-wrong-token-123", SLACK_CHANNEL, f"{url}/api/", **FAST)
         with pytest.raises(ConnectorError) as refused:
@@ -343,7 +345,8 @@ def test_jira_matrix_through_a_fault_proxy(sandbox: Sandbox, caplog: pytest.LogC
         with pytest.raises(ConnectorError, match=r"^Jira read transitions on .* failed \(HTTP 503\)"):
             jira.transitions(key)
         assert len(proxy.matching()) == 3
-        matrix.times_out(proxy, "remotelink", lambda: jira.remote_links(key), attempts=3, delay=1.5)
+        hasty = JiraTickets(url, user, token, JIRA_PROJECT, **SHORT)
+        matrix.times_out(proxy, "remotelink", lambda: hasty.remote_links(key), attempts=3, delay=1.5)
         with pytest.raises(ConnectorError) as refused:
             JiraTickets(url, user, "wrong-token", JIRA_PROJECT, **FAST).check()
         assert str(refused.value).startswith(f"Jira connect on {url} failed (HTTP 401)")

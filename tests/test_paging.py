@@ -78,7 +78,8 @@ def test_pagerduty_matrix_through_a_fault_proxy(sandbox: Sandbox, caplog: pytest
     env = sandbox.start(("pagerduty",))
     routing_key = env["AISOAR_PAGERDUTY_ROUTING_KEY"]
     with fault_proxy(env["AISOAR_PAGERDUTY_URL"]) as (proxy, url):
-        pager = PagerDutyEvents(url, routing_key, timeout=0.5, attempts=3, backoff=0.01)
+        pager = PagerDutyEvents(url, routing_key, timeout=5.0, attempts=3, backoff=0.01)
+        slow = PagerDutyEvents(url, routing_key, timeout=0.5, attempts=3, backoff=0.01)  # for the timeout check only
         key = matrix.retry_after_then_success(
             proxy, "enqueue", lambda: pager.trigger("INC-9", "leak", "aisoar/test", "critical", None)
         )
@@ -91,7 +92,7 @@ def test_pagerduty_matrix_through_a_fault_proxy(sandbox: Sandbox, caplog: pytest
             starts_with="PagerDuty resolve event on INC-9 failed (HTTP 500)",
         )
         assert sandbox.pagerduty.alerts["INC-9"]["status"] == "triggered"
-        matrix.times_out(proxy, "enqueue", lambda: pager.acknowledge("INC-9"), attempts=3, delay=1.5)
+        matrix.times_out(proxy, "enqueue", lambda: slow.acknowledge("INC-9"), attempts=3, delay=1.5)
         proxy.script()
         pager.resolve("INC-9")  # the inverse of trigger, and doing it twice is harmless
         pager.resolve("INC-9")

@@ -135,7 +135,8 @@ def test_openai_fault_matrix(openai_env: dict[str, str], sandbox: Sandbox, caplo
     key = openai_env["AISOAR_OPENAI_ADMIN_KEY"]
     upstream = openai_env["AISOAR_OPENAI_ADMIN_URL"].removesuffix("/v1")
     with fault_proxy(upstream) as (proxy, url):
-        admin = OpenAIAdmin(f"{url}/v1", key, backoff=0.01, attempts=3, timeout=0.3)
+        admin = OpenAIAdmin(f"{url}/v1", key, backoff=0.01, attempts=3, timeout=5.0)
+        slow = OpenAIAdmin(f"{url}/v1", key, backoff=0.01, attempts=3, timeout=0.3)  # for the timeout check only
         path = f"/v1/organization/projects/{DEMO_PROJECT}/service_accounts/{OTHER_ACCOUNT}"
         storm = matrix.storm_exhausts_retries(
             proxy,
@@ -145,7 +146,7 @@ def test_openai_fault_matrix(openai_env: dict[str, str], sandbox: Sandbox, caplo
             f"OpenAI Admin API delete service account on {DEMO_PROJECT}/{OTHER_ACCOUNT} failed (HTTP 500)",
         )
         assert OTHER_ACCOUNT in sandbox.openai.service_accounts[DEMO_PROJECT]  # the storm changed nothing
-        matrix.times_out(proxy, f"GET {path}", lambda: admin.get_service_account(DEMO_PROJECT, OTHER_ACCOUNT), 3, 1.0)
+        matrix.times_out(proxy, f"GET {path}", lambda: slow.get_service_account(DEMO_PROJECT, OTHER_ACCOUNT), 3, 1.0)
         deleted = matrix.retry_after_then_success(
             proxy, f"DELETE {path}", lambda: admin.delete_service_account(DEMO_PROJECT, OTHER_ACCOUNT)
         )
@@ -297,7 +298,8 @@ def test_anthropic_plan_mode_changes_nothing(anthropic: AnthropicEnv) -> None:
 def test_anthropic_fault_matrix(anthropic: AnthropicEnv, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     with fault_proxy(anthropic.url) as (proxy, url):
-        admin = AnthropicAdmin(url, ADMIN_ANTHROPIC, backoff=0.01, attempts=3, timeout=0.3)
+        admin = AnthropicAdmin(url, ADMIN_ANTHROPIC, backoff=0.01, attempts=3, timeout=5.0)
+        slow = AnthropicAdmin(url, ADMIN_ANTHROPIC, backoff=0.01, attempts=3, timeout=0.3)  # for the timeout check
         path = f"/v1/organizations/api_keys/{LEAKED_ID}"
         updated = matrix.retry_after_then_success(
             proxy, f"POST {path}", lambda: admin.set_status(LEAKED_ID, "inactive")
@@ -311,7 +313,7 @@ def test_anthropic_fault_matrix(anthropic: AnthropicEnv, caplog: pytest.LogCaptu
             f"Anthropic Admin API activate API key on {LEAKED_ID} failed (HTTP 500)",
         )
         assert anthropic.state.keys[LEAKED_ID]["status"] == "inactive"  # the storm changed nothing
-        matrix.times_out(proxy, f"GET {path}", lambda: admin.get_key(LEAKED_ID), 3, delay=1.0)
+        matrix.times_out(proxy, f"GET {path}", lambda: slow.get_key(LEAKED_ID), 3, delay=1.0)
         sent = {(s.headers.get("x-api-key"), s.headers.get("anthropic-version")) for s in proxy.seen}
     assert sent == {(ADMIN_ANTHROPIC, "2023-06-01")}
     matrix.secret_absent(ADMIN_ANTHROPIC, caplog.text, str(storm), json.dumps(updated))

@@ -6,7 +6,10 @@ admin endpoints need the master key (``Authorization: Bearer`` or ``x-litellm-ap
 ``/key/info?key=`` answers ``{"key", "info"}``; ``/key/update`` sets exactly the fields sent
 (``rpm_limit``, ``tpm_limit``, ``max_budget``, ``models``, ``aliases`` ...; an explicit null
 clears one) and 404s an unknown key; ``/key/list`` answers a ``KeyListResponseObject`` of
-hashes; invalid bodies get FastAPI's 422 shape.
+hashes; invalid bodies get FastAPI's 422 shape. Other errors have the proxy's
+``ProxyException`` shape ``{"error": {"message", "type", "param", "code"}}`` (401
+``auth_error`` without the master key; 404 for a key the proxy does not hold, a deleted
+key included: its row is gone from the verification token table).
 
 ``GET /spend/logs?api_key=<hash>`` is not in that document: it is modeled on LiteLLM's
 documented SpendLogs rows (request_id, call_type, api_key (the key's hash), spend,
@@ -31,7 +34,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
@@ -86,6 +89,17 @@ def _chat_error(status: int, message: str, type_: str, headers: dict[str, str] |
         content={"error": {"message": message, "type": type_, "param": None, "code": str(status)}},
         headers=headers,
     )
+
+
+class ProxyError(Exception):
+    """What the proxy raises as ``ProxyException``: answered as ``{"error": {...}}``."""
+
+    def __init__(self, status: int, message: str, type_: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_
+        self.param = param
 
 
 class LiteLLMState:
@@ -170,13 +184,20 @@ def create_app(state: LiteLLMState) -> FastAPI:
     app = FastAPI(title="LiteLLM proxy (aisoar sandbox)")
     app.state.fake = state
 
+    @app.exception_handler(ProxyError)
+    async def proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
+        return JSONResponse(
+            status_code=exc.status,
+            content={"error": {"message": exc.message, "type": exc.type, "param": exc.param, "code": str(exc.status)}},
+        )
+
     def admin(authorization: str | None = Header(None), x_litellm_api_key: str | None = Header(None)) -> None:
         """The master key, as ``Authorization: Bearer`` or ``x-litellm-api-key``."""
         supplied = x_litellm_api_key or (authorization or "").removeprefix("Bearer ").strip()
         if not supplied:
-            raise HTTPException(401, {"error": "No api key passed in."})
+            raise ProxyError(401, "Authentication Error, No api key passed in.", "auth_error", "None")
         if not secrets.compare_digest(supplied, state.master_key):
-            raise HTTPException(401, {"error": "Authentication Error, Invalid proxy server token passed."})
+            raise ProxyError(401, "Authentication Error, Invalid proxy server token passed.", "auth_error", "None")
 
     def record(request: Request, body: Any) -> None:
         state.requests.append(
@@ -193,7 +214,7 @@ def create_app(state: LiteLLMState) -> FastAPI:
         token = hash_token(key)
         with state.lock:
             if token not in state.keys:
-                raise HTTPException(404, {"error": "Key not found"})
+                raise ProxyError(404, f"Key={key[:8]}... not found", "bad_request_error", "key")
             state.keys[token]["blocked"] = blocked
             state.keys[token]["updated_at"] = datetime.now(UTC).isoformat()
             return {"token": token, **state.keys[token]}
@@ -204,23 +225,19 @@ def create_app(state: LiteLLMState) -> FastAPI:
         key: str | None = None,
     ) -> dict[str, Any]:
         if not key:
-            raise HTTPException(400, {"error": "key is required"})
+            raise ProxyError(400, "key is required", "bad_request_error", "key")
         record(request, {"key": key})
         token = hash_token(key)
         with state.lock:
-            if token in state.keys:
-                row = json.loads(json.dumps(state.keys[token]))
-                row["status"] = "revoked" if row.get("blocked") else "active"
-            elif token in state.deleted:
-                row = dict(state.deleted[token], status="deleted")
-            else:
-                raise HTTPException(404, {"error": f"Key not found: {key[:8]}..."})
+            if token not in state.keys:  # unknown or deleted: the proxy no longer has its row
+                raise ProxyError(404, "Key not found in database", "not_found_error", "key")
+            row = json.loads(json.dumps(state.keys[token]))
         return {"key": key, "info": row}
 
     @app.get("/key/list", dependencies=[Depends(admin)])
     def key_list(request: Request, page: int = 1, size: int = 10) -> dict[str, Any]:
         if page < 1 or not 1 <= size <= 100:
-            raise HTTPException(400, {"error": "page must be >= 1 and size between 1 and 100"})
+            raise ProxyError(400, "page must be >= 1 and size between 1 and 100", "bad_request_error", "size")
         record(request, {"page": page, "size": size})
         with state.lock:
             tokens = sorted(state.keys)
@@ -253,16 +270,16 @@ def create_app(state: LiteLLMState) -> FastAPI:
         sent = body.model_dump(exclude_unset=True)
         record(request, sent)
         if not body.key:
-            raise HTTPException(400, {"error": "key is required"})
+            raise ProxyError(400, "key is required", "bad_request_error", "key")
         for field in ("rpm_limit", "tpm_limit", "max_budget"):
             value = sent.get(field)
             if value is not None and value < 0:
-                raise HTTPException(400, {"error": f"{field} must be >= 0"})
+                raise ProxyError(400, f"{field} must be >= 0", "bad_request_error", field)
         token = hash_token(body.key)
         with state.lock:
             row = state.keys.get(token)
             if row is None:
-                raise HTTPException(404, {"error": f"Key not found: {body.key[:8]}..."})
+                raise ProxyError(404, f"Key not found: {body.key[:8]}...", "not_found_error", "key")
             for field in UPDATABLE:
                 if field in sent:
                     value = sent[field]
@@ -279,7 +296,7 @@ def create_app(state: LiteLLMState) -> FastAPI:
     ) -> dict[str, Any]:
         record(request, body.model_dump())
         if not body.keys and not body.key_aliases:
-            raise HTTPException(400, {"error": "keys or key_aliases is required"})
+            raise ProxyError(400, "keys or key_aliases is required", "bad_request_error", "keys")
         deleted = []
         with state.lock:
             for key in body.keys or []:

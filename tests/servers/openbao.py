@@ -55,7 +55,9 @@ def openbao() -> Iterator[OpenBao]:
         "-dev-no-store-token",
     ]
     try:
-        with server_process("OpenBao", argv, f"{url}/v1/sys/health", workdir, env=env, timeout=START_TIMEOUT):
+        with server_process(
+            "OpenBao", argv, f"{url}/v1/sys/health", workdir, env=env, timeout=START_TIMEOUT, redact=(token,)
+        ):
             yield OpenBao(url, token)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -28,11 +28,16 @@ def venv_binary(name: str, install_hint: str) -> str:
     return found
 
 
-def log_tail(log: Path, size: int = 2000) -> str:
+def log_tail(log: Path, size: int = 2000, redact: tuple[str, ...] = ()) -> str:
+    """The end of a server's log, with the given secrets (a dev root token ...) masked."""
     try:
-        return log.read_text(errors="replace")[-size:]
+        text = log.read_text(errors="replace")
     except OSError:
         return "(no log)"
+    for secret in redact:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return text[-size:]
 
 
 @contextmanager
@@ -45,8 +50,10 @@ def server_process(
     env: Mapping[str, str | None] | None = None,
     timeout: float = 30.0,
     ready: Callable[[httpx.Response], bool] = lambda r: r.status_code == 200,
+    redact: tuple[str, ...] = (),
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``argv`` until the context ends; ``env`` adds variables to ours (None removes one)."""
+    """Run ``argv`` until the context ends; ``env`` adds variables to ours (None removes one);
+    ``redact``: secrets the server prints (kept out of the failure message)."""
     log = workdir / f"{name.lower().replace(' ', '-')}.log"
     environment = {**os.environ, "DO_NOT_TRACK": "1"}
     for key, value in (env or {}).items():
@@ -67,14 +74,15 @@ def server_process(
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                pytest.fail(f"{name} exited during start-up (code {process.returncode}):\n{log_tail(log)}")
+                tail = log_tail(log, redact=redact)
+                pytest.fail(f"{name} exited during start-up (code {process.returncode}):\n{tail}")
             try:
                 if ready(httpx.get(ready_url, timeout=1)):
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"{name} did not answer {ready_url} within {timeout}s:\n{log_tail(log)}")
+                pytest.fail(f"{name} did not answer {ready_url} within {timeout}s:\n{log_tail(log, redact=redact)}")
             time.sleep(0.1)
         yield process
     finally:
