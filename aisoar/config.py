@@ -118,9 +118,7 @@ class Settings(BaseSettings):
         default_factory=dict, description="named endpoints for http.request, e.g. AISOAR_HTTP_ENDPOINTS__waf__URL=..."
     )
     http_timeout_seconds: float = 10.0
-    plan_mode: bool = Field(
-        False, description="every connector describes the changes it would make and makes none"
-    )
+    plan_mode: bool = Field(False, description="every connector describes the changes it would make and makes none")
 
     sandbox: bool = Field(False, description="set by `aisoar up` when it runs local stand-ins")
 

@@ -131,8 +131,10 @@ def _decide_and_run(
         return StepOutcome(
             status=Outcome.failed, summary="refused: no evidence was captured before this changing step"
         ), False
-    if action.info.changes_things and isinstance(inputs, AssetInputs) and not store.evidence_for(
-        incident_id, asset=inputs.asset
+    if (
+        action.info.changes_things
+        and isinstance(inputs, AssetInputs)
+        and not store.evidence_for(incident_id, asset=inputs.asset)
     ):
         return StepOutcome(
             status=Outcome.failed,

@@ -188,9 +188,7 @@ def test_poisoned_chroma_collection_is_quarantined_and_restored_clean(
     all_verified(stack, incident_id)
 
 
-def test_tampered_model_alias_is_pinned_to_the_known_good_version(
-    stack_for: Any, mlflow_server: MlflowServer
-) -> None:
+def test_tampered_model_alias_is_pinned_to_the_known_good_version(stack_for: Any, mlflow_server: MlflowServer) -> None:
     from tests.test_mlflow import _alias, _seed
 
     _seed(mlflow_server.url, "fraud-scorer-e2e")
