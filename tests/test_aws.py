@@ -29,9 +29,7 @@ from pydantic import ValidationError
 from aisoar.config import PROJECT_ROOT
 from aisoar.evidence import EvidenceStore
 from aisoar.models import CloudCredential
-from aisoar.specs import parse_spec
 from aisoar.store import Store
-from aisoar.templating import evaluate_condition, render_value
 from connectors.aws_iam import AwsIam
 from connectors.errors import ConnectorError
 from tasks import REGISTRY, connect
@@ -42,6 +40,7 @@ from tests.conftest import make_settings
 from tests.docs import connector_section
 from tests.faults import Fault, fault_proxy
 from tests.servers.moto import REGION, Moto
+from tests.walk import walk_playbook
 
 INCIDENT = "INC-aws-1"
 THROTTLED = (
@@ -394,31 +393,8 @@ def test_aws_matrix_through_a_fault_proxy(
 
 
 def _walk_playbook(ctx: ActionContext, credential: CloudCredential) -> dict[str, Any]:
-    """The spec's steps in order, as the runner takes them (approvals taken as given): conditions
-    evaluated, inputs rendered and validated; the aws.* steps run for real with their probes."""
-    spec = parse_spec((PROJECT_ROOT / "playbook_specs" / "leaked-cloud-access-key.yaml").read_text(), "spec")
-    context: dict[str, Any] = {
-        "alert": {},
-        "incident": {"id": INCIDENT, "title": "AWS key in a public repo", "severity": "high", "type": None},
-        "entities": {"cloud_credential": credential.model_dump(mode="json")},
-        "steps": {},
-        "run": {"id": "r", "url": "http://ui/r"},
-        "spec": {"name": spec.name, "title": spec.title},
-    }
-    for step in spec.steps:
-        if step.when is not None and not evaluate_condition(step.when, context):
-            context["steps"][step.id] = {"status": "skipped", "summary": "skipped: condition is false"}
-            continue
-        inputs = REGISTRY[step.action].info.inputs.model_validate(render_value(step.inputs, context))
-        if not step.action.startswith("aws."):
-            context["steps"][step.id] = {"status": "ok", "summary": "ok", "inputs": inputs.model_dump()}
-            continue
-        assert isinstance(inputs, AwsAccessKey)
-        outcome = _run(ctx, step.action, inputs)
-        if REGISTRY[step.action].info.changes_things:
-            assert _probe(ctx, step.action, inputs, outcome)[0], step.id
-        context["steps"][step.id] = {**outcome.output, "status": outcome.status.value, "summary": outcome.summary}
-    return dict(context["steps"])
+    entities = {"cloud_credential": credential.model_dump(mode="json")}
+    return walk_playbook(ctx, "leaked-cloud-access-key.yaml", "aws.", entities=entities)
 
 
 def test_the_playbook_deactivates_then_deletes_the_leaked_key(

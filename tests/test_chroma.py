@@ -36,12 +36,13 @@ from connectors.chroma import (
 )
 from connectors.errors import ConnectorError
 from tasks import REGISTRY
-from tasks.base import ActionContext, AssetInputs, Outcome
+from tasks.base import ActionContext, Outcome
 from tasks.vector_stores import ChromaCollection, ChromaRestore
 from tests import matrix
 from tests.conftest import make_settings
 from tests.faults import FaultProxy, fault_proxy
 from tests.servers.chroma import ChromaServer
+from tests.walk import walk_playbook
 
 TOKEN = "chroma-token-never-print-me-0123456789"
 INCIDENT = "INC-rag-0001"
@@ -381,35 +382,15 @@ def test_the_playbook_exports_quarantines_and_restores_without_the_poison(
     evidence-before-change rule checked): the chroma.* steps run for real with their probes;
     the other steps only have their rendered inputs checked."""
     ctx = _ctx(make_settings(tmp_path / "data", env={"AISOAR_CHROMA_URL": chroma_server.url}))
-    spec = parse_spec((PROJECT_ROOT / "playbook_specs" / "rag-poisoning.yaml").read_text(), "rag-poisoning.yaml")
     hostile = f"{POISONED[0]}, {POISONED[1]},{POISONED[2]}"
-    context: dict[str, Any] = {
-        "alert": {"labels": {"poisoned_ids": hostile, "detector": "rag-poisoning-scanner"}},
-        "incident": {"id": INCIDENT, "title": "poisoned KB", "severity": "high", "type": "data_poisoning"},
-        "entities": {"vector_index": {"type": "vector_index", "name": name, "store": "chroma"}},
-        "steps": {},
-        "run": {"id": "r", "url": "http://ui/r"},
-        "spec": {"name": spec.name, "title": spec.title},
-    }
-    for step in spec.steps:
-        if step.when is not None and not evaluate_condition(step.when, context):
-            context["steps"][step.id] = {"status": "skipped", "summary": "skipped: condition is false"}
-            continue
-        entry = REGISTRY[step.action]
-        inputs = entry.info.inputs.model_validate(render_value(step.inputs, context))
-        if not step.action.startswith("chroma."):
-            context["steps"][step.id] = {"status": "ok", "summary": "ok", "inputs": inputs.model_dump()}
-            continue
-        if entry.info.changes_things and isinstance(inputs, AssetInputs):
-            assert ctx.store.evidence_for(INCIDENT, asset=inputs.asset), f"{step.id}: no evidence first"
-        outcome = entry.task.fn(ctx, inputs)
-        assert outcome.status is Outcome.ok, outcome.summary
-        if entry.info.changes_things:
-            assert entry.probe is not None
-            verdict = entry.probe(ctx, inputs, outcome)
-            assert verdict.ok, f"{step.id}: {verdict.detail}"
-        context["steps"][step.id] = {**outcome.output, "status": outcome.status.value, "summary": outcome.summary}
-    steps = context["steps"]
+    steps = walk_playbook(
+        ctx,
+        "rag-poisoning.yaml",
+        "chroma.",
+        entities={"vector_index": {"type": "vector_index", "name": name, "store": "chroma"}},
+        labels={"poisoned_ids": hostile, "detector": "rag-poisoning-scanner"},
+        incident_type="data_poisoning",
+    )
     assert steps["export-collection"]["count"] == TOTAL
     assert steps["restore-without-poison"]["removed_ids"] == POISONED
     assert steps["export-collection"]["sha256"] in steps["open-ticket"]["inputs"]["details"]

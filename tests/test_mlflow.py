@@ -24,12 +24,9 @@ import pytest
 from prefect.client.schemas.objects import State
 from pydantic import ValidationError
 
-from aisoar.config import PROJECT_ROOT
 from aisoar.evidence import EvidenceStore
 from aisoar.models import Model
-from aisoar.specs import parse_spec
 from aisoar.store import Store
-from aisoar.templating import evaluate_condition, render_value
 from connectors.errors import ConnectorError
 from connectors.mlflow_registry import MlflowRegistry, UnsafeArtifactPath, artifact_path, version_digest
 from tasks import REGISTRY
@@ -40,6 +37,7 @@ from tests import matrix
 from tests.conftest import make_settings
 from tests.faults import fault_proxy, server_error, too_many
 from tests.servers.mlflow import MlflowServer
+from tests.walk import walk_playbook
 
 TOKEN = "mlflow-test-token-" + secrets.token_hex(8)
 API = "/api/2.0/mlflow"
@@ -300,32 +298,8 @@ def _fresh_connectors() -> Iterator[None]:
 
 
 def _walk_playbook(ctx: ActionContext, model: Model, labels: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """playbook_specs/tampered-model.yaml step by step as the runner takes them (approvals taken
-    as given): conditions evaluated, inputs rendered and validated; the mlflow.* steps run for
-    real with their probes, the other steps only have their inputs checked."""
-    spec = parse_spec((PROJECT_ROOT / "playbook_specs" / "tampered-model.yaml").read_text(), "spec")
-    context: dict[str, Any] = {
-        "alert": {"labels": labels},
-        "incident": {"id": ctx.incident_id, "title": "model tampered", "severity": "high", "type": "model_backdoor"},
-        "entities": {"model": model.model_dump(mode="json")},
-        "steps": {},
-        "run": {"id": "r", "url": "http://ui/r"},
-        "spec": {"name": spec.name, "title": spec.title},
-    }
-    for step in spec.steps:
-        if step.when is not None and not evaluate_condition(step.when, context):
-            context["steps"][step.id] = {"status": "skipped", "summary": "skipped: condition is false"}
-            continue
-        inputs = REGISTRY[step.action].info.inputs.model_validate(render_value(step.inputs, context))
-        if not step.action.startswith("mlflow."):
-            context["steps"][step.id] = {"status": "ok", "summary": "ok", "inputs": inputs.model_dump()}
-            continue
-        outcome = _outcome(REGISTRY[step.action].task.fn(ctx, inputs))
-        probe = REGISTRY[step.action].probe
-        if probe is not None:
-            assert probe(ctx, inputs, outcome).ok, step.id
-        context["steps"][step.id] = {**outcome.output, "status": outcome.status.value, "summary": outcome.summary}
-    return dict(context["steps"])
+    entities = {"model": model.model_dump(mode="json")}
+    return walk_playbook(ctx, "tampered-model.yaml", "mlflow.", entities=entities, labels=labels)
 
 
 def test_the_playbook_pins_the_known_good_version(mlflow_server: MlflowServer, tmp_path: Path) -> None:

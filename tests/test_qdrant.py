@@ -16,21 +16,19 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from aisoar.config import PROJECT_ROOT
 from aisoar.evidence import EvidenceStore
 from aisoar.sandbox.qdrant_fake import QdrantState, create_app
 from aisoar.sandbox.serving import BackgroundServer
-from aisoar.specs import parse_spec
 from aisoar.store import Store
-from aisoar.templating import evaluate_condition, render_value
 from connectors.errors import ConnectorError
 from connectors.qdrant import QdrantApi
 from tasks import REGISTRY
-from tasks.base import ActionContext, AssetInputs, Outcome, StepOutcome
+from tasks.base import ActionContext, Outcome, StepOutcome
 from tasks.vector_qdrant import AliasSwitch, PointsDeletion, QdrantCollection, SnapshotRecovery
 from tests import matrix
 from tests.conftest import make_settings
 from tests.faults import FaultProxy, fault_proxy, server_error
+from tests.walk import walk_playbook
 
 KEY = "qdrant-key-never-print-me-0123456789"
 READ_ONLY = "qdrant-read-only-key-9876543210"
@@ -500,35 +498,11 @@ def test_the_key_never_leaks(
 
 
 # -- the playbook -------------------------------------------------------------------------------------
+
+
 def _walk_playbook(ctx: ActionContext, labels: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """The spec's steps in order, as the runner takes them (approvals taken as given; the
-    runner's evidence-before-change check applied): the qdrant.* steps run for real with their
-    probes, the other steps only have their inputs checked."""
-    spec = parse_spec((PROJECT_ROOT / "playbook_specs" / "rag-poisoning-qdrant.yaml").read_text(), "spec")
-    context: dict[str, Any] = {
-        "alert": {"labels": labels},
-        "incident": {"id": ctx.incident_id, "title": "poisoned KB", "severity": "high", "type": "data_poisoning"},
-        "entities": {"vector_index": {"type": "vector_index", "name": "kb", "store": "qdrant"}},
-        "steps": {},
-        "run": {"id": "r", "url": "http://ui/r"},
-        "spec": {"name": spec.name, "title": spec.title},
-    }
-    for step in spec.steps:
-        if step.when is not None and not evaluate_condition(step.when, context):
-            context["steps"][step.id] = {"status": "skipped", "summary": "skipped: condition is false"}
-            continue
-        entry = REGISTRY[step.action]
-        inputs = entry.info.inputs.model_validate(render_value(step.inputs, context))
-        if not step.action.startswith("qdrant."):
-            context["steps"][step.id] = {"status": "ok", "summary": "ok", "inputs": inputs.model_dump()}
-            continue
-        if entry.info.changes_things and isinstance(inputs, AssetInputs):
-            assert ctx.store.evidence_for(ctx.incident_id, asset=inputs.asset), f"{step.id}: no evidence first"
-        outcome = run(ctx, step.action, inputs)
-        if entry.info.changes_things:
-            assert entry.probe is not None and entry.probe(ctx, inputs, outcome).ok, step.id
-        context["steps"][step.id] = {**outcome.output, "status": outcome.status.value, "summary": outcome.summary}
-    return dict(context["steps"])
+    entities = {"vector_index": {"type": "vector_index", "name": "kb", "store": "qdrant"}}
+    return walk_playbook(ctx, "rag-poisoning-qdrant.yaml", "qdrant.", entities=entities, labels=labels)
 
 
 def test_the_playbook_snapshots_then_quarantines_the_alias(qdrant: Qdrant, tmp_path: Path) -> None:

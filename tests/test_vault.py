@@ -20,12 +20,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from aisoar.config import PROJECT_ROOT
 from aisoar.evidence import EvidenceStore
 from aisoar.models import CloudCredential
-from aisoar.specs import parse_spec
 from aisoar.store import Store
-from aisoar.templating import evaluate_condition, render_value
 from connectors.errors import ConnectorError
 from connectors.vault import UnsafeIdentifier, VaultCredentials
 from tasks import REGISTRY
@@ -36,6 +33,7 @@ from tests.conftest import make_settings
 from tests.docs import connector_section
 from tests.faults import fault_proxy
 from tests.servers.openbao import OpenBao
+from tests.walk import walk_playbook
 
 INCIDENT = "INC-vault-1"
 
@@ -454,31 +452,8 @@ def _fresh_connectors() -> Iterator[None]:
 
 
 def _walk_playbook(ctx: ActionContext, credential: CloudCredential) -> dict[str, dict[str, Any]]:
-    """The spec's steps in order, as the runner takes them (approvals taken as given):
-    conditions evaluated, inputs rendered and validated; the vault.* steps run for real
-    (with their probes), the other steps only have their inputs checked."""
-    spec = parse_spec((PROJECT_ROOT / "playbook_specs" / "agent-credential-compromise.yaml").read_text(), "spec")
-    context: dict[str, Any] = {
-        "alert": {},
-        "incident": {"id": INCIDENT, "title": "agent token used from a new ASN", "severity": "high", "type": None},
-        "entities": {"cloud_credential": credential.model_dump(mode="json")},
-        "steps": {},
-        "run": {"id": "r", "url": "http://ui/r"},
-        "spec": {"name": spec.name, "title": spec.title},
-    }
-    for step in spec.steps:
-        if step.when is not None and not evaluate_condition(step.when, context):
-            context["steps"][step.id] = {"status": "skipped", "summary": "skipped: condition is false"}
-            continue
-        inputs = REGISTRY[step.action].info.inputs.model_validate(render_value(step.inputs, context))
-        if not step.action.startswith("vault."):
-            context["steps"][step.id] = {"status": "ok", "summary": "ok", "inputs": inputs.model_dump()}
-            continue
-        outcome = _run(ctx, step.action, inputs)
-        if REGISTRY[step.action].info.changes_things:
-            assert _probe(ctx, step.action, inputs, outcome), step.id
-        context["steps"][step.id] = {**outcome.output, "status": outcome.status.value, "summary": outcome.summary}
-    return dict(context["steps"])
+    entities = {"cloud_credential": credential.model_dump(mode="json")}
+    return walk_playbook(ctx, "agent-credential-compromise.yaml", "vault.", entities=entities)
 
 
 def test_the_playbook_revokes_the_agent_token(openbao: OpenBao, responder: str, tmp_path: Path) -> None:
