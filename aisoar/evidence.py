@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,8 @@ class EvidenceStore:
         if path.exists():
             self.verify_file(sha256)
         else:
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            # unique per writer: two steps (threads) may store the same bytes at the same time
+            tmp = path.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
             with open(tmp, "xb") as handle:
                 handle.write(content)
                 handle.flush()

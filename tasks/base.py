@@ -25,7 +25,7 @@ class AssetInputs(BaseModel):
 
     ``asset`` names the asset the same way in the evidence collected about it and in the
     changing steps on it: the runner refuses a changing step on an asset that has no
-    evidence yet (``<system>:<kind>:<id>``, e.g. ``litellm:key:<sha256>``).
+    evidence yet (``<system>:<kind>:<id>``, e.g. ``litellm:virtual-key:<sha256>``).
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -2,7 +2,7 @@
 its model route to a known-good deployment. Each change remembers what it replaced, so
 its inverse can put it back.
 
-Every input names its key by hash (``litellm:key:<sha256>``), the same asset as
+Every input names its key by hash (``litellm:virtual-key:<sha256>``), the same asset as
 ``gateway.collect_key_evidence``, which must run first.
 """
 
@@ -66,7 +66,7 @@ class _OnGatewayKey(AssetInputs):
 
     @property
     def asset(self) -> str:
-        return f"litellm:key:{self.key_hash}"
+        return f"litellm:virtual-key:{self.key_hash}"
 
 
 class KeyLimits(_OnGatewayKey):

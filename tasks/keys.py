@@ -24,7 +24,7 @@ class GatewayKey(AssetInputs):
 
     @property
     def asset(self) -> str:
-        return f"litellm:key:{self.key_hash}"
+        return f"litellm:virtual-key:{self.key_hash}"
 
 
 class ProviderKey(AssetInputs):

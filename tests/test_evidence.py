@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,21 @@ def test_an_edited_ledger_entry_breaks_the_chain(evidence: EvidenceStore) -> Non
         conn.execute(sa.update(evidence_items).where(evidence_items.c.id == 1).values(collected_by="mallory"))
     problems = evidence.store.verify_custody_chain()
     assert problems == ["entry 1: entry hash does not match its content"]
+
+
+def test_two_steps_storing_the_same_bytes_at_once_both_succeed(evidence: EvidenceStore) -> None:
+    """Two playbooks of one incident keep the same alert at the same moment (threads of one process)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    content = b'{"alert": "same bytes from two playbooks"}'
+    barrier = threading.Barrier(8)
+
+    def put(n: int) -> str:
+        barrier.wait()
+        return evidence.put("INC-1", content, f"copy {n}", "test").sha256
+
+    with ThreadPoolExecutor(8) as pool:
+        hashes = set(pool.map(put, range(8)))
+    assert hashes == {hashlib.sha256(content).hexdigest()}
+    assert len(evidence.store.evidence_for("INC-1")) == 8
+    assert evidence.store.verify_custody_chain() == []

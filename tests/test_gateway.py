@@ -222,8 +222,8 @@ def test_collect_key_evidence_keeps_the_record_and_the_request_logs(
     assert HOSTILE not in outcome.summary and HOSTILE not in json.dumps(output)  # only counts in the outcome
     records = ctx.store.evidence_for(ctx.incident_id)
     assert [(r.description, r.asset) for r in records] == [
-        ("LLM gateway record of the key", f"litellm:key:{BOT_HASH}"),
-        ("LLM gateway request logs of the key", f"litellm:key:{BOT_HASH}"),
+        ("LLM gateway record of the key", f"litellm:virtual-key:{BOT_HASH}"),
+        ("LLM gateway request logs of the key", f"litellm:virtual-key:{BOT_HASH}"),
     ]
     kept = json.loads(ctx.evidence.path_for(output["request_logs_sha256"]).read_bytes())
     assert kept["rows_kept"] == 4 and kept["rows"][0]["messages"][0]["content"] == f"{HOSTILE} #0"  # data, as is
@@ -248,7 +248,7 @@ def test_limit_key_remembers_the_previous_limits_and_restores_them(
     ctx = context(tmp_path, env)
     limit = REGISTRY["gateway.limit_key"]
     inputs = KeyLimits(key_hash=BOT_HASH, rpm_limit=1)
-    assert inputs.asset == f"litellm:key:{BOT_HASH}"
+    assert inputs.asset == f"litellm:virtual-key:{BOT_HASH}"
     nothing_yet = StepOutcome(status=Outcome.ok, summary="not run")
     assert limit.probe is not None and limit.probe(ctx, inputs, nothing_yet).ok is False
     outcome = limit.task.fn(ctx, inputs)

@@ -225,7 +225,7 @@ def test_jira_case_open_comment_link_close(sandbox: Sandbox, tmp_path: Path) -> 
     assert more.output["posted"] == 1 and len(comments) == 2
     assert "key blocked at the gateway" in comments[1]["body"] and "incident opened" not in comments[1]["body"]
 
-    shas = [case.ctx.keep({"n": n}, f"record {n}", asset="litellm:key:" + "a" * 64) for n in range(2)]
+    shas = [case.ctx.keep({"n": n}, f"record {n}", asset="litellm:virtual-key:" + "a" * 64) for n in range(2)]
     linked = run("jira.link_evidence", ctx, IssueInputs())
     assert linked.output["linked"] == 2 and probe("jira.link_evidence", ctx, IssueInputs(), linked).ok
     assert run("jira.link_evidence", ctx, IssueInputs()).output["linked"] == 0

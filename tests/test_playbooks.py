@@ -98,6 +98,16 @@ def test_leaked_anthropic_key_is_deactivated(stack_for: Any) -> None:
     assert refused.status_code == 401
     all_verified(stack, incident_id)
     assert stack.svc.store.get_incident(incident_id).status.value == "closed"
+    # On-call: one Slack message for the incident, the later updates threaded under it.
+    slack = stack.sandbox.slack
+    parents = [m for m in slack.messages if incident_id in m["text"]]
+    assert len(parents) == 1 and any(r["thread_ts"] == parents[0]["ts"] for r in slack.replies)
+    # The Jira issue has the timeline as comments, links to the evidence, and is done.
+    (issue,) = [
+        i for i in stack.sandbox.jira.issues.values() if f"aisoar-{incident_id.lower()}" in i["fields"]["labels"]
+    ]
+    assert issue["fields"]["status"]["statusCategory"]["key"] == "done"
+    assert issue["fields"]["comment"]["total"] >= 1 and issue["remotelinks"]
 
 
 def test_agent_tool_misuse_is_contained_at_the_runtime(stack_for: Any) -> None:
