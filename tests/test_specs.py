@@ -189,3 +189,25 @@ def test_load_specs_reports_every_file(tmp_path: Path) -> None:
         load_specs(tmp_path, catalog())
     files = {p.file for p in caught.value.problems}
     assert files == {"a.yaml", "b.yaml"}
+
+
+@pytest.mark.parametrize(
+    ("example", "playbooks"),
+    [
+        ("leaked-openai-key", {"leaked-llm-api-key"}),
+        ("leaked-anthropic-key", {"leaked-anthropic-key", "leaked-llm-api-key"}),
+        ("leaked-cloud-access-key", {"leaked-cloud-access-key"}),
+        ("compromised-vault-token", {"agent-credential-compromise"}),
+        ("agent-tool-misuse", {"agent-tool-misuse"}),
+        ("jailbreak-campaign", {"jailbreak-campaign"}),
+        ("rag-poisoning-chroma", {"rag-poisoning"}),
+        ("rag-poisoning-qdrant", {"rag-poisoning-qdrant"}),
+        ("tampered-model", {"tampered-model"}),
+    ],
+)
+def test_each_example_alert_starts_its_playbooks(example: str, playbooks: set[str]) -> None:
+    from aisoar.ingress.adapters import generic_json
+
+    alert = generic_json("generic", (PROJECT_ROOT / "examples" / "alerts" / f"{example}.json").read_bytes())
+    specs = [item.spec for item in load_specs(PROJECT_ROOT / "playbook_specs", catalog())]
+    assert {spec.name for spec in specs if spec.matches(alert)} == playbooks
