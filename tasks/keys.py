@@ -17,6 +17,8 @@ from tasks.base import ActionContext, AssetInputs, ProbeResult, StepOutcome, ok,
 from tasks.registry import action
 
 KeyHash = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the key (LiteLLM's key id)")]
+# OpenAI project, key and service-account ids
+OpenAIId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")]
 
 
 class GatewayKey(AssetInputs):
@@ -28,8 +30,8 @@ class GatewayKey(AssetInputs):
 
 
 class ProviderKey(AssetInputs):
-    project_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")]
-    key_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")]
+    project_id: OpenAIId
+    key_id: OpenAIId
 
     @property
     def asset(self) -> str:
@@ -232,8 +234,8 @@ def delete_project_key(ctx: ActionContext, inputs: ProviderKey) -> StepOutcome:
 
 # -- OpenAI project service accounts --------------------------------------------------
 class ServiceAccount(AssetInputs):
-    project_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")]
-    service_account_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")]
+    project_id: OpenAIId
+    service_account_id: OpenAIId
 
     @property
     def asset(self) -> str:

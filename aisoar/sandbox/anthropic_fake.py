@@ -77,6 +77,17 @@ class AnthropicState:
         return key_id
 
 
+async def _json_object(request: Request) -> dict[str, Any] | JSONResponse:
+    """The request's JSON object, or the error the API answers for anything else."""
+    try:
+        body = json.loads(await request.body() or b"null")
+    except ValueError:
+        return _error(400, "invalid_request_error", "request body is not valid JSON")
+    if not isinstance(body, dict):
+        return _error(400, "invalid_request_error", "request body must be an object")
+    return body
+
+
 def create_app(state: AnthropicState) -> FastAPI:
     app = FastAPI(title="Anthropic API (aisoar sandbox)")
     app.state.fake = state
@@ -167,12 +178,9 @@ def create_app(state: AnthropicState) -> FastAPI:
     ) -> JSONResponse:
         if (denied := check(x_api_key, anthropic_version, admin=True)) is not None:
             return denied
-        try:
-            body = json.loads(await request.body() or b"null")
-        except ValueError:
-            return _error(400, "invalid_request_error", "request body is not valid JSON")
-        if not isinstance(body, dict):
-            return _error(400, "invalid_request_error", "request body must be an object")
+        body = await _json_object(request)
+        if isinstance(body, JSONResponse):
+            return body
         record(request, body)
         extra = set(body) - {"status", "name"}
         if extra:
@@ -199,12 +207,9 @@ def create_app(state: AnthropicState) -> FastAPI:
     ) -> JSONResponse:
         if (denied := check(x_api_key, anthropic_version, admin=False)) is not None:
             return denied
-        try:
-            body = json.loads(await request.body() or b"null")
-        except ValueError:
-            return _error(400, "invalid_request_error", "request body is not valid JSON")
-        if not isinstance(body, dict):
-            return _error(400, "invalid_request_error", "request body must be an object")
+        body = await _json_object(request)
+        if isinstance(body, JSONResponse):
+            return body
         for field in ("model", "max_tokens", "messages"):
             if field not in body:
                 return _error(400, "invalid_request_error", f"{field}: Field required")
