@@ -14,7 +14,8 @@ from pydantic import BaseModel
 
 
 class Effect(enum.StrEnum):
-    read_only = "read_only"
+    read_only = "read_only"  # reads only (evidence into aisoar's own store counts as reading)
+    notifies = "notifies"  # writes to people's systems (Slack, Jira, PagerDuty, the report), not to the affected one
     changing = "changing"  # reversible: declares its inverse
     destructive = "destructive"  # irreversible: needs an approval gate
 
@@ -32,6 +33,12 @@ class ActionInfo:
 
     @property
     def changes_things(self) -> bool:
+        """Changes an affected system: evidence first, verified by its probe."""
+        return self.effect in (Effect.changing, Effect.destructive)
+
+    @property
+    def writes(self) -> bool:
+        """Writes anywhere outside aisoar (a change or a notification): its probe checks the write."""
         return self.effect is not Effect.read_only
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from aisoar.models import Severity
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -72,6 +74,14 @@ class Settings(BaseSettings):
         15.0, description="a run whose runner has not heartbeated for this long is taken over"
     )
     runner_max_concurrent_runs: int = 32
+    step_retry_delays: list[float] = Field(
+        default_factory=lambda: [5.0, 10.0, 20.0, 40.0, 60.0, 60.0],
+        description="seconds between the tries of a step whose target is unreachable or answers 429/5xx "
+        "(3 min 15 s in all by default, enough to ride out a restart of the target)",
+    )
+    page_min_severity: Severity = Field(
+        Severity.high, description="a new incident at least this severe pages on-call (where PagerDuty is configured)"
+    )
 
     # the Prefect UI, for links in Slack / Jira / reports
     prefect_ui_url: str = "http://127.0.0.1:4200"

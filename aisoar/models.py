@@ -12,7 +12,7 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from aisoar.taxonomy import IncidentType
 
@@ -43,6 +43,8 @@ class _Entity(BaseModel):
 
 
 _ID = Annotated[str, Field(min_length=1, max_length=256)]
+# Names of systems ("OpenAI", " openai ") are compared in one spelling: lower case, trimmed.
+_SystemName = Annotated[str, BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v)]
 
 
 class SecretFingerprint(BaseModel):
@@ -65,8 +67,8 @@ class SecretFingerprint(BaseModel):
 
 class LLMApiKey(_Entity):
     type: Literal["llm_api_key"] = "llm_api_key"
-    provider: Annotated[str, Field(max_length=64)] = Field(
-        description="who issued the key: openai, anthropic, litellm ..."
+    provider: Annotated[_SystemName, Field(max_length=64)] = Field(
+        description="who issued the key: openai, anthropic, litellm ... (lower case)"
     )
     key_id: _ID | None = Field(None, description="the provider's id of the key, when known")
     project_id: _ID | None = None
@@ -97,7 +99,7 @@ class Model(_Entity):
 class VectorIndex(_Entity):
     type: Literal["vector_index"] = "vector_index"
     name: _ID
-    store: Annotated[str, Field(max_length=64)] = "unknown"
+    store: Annotated[_SystemName, Field(max_length=64)] = "unknown"
 
     @property
     def key(self) -> str:
@@ -147,7 +149,7 @@ class CloudCredential(_Entity):
     """A non-LLM credential: a cloud access key, a Vault/OpenBao token (by accessor) or lease."""
 
     type: Literal["cloud_credential"] = "cloud_credential"
-    provider: Annotated[str, Field(max_length=64)] = Field(description="aws, vault, openbao ...")
+    provider: Annotated[_SystemName, Field(max_length=64)] = Field(description="aws, vault, openbao ... (lower case)")
     credential_id: _ID = Field(description="AWS access key id, Vault token accessor or lease id; never the secret")
     principal: _ID | None = Field(None, description="who the credential belongs to: IAM user, Vault entity ...")
 
@@ -189,8 +191,14 @@ class Alert(BaseModel):
 
 
 class IncidentStatus(enum.StrEnum):
+    """NIST SP 800-61r3 phases, set only from verified outcomes (aisoar.outcomes)."""
+
     open = "open"
+    containing = "containing"
     contained = "contained"
+    not_contained = "not contained"
+    eradicated = "eradicated"
+    recovered = "recovered"
     closed = "closed"
 
 

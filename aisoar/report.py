@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from aisoar.inert import markdown_text
 from aisoar.models import Incident
+from aisoar.outcomes import Verdict
 from aisoar.store import ApprovalRecord, EvidenceRecord
 from aisoar.taxonomy import CATALOG
 
 
 def incident_report(
-    incident: Incident, evidence: list[EvidenceRecord], approvals: list[ApprovalRecord], run_url: str | None
+    incident: Incident,
+    evidence: list[EvidenceRecord],
+    approvals: list[ApprovalRecord],
+    run_url: str | None,
+    verdicts: list[Verdict] | None = None,
 ) -> str:
     info = CATALOG.get(incident.type) if incident.type else None
     lines = [
@@ -29,6 +34,8 @@ def incident_report(
     ]
     if run_url:
         lines.append(f"| playbook run | [{run_url}]({run_url}) |")
+    for judged in verdicts or []:
+        lines += _outcome(judged)
     lines += ["", "## Timeline", "", "| time (UTC) | kind | step | what |", "|---|---|---|---|"]
     for entry in incident.timeline:
         lines.append(
@@ -59,3 +66,18 @@ def incident_report(
             f"| {item.collected_at:%Y-%m-%d %H:%M:%S} | `{item.location}` | `{item.entry_hash[:16]}` |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _outcome(verdict: Verdict) -> list[str]:
+    """What the playbook achieved (objectives, verified at the target) and what it did NOT do, and why."""
+    lines = ["", f"## Outcome of playbook {markdown_text(verdict.playbook)}: {verdict.status.value}", ""]
+    if verdict.tracked_only:
+        lines.append("This playbook declares no containment objective: **nothing was contained** by it.")
+    for objective in verdict.objectives:
+        mark = "met" if objective.met else "**NOT met**"
+        lines.append(f"- {mark}: {markdown_text(objective.line().split(': ', 1)[1], 600)}")
+    lines += ["", "### Not done", ""]
+    not_done = [f"- {markdown_text(line, 600)}" for line in verdict.not_done]
+    not_done += [f"- {markdown_text(step)}: not run (the run stopped before it)" for step in verdict.not_run]
+    lines += not_done or ["Every step did its job."]
+    return lines

@@ -54,14 +54,16 @@ class Trigger(_Strict):
     )
     min_severity: Severity = Severity.info
 
+    def entity_fits(self, entity: Any) -> bool:
+        """Whether ``entity`` fits this trigger's criteria for its type (case-insensitive)."""
+        fields = self.entities.get(entity.type)
+        if fields is None:
+            return entity.type in self.entity_types
+        values = entity.model_dump(mode="json")
+        return all(str(values.get(name)).lower() in {a.lower() for a in accepted} for name, accepted in fields.items())
+
     def _entity_matches(self, alert: Alert, kind: str, fields: dict[str, list[str]]) -> bool:
-        for entity in alert.entities:
-            if entity.type != kind:
-                continue
-            values = entity.model_dump(mode="json")
-            if all(str(values.get(name)) in accepted for name, accepted in fields.items()):
-                return True
-        return False
+        return any(entity.type == kind and self.entity_fits(entity) for entity in alert.entities)
 
     def matches(self, alert: Alert) -> bool:
         if self.sources and alert.source not in self.sources:
@@ -118,20 +120,68 @@ class Step(_Strict):
         return self.gate.approval if isinstance(self.gate, Gate) else None
 
 
+class Objective(_Strict):
+    """What the playbook must achieve, checked against the target: met when one of the
+    steps ``any_of`` ended done and verified (a changing step's probe read the target)."""
+
+    id: StepId
+    title: str = Field(min_length=1, max_length=200, description='e.g. "the key is refused at the gateway"')
+    phase: Literal["containment", "eradication", "recovery"] = "containment"
+    any_of: list[Annotated[str, Field(pattern=r"^([a-z][a-z0-9-]{2,62}/)?[a-z][a-z0-9_-]{0,62}$")]] = Field(
+        min_length=1,
+        description="changing steps; any one done and verified meets it. `playbook/step` names a step of another "
+        "playbook that runs for the same incident (a key deactivated at its provider by that playbook)",
+    )
+
+
+ANNOUNCE_ACTION = "incident.announce"
+
+
 class PlaybookSpec(_Strict):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{2,62}$")]
     title: str
     description: str = ""
-    incident_type: IncidentType
+    incident_type: IncidentType | None = Field(None, description="required, except for a fallback (triage) playbook")
     atlas: list[str] = Field(default_factory=list)
     owasp: list[str] = Field(default_factory=list)
     case_studies: list[str] = Field(default_factory=list)
     severity_floor: Severity = Severity.low
-    triggers: list[Trigger] = Field(min_length=1)
+    fallback: bool = Field(False, description="runs for an alert that no other playbook answers (triage)")
+    triggers: list[Trigger] = Field(default_factory=list)
+    objectives: list[Objective] = Field(default_factory=list)
     steps: list[Step] = Field(min_length=1)
 
     def matches(self, alert: Alert) -> bool:
         return any(trigger.matches(alert) for trigger in self.triggers)
+
+    @model_validator(mode="after")
+    def _triggered(self) -> PlaybookSpec:
+        if not self.fallback and not self.triggers:
+            raise ValueError("triggers: a playbook needs at least one trigger (or `fallback: true` for triage)")
+        if not self.fallback and self.incident_type is None:
+            raise ValueError("incident_type: required (one of the 20 CoSAI types)")
+        if self.fallback and self.triggers:
+            raise ValueError("triggers: a fallback playbook runs for unmatched alerts and takes no triggers")
+        return self
+
+    def pick_entities(self, entities: list[Any]) -> dict[str, Any]:
+        """One entity per type for the templates: the first that fits a trigger's criteria for
+        its type (an alert about an OpenAI and an Anthropic key gives the Anthropic playbook the
+        Anthropic key), else the first of its type."""
+        picked: dict[str, Any] = {}
+        for entity in entities:
+            criteria = [t for t in self.triggers if entity.type in t.entities]
+            if criteria and any(t.entity_fits(entity) for t in criteria):
+                current = picked.get(entity.type)
+                if current is None or not any(t.entity_fits(current) for t in criteria):
+                    picked[entity.type] = entity
+            picked.setdefault(entity.type, entity)
+        return picked
+
+    @property
+    def announces(self) -> bool:
+        """The spec places the announcement itself; otherwise the runner announces first."""
+        return any(step.action == ANNOUNCE_ACTION for step in self.steps)
 
     def step(self, step_id: str) -> Step:
         for step in self.steps:
@@ -198,6 +248,7 @@ def validate_spec(spec: PlaybookSpec, catalog: ActionCatalog, file: str) -> list
 
     seen: set[str] = set()
     evidence_before = False
+    announced = not spec.announces  # the runner announces before the first step then
     ended_by: str | None = None
     for step in spec.steps:
         if step.id in seen:
@@ -223,6 +274,14 @@ def validate_spec(spec: PlaybookSpec, catalog: ActionCatalog, file: str) -> list
                 f"action '{step.action}' is destructive and has no approval gate",
                 "add `gate: {approval: {approvers: [...], timeout: 4h}}`",
             )
+        if step.approval is not None and not announced:
+            problem(
+                step.id,
+                f"its approval gate comes before the announcement ('{ANNOUNCE_ACTION}'): nobody would know it waits",
+                f"move the '{ANNOUNCE_ACTION}' step before it, or remove it (the runner then announces first)",
+            )
+        if step.action == ANNOUNCE_ACTION:
+            announced = True
         if info.effect is Effect.destructive and step.approval and step.approval.on_timeout == "approve":
             problem(step.id, "a destructive step may not default to approve on timeout", "use on_timeout: reject")
         if info.changes_things and not evidence_before:
@@ -236,6 +295,63 @@ def validate_spec(spec: PlaybookSpec, catalog: ActionCatalog, file: str) -> list
         if info.ends_playbook:
             ended_by = step.id
         seen.add(step.id)
+    _check_objectives(spec, catalog, problem)
+    return problems
+
+
+def _check_objectives(spec: PlaybookSpec, catalog: ActionCatalog, problem: Any) -> None:
+    steps = {step.id: step for step in spec.steps}
+    changing = [s.id for s in spec.steps if (info := catalog.get(s.action)) is not None and info.changes_things]
+    ids: set[str] = set()
+    for objective in spec.objectives:
+        if objective.id in ids:
+            problem(None, f"objective '{objective.id}' is declared twice", "give every objective a unique id")
+        ids.add(objective.id)
+        for step_id in objective.any_of:
+            if "/" in step_id:
+                continue  # another playbook's step: checked when all specs are loaded
+            step = steps.get(step_id)
+            info = catalog.get(step.action) if step is not None else None
+            if step is None:
+                problem(None, f"objective '{objective.id}' names step '{step_id}', which does not exist", "fix the id")
+            elif info is not None and not info.changes_things:
+                problem(
+                    None,
+                    f"objective '{objective.id}' names step '{step_id}' ({step.action}), which changes nothing "
+                    "at the target and so cannot be verified there",
+                    "name the changing steps whose verified outcome meets the objective",
+                )
+    if changing and not any(o.phase == "containment" for o in spec.objectives):
+        problem(
+            None,
+            f"the playbook changes things ({', '.join(changing)}) but declares no containment objective",
+            "add `objectives: [{id: ..., title: ..., any_of: [<changing step ids>]}]`",
+        )
+
+
+def _check_cross_references(loaded: list[LoadedSpec], catalog: ActionCatalog) -> list[SpecProblem]:
+    """Objectives met by another playbook's step: that playbook and step exist and change things."""
+    by_name = {item.spec.name: item.spec for item in loaded}
+    problems: list[SpecProblem] = []
+    for item in loaded:
+        for objective in item.spec.objectives:
+            for ref in objective.any_of:
+                if "/" not in ref:
+                    continue
+                playbook, step_id = ref.split("/", 1)
+                other = by_name.get(playbook)
+                step = next((s for s in other.steps if s.id == step_id), None) if other else None
+                info = catalog.get(step.action) if step is not None else None
+                if info is None or not info.changes_things:
+                    problems.append(
+                        SpecProblem(
+                            item.path.name,
+                            None,
+                            f"objective '{objective.id}' names '{ref}', which is not a changing step of a loaded "
+                            "playbook",
+                            "name `<playbook>/<step id>` of a changing step",
+                        )
+                    )
     return problems
 
 
@@ -305,6 +421,7 @@ def load_specs(directory: Path, catalog: ActionCatalog) -> list[LoadedSpec]:
         names[spec.name] = path
         problems.extend(validate_spec(spec, catalog, path.name))
         loaded.append(LoadedSpec(spec, path))
+    problems.extend(_check_cross_references(loaded, catalog))
     if problems:
         raise SpecError(problems)
     return loaded

@@ -531,6 +531,21 @@ class Store:
             return None
         return StepResult(status=row.status, output=json.loads(row.output_json), at=_aware(row.at) or utcnow())
 
+    def step_results(self, incident_id: str, playbook: str) -> dict[str, StepResult]:
+        """Every recorded step result of one playbook for one incident, by step id."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(step_results).where(
+                    step_results.c.incident_id == incident_id, step_results.c.playbook == playbook
+                )
+            ).all()
+        return {
+            str(row.step_id): StepResult(
+                status=row.status, output=json.loads(row.output_json), at=_aware(row.at) or utcnow()
+            )
+            for row in rows
+        }
+
     def record_step(self, incident_id: str, playbook: str, step_id: str, status: str, output: dict[str, Any]) -> None:
         with self._tx() as conn:
             conn.execute(
@@ -595,7 +610,7 @@ class Store:
         return _approval(row), created
 
     def add_approval_answer(
-        self, approval_id: str, key: str, approver: str, approve: bool, reason: str
+        self, approval_id: str, key: str, approver: str, approve: bool | None, reason: str
     ) -> ApprovalRecord:
         with self._tx() as conn:
             row = conn.execute(sa.select(approvals.c.answers_json).where(approvals.c.id == approval_id)).first()
@@ -615,6 +630,12 @@ class Store:
             rows = conn.execute(
                 sa.select(approvals).where(approvals.c.status == "pending", approvals.c.expires_at <= now)
             ).all()
+        return [_approval(r) for r in rows]
+
+    def pending_approvals(self) -> list[ApprovalRecord]:
+        """Approvals still waiting for an answer (the runtime watches their runs)."""
+        with self._tx() as conn:
+            rows = conn.execute(sa.select(approvals).where(approvals.c.status == "pending")).all()
         return [_approval(r) for r in rows]
 
     def flow_run_of(self, incident_id: str, playbook: str) -> str | None:

@@ -40,6 +40,7 @@ def subject_asset(kind: str, value: str) -> str:
 class AgentControlPlane:
     def __init__(self, base_url: str, token: str, timeout: float = 10.0, **retry: Any) -> None:
         self._api = HttpApi(SYSTEM, base_url, {"Authorization": f"Bearer {token}"}, timeout=timeout, **retry)
+        self._api.identify = self.check
 
     def close(self) -> None:
         self._api.close()

@@ -22,6 +22,7 @@ class AnthropicAdmin:
     def __init__(self, base_url: str, admin_key: str, timeout: float = 10.0, **retry: Any) -> None:
         headers = {"x-api-key": admin_key, "anthropic-version": API_VERSION}
         self._api = HttpApi(SYSTEM, base_url, headers, timeout=timeout, **retry)
+        self._api.identify = self.check
 
     def close(self) -> None:
         self._api.close()

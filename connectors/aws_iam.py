@@ -137,7 +137,9 @@ class AwsIam:
                 last_status, detail = "invalid answer", "the answer could not be parsed as AWS's XML"
             if attempt < self.policy.attempts:
                 time.sleep(self.policy.delay(attempt, retry_after))
-        raise ConnectorError(SYSTEM, operation, asset, last_status, detail)
+        # IAM's calls here are idempotent: an unreachable or throttling endpoint may be tried later.
+        transient = last_status in {"timeout", "connection error", *THROTTLING_CODES, *RETRY_STATUSES}
+        raise ConnectorError(SYSTEM, operation, asset, last_status, detail, transient=transient)
 
     # -- reads ------------------------------------------------------------------------------
     def check(self) -> str:

@@ -124,6 +124,7 @@ class ChromaStore:
     ) -> None:
         headers = {"x-chroma-token": token} if token else {}
         self._api = HttpApi(SYSTEM, base_url, headers, timeout=timeout, **retry)
+        self._api.identify = self.check
         self._has_token = bool(token)
         self._tenant = _check(_TENANT_OR_DATABASE, tenant, "tenant")
         self._database = _check(_TENANT_OR_DATABASE, database, "database")

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+# Answers that say the target did not act and may answer later: worth trying again in a while.
+NOT_ACTED_STATUSES = frozenset({429, 503, 529})
+
 
 class ConnectorError(RuntimeError):
-    def __init__(self, system: str, operation: str, asset: str, status: int | str | None, detail: str) -> None:
+    def __init__(
+        self,
+        system: str,
+        operation: str,
+        asset: str,
+        status: int | str | None,
+        detail: str,
+        *,
+        transient: bool | None = None,
+    ) -> None:
+        """``transient``: the target is unreachable or overloaded and certainly did not act, so
+        the step may be tried again later (default: a refused connection, 429, 503 or 529)."""
         self.system = system
         self.operation = operation
         self.asset = asset
         self.status = status
         self.detail = detail
+        self.transient = status in NOT_ACTED_STATUSES if transient is None else transient
         status_text = f"HTTP {status}" if isinstance(status, int) else (status or "no answer")
         super().__init__(f"{system} {operation} on {asset} failed ({status_text}): {detail}")
 

@@ -4,7 +4,9 @@ plan mode (a change is described, not sent)."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -14,6 +16,7 @@ from connectors.retry import RETRY_STATUSES, Backoff
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 NOT_ACTED_ON_STATUSES = frozenset({429, 503})  # the server refused the request before acting on it
+PROOF_SECONDS = 60.0  # how long a successful identity check vouches for this system's 404s
 
 
 class HttpApi:
@@ -33,6 +36,36 @@ class HttpApi:
         self.policy = Backoff(attempts, backoff, max_backoff)
         self.plan = plan
         self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+        # An authenticated read that only the right system answers (the connector's check).
+        # A 404 means "no such asset" only after it succeeded: a wrong base URL, a proxy or
+        # another service also answers 404.
+        self.identify: Callable[[], object] | None = None
+        self._proven_at: float | None = None
+        self._proof_lock = threading.RLock()
+        self._proving = False
+
+    def prove_identity(self, operation: str, asset: str) -> None:
+        """Raise ``ConnectorError`` unless the identity check passed within ``PROOF_SECONDS``."""
+        if self.identify is None:
+            return
+        with self._proof_lock:
+            if self._proving or (self._proven_at is not None and time.monotonic() - self._proven_at < PROOF_SECONDS):
+                return  # proven recently, or this 404 is part of the check itself
+            self._proving = True
+            try:
+                self.identify()
+            except ConnectorError as exc:
+                raise ConnectorError(
+                    self.system,
+                    operation,
+                    asset,
+                    404,
+                    f"the answer was 404, but the endpoint did not prove it is {self.system} "
+                    f"(check the base URL and the credential): {exc}",
+                ) from exc
+            finally:
+                self._proving = False
+            self._proven_at = time.monotonic()
 
     def close(self) -> None:
         self._client.close()
@@ -66,29 +99,36 @@ class HttpApi:
             raise Planned(self.system, operation, asset, f"{method.upper()} {path}")
         last_status: int | str | None = None
         detail = ""
+        transient = False  # may the step be tried again later (the target did not act, or acting twice is safe)?
         for attempt in range(1, self.attempts + 1):
             try:
                 response = self._client.request(method, path, json=json, params=params)
             except httpx.TimeoutException as exc:
                 last_status, detail = "timeout", f"no answer within {self._client.timeout.read}s"
-                if not idempotent and not isinstance(exc, httpx.ConnectTimeout):
+                transient = idempotent or isinstance(exc, httpx.ConnectTimeout)
+                if not transient:
                     break
             except httpx.TransportError as exc:
+                refused = isinstance(exc, httpx.ConnectError)
                 last_status, detail = "connection error", type(exc).__name__
-                if not idempotent and not isinstance(exc, httpx.ConnectError):
+                transient = idempotent or refused
+                if not transient:
                     break
             else:
                 if response.status_code in ok:
+                    if response.status_code == 404:
+                        self.prove_identity(operation, asset)
                     return response
                 last_status, detail = response.status_code, _detail(response)
-                if response.status_code not in (RETRY_STATUSES if idempotent else NOT_ACTED_ON_STATUSES):
+                transient = response.status_code in (RETRY_STATUSES if idempotent else NOT_ACTED_ON_STATUSES)
+                if not transient:
                     break
                 if attempt < self.attempts:
                     time.sleep(self.policy.delay(attempt, response.headers.get("retry-after")))
                 continue
             if attempt < self.attempts:
                 time.sleep(self.policy.delay(attempt))
-        raise ConnectorError(self.system, operation, asset, last_status, detail)
+        raise ConnectorError(self.system, operation, asset, last_status, detail, transient=transient)
 
 
 def _detail(response: httpx.Response) -> str:

@@ -104,7 +104,9 @@ class JiraTickets:
                     break
             if attempt < attempts:
                 time.sleep(self.policy.delay(attempt, retry_after))
-        raise ConnectorError(SYSTEM, operation, asset, last_status, detail)
+        else:  # every attempt failed in a way worth trying again later
+            raise ConnectorError(SYSTEM, operation, asset, last_status, detail, transient=True)
+        raise ConnectorError(SYSTEM, operation, asset, last_status, detail, transient=False)
 
     # -- reads -----------------------------------------------------------------------------
     def check(self) -> str:

@@ -18,6 +18,7 @@ MAX_LOG_ROWS = 1000
 class LiteLLMGateway:
     def __init__(self, base_url: str, master_key: str, timeout: float = 10.0, **retry: Any) -> None:
         self._api = HttpApi(SYSTEM, base_url, {"Authorization": f"Bearer {master_key}"}, timeout=timeout, **retry)
+        self._api.identify = self.check
 
     def close(self) -> None:
         self._api.close()

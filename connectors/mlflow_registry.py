@@ -78,6 +78,7 @@ class MlflowRegistry:
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._api = HttpApi(SYSTEM, base_url, headers, timeout=timeout, **retry)
+        self._api.identify = self.check
         self.max_files = max_files
         self.max_bytes = max_bytes
 

@@ -18,6 +18,7 @@ MAX_PAGES = 50  # 100 items a page: 5000 items at most, so a hostile or broken c
 class OpenAIAdmin:
     def __init__(self, base_url: str, admin_key: str, timeout: float = 10.0, **retry: Any) -> None:
         self._api = HttpApi(SYSTEM, base_url, {"Authorization": f"Bearer {admin_key}"}, timeout=timeout, **retry)
+        self._api.identify = self.check
 
     def close(self) -> None:
         self._api.close()

@@ -37,6 +37,7 @@ class QdrantApi:
         self._api_key = api_key
         self.base_url = base_url.rstrip("/")
         self._api = HttpApi(SYSTEM, self.base_url, {"api-key": api_key}, timeout=timeout, **retry)
+        self._api.identify = self.check
 
     def close(self) -> None:
         self._api.close()

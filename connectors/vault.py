@@ -138,6 +138,7 @@ class VaultCredentials:
             headers["X-Vault-Namespace"] = namespace
         self.kv_mount = _checked(kv_mount, KV_MOUNT_PATTERN, "KV mount")
         self._api = HttpApi(SYSTEM, base_url, headers, timeout=timeout, **retry)
+        self._api.identify = self.check
         self._own: OwnToken | None = None
 
     def close(self) -> None:

@@ -10,11 +10,18 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from prefect import get_run_logger
-from prefect.flow_runs import suspend_flow_run
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import State
+from prefect.context import FlowRunContext
+from prefect.exceptions import Pause
 from prefect.input import RunInput
+from prefect.input.actions import read_flow_run_input
+from prefect.input.run_input import Keyset, keyset_from_base_key
+from prefect.states import Paused
+from prefect.utilities.engine import propose_state_sync
 from pydantic import Field
 
 from aisoar.actions import ActionInfo
@@ -23,6 +30,8 @@ from aisoar.models import utcnow
 from aisoar.specs import Approval, PlaybookSpec, Step
 from aisoar.store import ApprovalRecord
 from flows.services import Services
+from flows.tell import runner_context, tell
+from tasks.base import ActionContext
 
 
 class ApprovalForm(RunInput):
@@ -74,15 +83,52 @@ def approval_description(
     )
 
 
-def _expire(svc: Services, record: ApprovalRecord, gate: Approval) -> ApprovalRecord:
+def _expire(svc: Services, ctx: ActionContext, record: ApprovalRecord, gate: Approval) -> ApprovalRecord:
     status = "approved" if gate.on_timeout == "approve" else "rejected"
     decided = svc.store.decide_approval(
-        record.id, status, "timeout", f"no answer before {record.expires_at:%H:%M:%S} UTC"
+        record.id, status, "timeout", f"no answer before {record.expires_at:%Y-%m-%d %H:%M:%S} UTC"
     )
-    svc.store.add_timeline(
-        record.incident_id, "approval", f"approval expired: {status} by default", step_id=record.step_id
-    )
+    message = f"approval of {record.action} EXPIRED unanswered: {status} by default"
+    svc.store.add_timeline(record.incident_id, "approval", message, step_id=record.step_id)
+    tell(ctx, f"Step {record.step_id}: {message}")
     return decided
+
+
+AWAITING_APPROVAL = "Awaiting approval"
+
+
+def _keyset(pause_key: str) -> Keyset:
+    return keyset_from_base_key(f"approval-{pause_key}")
+
+
+def suspend_for_answer(description: str, pause_key: str) -> ApprovalForm | None:
+    """Suspend the run until a responder answers the form; return the answer, or None when
+    the run was moved on without one (Retry or Change state in the UI, or the runtime
+    putting a lost form back).
+
+    Like Prefect's ``suspend_flow_run``, but the state is named "Awaiting approval". The form
+    (schema and description) can only be stored after the run is suspended (Prefect clears a
+    pause key's inputs on the transition); if the process dies in between, the runtime's
+    sweep finds the Suspended run without its form and puts it back under a new pause key.
+    """
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        raise RuntimeError("an approval can only be awaited inside a playbook run")
+    flow_run_id = context.flow_run.id
+    keyset = _keyset(pause_key)
+    proposed: State[Any] = Paused(name=AWAITING_APPROVAL, reschedule=True, pause_key=pause_key)
+    proposed.state_details.run_input_keyset = cast(dict[str, str], keyset)
+    with get_client(sync_client=True) as client:
+        state = propose_state_sync(client=client, state=proposed, flow_run_id=flow_run_id)
+    # ``_sync``: these dispatch to their async twins when the thread runs an event loop.
+    if state.is_running():
+        # This pause happened before and the run has been moved on: by an answer, or not.
+        value = read_flow_run_input(keyset["response"], flow_run_id=flow_run_id, _sync=True)  # type: ignore[call-arg]
+        return ApprovalForm(**value) if isinstance(value, dict) else None
+    if not state.is_paused():
+        raise RuntimeError(f"the run could not be suspended for approval: Prefect answered {state.type.value}")
+    ApprovalForm.with_initial_data(description=description).save(keyset, flow_run_id=flow_run_id, _sync=True)  # type: ignore[call-arg]
+    raise Pause(state=state)
 
 
 def await_approval(
@@ -95,10 +141,11 @@ def await_approval(
 ) -> ApprovalRecord:
     """Return the step's decision, suspending the run until a responder gives it.
 
-    The first time, the run is suspended (``suspend_flow_run``): it ends in the
-    ``Suspended`` state with the approval form up, and no process is held while it
-    waits. Resuming it in the UI reschedules it; the runtime runs it again from the
-    top, the recorded steps are skipped, and here the same pause key returns the answer.
+    The first time, the run is suspended: it ends in the "Awaiting approval" state with the
+    form up, and no process is held while it waits. Resuming it in the UI reschedules it; the
+    runtime runs it again from the top, the recorded steps are skipped, and here the same
+    pause key returns the answer. Only an answer decides: a run moved on without one gets
+    the form again, under a new pause key.
     """
     gate = step.approval
     assert gate is not None
@@ -120,27 +167,36 @@ def await_approval(
         return svc.store.decide_approval(
             record.id, "rejected", "aisoar", "the step's arguments changed after approval was requested"
         )
+    ctx = runner_context(svc, incident_id, spec.name, _run_id(), step.id)
     if created:
-        svc.store.add_timeline(
-            incident_id,
-            "approval",
+        message = (
             f"approval requested for {info.name} from {', '.join(gate.approvers)} "
-            f"(expires {record.expires_at:%H:%M:%S} UTC)",
-            step_id=step.id,
+            f"(expires {record.expires_at:%Y-%m-%d %H:%M:%S} UTC; unanswered, it is "
+            f"{'rejected' if gate.on_timeout == 'reject' else 'approved'})"
         )
+        svc.store.add_timeline(incident_id, "approval", message, step_id=step.id)
+        tell(ctx, f"Approval needed for step {step.id}: {message}. Answer it on the run page.")
     description = approval_description(svc, spec, step, info, inputs, record)
     given: list[str] = []
     reasons: list[str] = []
     attempt = 0
     while len(given) < gate.quorum:
         if record.expires_at <= utcnow():
-            return _expire(svc, record, gate)
+            return _expire(svc, ctx, record, gate)
         key = f"approval-{step.id}-{attempt}"
-        get_run_logger().info("waiting for approval of %s (%s)", step.id, info.name)
-        answer = suspend_flow_run(
-            wait_for_input=ApprovalForm.with_initial_data(description=description), timeout=None, key=key
-        )
         attempt += 1
+        get_run_logger().info("waiting for approval of %s (%s)", step.id, info.name)
+        answer = suspend_for_answer(description, key)
+        if answer is None:
+            if key not in record.answers and record.expires_at > utcnow():
+                record = svc.store.add_approval_answer(record.id, key, "", None, "")
+                svc.store.add_timeline(
+                    incident_id,
+                    "approval",
+                    "the run was moved on without an answer; the approval form is up again",
+                    step_id=step.id,
+                )
+            continue
         name = " ".join(answer.approver.split())[:200] or "anonymous (self-declared)"
         first_time = key not in record.answers
         if first_time:
@@ -148,6 +204,7 @@ def await_approval(
         if not answer.approve:
             decided = svc.store.decide_approval(record.id, "rejected", name, answer.reason or "rejected in the UI")
             svc.store.add_timeline(incident_id, "approval", f"rejected by {name}: {answer.reason}", step_id=step.id)
+            tell(ctx, f"Step {step.id} ({info.name}) was REJECTED by {name}: {answer.reason or 'no reason given'}")
             return decided
         if name in given:
             if first_time:
@@ -160,3 +217,8 @@ def await_approval(
         if first_time:
             svc.store.add_timeline(incident_id, "approval", f"approved by {name}: {answer.reason}", step_id=step.id)
     return svc.store.decide_approval(record.id, "approved", ", ".join(given), " / ".join(r for r in reasons if r))
+
+
+def _run_id() -> str | None:
+    context = FlowRunContext.get()
+    return str(context.flow_run.id) if context is not None and context.flow_run is not None else None

@@ -1,8 +1,13 @@
 """The playbook runner flow: executes one spec for one incident.
 
 Each step shows in the Prefect UI as a task run named after the step. Re-executing a run
-(after a restart) skips the steps the incident already records, so it picks up where it
-stopped, including at a waiting approval.
+(after a resume, a restart or a new alert) skips the steps the incident records with a
+final outcome, so it picks up where it stopped, including at a waiting approval.
+
+The run tells on-call before anything can wait for a person (the announcement), tells them
+every outcome change, and ends in a state named after what it achieved, computed from the
+verified outcomes only (``aisoar.outcomes``): "Contained" (Completed) or "Not contained",
+"Rejected", "Expired", "Needs triage" (Failed).
 """
 
 from __future__ import annotations
@@ -10,25 +15,31 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
+from prefect.states import Completed, Failed
 
-from aisoar.specs import PlaybookSpec
+from aisoar.actions import Effect
+from aisoar.models import IncidentStatus
+from aisoar.outcomes import Verdict, incident_status, judge
+from aisoar.report import incident_report
+from aisoar.specs import ANNOUNCE_ACTION, PlaybookSpec, Step
 from flows.services import Services, services
 from flows.steps import run_step
+from flows.tell import runner_context, tell
 from tasks.base import Outcome
+from tasks.incident import report_key
+from tasks.registry import REGISTRY
 
-
-class StepFailed(RuntimeError):
-    pass
+CLOSE_ACTION = "incident.close"
 
 
 def template_context(svc: Services, spec: PlaybookSpec, incident_id: str, flow_run_id: str) -> dict[str, Any]:
     incident = svc.store.get_incident(incident_id)
-    alerts = [svc.store.get_alert(alert_id) for alert_id in incident.alert_ids]
-    entities: dict[str, Any] = {}
-    for alert in alerts:
-        for entity in alert.entities:
-            entities.setdefault(entity.type, entity.model_dump(mode="json"))
+    alerts = sorted((svc.store.get_alert(alert_id) for alert_id in incident.alert_ids), key=lambda a: a.received_at)
+    picked = spec.pick_entities([entity for alert in alerts for entity in alert.entities])
+    entities = {kind: entity.model_dump(mode="json") for kind, entity in picked.items()}
     ui = svc.settings.prefect_ui_url.rstrip("/")
     return {
         "alert": alerts[0].model_dump(mode="json") if alerts else {},
@@ -45,13 +56,23 @@ def template_context(svc: Services, spec: PlaybookSpec, incident_id: str, flow_r
     }
 
 
+def steps_to_run(spec: PlaybookSpec) -> list[Step]:
+    """The spec's steps, with the announcement first where the spec does not place it."""
+    if spec.announces:
+        return list(spec.steps)
+    ids = {step.id for step in spec.steps}
+    step_id = "announce" if "announce" not in ids else "announce-incident"
+    announce = Step.model_validate({"id": step_id, "action": ANNOUNCE_ACTION, "title": "Tell on-call"})
+    return [announce, *spec.steps]
+
+
 @flow(
     name="playbook",
     persist_result=False,
     log_prints=False,
     description="Runs one aisoar playbook spec for one incident.",
 )
-def run_playbook(incident_id: str, playbook: str) -> dict[str, str]:
+def run_playbook(incident_id: str, playbook: str) -> State[Any]:
     svc = services()
     logger = get_run_logger()
     if playbook not in svc.specs:
@@ -63,14 +84,88 @@ def run_playbook(incident_id: str, playbook: str) -> dict[str, str]:
     svc.store.add_timeline(
         incident_id, "run", f"playbook {spec.name} {'resumed' if resumed else 'running'}", data={"flow_run_id": run_id}
     )
-    statuses: dict[str, str] = {}
-    for step in spec.steps:
+    if spec.objectives and svc.store.get_incident(incident_id).status in (
+        IncidentStatus.open,
+        IncidentStatus.not_contained,
+    ):
+        svc.store.set_incident_status(incident_id, IncidentStatus.containing)
+    stopped_at: str | None = None
+    for step in steps_to_run(spec):
+        effect = REGISTRY[step.action].info.effect
+        if stopped_at is not None and (effect is not Effect.notifies or step.action == CLOSE_ACTION):
+            continue  # after a stop, only the steps that tell people still run
         outcome = run_step(svc, spec, step, context, incident_id, run_id)
         context["steps"][step.id] = {**outcome.output, "status": outcome.status.value, "summary": outcome.summary}
-        statuses[step.id] = outcome.status.value
-        logger.info("step %s: %s", step.id, outcome.summary)
-        if outcome.status is Outcome.failed and not step.continue_on_failure:
-            svc.store.add_timeline(incident_id, "error", f"playbook stopped at {step.id}", step_id=step.id)
-            raise StepFailed(f"step {step.id} failed: {outcome.summary}")
-    svc.store.add_timeline(incident_id, "run", f"playbook {spec.name} finished")
-    return statuses
+        logger.info("step %s: %s: %s", step.id, outcome.status.label, outcome.summary)
+        if outcome.status in (Outcome.failed, Outcome.refused):
+            ctx = runner_context(svc, incident_id, spec.name, run_id, step.id)
+            tell(ctx, f"Step {step.id} {outcome.status.label.upper()}: {outcome.summary}")
+            if not step.continue_on_failure and stopped_at is None:
+                stopped_at = step.id
+                svc.store.add_timeline(
+                    incident_id,
+                    "error",
+                    f"playbook stopped at {step.id}; only the steps that tell people still run",
+                    step_id=step.id,
+                )
+    return finish(svc, spec, incident_id, run_id, stopped_at)
+
+
+def verdicts_of(svc: Services, incident_id: str) -> list[Verdict]:
+    """Every playbook of the incident, judged from its recorded outcomes."""
+    incident = svc.store.get_incident(incident_id)
+    names = sorted(set(incident.flow_run_ids))
+    judged = [judge(svc.store, svc.specs[n], incident_id) for n in names if n in svc.specs]
+    return [v for v in judged if v.outcomes]  # a playbook that has not run yet says nothing
+
+
+def finish(svc: Services, spec: PlaybookSpec, incident_id: str, run_id: str, stopped_at: str | None) -> State[Any]:
+    """Judge the run from verified outcomes, set the incident's status, tell on-call,
+    publish the report, and return the run's final state."""
+    store = svc.store
+    mine = judge(store, spec, incident_id)
+    others = [v for v in verdicts_of(svc, incident_id) if v.playbook != spec.name]
+    incident = store.get_incident(incident_id)
+    if incident.status is not IncidentStatus.closed:
+        status = incident_status([mine, *others])
+        if status is not incident.status:
+            store.set_incident_status(incident_id, status)
+    incident = store.get_incident(incident_id)
+    stop = f"; stopped at step {stopped_at}" if stopped_at else ""
+    resolution = mine.resolution() + stop
+    store.add_timeline(incident_id, "run", f"playbook {spec.name} finished: {resolution}", data={"flow_run_id": run_id})
+    ctx = runner_context(svc, incident_id, spec.name, run_id, "finish")
+    state = final_state(mine, incident.status, resolution)
+    lines = [f"Playbook {spec.name} ended *{state.name}*: {resolution}"]
+    if mine.not_done:
+        lines.append("Not done: " + "; ".join(mine.not_done))
+    if not mine.contained and not mine.tracked_only:
+        lines.append(f"The incident stays {incident.status.value}; a responder must act. A new alert runs it again.")
+    if mine.tracked_only:
+        lines.append("Nothing was contained automatically: triage it by hand.")
+    tell(ctx, "\n".join(lines))
+    verdicts = [mine, *others]
+    report = incident_report(
+        incident, store.evidence_for(incident_id), store.approvals_for(incident_id), ctx.run_url, verdicts
+    )
+    create_markdown_artifact(markdown=report, key=report_key(incident_id), description=f"Incident report {incident_id}")
+    return state
+
+
+def final_state(mine: Verdict, status: IncidentStatus, resolution: str) -> State[Any]:
+    """Green only for what was verified; otherwise a Failed state named after what happened."""
+    if "planned" in mine.outcomes.values():
+        return Completed(name="Planned", message=f"plan only, nothing was changed: {resolution}"[:2000])
+    if mine.tracked_only:
+        return Failed(name="Needs triage", message=resolution[:2000])
+    if mine.contained:
+        name = {IncidentStatus.eradicated: "Eradicated", IncidentStatus.recovered: "Recovered"}.get(
+            mine.status, "Contained"
+        )
+        closed = " Incident closed." if status is IncidentStatus.closed else ""
+        return Completed(name=name, message=f"{resolution}.{closed}"[:2000])
+    if mine.rejected():
+        return Failed(name="Rejected", message=resolution[:2000])
+    if mine.expired():
+        return Failed(name="Expired", message=resolution[:2000])
+    return Failed(name="Not contained", message=resolution[:2000])

@@ -16,7 +16,12 @@ machinery in-process:
   them again from the top, skipping the steps the incident already records;
 * runs whose runner died mid-step are taken over: each run's owner heartbeats in the
   store, and a run whose heartbeat went stale is executed again by another runtime;
-* an approval that expires wakes its run, which then applies the spec's default.
+* an approval that expires wakes its run, which then applies the spec's default;
+* only an answer decides an approval: a run cancelled in the UI while it waits records a
+  rejection (by whoever cancelled: Prefect OSS does not say who) and runs on to its end
+  state; a run suspended without its form gets the form back;
+* a run that did not contain its incident runs again when a new alert for it arrives;
+* an error in the engine marks the run Crashed with the reason, on the timeline and in Slack.
 """
 
 from __future__ import annotations
@@ -42,16 +47,19 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.responses import OrchestrationResult, SetStateStatus
 from prefect.deployments.runner import RunnerDeployment
-from prefect.exceptions import Pause
+from prefect.exceptions import ObjectNotFound, Pause, PrefectHTTPStatusError
 from prefect.flow_engine import run_flow_sync
-from prefect.states import Pending, Scheduled
+from prefect.states import Crashed, Pending, Scheduled
 
 from aisoar.models import utcnow
+from aisoar.store import ApprovalRecord
 from flows.playbook import run_playbook
 from flows.quick_create import QuickRunCreator
 from flows.services import Services, use_services
+from flows.tell import runner_context, tell
 
 log = logging.getLogger("aisoar.runtime")
+FORM_GRACE_SECONDS = 5.0  # a Suspended run younger than this may still be writing its form
 
 
 class PlaybookRuntime:
@@ -107,7 +115,7 @@ class PlaybookRuntime:
                 run_playbook.to_deployment(  # type: ignore[call-arg]
                     name=name,
                     description=f"{spec.title}\n\n{spec.description}".strip(),
-                    tags=["aisoar", spec.incident_type.value, *spec.atlas],
+                    tags=["aisoar", spec.incident_type.value if spec.incident_type else "triage", *spec.atlas],
                     parameters={"playbook": name},
                     _sync=True,  # also when started from a thread that runs an event loop
                 ),
@@ -138,6 +146,19 @@ class PlaybookRuntime:
         if held and flow_run.state is not None and flow_run.state.is_pending():
             self._start(flow_run)
         return run_id
+
+    def redrive(self, incident_id: str, playbook: str) -> bool:
+        """A new alert for an incident whose run ended without containing it: schedule that
+        run again (the runner skips the steps done, and tries the others again)."""
+        run_id = self.svc.store.flow_run_of(incident_id, playbook)
+        if run_id is None:
+            return False
+        flow_run = self.client.read_flow_run(UUID(run_id))
+        state = flow_run.state
+        if state is None or state.type not in (StateType.FAILED, StateType.CRASHED, StateType.CANCELLED):
+            return False  # running, waiting for approval, or contained
+        self.client.set_flow_run_state(flow_run.id, Scheduled(), force=True)
+        return True
 
     def _claim_and_start(self, flow_run: FlowRun) -> bool:
         if flow_run.state is None or flow_run.state.type is not StateType.SCHEDULED:
@@ -172,8 +193,9 @@ class PlaybookRuntime:
             log.info("playbook run %s ended %s", run_id, getattr(state, "name", state))
         except Pause:
             finished = False  # waiting for approval; resuming reschedules it
-        except BaseException:  # a run must never take the runtime down
+        except BaseException as exc:  # a run must never take the runtime down, nor end unseen
             log.exception("playbook run %s raised", run_id)
+            self._crashed(flow_run, exc)
         finally:
             with self._lock:
                 self._active.discard(run_id)
@@ -186,6 +208,27 @@ class PlaybookRuntime:
                     self.svc.store.finish_run(run_id)
                 else:
                     self.svc.store.release_runs(self.owner, run_id)
+
+    def _crashed(self, flow_run: FlowRun, exc: BaseException) -> None:
+        """The engine itself failed: the run says Crashed with the reason, and people hear."""
+        reason = f"the playbook runtime failed: {type(exc).__name__}: {str(exc)[:500]}"
+        try:
+            self.client.set_flow_run_state(flow_run.id, Crashed(message=reason), force=True)
+        except Exception:
+            log.exception("could not mark playbook run %s Crashed", flow_run.id)
+        incident_id = str(flow_run.parameters.get("incident_id", ""))
+        playbook = str(flow_run.parameters.get("playbook", ""))
+        if not incident_id:
+            return
+        try:
+            self.svc.store.add_timeline(incident_id, "error", f"playbook {playbook} crashed: {reason}")
+            ctx = runner_context(self.svc, incident_id, playbook, str(flow_run.id), "runtime")
+            tell(
+                ctx,
+                f"Playbook {playbook} CRASHED: {reason}. The incident is not contained by it; a responder must act.",
+            )
+        except Exception:
+            log.exception("could not record the crash of playbook run %s", flow_run.id)
 
     # -- the sweep ------------------------------------------------------------------
     def _sweep_forever(self) -> None:
@@ -208,6 +251,7 @@ class PlaybookRuntime:
             self.svc.store.heartbeat(self.owner, held)
             self._recover_orphans()
             self._wake_expired_approvals()
+            self._watch_pending_approvals()
 
     def _start_scheduled(self) -> None:
         if not self.deployments:
@@ -235,7 +279,10 @@ class PlaybookRuntime:
             with self._lock:
                 if run_id in self._active:
                     continue
-            flow_run = self.client.read_flow_run(UUID(run_id))
+            flow_run = self._read(run_id)
+            if flow_run is None:
+                self.svc.store.finish_run(run_id)
+                continue
             state = flow_run.state
             if state is None or state.is_final():
                 self.svc.store.finish_run(run_id)
@@ -250,9 +297,72 @@ class PlaybookRuntime:
     def _wake_expired_approvals(self) -> None:
         for approval in self.svc.store.expired_approvals(utcnow()):
             run_id = self.svc.store.flow_run_of(approval.incident_id, approval.playbook)
-            if run_id is None:
-                continue
-            flow_run = self.client.read_flow_run(UUID(run_id))
-            if flow_run.state is not None and flow_run.state.is_paused():
+            flow_run = self._read(run_id) if run_id else None
+            if flow_run is not None and flow_run.state is not None and flow_run.state.is_paused():
                 log.info("approval %s expired; waking run %s to apply the default", approval.id, run_id)
                 self.client.set_flow_run_state(flow_run.id, Scheduled(), force=True)
+
+    def _read(self, run_id: str) -> FlowRun | None:
+        """The flow run, or None when Prefect no longer has it (deleted): one missing run
+        never stops the sweep."""
+        try:
+            return self.client.read_flow_run(UUID(run_id))
+        except ObjectNotFound:
+            log.warning("playbook run %s no longer exists in Prefect", run_id)
+            return None
+
+    def _watch_pending_approvals(self) -> None:
+        """Only an answer decides: a cancel is a recorded rejection, a lost form is put back."""
+        for approval in self.svc.store.pending_approvals():
+            run_id = self.svc.store.flow_run_of(approval.incident_id, approval.playbook)
+            flow_run = self._read(run_id) if run_id else None
+            state = flow_run.state if flow_run is not None else None
+            if flow_run is None or state is None:
+                continue
+            try:
+                if state.type in (StateType.CANCELLED, StateType.CANCELLING):
+                    self._cancelled_while_waiting(approval, flow_run)
+                elif state.is_paused() and self._form_missing(flow_run):
+                    log.warning("run %s waits for approval without its form; putting the form back", run_id)
+                    self.svc.store.add_timeline(
+                        approval.incident_id,
+                        "approval",
+                        "the run was suspended without its approval form; the form is put back",
+                        step_id=approval.step_id,
+                    )
+                    self.client.set_flow_run_state(flow_run.id, Scheduled(), force=True)
+            except Exception:
+                log.exception("could not look after the approval %s of run %s", approval.id, run_id)
+
+    def _cancelled_while_waiting(self, approval: ApprovalRecord, flow_run: FlowRun) -> None:
+        who = "whoever cancelled the run in the Prefect UI (Prefect OSS does not record who)"
+        decided = self.svc.store.decide_approval(approval.id, "rejected", who, "the run was cancelled while it waited")
+        if decided.status != "rejected" or decided.decided_by != who:
+            return  # answered in the meantime
+        self.svc.store.add_timeline(
+            approval.incident_id,
+            "approval",
+            f"rejected: the run was cancelled in the Prefect UI while {approval.action} waited for approval",
+            step_id=approval.step_id,
+        )
+        ctx = runner_context(self.svc, approval.incident_id, approval.playbook, str(flow_run.id), approval.step_id)
+        tell(ctx, f"Step {approval.step_id} ({approval.action}) REJECTED: the run was cancelled in the Prefect UI.")
+        # Run on to the end: the remaining steps run and the run ends in a state that says
+        # what was (not) achieved, instead of a grey Cancelled that says nothing.
+        self.client.set_flow_run_state(flow_run.id, Scheduled(), force=True)
+
+    def _form_missing(self, flow_run: FlowRun) -> bool:
+        state = flow_run.state
+        assert state is not None
+        keyset = state.state_details.run_input_keyset
+        if not keyset or "schema" not in keyset:
+            return True
+        if state.timestamp is not None and (utcnow() - state.timestamp).total_seconds() < FORM_GRACE_SECONDS:
+            return False  # the form is being written now
+        try:
+            self.client.read_flow_run_input(flow_run.id, keyset["schema"])
+        except ObjectNotFound:
+            return True
+        except PrefectHTTPStatusError as exc:
+            return exc.response.status_code == 404
+        return False

@@ -1,52 +1,83 @@
 """Running one playbook step under the runner's rules.
 
-The rules: a step already recorded for the incident is not run again; evidence exists
-before the first changing step; a destructive step runs only after an approval; every
-changing step is verified by its probe; everything lands on the incident timeline.
+The rules: a step already recorded for the incident with a final outcome is not run
+again; evidence exists before the first changing step; a destructive step runs only after
+an approval; every step that writes outside aisoar (a change, a notification) is checked
+by its probe; an unreachable target is tried again with backoff before the step fails;
+everything lands on the incident timeline with exactly one outcome.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
-from prefect import get_run_logger, task
+from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import State
-from prefect.states import Completed, Failed
+from prefect.client.schemas.objects import State, TaskRun
 from pydantic import ValidationError
 
 from aisoar.actions import Effect
-from aisoar.models import IncidentStatus
 from aisoar.specs import PlaybookSpec, Step
+from aisoar.store import Store
 from aisoar.templating import TemplateProblem, evaluate_condition, render_value
 from connectors.errors import ConnectorError
 from flows.approvals import await_approval
 from flows.services import Services
 from tasks.base import ActionContext, AssetInputs, Outcome, ProbeResult, StepOutcome
-from tasks.registry import REGISTRY, Action
+from tasks.registry import REGISTRY, Action, state_of
+
+SENDING = "sending"  # timeline marker: a changing request of this step is about to be sent
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
 def note_step(outcome: StepOutcome) -> State[StepOutcome]:
-    """Shows a step whose action did not run in the UI, with the reason as its state message."""
-    if outcome.status is Outcome.failed:
-        return Failed(message=outcome.summary, data=outcome)
-    name = "Planned" if outcome.status is Outcome.planned else "Skipped"
-    return Completed(name=name, message=outcome.summary, data=outcome)
+    """Shows a step whose action did not run in the UI: its outcome as the state's name, the
+    reason as its message."""
+    return state_of(outcome)
+
+
+def _retry_when_transient(store: Store, incident_id: str, step: Step, tries: int) -> Callable[..., bool]:
+    """Prefect's retry condition: only a target that is unreachable or overloaded (and did
+    not act) is tried again; each new try is on the timeline, so a responder sees it."""
+
+    def condition(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+        error = state.result(raise_on_failure=False)
+        if not (isinstance(error, ConnectorError) and error.transient):
+            return False
+        attempt = task_run.run_count
+        if attempt <= tries:
+            store.add_timeline(
+                incident_id,
+                "error",
+                f"try {attempt} of {tries + 1} failed ({error}); trying again",
+                step_id=step.id,
+                data={"retry": attempt},
+            )
+        return True
+
+    return condition
 
 
 def _invoke(action: Action, step: Step, ctx: ActionContext, inputs: Any) -> StepOutcome:
-    """Run the action's task; a missing configuration or a connector failure becomes an outcome."""
-    prefect_task = action.task.with_options(name=step.id, task_run_name=step.id)
+    """Run the action's task (retried while its target is unreachable); a missing
+    configuration or a connector failure becomes an outcome."""
+    delays = list(ctx.settings.step_retry_delays)
+    prefect_task = action.task.with_options(
+        name=step.id,
+        task_run_name=step.id,
+        retries=len(delays),
+        retry_delay_seconds=delays or 0,
+        retry_condition_fn=_retry_when_transient(ctx.store, ctx.incident_id, step, len(delays)),
+    )
     state: State[Any] = cast(State[Any], prefect_task(ctx, inputs, return_state=True))
-    if state.is_completed():
-        outcome = state.result()
-        assert isinstance(outcome, StepOutcome)
-        return outcome
-    error = state.result(raise_on_failure=False)
-    if isinstance(error, ConnectorError):
-        return StepOutcome(status=Outcome.failed, summary=str(error))
-    return StepOutcome(status=Outcome.failed, summary=f"{type(error).__name__}: {error}")
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, StepOutcome):
+        return result
+    if isinstance(result, ConnectorError):
+        tried = f" after {len(delays) + 1} tries" if result.transient and delays else ""
+        return StepOutcome(status=Outcome.failed, summary=f"{result}{tried}")
+    return StepOutcome(status=Outcome.failed, summary=f"{type(result).__name__}: {result}")
 
 
 def _verify(action: Action, step: Step, ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> ProbeResult:
@@ -73,7 +104,7 @@ def run_step(
     logger = get_run_logger()
     store = svc.store
     recorded = store.step_result(incident_id, spec.name, step.id)
-    if recorded is not None and recorded.status != Outcome.failed.value:  # a failed step is tried again
+    if recorded is not None and Outcome(recorded.status).final:
         logger.info("step %s already done (%s); not running it again", step.id, recorded.status)
         output = dict(recorded.output)
         summary = str(output.pop("summary", "recorded earlier"))
@@ -88,6 +119,7 @@ def run_step(
         settings=svc.settings,
         store=store,
         evidence=svc.evidence,
+        spec=spec,
     )
     outcome, ran = _decide_and_run(svc, spec, step, action, ctx, context, incident_id)
     if not ran:
@@ -100,9 +132,45 @@ def run_step(
         "step",
         outcome.summary,
         step_id=step.id,
-        data={"action": action.name, "status": outcome.status.value},
+        data={"action": action.name, "status": outcome.status.value, "playbook": spec.name},
     )
     return outcome
+
+
+def _refusal_or_none(
+    svc: Services, spec: PlaybookSpec, step: Step, action: Action, inputs: Any, incident_id: str
+) -> StepOutcome | None:
+    """The runner's rules before a change: evidence first (about this very asset), and an
+    approval gate on anything destructive. A change whose system is not configured is "not
+    configured", not refused: the evidence step of that system was not configured either."""
+    store = svc.store
+    if not action.info.changes_things:
+        return None
+    namespace = action.name.split(".", 1)[0]
+    for earlier in spec.steps:
+        if earlier.id == step.id:
+            break
+        result = store.step_result(incident_id, spec.name, earlier.id)
+        if (
+            result is not None
+            and result.status == Outcome.not_configured.value
+            and earlier.action.startswith(f"{namespace}.")
+        ):
+            summary = str(result.output.get("summary", "")) or f"{namespace} is not configured"
+            return StepOutcome(status=Outcome.not_configured, summary=summary)
+    if not store.evidence_for(incident_id):
+        return StepOutcome(
+            status=Outcome.refused, summary="refused: no evidence was captured before this changing step"
+        )
+    if isinstance(inputs, AssetInputs) and not store.evidence_for(incident_id, asset=inputs.asset):
+        return StepOutcome(
+            status=Outcome.refused,
+            summary=f"refused: no evidence about {inputs.asset} was captured before this changing step "
+            "(add the step that collects it before this one)",
+        )
+    if action.info.effect is Effect.destructive and step.approval is None:
+        return StepOutcome(status=Outcome.refused, summary="refused: a destructive step needs an approval gate")
+    return None
 
 
 def _decide_and_run(
@@ -127,22 +195,9 @@ def _decide_and_run(
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return StepOutcome(status=Outcome.failed, summary=f"inputs are not valid for {action.name}: {problems}"), False
 
-    if action.info.changes_things and not store.evidence_for(incident_id):
-        return StepOutcome(
-            status=Outcome.failed, summary="refused: no evidence was captured before this changing step"
-        ), False
-    if (
-        action.info.changes_things
-        and isinstance(inputs, AssetInputs)
-        and not store.evidence_for(incident_id, asset=inputs.asset)
-    ):
-        return StepOutcome(
-            status=Outcome.failed,
-            summary=f"refused: no evidence about {inputs.asset} was captured before this changing step "
-            "(add the step that collects it before this one)",
-        ), False
-    if action.info.effect is Effect.destructive and step.approval is None:
-        return StepOutcome(status=Outcome.failed, summary="refused: a destructive step needs an approval gate"), False
+    refusal = _refusal_or_none(svc, spec, step, action, inputs, incident_id)
+    if refusal is not None:
+        return refusal, False
     if step.approval is not None and svc.settings.plan_mode:
         # A plan waits for nobody and never runs a gated step, even in plan mode: it says who
         # would be asked and what would then run.
@@ -155,12 +210,31 @@ def _decide_and_run(
     if step.approval is not None:
         decision = await_approval(svc, spec, step, action.info, inputs.model_dump(mode="json"), incident_id)
         if decision.status != "approved":
-            return StepOutcome(
-                status=Outcome.skipped, summary=f"skipped: not approved ({decision.status} by {decision.decided_by})"
-            ), False
+            expired = decision.decided_by == "timeout"
+            status = Outcome.expired if expired else Outcome.rejected
+            what = "approval expired unanswered" if expired else f"approval rejected by {decision.decided_by}"
+            reason = f": {decision.reason}" if decision.reason else ""
+            return StepOutcome(status=status, summary=f"not done: {what}{reason}"), False
 
+    sent_before = _sent_before(store, incident_id, spec.name, step.id)
+    if action.info.changes_things and not svc.settings.plan_mode:
+        store.add_timeline(
+            incident_id,
+            "step",
+            f"{SENDING}: {action.name} on {_describe(inputs)}",
+            step_id=step.id,
+            data={SENDING: True, "playbook": spec.name},
+        )
     outcome = _invoke(action, step, ctx, inputs)
-    if outcome.status is Outcome.ok and action.probe is not None and action.info.changes_things:
+    if outcome.status is Outcome.ok and sent_before and outcome.output.get("already"):
+        # The target was already in the wanted state because this very step asked for it
+        # before the run was interrupted: credit that request, not somebody else.
+        outcome = StepOutcome(
+            status=outcome.status,
+            summary=f"{outcome.summary} (by this step's earlier request, sent before the run was interrupted)",
+            output={**outcome.output, "done_by_earlier_request": True},
+        )
+    if outcome.status is Outcome.ok and action.probe is not None and action.info.writes:
         probe = _verify(action, step, ctx, inputs, outcome)
         store.add_timeline(incident_id, "verify", probe.detail, step_id=step.id, data={"ok": probe.ok})
         outcome.output["verified"] = probe.ok
@@ -171,6 +245,18 @@ def _decide_and_run(
                 output=outcome.output,
             ), True
         outcome = StepOutcome(status=outcome.status, summary=f"{outcome.summary} (verified)", output=outcome.output)
-        if store.get_incident(incident_id).status is IncidentStatus.open:
-            store.set_incident_status(incident_id, IncidentStatus.contained)
+    elif outcome.status is Outcome.ok and action.info.changes_things:
+        outcome = StepOutcome(
+            status=Outcome.failed,
+            summary=f"{outcome.summary}; not verified: {action.name} has no probe",
+            output=outcome.output,
+        )
     return outcome, True
+
+
+def _sent_before(store: Store, incident_id: str, playbook: str, step_id: str) -> bool:
+    incident = store.get_incident(incident_id)
+    return any(
+        entry.step_id == step_id and entry.data.get(SENDING) and entry.data.get("playbook") == playbook
+        for entry in incident.timeline
+    )

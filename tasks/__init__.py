@@ -2,6 +2,7 @@
 
 from tasks import (  # noqa: F401  (registration)
     agents,
+    announce,
     cloud_keys,
     credentials,
     evidence,

@@ -26,7 +26,7 @@ from aisoar.actions import Effect
 from connectors.agent_control import AgentControlPlane
 from connectors.errors import ConnectorError
 from tasks import connect
-from tasks.base import ActionContext, AssetInputs, Outcome, ProbeResult, StepOutcome, ok, skipped
+from tasks.base import ActionContext, AssetInputs, Outcome, ProbeResult, StepOutcome, absent, ok
 from tasks.registry import action
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$"
@@ -297,7 +297,7 @@ def _set_tool(ctx: ActionContext, inputs: ToolInputs, enabled: bool) -> StepOutc
         answer = _plane(ctx).set_tool(inputs.agent, inputs.tool, enabled, **_why(ctx))
     except ConnectorError as exc:
         if exc.status == 404:
-            return skipped(f"the runtime has no tool {inputs.tool} on agent {inputs.agent}; nothing to {verb}")
+            return absent(f"the runtime has no tool {inputs.tool} on agent {inputs.agent}; nothing to {verb}")
         raise
     changed = bool(answer.get("changed"))
     return ok(
@@ -463,7 +463,7 @@ def _set_session(ctx: ActionContext, inputs: SessionInputs, quarantined: bool) -
         answer = _plane(ctx).set_session(inputs.session, quarantined, **_why(ctx))
     except ConnectorError as exc:
         if exc.status == 404:
-            return skipped(f"the runtime has no session {inputs.session}; nothing to {verb}")
+            return absent(f"the runtime has no session {inputs.session}; nothing to {verb}")
         raise
     changed = bool(answer.get("changed"))
     word = "quarantined" if quarantined else "released"

@@ -10,14 +10,46 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aisoar.config import Settings
 from aisoar.evidence import EvidenceStore
+from aisoar.specs import PlaybookSpec
 from aisoar.store import Store
 
 
 class Outcome(enum.StrEnum):
-    ok = "ok"
-    skipped = "skipped"
-    failed = "failed"
+    """How a step ended: exactly one of these, each with its own name in the UI and the report."""
+
+    ok = "ok"  # done; a change is done *and verified* at the target by its probe
+    skipped = "skipped"  # skipped by its condition
+    not_configured = "not_configured"  # the system it needs has no settings
+    absent = "absent"  # the target, proven to be the right system, says the asset does not exist
+    refused = "refused"  # a runner rule refused it (no evidence first, no approval gate, ...)
+    failed = "failed"  # it was tried and did not work (or could not be verified)
+    rejected = "rejected"  # its approval was rejected (or the run was cancelled while it waited)
+    expired = "expired"  # its approval expired unanswered and the default was to reject
     planned = "planned"  # plan mode: what would have been done; nothing changed
+
+    @property
+    def label(self) -> str:
+        """The name a responder reads: the task run's state name, the report, Slack."""
+        return OUTCOME_LABELS[self]
+
+    @property
+    def final(self) -> bool:
+        """A final outcome is not tried again when the run runs again (after a resume, a new
+        alert or a restart); the others are."""
+        return self in {Outcome.ok, Outcome.skipped, Outcome.rejected, Outcome.expired, Outcome.planned}
+
+
+OUTCOME_LABELS = {
+    Outcome.ok: "Done",
+    Outcome.skipped: "Skipped",
+    Outcome.not_configured: "Not configured",
+    Outcome.absent: "No such asset",
+    Outcome.refused: "Refused",
+    Outcome.failed: "Failed",
+    Outcome.rejected: "Rejected",
+    Outcome.expired: "Expired",
+    Outcome.planned: "Planned",
+}
 
 
 class AssetInputs(BaseModel):
@@ -57,6 +89,7 @@ class ActionContext:
     settings: Settings
     store: Store
     evidence: EvidenceStore
+    spec: PlaybookSpec | None = None  # the playbook the step belongs to (its objectives decide a close)
 
     @property
     def run_url(self) -> str | None:
@@ -83,3 +116,14 @@ def planned(summary: str, **output: Any) -> StepOutcome:
 
 def skipped(summary: str, **output: Any) -> StepOutcome:
     return StepOutcome(status=Outcome.skipped, summary=summary, output=output)
+
+
+def refused(summary: str, **output: Any) -> StepOutcome:
+    """A rule refused the change (the action's own safety rule, or the runner's)."""
+    return StepOutcome(status=Outcome.refused, summary=summary, output=output)
+
+
+def absent(summary: str, **output: Any) -> StepOutcome:
+    """The target says the asset does not exist. Only for an answer from a connector that has
+    proven it talks to the right system (``HttpApi`` checks that before it accepts a 404)."""
+    return StepOutcome(status=Outcome.absent, summary=summary, output=output)

@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 from aisoar.actions import Effect
 from connectors.aws_iam import AwsIam, KeyStatus
 from tasks import connect
-from tasks.base import ActionContext, AssetInputs, Outcome, ProbeResult, StepOutcome, ok, skipped
+from tasks.base import ActionContext, AssetInputs, Outcome, ProbeResult, StepOutcome, absent, ok
 from tasks.registry import action
 
 AccessKeyId = Annotated[
@@ -150,12 +150,12 @@ def _set_status(ctx: ActionContext, inputs: AwsAccessKey, status: KeyStatus) -> 
     if refusal:
         return _failed(refusal)
     if user is None:
-        return skipped(
+        return absent(
             f"IAM knows no access key {inputs.access_key_id}; nothing to {verb}" + _temporary_hint(inputs.access_key_id)
         )
     key = iam.access_key(user, inputs.access_key_id)
     if key is None:
-        return skipped(f"IAM lists no access key {inputs.access_key_id} for user {user}; nothing to {verb}")
+        return absent(f"IAM lists no access key {inputs.access_key_id} for user {user}; nothing to {verb}")
     if key["status"] == status:
         return ok(
             f"access key {inputs.access_key_id} of user {user} was already {status} in IAM",

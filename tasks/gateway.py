@@ -18,7 +18,7 @@ from aisoar.actions import Effect
 from connectors.errors import ConnectorError
 from connectors.litellm import LiteLLMGateway
 from tasks import connect
-from tasks.base import ActionContext, AssetInputs, ProbeResult, StepOutcome, ok, skipped
+from tasks.base import ActionContext, AssetInputs, ProbeResult, StepOutcome, absent, ok
 from tasks.keys import KeyHash
 from tasks.registry import action
 
@@ -153,7 +153,7 @@ def limit_key(ctx: ActionContext, inputs: KeyLimits) -> StepOutcome:
     gateway = connect.gateway(ctx.settings)
     info = _info(gateway, inputs.key_hash)
     if info is None:
-        return skipped("the gateway has no such key; nothing to limit")
+        return absent("the gateway has no such key; nothing to limit")
     previous = _limits_of(info)
     wanted = {n: getattr(inputs, n) for n in LIMITS if getattr(inputs, n) is not None}
     remembered = {f"previous_{name}": value for name, value in previous.items()}
@@ -183,7 +183,7 @@ def restore_key_limits(ctx: ActionContext, inputs: PreviousLimits) -> StepOutcom
         gateway.set_limits(inputs.key_hash, wanted)
     except ConnectorError as exc:
         if exc.status == 404:
-            return skipped("the gateway has no such key; nothing to restore")
+            return absent("the gateway has no such key; nothing to restore")
         raise
     return ok(f"key limits restored at the gateway: {_describe(wanted)}")
 
@@ -231,7 +231,7 @@ def pin_model_route(ctx: ActionContext, inputs: PinRoute) -> StepOutcome:
     gateway = connect.gateway(ctx.settings)
     info = _info(gateway, inputs.key_hash)
     if info is None:
-        return skipped("the gateway has no such key; nothing to pin")
+        return absent("the gateway has no such key; nothing to pin")
     previous_aliases, previous_models = _routes(info)
     remembered = {
         "previous_aliases": previous_aliases,
@@ -267,6 +267,6 @@ def restore_model_route(ctx: ActionContext, inputs: PreviousRoute) -> StepOutcom
         gateway.set_routes(inputs.key_hash, dict(inputs.aliases), inputs.models)
     except ConnectorError as exc:
         if exc.status == 404:
-            return skipped("the gateway has no such key; nothing to restore")
+            return absent("the gateway has no such key; nothing to restore")
         raise
     return ok(f"model routes restored at the gateway: {len(inputs.aliases)} alias(es)")

@@ -13,7 +13,7 @@ from aisoar.actions import Effect
 from connectors.errors import ConnectorError
 from connectors.litellm import MAX_LOG_ROWS
 from tasks import connect
-from tasks.base import ActionContext, AssetInputs, ProbeResult, StepOutcome, ok, skipped
+from tasks.base import ActionContext, AssetInputs, ProbeResult, StepOutcome, absent, ok
 from tasks.registry import action
 
 KeyHash = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the key (LiteLLM's key id)")]
@@ -155,7 +155,7 @@ def _set_blocked(ctx: ActionContext, inputs: GatewayKey, blocked: bool) -> StepO
         (gateway.block_key if blocked else gateway.unblock_key)(inputs.key_hash)
     except ConnectorError as exc:
         if exc.status == 404:
-            return skipped(f"the gateway has no such key; nothing to {verb}")
+            return absent(f"the gateway has no such key; nothing to {verb}")
         raise
     return ok(f"key {verb}ed at the gateway")
 
@@ -370,7 +370,7 @@ def _set_anthropic_status(ctx: ActionContext, inputs: AnthropicKey, status: str)
     record = admin.get_key(inputs.key_id)
     verb = "activate" if status == "active" else "deactivate"
     if record is None:
-        return skipped(f"Anthropic has no key {inputs.key_id}; nothing to {verb}")
+        return absent(f"Anthropic has no key {inputs.key_id}; nothing to {verb}")
     current = record.get("status")
     if current == "archived":
         if status == "inactive":

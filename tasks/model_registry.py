@@ -21,7 +21,7 @@ from connectors.mlflow_registry import (
     version_digest,
 )
 from tasks import connect
-from tasks.base import ActionContext, AssetInputs, ProbeResult, StepOutcome, ok, skipped
+from tasks.base import ActionContext, AssetInputs, ProbeResult, StepOutcome, ok, refused
 from tasks.registry import action
 
 ModelName = Annotated[
@@ -218,7 +218,7 @@ def unpin_alias(ctx: ActionContext, inputs: AliasRestore) -> StepOutcome:
     )
     target = f"version {inputs.previous_version}" if inputs.previous_version else "not set"
     if result["left_as_is"]:
-        return skipped(
+        return refused(
             f"{inputs.name}@{inputs.alias} points to version {result['current_version'] or '(none)'}, which the pin "
             f"did not set: left as it is",
             left_as_is=True,

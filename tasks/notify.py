@@ -230,7 +230,7 @@ def _notify(ctx: ActionContext, slack: SlackNotifier, message: str, reply: bool)
     return result
 
 
-def _probe_posted(ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> ProbeResult:
+def probe_posted(ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> ProbeResult:
     channel, thread_ts, ts = (outcome.output.get(k) for k in ("channel", "thread_ts", "ts"))
     if not (isinstance(channel, str) and isinstance(thread_ts, str) and isinstance(ts, str)):
         return ProbeResult(ok=False, detail="the step recorded no Slack message to check")
@@ -255,11 +255,11 @@ def _probe_posted(ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> Prob
 
 @action(
     "slack.notify_oncall",
-    effect=Effect.read_only,
+    effect=Effect.notifies,
     inputs=NotifyInputs,
     summary="Tell on-call in Slack: one message per incident (severity colour, what was done, links); "
     "later calls update it and reply in its thread (changes no affected system)",
-    probe=_probe_posted,
+    probe=probe_posted,
 )
 def notify_oncall(ctx: ActionContext, inputs: NotifyInputs) -> StepOutcome:
     result = notify(ctx, inputs.message, reply=True)
@@ -270,11 +270,11 @@ def notify_oncall(ctx: ActionContext, inputs: NotifyInputs) -> StepOutcome:
 
 @action(
     "slack.post_update",
-    effect=Effect.read_only,
+    effect=Effect.notifies,
     inputs=UpdateInputs,
     summary="Post an update in the incident's Slack thread and refresh the parent's status "
     "(changes no affected system)",
-    probe=_probe_posted,
+    probe=probe_posted,
 )
 def post_update(ctx: ActionContext, inputs: UpdateInputs) -> StepOutcome:
     result = notify(ctx, inputs.message, reply=True)

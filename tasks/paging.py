@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 from aisoar.actions import Effect
 from connectors.pagerduty import PagerSeverity
 from tasks import connect
-from tasks.base import ActionContext, StepOutcome, ok
+from tasks.base import ActionContext, ProbeResult, StepOutcome, ok
 from tasks.registry import action
 
 SEVERITY: dict[str, PagerSeverity] = {
@@ -26,12 +26,22 @@ class PageInputs(BaseModel):
     event: Literal["trigger", "acknowledge", "resolve"] = "trigger"
 
 
+def _probe_accepted(ctx: ActionContext, inputs: PageInputs, outcome: StepOutcome) -> ProbeResult:
+    """The Events API has no read-back: the check is that PagerDuty accepted this incident's event."""
+    key = outcome.output.get("dedup_key")
+    if key != ctx.incident_id:
+        return ProbeResult(ok=False, detail=f"PagerDuty answered dedup key {key!r}, not {ctx.incident_id}")
+    detail = f"PagerDuty accepted the {inputs.event} event (dedup key {key}); the Events API has no read-back"
+    return ProbeResult(ok=True, detail=detail)
+
+
 @action(
     "pagerduty.page_oncall",
-    effect=Effect.read_only,
+    effect=Effect.notifies,
     inputs=PageInputs,
     summary="Page on-call in PagerDuty: trigger, acknowledge or resolve the incident's alert "
     "(changes no affected system)",
+    probe=_probe_accepted,
 )
 def page_oncall(ctx: ActionContext, inputs: PageInputs) -> StepOutcome:
     pager = connect.pagerduty(ctx.settings)

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
-from prefect.states import Completed
+from prefect.states import Cancelled, Completed, Failed
 from pydantic import BaseModel
 
 from aisoar.actions import ActionCatalog, ActionInfo, Effect
@@ -66,14 +66,12 @@ def action(
             try:
                 outcome = fn(ctx, inputs)
             except NotConfigured as exc:
-                outcome = StepOutcome(status=Outcome.skipped, summary=f"skipped: not configured ({exc})")
+                outcome = StepOutcome(status=Outcome.not_configured, summary=f"skipped: not configured ({exc})")
             except Planned as exc:
                 outcome = StepOutcome(status=Outcome.planned, summary=str(exc), output={"planned": exc.as_dict()})
-            if outcome.status is Outcome.skipped:  # shown as "Skipped" in the Prefect UI
-                return Completed(name="Skipped", message=outcome.summary, data=outcome)
-            if outcome.status is Outcome.planned:
-                return Completed(name="Planned", message=outcome.summary, data=outcome)
-            return outcome
+            if outcome.status is Outcome.ok:
+                return outcome
+            return state_of(outcome)  # named after the outcome in the Prefect UI
 
         prefect_task: Task[..., StepOutcome | State[StepOutcome]] = task(
             name=name, cache_policy=NO_CACHE, persist_result=False, retries=0, log_prints=False
@@ -92,6 +90,17 @@ def action(
         return fn
 
     return register
+
+
+def state_of(outcome: StepOutcome) -> State[StepOutcome]:
+    """The task run state that shows ``outcome`` at a glance: its type is never a green
+    Completed for a step that did not do its job, and its name is the outcome's."""
+    label = outcome.status.label
+    if outcome.status in (Outcome.failed, Outcome.refused):
+        return Failed(name=label, message=outcome.summary, data=outcome)
+    if outcome.status in (Outcome.rejected, Outcome.expired):
+        return Cancelled(name=label, message=outcome.summary, data=outcome)
+    return Completed(name=label, message=outcome.summary, data=outcome)
 
 
 def catalog() -> ActionCatalog:

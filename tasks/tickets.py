@@ -94,7 +94,7 @@ def _probe_issue_open(ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> 
 
 @action(
     "jira.open_issue",
-    effect=Effect.read_only,
+    effect=Effect.notifies,
     inputs=TicketInputs,
     summary="Open the incident's Jira issue, or find the one already open (changes no affected system)",
     probe=_probe_issue_open,
@@ -206,7 +206,7 @@ def _probe_commented(ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> P
 
 @action(
     "jira.comment_timeline",
-    effect=Effect.read_only,
+    effect=Effect.notifies,
     inputs=IssueInputs,
     summary="Comment the incident timeline entries not yet on the Jira issue (changes no affected system)",
     probe=_probe_commented,
@@ -264,7 +264,7 @@ def _probe_linked(ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> Prob
 
 @action(
     "jira.link_evidence",
-    effect=Effect.read_only,
+    effect=Effect.notifies,
     inputs=IssueInputs,
     summary="Link the incident's evidence (sha256, description) and report on its Jira issue as remote links "
     "(changes no affected system)",
@@ -300,7 +300,7 @@ def _probe_done(ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> ProbeR
 
 @action(
     "jira.close_issue",
-    effect=Effect.read_only,
+    effect=Effect.notifies,
     inputs=CloseIssueInputs,
     summary="Move the incident's Jira issue to done (the transition into the done status category, or the one "
     "named) (changes no affected system)",

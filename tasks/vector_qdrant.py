@@ -15,7 +15,7 @@ from aisoar.actions import Effect
 from connectors.errors import ConnectorError, Planned
 from connectors.qdrant import NAME_PATTERN, SNAPSHOT_PATTERN, SYSTEM, UUID_PATTERN
 from tasks import connect
-from tasks.base import ActionContext, AssetInputs, ProbeResult, StepOutcome, ok, planned, skipped
+from tasks.base import ActionContext, AssetInputs, ProbeResult, StepOutcome, ok, planned, refused
 from tasks.registry import action
 
 Name = Annotated[
@@ -228,7 +228,7 @@ def quarantine_alias(ctx: ActionContext, inputs: AliasSwitch) -> StepOutcome:
             new_collection=None,
         )
     if current != inputs.collection:
-        return skipped(
+        return refused(
             f"alias {inputs.alias} serves {current}, not {inputs.collection}: left as it is",
             previous_collection=current,
         )
@@ -264,7 +264,7 @@ def restore_alias(ctx: ActionContext, inputs: AliasSwitch) -> StepOutcome:
             new_collection=current,
         )
     if current not in {inputs.fallback_collection, None}:
-        return skipped(
+        return refused(
             f"alias {inputs.alias} now serves {current}, which quarantine did not set: left as it is",
             previous_collection=current,
         )

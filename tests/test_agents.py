@@ -46,6 +46,7 @@ from tasks.base import ActionContext, Outcome, StepOutcome
 from tests import matrix
 from tests.conftest import make_settings
 from tests.faults import FaultProxy, fault_proxy
+from tests.walk import outcome_of
 
 AGENT = "support-bot"
 WHY = {"reason": "test containment", "incident_id": "INC-test"}
@@ -349,7 +350,9 @@ def test_evidence_then_containment_through_the_registry(runtime: Runtime, tmp_pa
     poisoned = runtime.poisoned_id()
     purge = PurgeInputs(agent=AGENT, ids=[poisoned])
     refused = REGISTRY["agent.purge_memory"].task.fn(ctx, purge)
-    assert isinstance(refused, StepOutcome) and refused.status is Outcome.failed and "memory export" in refused.summary
+    assert isinstance(refused, State) and refused.type.value == "FAILED"  # never a green Completed
+    refused = outcome_of(refused)
+    assert refused.status is Outcome.failed and "memory export" in refused.summary
     assert poisoned in runtime.memory_ids()
 
     collected = REGISTRY["agent.collect_evidence"].task.fn(ctx, AgentEvidenceInputs(agent=AGENT, session="s-123"))
@@ -369,7 +372,7 @@ def test_evidence_then_containment_through_the_registry(runtime: Runtime, tmp_pa
     run(ctx, "agent.enable_tool", tool)
     assert runtime.invoke().status_code == 200
     unknown = REGISTRY["agent.disable_tool"].task.fn(ctx, ToolInputs(agent=AGENT, tool="nope"))
-    assert getattr(unknown, "name", "") == "Skipped"
+    assert getattr(unknown, "name", "") == "No such asset"
 
     instance = InstanceInputs(agent=AGENT, instance="i-1")
     run(ctx, "agent.take_offline", instance)
@@ -428,5 +431,5 @@ def test_plan_mode_and_missing_settings_through_the_registry(runtime: Runtime, t
     assert runtime.state.agents[AGENT].tools["web.fetch"].enabled is True and runtime.state.audit == []
     bare = _context(tmp_path / "bare", {})
     skipped = REGISTRY["agent.block_user"].task.fn(bare, UserInputs(user="u-42"))
-    assert isinstance(skipped, State) and skipped.name == "Skipped"
+    assert isinstance(skipped, State) and skipped.name == "Not configured"
     assert "AISOAR_AGENT_CONTROL_URL" in str(skipped.message) and "AISOAR_AGENT_CONTROL_TOKEN" in str(skipped.message)

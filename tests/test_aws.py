@@ -124,8 +124,8 @@ def _ctx(tmp_path: Path, moto: Moto, creds: tuple[str, str], **overrides: Any) -
 
 def _run(ctx: ActionContext, name: str, inputs: AwsAccessKey) -> StepOutcome:
     outcome = REGISTRY[name].task.fn(ctx, inputs)
-    if isinstance(outcome, State):  # Skipped / Planned: the outcome is the state's data
-        assert outcome.name in ("Skipped", "Planned"), outcome
+    if isinstance(outcome, State):  # not done: the outcome is the state's data
+        assert outcome.name in ("No such asset", "Refused", "Failed", "Planned"), outcome
         outcome = outcome.data
     assert isinstance(outcome, StepOutcome), outcome
     return outcome
@@ -235,7 +235,7 @@ def test_the_actions_with_their_probes_through_the_registry(
     twice = _run(ctx, "aws.delete_access_key", inputs)
     assert twice.status is Outcome.ok and twice.output["already"] is True and "already deleted" in twice.summary
     gone = _run(ctx, "aws.deactivate_access_key", inputs)
-    assert gone.status is Outcome.skipped and "nothing to deactivate" in gone.summary
+    assert gone.status is Outcome.absent and "nothing to deactivate" in gone.summary
 
     texts = [caplog.text, *(o.model_dump_json() for o in (evidence, done, again, back, deleted, twice, gone))]
     texts.append(ctx.evidence.path_for(records[0].sha256).read_text())
@@ -269,9 +269,9 @@ def test_the_owner_comes_from_iam_and_a_wrong_user_is_refused(
     unknown = AwsAccessKey(access_key_id="AKIA" + "Z" * 16)
     missing = _run(ctx, "aws.collect_access_key_evidence", unknown)
     assert missing.status is Outcome.ok and missing.output["found"] is False
-    assert _run(ctx, "aws.deactivate_access_key", unknown).status is Outcome.skipped
+    assert _run(ctx, "aws.deactivate_access_key", unknown).status is Outcome.absent
     temporary = _run(ctx, "aws.deactivate_access_key", AwsAccessKey(access_key_id="ASIA" + "Q" * 16))
-    assert temporary.status is Outcome.skipped and "temporary STS credentials" in temporary.summary
+    assert temporary.status is Outcome.absent and "temporary STS credentials" in temporary.summary
     already = _run(ctx, "aws.delete_access_key", unknown)
     assert already.status is Outcome.ok and already.output["already"] is True
 
@@ -334,7 +334,7 @@ def test_without_configuration_the_steps_are_skipped(tmp_path: Path) -> None:
     inputs = AwsAccessKey(access_key_id="AKIAIOSFODNN7EXAMPLE", user_name="bob")
     for name in ("aws.collect_access_key_evidence", "aws.deactivate_access_key", "aws.delete_access_key"):
         skipped = REGISTRY[name].task.fn(ctx, inputs)
-        assert skipped.name == "Skipped", skipped
+        assert skipped.name == "Not configured", skipped
         assert "AISOAR_AWS_ACCESS_KEY_ID" in skipped.message and "AISOAR_AWS_USE_DEFAULT_CREDENTIALS" in skipped.message
 
 

@@ -42,7 +42,7 @@ from tests import matrix
 from tests.conftest import make_settings
 from tests.faults import FaultProxy, fault_proxy
 from tests.servers.chroma import ChromaServer
-from tests.walk import walk_playbook
+from tests.walk import verdict_of, walk_playbook
 
 TOKEN = "chroma-token-never-print-me-0123456789"
 INCIDENT = "INC-rag-0001"
@@ -355,7 +355,7 @@ def test_without_a_url_the_steps_are_skipped(tmp_path: Path) -> None:
         ("chroma.restore_collection_without", ChromaRestore(name="kb-support", poisoned_ids="a")),
     ):
         skipped = REGISTRY[name].task.fn(ctx, inputs)
-        assert skipped.name == "Skipped" and "AISOAR_CHROMA_URL" in str(skipped.message)
+        assert skipped.name == "Not configured" and "AISOAR_CHROMA_URL" in str(skipped.message)
 
 
 def test_inputs_from_alert_data_are_pattern_checked() -> None:
@@ -394,7 +394,9 @@ def test_the_playbook_exports_quarantines_and_restores_without_the_poison(
     assert steps["export-collection"]["count"] == TOTAL
     assert steps["restore-without-poison"]["removed_ids"] == POISONED
     assert steps["export-collection"]["sha256"] in steps["open-ticket"]["inputs"]["details"]
-    assert f"{TOTAL - 3} of {TOTAL} record(s)" in steps["close"]["inputs"]["resolution"]
+    assert f"{TOTAL - 3} of {TOTAL} record(s)" in steps["restore-without-poison"]["summary"]
+    judged = verdict_of("rag-poisoning.yaml", steps)
+    assert judged.status.value == "recovered" and judged.complete, judged.resolution()
     assert _names(client, name) == {name: TOTAL - 3, quarantine_name(name, INCIDENT): TOTAL}
 
 

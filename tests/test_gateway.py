@@ -336,7 +336,7 @@ def test_actions_on_an_unknown_key_are_skipped(env: dict[str, str], tmp_path: Pa
         ctx, PreviousLimits(key_hash=unknown, rpm_limit=None, tpm_limit=None, max_budget=None)
     )
     for state in (limited, pinned, restored):
-        assert state.name == "Skipped" and "no such key" in state.message
+        assert state.name == "No such asset" and "no such key" in state.message
 
 
 def test_actions_in_plan_mode_change_nothing(env: dict[str, str], sandbox: Sandbox, tmp_path: Path) -> None:
@@ -362,7 +362,7 @@ def test_without_a_gateway_the_steps_are_skipped(tmp_path: Path) -> None:
         ("gateway.collect_key_evidence", GatewayKey(key_hash=BOT_HASH)),
     ]:
         state = REGISTRY[name].task.fn(ctx, inputs)
-        assert state.name == "Skipped", name
+        assert state.name == "Not configured", name
         assert "AISOAR_LITELLM_URL" in state.message and "AISOAR_LITELLM_MASTER_KEY" in state.message
 
 

@@ -140,7 +140,7 @@ def test_plan_mode_changes_nothing(waf: tuple[Waf, str], tmp_path: Path) -> None
 def test_an_unknown_endpoint_is_skipped_visibly(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path, "http://127.0.0.1:9/api")
     skipped = REGISTRY["http.request"].task.fn(ctx, HttpRequest.model_validate({**BLOCK, "endpoint": "siem"}))
-    assert skipped.name == "Skipped" and "AISOAR_HTTP_ENDPOINTS__siem__URL" in skipped.message
+    assert skipped.name == "Not configured" and "AISOAR_HTTP_ENDPOINTS__siem__URL" in skipped.message
 
 
 def test_retries_storm_timeout_and_no_secret(

@@ -199,7 +199,7 @@ def test_without_a_uri_the_steps_are_skipped(tmp_path: Path) -> None:
         ("lancedb.restore_version", LanceRestore(table="kb", version=1)),
     ):
         skipped = REGISTRY[name].task.fn(ctx, inputs)
-        assert skipped.name == "Skipped" and "AISOAR_LANCEDB_URI" in str(skipped.message)
+        assert skipped.name == "Not configured" and "AISOAR_LANCEDB_URI" in str(skipped.message)
 
 
 def test_inputs_are_pattern_checked() -> None:

@@ -241,7 +241,7 @@ def test_without_an_mlflow_url_the_steps_are_skipped(tmp_path: Path) -> None:
         ("mlflow.unpin_alias", AliasRestore(name="m", previous_version="2")),
     ):
         state, message = _state(REGISTRY[name].task.fn(ctx, inputs))
-        assert state == "Skipped" and "AISOAR_MLFLOW_URL" in message
+        assert state == "Not configured" and "AISOAR_MLFLOW_URL" in message
 
 
 def test_mlflow_matrix_through_a_fault_proxy(mlflow_server: MlflowServer, caplog: pytest.LogCaptureFixture) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prefect.client.schemas.objects import State
 
 from aisoar.config import PROJECT_ROOT, Settings
 from aisoar.evidence import EvidenceStore
@@ -21,6 +22,7 @@ from aisoar.ingress.adapters import generic_json
 from aisoar.models import IncidentStatus, Severity
 from aisoar.prefect_server import PrefectServer
 from aisoar.sandbox.stack import JIRA_PROJECT, SLACK_CHANNEL, Sandbox
+from aisoar.specs import PlaybookSpec, parse_spec
 from aisoar.store import Store
 from connectors.errors import ConnectorError
 from connectors.jira import JiraTickets
@@ -47,9 +49,16 @@ class Case:
     sandbox: Sandbox
     env: dict[str, str]
 
-    def at(self, step_id: str) -> ActionContext:
+    def at(self, step_id: str, spec: PlaybookSpec | None = None) -> ActionContext:
         c = self.ctx
-        return ActionContext(c.incident_id, c.playbook, step_id, c.flow_run_id, c.settings, c.store, c.evidence)
+        return ActionContext(
+            c.incident_id, c.playbook, step_id, c.flow_run_id, c.settings, c.store, c.evidence, spec=spec
+        )
+
+
+def leaked_key_spec() -> PlaybookSpec:
+    name = "leaked-llm-api-key.yaml"
+    return parse_spec((PROJECT_ROOT / "playbook_specs" / name).read_text(), name)
 
 
 def open_case(sandbox: Sandbox, data: Path, which: tuple[str, ...], title: str | None = None, **extra: Any) -> Case:
@@ -146,7 +155,7 @@ def test_slack_without_configuration_is_skipped(tmp_path: Path) -> None:
     ctx = ActionContext("INC-x", "p", "s", None, settings, store, EvidenceStore(settings.evidence_dir, store))
     for name, inputs in (("slack.notify_oncall", NotifyInputs()), ("slack.post_update", UpdateInputs(message="m"))):
         skipped = REGISTRY[name].task.fn(ctx, inputs)
-        assert skipped.name == "Skipped" and "AISOAR_SLACK_TOKEN" in skipped.message
+        assert skipped.name == "Not configured" and "AISOAR_SLACK_TOKEN" in skipped.message
 
 
 def test_slack_matrix_through_a_fault_proxy(sandbox: Sandbox, caplog: pytest.LogCaptureFixture) -> None:
@@ -314,7 +323,7 @@ def test_jira_without_configuration_is_skipped(tmp_path: Path) -> None:
     ):
         skipped = REGISTRY[name].task.fn(ctx, inputs)
         assert (
-            skipped.name == "Skipped"
+            skipped.name == "Not configured"
             and "AISOAR_JIRA_URL" in skipped.message
             and "AISOAR_JIRA_TOKEN" in skipped.message
         )
@@ -363,12 +372,24 @@ def test_close_moves_the_issue_to_done_and_posts_a_final_update(
     case = open_case(sandbox, tmp_path / "data", ("slack", "jira"))
     run("slack.notify_oncall", case.ctx, NotifyInputs(message="blocked"))
     key = run("jira.open_issue", case.at("open-ticket"), TicketInputs()).output["issue_key"]
-    closed = run("incident.close", case.at("close"), CloseInputs(resolution="key deleted"))
+    spec = leaked_key_spec()
+    # Nothing verified yet: the close is refused, the incident stays open and Jira is not moved.
+    refused = REGISTRY["incident.close"].task.fn(case.at("close", spec), CloseInputs())
+    assert isinstance(refused, State) and refused.name == "Refused" and refused.type.value == "FAILED"
+    assert "NOT met: the key is refused at the gateway or at the provider" in str(refused.message)
+    assert case.store.get_incident(case.ctx.incident_id).status is not IncidentStatus.closed
+    assert sandbox.jira.issues[key]["fields"]["status"]["name"] != "Done"
+    # The block verified at the gateway meets the objective: now it closes, saying so.
+    case.store.record_step(
+        case.ctx.incident_id, spec.name, "block-key-at-gateway", "ok", {"summary": "key blocked (verified)"}
+    )
+    closed = run("incident.close", case.at("close", spec), CloseInputs())
     assert case.store.get_incident(case.ctx.incident_id).status is IncidentStatus.closed
     assert sandbox.jira.issues[key]["fields"]["status"]["name"] == "Done"
     assert sandbox.jira.issues[key]["remotelinks"], "the report was not linked"
-    assert "closed: key deleted" in sandbox.jira.issues[key]["fields"]["comment"]["comments"][-1]["body"]
-    assert "Incident closed: key deleted" in sandbox.slack.replies[-1]["text"]
+    resolution = "contained: met: the key is refused at the gateway or at the provider (block-key-at-gateway: key"
+    assert resolution in sandbox.jira.issues[key]["fields"]["comment"]["comments"][-1]["body"].replace("\\", "")
+    assert f"Incident closed: {resolution}" in sandbox.slack.replies[-1]["text"]
     assert "*Status:*\\nclosed" in json.dumps(sandbox.slack.messages[0]["blocks"])
     assert f"Jira {key}" in json.dumps(sandbox.slack.messages[0]["blocks"])
     assert "moved To Do -> Done" in closed.summary and len(sandbox.slack.messages) == 1
@@ -385,7 +406,11 @@ def test_a_jira_failure_does_not_lose_the_close(
     from tasks import connect
 
     connect._jira.cache_clear()
-    closed = run("incident.close", case.at("close"), CloseInputs())
+    spec = leaked_key_spec()
+    case.store.record_step(
+        case.ctx.incident_id, spec.name, "block-key-at-gateway", "ok", {"summary": "key blocked (verified)"}
+    )
+    closed = run("incident.close", case.at("close", spec), CloseInputs())
     incident = case.store.get_incident(case.ctx.incident_id)
     assert incident.status is IncidentStatus.closed and closed.status is Outcome.ok
     assert "Jira failed: Jira connect" in closed.summary and "HTTP 401" in closed.summary

@@ -70,7 +70,7 @@ def test_without_a_routing_key_the_step_is_skipped(tmp_path: Path) -> None:
     store = Store(settings.store_url)
     ctx = ActionContext("INC-x", "p", "page", None, settings, store, EvidenceStore(settings.evidence_dir, store))
     skipped = REGISTRY["pagerduty.page_oncall"].task.fn(ctx, PageInputs())
-    assert skipped.name == "Skipped" and "AISOAR_PAGERDUTY_ROUTING_KEY" in skipped.message
+    assert skipped.name == "Not configured" and "AISOAR_PAGERDUTY_ROUTING_KEY" in skipped.message
 
 
 def test_pagerduty_matrix_through_a_fault_proxy(sandbox: Sandbox, caplog: pytest.LogCaptureFixture) -> None:

@@ -50,7 +50,8 @@ def run_playbook(stack: Stack, alert: dict[str, Any], playbook: str, approve: bo
             time.sleep(0.1)
             continue
         decision = {"approve": approve, "approver": "alice (IC)", "reason": "confirmed by the responder"}
-        assert prefect_api.resume(run_id, decision)["status"] == "ACCEPT"
+        answer = prefect_api.resume(run_id, decision)
+        assert answer["status"] == "ACCEPT", answer
         answered.add(keyset)
     raise AssertionError(f"{playbook} did not complete within 120 s")
 

@@ -192,7 +192,7 @@ def test_service_account_actions_in_plan_mode_and_unconfigured(
     bare = context(tmp_path / "bare")
     for name in ("openai.collect_service_account_evidence", "openai.delete_service_account"):
         state = REGISTRY[name].task.fn(bare, inputs)
-        assert state.name == "Skipped" and "AISOAR_OPENAI_ADMIN_URL" in state.message, name
+        assert state.name == "Not configured" and "AISOAR_OPENAI_ADMIN_URL" in state.message, name
     for bad in ["../api_keys", "svc acct", "a/b", ""]:
         with pytest.raises(ValueError):
             ServiceAccount(project_id=DEMO_PROJECT, service_account_id=bad)
@@ -359,7 +359,7 @@ def test_anthropic_actions_on_archived_unknown_planned_and_unconfigured(
     with pytest.raises(ConnectorError, match="archived"):
         REGISTRY["anthropic.activate_key"].task.fn(ctx, archived)
     unknown = REGISTRY["anthropic.deactivate_key"].task.fn(ctx, AnthropicKey(key_id="apikey_01Unknown"))
-    assert unknown.name == "Skipped" and "no key" in unknown.message
+    assert unknown.name == "No such asset" and "no key" in unknown.message
 
     planned = REGISTRY["anthropic.deactivate_key"].task.fn(
         context(tmp_path / "plan", anthropic.settings, plan_mode=True), AnthropicKey(key_id=LEAKED_ID)
@@ -370,7 +370,7 @@ def test_anthropic_actions_on_archived_unknown_planned_and_unconfigured(
     bare = context(tmp_path / "bare")
     for name in ("anthropic.collect_key_evidence", "anthropic.deactivate_key", "anthropic.activate_key"):
         state = REGISTRY[name].task.fn(bare, AnthropicKey(key_id=LEAKED_ID))
-        assert state.name == "Skipped" and "AISOAR_ANTHROPIC_ADMIN_KEY" in state.message, name
+        assert state.name == "Not configured" and "AISOAR_ANTHROPIC_ADMIN_KEY" in state.message, name
     for bad in ["../api_keys", "apikey_01 x", "sk-ant-api03-x", "apikey_" + "a" * 65]:
         with pytest.raises(ValueError):
             AnthropicKey(key_id=bad)

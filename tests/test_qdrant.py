@@ -28,7 +28,7 @@ from tasks.vector_qdrant import AliasSwitch, PointsDeletion, QdrantCollection, S
 from tests import matrix
 from tests.conftest import make_settings
 from tests.faults import FaultProxy, fault_proxy, server_error
-from tests.walk import walk_playbook
+from tests.walk import verdict_of, walk_playbook
 
 KEY = "qdrant-key-never-print-me-0123456789"
 READ_ONLY = "qdrant-read-only-key-9876543210"
@@ -278,9 +278,9 @@ def test_an_alias_that_serves_another_collection_is_left_alone(qdrant: Qdrant, t
     state = run(
         ctx, "qdrant.quarantine_alias", AliasSwitch(alias="kb", collection="kb-v2", fallback_collection="kb-v1")
     )
-    assert state.name == "Skipped" and "serves kb-v3" in state.message
+    assert state.name == "Refused" and "serves kb-v3" in state.message
     state = run(ctx, "qdrant.restore_alias", AliasSwitch(alias="kb", collection="kb-v2", fallback_collection="kb-v1"))
-    assert state.name == "Skipped" and qdrant.aliases() == {"kb": "kb-v3"}
+    assert state.name == "Refused" and qdrant.aliases() == {"kb": "kb-v3"}
 
 
 def test_quarantine_to_a_missing_fallback_is_a_clear_error(qdrant: Qdrant, tmp_path: Path) -> None:
@@ -369,7 +369,7 @@ def test_without_settings_every_step_is_skipped(tmp_path: Path) -> None:
         ("qdrant.delete_points", PointsDeletion(collection="kb", ids=[1])),
     ]:
         state = run(ctx, name, inputs)
-        assert state.name == "Skipped", name
+        assert state.name == "Not configured", name
         assert "AISOAR_QDRANT_URL" in state.message and "AISOAR_QDRANT_API_KEY" in state.message
 
 
@@ -511,7 +511,9 @@ def test_the_playbook_snapshots_then_quarantines_the_alias(qdrant: Qdrant, tmp_p
     assert steps["snapshot-index"]["collection"] == "kb-v2" and steps["snapshot-index"]["points_count"] == 6
     assert steps["quarantine-alias"]["previous_collection"] == "kb-v2" and qdrant.aliases() == {"kb": "kb-v1"}
     assert "kb-v2" in steps["open-ticket"]["inputs"]["details"]
-    assert "re-pointed to kb-v1" in steps["close"]["inputs"]["resolution"]
+    assert "re-pointed to kb-v1" in steps["quarantine-alias"]["summary"]
+    judged = verdict_of("rag-poisoning-qdrant.yaml", steps)
+    assert judged.contained and judged.status.value == "contained", judged.resolution()
 
     other = context(tmp_path, qdrant.url, incident="INC-q3")
     qdrant.state.aliases["kb"] = "kb-v2"

@@ -19,11 +19,15 @@ owasp: ["LLM10:2025"]
 triggers:
   - incident_types: [api_abuse]
 """
+NO_OBJECTIVE = "declares no containment objective"
 
 
-def problems(steps: str, head: str = HEAD) -> list[str]:
+def problems(steps: str, head: str = HEAD, objectives: bool = False) -> list[str]:
+    """The problems of a spec made of HEAD and ``steps``; the missing-objective problem only
+    with ``objectives`` (the tests about objectives below), so other tests stay focused."""
     spec = parse_spec(head + "steps:\n" + steps, "test.yaml")
-    return [str(p) for p in validate_spec(spec, catalog(), "test.yaml")]
+    found = [str(p) for p in validate_spec(spec, catalog(), "test.yaml")]
+    return found if objectives else [p for p in found if NO_OBJECTIVE not in p]
 
 
 def test_shipped_specs_are_valid() -> None:
@@ -211,3 +215,58 @@ def test_each_example_alert_starts_its_playbooks(example: str, playbooks: set[st
     alert = generic_json("generic", (PROJECT_ROOT / "examples" / "alerts" / f"{example}.json").read_bytes())
     specs = [item.spec for item in load_specs(PROJECT_ROOT / "playbook_specs", catalog())]
     assert {spec.name for spec in specs if spec.matches(alert)} == playbooks
+
+
+STEPS = """
+  - id: keep
+    action: evidence.capture_alerts
+  - id: block
+    action: gateway.block_key
+    with: {key_hash: "{{ entities.llm_api_key.gateway_key_hash }}"}
+  - id: tell
+    action: slack.notify_oncall
+  - id: delete
+    action: openai.delete_project_key
+    with: {project_id: p, key_id: k}
+    gate: {approval: {approvers: [ic], timeout: 1h}}
+"""
+
+
+def test_a_playbook_that_changes_things_declares_what_it_must_achieve() -> None:
+    assert problems(STEPS, objectives=True) == [
+        "test.yaml: the playbook changes things (block, delete) but declares no containment objective "
+        "(fix: add `objectives: [{id: ..., title: ..., any_of: [<changing step ids>]}]`)"
+    ]
+    met = HEAD + "objectives:\n  - {id: refused, title: the key is refused, any_of: [block, delete]}\n"
+    assert problems(STEPS, head=met, objectives=True) == []
+
+
+def test_an_objective_names_changing_steps_that_exist() -> None:
+    head = HEAD + "objectives:\n  - {id: refused, title: the key is refused, any_of: [tell, nope, block]}\n"
+    assert problems(STEPS, head=head, objectives=True) == [
+        "test.yaml: objective 'refused' names step 'tell' (slack.notify_oncall), which changes nothing at the "
+        "target and so cannot be verified there (fix: name the changing steps whose verified outcome meets the "
+        "objective)",
+        "test.yaml: objective 'refused' names step 'nope', which does not exist (fix: fix the id)",
+    ]
+
+
+def test_an_approval_gate_may_not_come_before_the_announcement() -> None:
+    steps = STEPS.replace("action: slack.notify_oncall", "action: incident.announce")
+    assert problems(steps) == []
+    late = steps + "  - id: announce-late\n    action: incident.announce\n"
+    found = problems(late.replace("  - id: tell\n    action: incident.announce\n", ""))
+    assert found == [
+        "test.yaml: step 'delete': its approval gate comes before the announcement ('incident.announce'): nobody "
+        "would know it waits (fix: move the 'incident.announce' step before it, or remove it (the runner then "
+        "announces first))"
+    ]
+
+
+def test_a_fallback_playbook_takes_no_triggers_and_others_need_one() -> None:
+    with pytest.raises(SpecError, match="at least one trigger"):
+        parse_spec(HEAD.replace("triggers:\n  - incident_types: [api_abuse]\n", "") + "steps:\n" + STEPS, "t.yaml")
+    fallback = "name: triage-test\ntitle: T\nfallback: true\n"
+    assert parse_spec(fallback + "steps:\n" + STEPS, "t.yaml").fallback is True
+    with pytest.raises(SpecError, match="takes no triggers"):
+        parse_spec(fallback + "triggers: [{labels: {a: b}}]\nsteps:\n" + STEPS, "t.yaml")

@@ -398,7 +398,7 @@ def test_without_settings_every_step_is_skipped(tmp_path: Path) -> None:
     for name, inputs in SAMPLES.items():
         skipped = REGISTRY[name].task.fn(ctx, inputs)
         assert not isinstance(skipped, StepOutcome)
-        assert skipped.name == "Skipped", name
+        assert skipped.name == "Not configured", name
         assert "AISOAR_VAULT_URL" in str(skipped.message) and "AISOAR_VAULT_TOKEN" in str(skipped.message)
 
 

@@ -6,10 +6,13 @@ it, every changing step verified by its probe."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from aisoar.config import PROJECT_ROOT
+from aisoar.outcomes import Verdict, verdict
 from aisoar.specs import parse_spec
+from aisoar.store import StepResult
 from aisoar.templating import evaluate_condition, render_value
 from tasks import REGISTRY
 from tasks.base import ActionContext, AssetInputs, StepOutcome
@@ -61,3 +64,15 @@ def outcome_of(result: Any) -> StepOutcome:
     data = result.data
     assert isinstance(data, StepOutcome), result
     return data
+
+
+def verdict_of(spec_file: str, steps: dict[str, dict[str, Any]]) -> Verdict:
+    """The playbook's verdict from a walk's step results (as the runner computes it at the end)."""
+    spec = parse_spec((PROJECT_ROOT / "playbook_specs" / spec_file).read_text(), spec_file)
+    now = datetime.now(UTC)
+    results = {
+        step_id: StepResult(status=str(out["status"]), output={"summary": out["summary"]}, at=now)
+        for step_id, out in steps.items()
+        if "inputs" not in out  # the steps that ran for real
+    }
+    return verdict(spec, results)

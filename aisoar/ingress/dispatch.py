@@ -25,6 +25,11 @@ class Launcher(Protocol):
         """Start (or find) the playbook's run for the incident; return its flow run id."""
         ...
 
+    def redrive(self, incident_id: str, playbook: str) -> bool:
+        """Run the playbook's finished run again if it did not contain the incident (a new
+        alert for it arrived); return whether it was started again."""
+        ...
+
 
 @dataclass
 class DispatchResult:
@@ -43,7 +48,9 @@ class Dispatcher:
         self._lock = threading.Lock()
 
     def route(self, alert: Alert) -> list[PlaybookSpec]:
-        return [spec for spec in self.specs if spec.matches(alert)]
+        """The playbooks that answer the alert; none match: the fallback (triage) playbooks."""
+        matched = [spec for spec in self.specs if not spec.fallback and spec.matches(alert)]
+        return matched or [spec for spec in self.specs if spec.fallback]
 
     def dispatch(self, alert: Alert) -> DispatchResult:
         with self._lock:  # one dispatch at a time per process: correlation must not race
@@ -51,7 +58,8 @@ class Dispatcher:
 
     def _dispatch(self, alert: Alert) -> DispatchResult:
         matched = self.route(alert)
-        incident_type = alert.incident_type or (matched[0].incident_type if matched else None)
+        typed = [spec.incident_type for spec in matched if spec.incident_type is not None]
+        incident_type = alert.incident_type or (typed[0] if typed else None)
         severity = max([alert.severity, *(s.severity_floor for s in matched)], key=lambda s: Severity(s).rank)
         incident_id, created = self.store.correlate(alert, incident_type, severity, self.window)
         result = DispatchResult(incident_id=incident_id, new_incident=created)
@@ -65,10 +73,16 @@ class Dispatcher:
             self.store.add_timeline(incident_id, "incident", f"incident opened ({severity.value})")
         if not matched:
             self.store.add_timeline(incident_id, "incident", "no playbook matches this alert; triage by hand")
+        elif all(spec.fallback for spec in matched):
+            self.store.add_timeline(
+                incident_id, "incident", "no playbook answers this alert: the triage playbook tells on-call"
+            )
         for spec in matched:
             if self.store.claim_playbook_run(incident_id, spec.name):
                 self.store.add_timeline(incident_id, "run", f"playbook {spec.name} selected")
                 self._launch(incident_id, spec.name, result)
+            elif not created:
+                self._redrive(incident_id, spec.name, result)
         self.store.mark_alert(alert.id, "dispatched", incident_id=incident_id)
         return result
 
@@ -83,6 +97,21 @@ class Dispatcher:
             return
         self.store.set_flow_run(incident_id, playbook, flow_run_id)
         result.launched[playbook] = flow_run_id
+
+    def _redrive(self, incident_id: str, playbook: str, result: DispatchResult) -> None:
+        if self.launcher is None:
+            return
+        try:
+            if self.launcher.redrive(incident_id, playbook):
+                self.store.add_timeline(
+                    incident_id, "run", f"a new alert runs playbook {playbook} again: the incident is not contained"
+                )
+                flow_run_id = self.store.flow_run_of(incident_id, playbook)
+                if flow_run_id:
+                    result.launched[playbook] = flow_run_id
+        except Exception as exc:  # the alert is on the incident; the next alert tries again
+            log.warning("could not run playbook %s again for %s: %s", playbook, incident_id, exc)
+            result.failed[playbook] = str(exc)
 
     def dispatch_pending(self, grace: timedelta = timedelta(0)) -> int:
         """Dispatch alerts still pending in the inbox (after a restart, or a failure).

@@ -1,0 +1,55 @@
+"""The runner's own voice: it tells people, whatever the spec says.
+
+``tell`` posts an outcome change (contained, not contained, a step failed, an approval requested, rejected or
+expired) to the incident's Slack thread and Jira issue. Telling never stops a run: a
+failure to tell is itself on the timeline and in the run's logs, so it is seen.
+"""
+
+from __future__ import annotations
+
+from aisoar.inert import jira_text
+from connectors.errors import NotConfigured, Planned
+from flows.services import Services
+from tasks import connect
+from tasks.announce import failed_to_tell
+from tasks.base import ActionContext
+from tasks.notify import notify, recorded_issue
+
+
+def runner_context(
+    svc: Services, incident_id: str, playbook: str, flow_run_id: str | None, step_id: str
+) -> ActionContext:
+    return ActionContext(
+        incident_id=incident_id,
+        playbook=playbook,
+        step_id=step_id,
+        flow_run_id=flow_run_id,
+        settings=svc.settings,
+        store=svc.store,
+        evidence=svc.evidence,
+    )
+
+
+def tell(ctx: ActionContext, message: str) -> list[str]:
+    """Post ``message`` in the incident's Slack thread (starting it if there is none) and as
+    a comment on its Jira issue (where one is open). Returns what was done, for the logs."""
+    done: list[str] = []
+    try:
+        posted = notify(ctx, message, reply=True)
+        done.append(f"Slack {posted['channel']}")
+    except NotConfigured:
+        done.append("Slack not configured")
+    except Planned as exc:
+        done.append(str(exc))
+    except Exception as exc:  # telling must never stop the run; the failure is told instead
+        done.append(failed_to_tell(ctx, "Slack", exc))
+    issue = recorded_issue(ctx.store.get_incident(ctx.incident_id))
+    if issue is not None:
+        try:
+            connect.jira(ctx.settings).add_comment(issue["key"], f"*aisoar:* {jira_text(message, 5000)}")
+            done.append(f"Jira {issue['key']}")
+        except (NotConfigured, Planned):
+            pass
+        except Exception as exc:
+            done.append(failed_to_tell(ctx, "Jira", exc))
+    return done
