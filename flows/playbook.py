@@ -100,7 +100,9 @@ def run_playbook(incident_id: str, playbook: str) -> State[Any]:
         if outcome.status in (Outcome.failed, Outcome.refused):
             ctx = runner_context(svc, incident_id, spec.name, run_id, step.id)
             tell(ctx, f"Step {step.id} {outcome.status.label.upper()}: {outcome.summary}")
-            if not step.continue_on_failure and stopped_at is None:
+            # A change that failed stops the playbook; a failed notification does not stop
+            # the containment (it is told in the thread, and tried again when the run runs again).
+            if not step.continue_on_failure and effect is not Effect.notifies and stopped_at is None:
                 stopped_at = step.id
                 svc.store.add_timeline(
                     incident_id,

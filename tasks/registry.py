@@ -98,7 +98,7 @@ def state_of(outcome: StepOutcome) -> State[StepOutcome]:
     label = outcome.status.label
     if outcome.status in (Outcome.failed, Outcome.refused):
         return Failed(name=label, message=outcome.summary, data=outcome)
-    if outcome.status in (Outcome.rejected, Outcome.expired):
+    if outcome.status in (Outcome.rejected, Outcome.expired, Outcome.not_configured, Outcome.absent):  # grey
         return Cancelled(name=label, message=outcome.summary, data=outcome)
     return Completed(name=label, message=outcome.summary, data=outcome)
 

@@ -98,10 +98,18 @@ def test_leaked_key_is_contained_approved_and_deleted(stack: Stack) -> None:
     approvals = stack.svc.store.approvals_for(incident_id)
     assert [(a.status, a.decided_by) for a in approvals] == [("approved", "alice (IC)")]
     verified = [e.message for e in incident.timeline if e.kind == "verify"]
-    assert verified == [
+    containment = [m for m in verified if not m.startswith(("Slack shows", "Jira issue", "the incident is"))]
+    assert containment == [
         "the gateway reports the key as refused (blocked)",
         f"OpenAI no longer lists key {DEMO_KEY_ID} in {DEMO_PROJECT}",
     ]
+    # The run's final state says what was achieved, computed from the verified outcomes.
+    final = prefect_api.flow_run(run_id)["state"]
+    assert final["type"] == "COMPLETED" and final["name"] == "Contained"
+    assert "met: the key is refused at the gateway or at the provider" in final["message"]
+    assert "Incident closed" in final["message"]
+    closed = next(e.message for e in incident.timeline if e.kind == "incident" and e.message.startswith("closed"))
+    assert "contained: met: the key is refused at the gateway or at the provider (block-key-at-gateway" in closed
     # Evidence files exist, are read-only, and hash to what the ledger recorded.
     for item in stack.svc.store.evidence_for(incident_id):
         path = Path(item.location)
@@ -137,16 +145,34 @@ def test_the_same_alert_twice_starts_one_run(stack: Stack) -> None:
 def test_an_empty_resume_rejects_and_nothing_is_deleted(stack: Stack) -> None:
     status = stack.dispatched(stack.fire(SAMPLE))
     run_id = status["flow_runs"]["leaked-llm-api-key"]
-    prefect_api.wait_for_state(run_id, "PAUSED")
+    first = prefect_api.wait_for_state(run_id, "PAUSED")
+    assert first["state"]["name"] == "Awaiting approval"
+    # Resuming without an answer decides nothing: the form comes back (a new pause key).
     prefect_api.resume(run_id, {})
-    prefect_api.wait_for_state(run_id, "COMPLETED")
+    deadline = time.monotonic() + 30
+    again = first
+    while again["state"]["state_details"]["run_input_keyset"] == first["state"]["state_details"]["run_input_keyset"]:
+        assert time.monotonic() < deadline, "the form did not come back"
+        time.sleep(0.1)
+        again = prefect_api.wait_for_state(run_id, "PAUSED")
     assert DEMO_KEY_ID in stack.sandbox.openai.projects[DEMO_PROJECT]
     approvals = stack.svc.store.approvals_for(status["incident_id"])
-    assert [a.status for a in approvals] == ["rejected"]
+    assert [a.status for a in approvals] == ["pending"]
+    timeline = [e.message for e in stack.svc.store.get_incident(status["incident_id"]).timeline]
+    assert "the run was moved on without an answer; the approval form is up again" in timeline
+    # A real "no" decides: the step is Rejected (not a green Skipped), the key stays blocked.
+    prefect_api.resume(run_id, {"approve": False, "approver": "bob", "reason": "not our key"})
+    prefect_api.wait_for_state(run_id, "COMPLETED")
+    assert DEMO_KEY_ID in stack.sandbox.openai.projects[DEMO_PROJECT]
     names = prefect_api.task_runs(run_id, [*STEPS, "delete-key-at-provider", "close"])
-    assert names["delete-key-at-provider"]["state"]["name"] == "Skipped"
-    assert "not approved" in names["delete-key-at-provider"]["state"]["message"]
-    assert stack.svc.store.get_incident(status["incident_id"]).status.value == "closed"
+    rejected = names["delete-key-at-provider"]["state"]
+    assert rejected["name"] == "Rejected" and rejected["type"] == "CANCELLED"
+    assert "approval rejected by bob: not our key" in rejected["message"]
+    incident = stack.svc.store.get_incident(status["incident_id"])
+    assert incident.status.value == "closed"  # the objective (refused at the gateway) is met and verified
+    closed = next(e.message for e in incident.timeline if e.message.startswith("closed:"))
+    assert "not done: delete-key-at-provider: approval rejected: not done: approval rejected by bob" in closed
+    assert any("REJECTED by bob" in r["text"] for r in stack.sandbox.slack.replies)
 
 
 def test_hostile_alert_text_stays_inert(stack: Stack) -> None:
@@ -179,7 +205,7 @@ def test_an_unconfigured_connector_is_skipped_visibly(
         prefect_api.wait_for_state(run_id, "PAUSED")
         names = prefect_api.task_runs(run_id, STEPS)
         ticket = names["open-ticket"]["state"]
-        assert ticket["name"] == "Skipped" and ticket["type"] == "COMPLETED"
+        assert ticket["name"] == "Not configured" and ticket["type"] == "CANCELLED"  # grey, never green
         assert ticket["message"].startswith("skipped: not configured (Jira is not configured")
         timeline = stack.svc.store.get_incident(status["incident_id"]).timeline
         assert any(e.step_id == "open-ticket" and e.message.startswith("skipped: not configured") for e in timeline)
@@ -203,6 +229,9 @@ def spec_variant(tmp_path: Path, gate: str) -> Path:
     specs = tmp_path / "specs"
     specs.mkdir()
     (specs / "variant.yaml").write_text(text.replace(old, gate))
+    # Its objective counts the Anthropic playbook's deactivation too: that playbook ships with it.
+    anthropic = PROJECT_ROOT / "playbook_specs/leaked-anthropic-key.yaml"
+    (specs / anthropic.name).write_text(anthropic.read_text())
     return specs
 
 
@@ -220,7 +249,10 @@ def test_an_unanswered_approval_expires_to_the_default(
         assert [(a.status, a.decided_by) for a in approvals] == [("rejected", "timeout")]
         assert DEMO_KEY_ID in sandbox.openai.projects[DEMO_PROJECT]
         timeline = [e.message for e in stack.svc.store.get_incident(status["incident_id"]).timeline]
-        assert "approval expired: rejected by default" in timeline
+        assert "approval of openai.delete_project_key EXPIRED unanswered: rejected by default" in timeline
+        replies = [r["text"] for r in sandbox.slack.replies]
+        assert any("Approval needed for step delete-key-at-provider" in r for r in replies)
+        assert any("EXPIRED unanswered" in r for r in replies)
     finally:
         stack.stop()
 
@@ -247,25 +279,22 @@ def test_a_quorum_needs_distinct_approvers(prefect_server: PrefectServer, sandbo
         stack.stop()
 
 
-def test_a_retried_run_repeats_only_the_failed_step(stack: Stack) -> None:
+def test_a_failed_notification_is_told_and_tried_again_when_the_run_runs_again(stack: Stack) -> None:
     real_token = stack.sandbox.jira.token
     stack.sandbox.jira.token = "rotated-elsewhere"  # Jira refuses aisoar's credentials for now
     status = stack.dispatched(stack.fire(SAMPLE))
     run_id = status["flow_runs"]["leaked-llm-api-key"]
-    failed = prefect_api.wait_for_state(run_id, "FAILED")
-    assert "step open-ticket failed" in failed["state"]["message"]
+    # A failed ticket does not stop the containment: the run goes on to the approval.
+    prefect_api.wait_for_state(run_id, "PAUSED")
+    names = prefect_api.task_runs(run_id, STEPS)
+    assert names["open-ticket"]["state"]["type"] == "FAILED" and "HTTP 401" in names["open-ticket"]["state"]["message"]
+    assert any("Step open-ticket FAILED" in r["text"] for r in stack.sandbox.slack.replies)
     assert stack.sandbox.litellm.keys[hashlib.sha256(DEMO_SECRET.encode()).hexdigest()]["blocked"] is True
+    assert not stack.sandbox.jira.issues
 
     stack.sandbox.jira.token = real_token
-    # What the UI's "Retry" does for a deployment's run: schedule it again.
-    prefect_api._call(
-        "POST",
-        f"/flow_runs/{run_id}/set_state",
-        json={"state": {"type": "SCHEDULED", "name": "AwaitingRetry"}, "force": True},
-    )
-    prefect_api.wait_for_state(run_id, "PAUSED")
-    assert len(stack.sandbox.slack.messages) == 1  # not told twice
-    assert [r["path"] for r in stack.sandbox.litellm.requests].count("/key/block") == 1
-    assert len(stack.sandbox.jira.issues) == 1
-    prefect_api.resume(run_id, {"approve": False})
+    prefect_api.resume(run_id, {"approve": False, "approver": "bob", "reason": "keep it"})
     prefect_api.wait_for_state(run_id, "COMPLETED")
+    assert len(stack.sandbox.slack.messages) == 1  # one thread, never a second parent
+    assert [r["path"] for r in stack.sandbox.litellm.requests].count("/key/block") == 1  # done once
+    assert len(stack.sandbox.jira.issues) == 1  # the failed step ran again and opened the issue
