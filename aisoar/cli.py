@@ -241,7 +241,10 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from aisoar.outcomes import judge
     from aisoar.report import incident_report
+    from aisoar.specs import load_specs
+    from tasks import catalog
 
     store = _store()
     try:
@@ -249,7 +252,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     except KeyError:
         print(f"error: no incident {args.incident}; `aisoar incidents` lists them", file=sys.stderr)
         return 1
-    print(incident_report(incident, store.evidence_for(incident.id), store.approvals_for(incident.id), None))
+    specs = {item.spec.name: item.spec for item in load_specs(get_settings().specs_dir, catalog())}
+    verdicts = [judge(store, specs[name], incident.id) for name in sorted(incident.flow_run_ids) if name in specs]
+    evidence, approvals = store.evidence_for(incident.id), store.approvals_for(incident.id)
+    print(incident_report(incident, evidence, approvals, None, [v for v in verdicts if v.outcomes]))
     return 0
 
 

@@ -118,6 +118,15 @@ def _summary(result: StepResult) -> str:
     return str(result.output.get("summary", result.status))
 
 
+def _why(step_id: str, result: StepResult) -> str:
+    """``step: what happened``, naming the outcome unless the summary already does."""
+    summary = _summary(result)
+    label = NOT_DONE.get(result.status, result.status.replace("_", " "))
+    if summary.lower().startswith((label, "skipped", "refused", "not closed", "plan", "approval")):
+        return f"{step_id}: {summary}"
+    return f"{step_id}: {label}: {summary}"
+
+
 def verdict(
     spec: PlaybookSpec,
     results: Mapping[str, StepResult],
@@ -141,10 +150,10 @@ def verdict(
                 met_by = f"{step_id}: {_summary(result)}"
                 break
             else:
-                why_not.append(f"{step_id}: {result.status.replace('_', ' ')}: {_summary(result)}")
+                why_not.append(_why(step_id, result))
         objectives.append(ObjectiveResult(objective, met_by, why_not))
     not_done = [
-        f"{step.id}: {NOT_DONE[results[step.id].status]}: {_summary(results[step.id])}"
+        _why(step.id, results[step.id])
         for step in spec.steps
         if step.id in results and results[step.id].status in NOT_DONE
     ]

@@ -165,7 +165,8 @@ def final_state(mine: Verdict, status: IncidentStatus, resolution: str) -> State
             mine.status, "Contained"
         )
         closed = " Incident closed." if status is IncidentStatus.closed else ""
-        return Completed(name=name, message=f"{resolution}.{closed}"[:2000])
+        not_done = f" Not done: {'; '.join(mine.not_done)}." if mine.not_done else ""
+        return Completed(name=name, message=f"{resolution}.{closed}{not_done}"[:2000])
     if mine.rejected():
         return Failed(name="Rejected", message=resolution[:2000])
     if mine.expired():

@@ -335,7 +335,7 @@ class PlaybookRuntime:
                 log.exception("could not look after the approval %s of run %s", approval.id, run_id)
 
     def _cancelled_while_waiting(self, approval: ApprovalRecord, flow_run: FlowRun) -> None:
-        who = "whoever cancelled the run in the Prefect UI (Prefect OSS does not record who)"
+        who = "a Prefect UI user who cancelled the run (Prefect OSS does not record who)"
         decided = self.svc.store.decide_approval(approval.id, "rejected", who, "the run was cancelled while it waited")
         if decided.status != "rejected" or decided.decided_by != who:
             return  # answered in the meantime

@@ -214,13 +214,13 @@ def _decide_and_run(
             status = Outcome.expired if expired else Outcome.rejected
             what = "approval expired unanswered" if expired else f"approval rejected by {decision.decided_by}"
             reason = f": {decision.reason}" if decision.reason else ""
-            return StepOutcome(status=status, summary=f"not done: {what}{reason}"), False
+            return StepOutcome(status=status, summary=f"{what}{reason}; not done"), False
 
     sent_before = _sent_before(store, incident_id, spec.name, step.id)
     if action.info.changes_things and not svc.settings.plan_mode:
         store.add_timeline(
             incident_id,
-            "step",
+            "request",
             f"{SENDING}: {action.name} on {_describe(inputs)}",
             step_id=step.id,
             data={SENDING: True, "playbook": spec.name},

@@ -13,7 +13,7 @@ from flows.services import Services
 from tasks import connect
 from tasks.announce import failed_to_tell
 from tasks.base import ActionContext
-from tasks.notify import notify, recorded_issue
+from tasks.notify import notify, recorded_issue, recorded_thread
 
 
 def runner_context(
@@ -35,6 +35,8 @@ def tell(ctx: ActionContext, message: str) -> list[str]:
     a comment on its Jira issue (where one is open). Returns what was done, for the logs."""
     done: list[str] = []
     try:
+        if recorded_thread(ctx) is None:  # start the thread first: the news is a reply in it
+            notify(ctx, "", reply=False)
         posted = notify(ctx, message, reply=True)
         done.append(f"Slack {posted['channel']}")
     except NotConfigured:

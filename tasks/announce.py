@@ -47,7 +47,9 @@ def announce(ctx: ActionContext, message: str = "") -> dict[str, str]:
     incident = ctx.store.get_incident(ctx.incident_id)
     result: dict[str, str] = {}
     if recorded_thread(ctx, incident) is None:
-        posted = notify(ctx, message, reply=False)
+        posted = notify(ctx, "", reply=False)
+        if message:  # a reply: the parent is rewritten with every status change, a reply stays
+            notify(ctx, message, reply=True)
         result["slack"] = f"on-call told in Slack ({posted['channel']})"
     else:
         posted = notify(ctx, message, reply=bool(message))

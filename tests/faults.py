@@ -61,6 +61,18 @@ class FaultProxy:
     faults: list[Fault] = field(default_factory=list)
     seen: list[Seen] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    down_until: float = 0.0  # monotonic time: until then every request is answered ``down_status``
+    down_status: int = 503
+
+    def down_for(self, seconds: float, status: int = 503) -> None:
+        """An outage: every request gets ``status`` for ``seconds`` (``float("inf")``: for good)."""
+        with self.lock:
+            self.down_until = time.monotonic() + seconds
+            self.down_status = status
+
+    def up(self) -> None:
+        with self.lock:
+            self.down_until = 0.0
 
     def script(self, *faults: Fault, match: str = "") -> None:
         with self.lock:
@@ -89,7 +101,9 @@ class FaultProxy:
             target = "/" + path
             with self.lock:
                 fault = None
-                if re.search(self.match, f"{request.method} {target}") and self.faults:
+                if time.monotonic() < self.down_until:
+                    fault = Fault(status=self.down_status, body='{"error": "injected outage"}')
+                elif re.search(self.match, f"{request.method} {target}") and self.faults:
                     fault = self.faults.pop(0)
                 headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
                 self.seen.append(Seen(request.method, target, time.monotonic(), headers, body, fault))

@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from aisoar.config import PROJECT_ROOT
 from aisoar.prefect_server import PrefectServer
 from aisoar.sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT, DEMO_SECRET, Sandbox
 from tasks.incident import report_key
 from tests import prefect_api
+from tests.e2e_specs import spec_variant
 from tests.stack import SAMPLE, Stack, start_stack
 
 STEPS = [
@@ -167,11 +167,11 @@ def test_an_empty_resume_rejects_and_nothing_is_deleted(stack: Stack) -> None:
     names = prefect_api.task_runs(run_id, [*STEPS, "delete-key-at-provider", "close"])
     rejected = names["delete-key-at-provider"]["state"]
     assert rejected["name"] == "Rejected" and rejected["type"] == "CANCELLED"
-    assert "approval rejected by bob: not our key" in rejected["message"]
+    assert "approval rejected by bob: not our key; not done" in rejected["message"]
     incident = stack.svc.store.get_incident(status["incident_id"])
     assert incident.status.value == "closed"  # the objective (refused at the gateway) is met and verified
     closed = next(e.message for e in incident.timeline if e.message.startswith("closed:"))
-    assert "not done: delete-key-at-provider: approval rejected: not done: approval rejected by bob" in closed
+    assert "not done: delete-key-at-provider: approval rejected by bob: not our key; not done" in closed
     assert any("REJECTED by bob" in r["text"] for r in stack.sandbox.slack.replies)
 
 
@@ -213,26 +213,6 @@ def test_an_unconfigured_connector_is_skipped_visibly(
         prefect_api.wait_for_state(run_id, "COMPLETED")
     finally:
         stack.stop()
-
-
-def spec_variant(tmp_path: Path, gate: str) -> Path:
-    """The shipped playbook with another approval gate on its destructive step."""
-    text = (PROJECT_ROOT / "playbook_specs/leaked-llm-api-key.yaml").read_text()
-    old = """    gate:
-      approval:
-        approvers: [incident-commander, ml-platform-on-call]
-        quorum: 1
-        timeout: 4h
-        on_timeout: reject
-"""
-    assert old in text
-    specs = tmp_path / "specs"
-    specs.mkdir()
-    (specs / "variant.yaml").write_text(text.replace(old, gate))
-    # Its objective counts the Anthropic playbook's deactivation too: that playbook ships with it.
-    anthropic = PROJECT_ROOT / "playbook_specs/leaked-anthropic-key.yaml"
-    (specs / anthropic.name).write_text(anthropic.read_text())
-    return specs
 
 
 def test_an_unanswered_approval_expires_to_the_default(

@@ -46,7 +46,7 @@ def test_a_responder_approves_in_the_prefect_ui(stack: Stack, browser: Browser, 
     run_id = status["flow_runs"]["leaked-llm-api-key"]
     prefect_api.wait_for_state(run_id, "PAUSED")
     page = open_run(browser, prefect_server, run_id)
-    expect(page.get_by_text("Suspended").first).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("Awaiting approval").first).to_be_visible(timeout=30_000)
     expect(page.get_by_text("AML.T0029").first).to_be_visible()
 
     page.get_by_role("button", name="Resume").click()
@@ -71,6 +71,8 @@ def test_a_responder_approves_in_the_prefect_ui(stack: Stack, browser: Browser, 
     assert [(a.status, a.decided_by, a.reason) for a in approvals] == [
         ("approved", "erin (incident commander)", "confirmed in the UI")
     ]
+    page.reload()
+    expect(page.get_by_text("Contained").first).to_be_visible(timeout=30_000)  # the run page says the outcome
     page.close()
 
 
