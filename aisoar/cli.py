@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import sys
 import textwrap
 import time
@@ -15,19 +16,28 @@ from typing import Any
 
 import httpx
 
-from aisoar.config import Settings, get_settings, reset_settings, sandbox_env_file
+from aisoar.config import Settings, get_settings, reset_settings, sandbox_aliases_file, sandbox_env_file
 from aisoar.prefect_server import QUIET_ENV
 
 BANNER_TEXT = (
-    "run on local stand-ins. Nothing real is blocked, paged or filed.",
+    "Nothing real is blocked, paged or filed.",
     "Configure AISOAR_* settings (see README) to use real systems.",
 )
 
 
-def banner(names: tuple[str, ...]) -> str:
+def banner(names: tuple[str, ...], servers: tuple[str, ...] = ()) -> str:
     """The box `aisoar up` prints when it runs stand-ins instead of real systems."""
     width = 66
-    lines = textwrap.wrap("SANDBOX: " + ", ".join(names), width) + list(BANNER_TEXT)
+    lines: list[str] = []
+    if names:
+        lines += textwrap.wrap("SANDBOX: " + ", ".join(names) + " run on local stand-ins.", width)
+    if servers:
+        lines += textwrap.wrap(
+            "SANDBOX SERVERS: " + ", ".join(servers) + " run as real local servers (OpenBao, moto, MLflow, "
+            "Chroma), seeded with what the example alerts name.",
+            width,
+        )
+    lines += list(BANNER_TEXT)
     body = "\n".join(f"  │  {line:<{width}}│" for line in lines)
     return f"\n  ┌{'─' * (width + 2)}┐\n{body}\n  └{'─' * (width + 2)}┘\n"
 
@@ -55,6 +65,21 @@ def _unconfigured(settings: Settings) -> tuple[str, ...]:
     return tuple(name for name in STAND_INS if name not in configured)
 
 
+def _unconfigured_real(settings: Settings) -> tuple[str, ...]:
+    """The connectors whose real server the sandbox runs (OpenBao, moto, MLflow, Chroma) that
+    have no settings of their own."""
+    from aisoar.sandbox.real_servers import REAL
+    from tasks.inventory import statuses
+
+    configured = {status.name for status in statuses(settings) if status.configured}
+    return tuple(name for name in REAL if name not in configured)
+
+
+def _write_aliases(path: Path, aliases: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(aliases, indent=2, sort_keys=True) + "\n")
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     """Prefect server (SQLite, UI) + sandbox stand-ins for what is not configured + ingress + runtime."""
     _quiet()
@@ -74,6 +99,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     if "generic" not in settings.webhook_secrets:
         generated["AISOAR_WEBHOOK_SECRETS__generic"] = secrets.token_urlsafe(32)
     missing = _unconfigured(settings)
+    real_missing = _unconfigured_real(settings)
+    real = None
     if missing and not args.no_sandbox:
         from aisoar.sandbox.stack import Sandbox
 
@@ -81,17 +108,39 @@ def cmd_up(args: argparse.Namespace) -> int:
         sandbox.seed_demo()
         generated |= sandbox.start(missing)
         generated["AISOAR_SANDBOX"] = "true"
+    if real_missing and not args.no_sandbox:
+        from aisoar.sandbox.real_servers import RealServers, ServerFailed
+
+        workdir = settings.data_dir / "sandbox-servers"
+        shutil.rmtree(workdir, ignore_errors=True)  # seeded anew each time, like the stand-ins
+        real = RealServers(workdir)
+        print(f"starting the sandbox's real servers: {', '.join(real_missing)} ...", flush=True)
+        try:
+            generated |= real.start(real_missing)
+        except BaseException as exc:
+            real.stop()
+            if sandbox is not None:
+                sandbox.stop()
+            server.stop()
+            if not isinstance(exc, ServerFailed):
+                raise
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        generated["AISOAR_SANDBOX"] = "true"
+        _write_aliases(sandbox_aliases_file(), real.aliases)
     _write_env_file(sandbox_file, generated)
     os.environ.update(generated)
     reset_settings()
     settings = get_settings()
-    if sandbox is not None:
-        print(banner(missing), flush=True)
+    if sandbox is not None or real is not None:
+        print(banner(missing, real_missing if real is not None else ()), flush=True)
     try:
         return _serve(settings, announce=f"Prefect UI: {server.url}")
     finally:
         if sandbox is not None:
             sandbox.stop()
+        if real is not None:
+            real.stop()
         server.stop()
 
 
@@ -148,6 +197,19 @@ def cmd_fire(args: argparse.Namespace) -> int:
         )
         return 2
     body = Path(args.file).read_bytes()
+    aliases_file = sandbox_aliases_file()
+    if settings.sandbox and aliases_file.exists() and not args.as_is:
+        from aisoar.sandbox.real_servers import substitute
+
+        try:
+            alert = json.loads(body)
+        except ValueError:
+            alert = None
+        if isinstance(alert, dict):
+            alert, replaced = substitute(alert, json.loads(aliases_file.read_text()))
+            if replaced:
+                body = json.dumps(alert).encode()
+                print(f"sandbox: the sample's ids stand for what the sandbox seeded: {', '.join(replaced)}")
     base = args.url or f"http://{settings.ingress_host}:{settings.ingress_port}"
     try:
         response = httpx.post(
@@ -290,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     fire.add_argument("file")
     fire.add_argument("--source", default="generic")
     fire.add_argument("--url", help="ingress base URL (default from settings)")
+    fire.add_argument(
+        "--as-is", action="store_true", help="send the file unchanged (no sandbox substitution of sample ids)"
+    )
     fire.set_defaults(func=cmd_fire)
 
     validate = sub.add_parser("validate", help="check every playbook spec statically")

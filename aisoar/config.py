@@ -28,6 +28,12 @@ def sandbox_env_file() -> Path:
     return default_data_dir() / "sandbox.env"
 
 
+def sandbox_aliases_file() -> Path:
+    """Which real identifier (a token accessor, an access key id) the sandbox seeded for each
+    identifier the example alerts name; `aisoar fire` substitutes them."""
+    return default_data_dir() / "sandbox-aliases.json"
+
+
 class HttpEndpoint(BaseModel):
     """A system without a connector, reachable by the generic ``http.request`` action.
 

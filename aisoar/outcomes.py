@@ -105,12 +105,14 @@ class Verdict:
         """What was achieved and what was not, from verified outcomes only."""
         if self.tracked_only:
             return "nothing contained: this playbook only records and tells (triage by a responder)"
-        head = {
-            IncidentStatus.not_contained: "NOT contained",
-            IncidentStatus.contained: "contained",
-            IncidentStatus.eradicated: "contained and eradicated",
-            IncidentStatus.recovered: "contained, eradicated and recovered",
-        }[self.status]
+        if not self.contained:
+            head = "NOT contained"
+        else:
+            words = ["contained"]
+            for phase, word in (("eradication", "eradicated"), ("recovery", "recovered")):
+                if any(o.objective.phase == phase for o in self.objectives) and self.met(phase):
+                    words.append(word)
+            head = " and ".join(words) if len(words) < 3 else "contained, eradicated and recovered"
         return f"{head}: " + "; ".join(o.line() for o in self.objectives)
 
 
@@ -127,23 +129,14 @@ def _why(step_id: str, result: StepResult) -> str:
     return f"{step_id}: {label}: {summary}"
 
 
-def verdict(
-    spec: PlaybookSpec,
-    results: Mapping[str, StepResult],
-    others: Mapping[str, Mapping[str, StepResult]] | None = None,
-) -> Verdict:
-    """``results``: this playbook's recorded step results by step id; ``others``: those of
-    the incident's other playbooks, by playbook name (for objectives met by their steps)."""
+def verdict(spec: PlaybookSpec, results: Mapping[str, StepResult]) -> Verdict:
+    """``results``: this playbook's recorded step results by step id."""
     objectives: list[ObjectiveResult] = []
     for objective in spec.objectives:
         met_by: str | None = None
         why_not: list[str] = []
         for step_id in objective.any_of:
-            if "/" in step_id:
-                playbook, other_step = step_id.split("/", 1)
-                result = (others or {}).get(playbook, {}).get(other_step)
-            else:
-                result = results.get(step_id)
+            result = results.get(step_id)
             if result is None:
                 why_not.append(f"{step_id}: not run")
             elif result.status == OK:
@@ -163,10 +156,8 @@ def verdict(
 
 
 def judge(store: Store, spec: PlaybookSpec, incident_id: str) -> Verdict:
-    """``spec``'s verdict for the incident, from the store's records of all its playbooks."""
-    incident = store.get_incident(incident_id)
-    others = {name: store.step_results(incident_id, name) for name in incident.flow_run_ids if name != spec.name}
-    return verdict(spec, store.step_results(incident_id, spec.name), others)
+    """``spec``'s verdict for the incident, from the store's records."""
+    return verdict(spec, store.step_results(incident_id, spec.name))
 
 
 def incident_status(verdicts: list[Verdict]) -> IncidentStatus:

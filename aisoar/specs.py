@@ -54,15 +54,27 @@ class Trigger(_Strict):
     )
     min_severity: Severity = Severity.info
 
+    entities_except: dict[str, dict[str, list[str]]] = Field(
+        default_factory=dict,
+        description="entity type -> field -> values; some entity of that type must NOT have all these values, "
+        "e.g. {llm_api_key: {provider: [anthropic]}}: a key of any provider but Anthropic",
+    )
+
     def entity_fits(self, entity: Any) -> bool:
         """Whether ``entity`` fits this trigger's criteria for its type (case-insensitive)."""
-        fields = self.entities.get(entity.type)
-        if fields is None:
+        wanted, excluded = self.entities.get(entity.type), self.entities_except.get(entity.type)
+        if wanted is None and excluded is None:
             return entity.type in self.entity_types
         values = entity.model_dump(mode="json")
-        return all(str(values.get(name)).lower() in {a.lower() for a in accepted} for name, accepted in fields.items())
 
-    def _entity_matches(self, alert: Alert, kind: str, fields: dict[str, list[str]]) -> bool:
+        def has(fields: dict[str, list[str]]) -> bool:
+            return all(
+                str(values.get(name)).lower() in {a.lower() for a in accepted} for name, accepted in fields.items()
+            )
+
+        return (wanted is None or has(wanted)) and (excluded is None or not has(excluded))
+
+    def _entity_matches(self, alert: Alert, kind: str) -> bool:
         return any(entity.type == kind and self.entity_fits(entity) for entity in alert.entities)
 
     def matches(self, alert: Alert) -> bool:
@@ -75,7 +87,7 @@ class Trigger(_Strict):
             return False
         if any(alert.labels.get(k) != v for k, v in self.labels.items()):
             return False
-        if any(not self._entity_matches(alert, kind, fields) for kind, fields in self.entities.items()):
+        if any(not self._entity_matches(alert, kind) for kind in {*self.entities, *self.entities_except}):
             return False
         return alert.severity.rank >= self.min_severity.rank
 
@@ -127,11 +139,7 @@ class Objective(_Strict):
     id: StepId
     title: str = Field(min_length=1, max_length=200, description='e.g. "the key is refused at the gateway"')
     phase: Literal["containment", "eradication", "recovery"] = "containment"
-    any_of: list[Annotated[str, Field(pattern=r"^([a-z][a-z0-9-]{2,62}/)?[a-z][a-z0-9_-]{0,62}$")]] = Field(
-        min_length=1,
-        description="changing steps; any one done and verified meets it. `playbook/step` names a step of another "
-        "playbook that runs for the same incident (a key deactivated at its provider by that playbook)",
-    )
+    any_of: list[StepId] = Field(min_length=1, description="changing steps; any one done and verified meets it")
 
 
 ANNOUNCE_ACTION = "incident.announce"
@@ -170,7 +178,7 @@ class PlaybookSpec(_Strict):
         Anthropic key), else the first of its type."""
         picked: dict[str, Any] = {}
         for entity in entities:
-            criteria = [t for t in self.triggers if entity.type in t.entities]
+            criteria = [t for t in self.triggers if entity.type in t.entities or entity.type in t.entities_except]
             if criteria and any(t.entity_fits(entity) for t in criteria):
                 current = picked.get(entity.type)
                 if current is None or not any(t.entity_fits(current) for t in criteria):
@@ -308,8 +316,6 @@ def _check_objectives(spec: PlaybookSpec, catalog: ActionCatalog, problem: Any) 
             problem(None, f"objective '{objective.id}' is declared twice", "give every objective a unique id")
         ids.add(objective.id)
         for step_id in objective.any_of:
-            if "/" in step_id:
-                continue  # another playbook's step: checked when all specs are loaded
             step = steps.get(step_id)
             info = catalog.get(step.action) if step is not None else None
             if step is None:
@@ -327,32 +333,6 @@ def _check_objectives(spec: PlaybookSpec, catalog: ActionCatalog, problem: Any) 
             f"the playbook changes things ({', '.join(changing)}) but declares no containment objective",
             "add `objectives: [{id: ..., title: ..., any_of: [<changing step ids>]}]`",
         )
-
-
-def _check_cross_references(loaded: list[LoadedSpec], catalog: ActionCatalog) -> list[SpecProblem]:
-    """Objectives met by another playbook's step: that playbook and step exist and change things."""
-    by_name = {item.spec.name: item.spec for item in loaded}
-    problems: list[SpecProblem] = []
-    for item in loaded:
-        for objective in item.spec.objectives:
-            for ref in objective.any_of:
-                if "/" not in ref:
-                    continue
-                playbook, step_id = ref.split("/", 1)
-                other = by_name.get(playbook)
-                step = next((s for s in other.steps if s.id == step_id), None) if other else None
-                info = catalog.get(step.action) if step is not None else None
-                if info is None or not info.changes_things:
-                    problems.append(
-                        SpecProblem(
-                            item.path.name,
-                            None,
-                            f"objective '{objective.id}' names '{ref}', which is not a changing step of a loaded "
-                            "playbook",
-                            "name `<playbook>/<step id>` of a changing step",
-                        )
-                    )
-    return problems
 
 
 def _check_inputs(
@@ -421,7 +401,6 @@ def load_specs(directory: Path, catalog: ActionCatalog) -> list[LoadedSpec]:
         names[spec.name] = path
         problems.extend(validate_spec(spec, catalog, path.name))
         loaded.append(LoadedSpec(spec, path))
-    problems.extend(_check_cross_references(loaded, catalog))
     if problems:
         raise SpecError(problems)
     return loaded

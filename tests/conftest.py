@@ -69,6 +69,9 @@ def make_settings(data_dir: Path, env: dict[str, str] | None = None, **overrides
         "webhook_secrets": {"generic": WEBHOOK_SECRET},
         "runner_sweep_seconds": 0.25,
         "prefect_ui_url": "http://127.0.0.1:4200",
+        # Steps retried after a transient failure quickly here; the default budget (minutes) is
+        # exercised where a test says so (test_outcomes: a gateway down for 90 s).
+        "step_retry_delays": [0.2, 0.2],
     }
     for key, value in (env or {}).items():  # AISOAR_FOO_BAR -> foo_bar
         values[key.removeprefix("AISOAR_").lower()] = value

@@ -21,7 +21,4 @@ def spec_variant(tmp_path: Path, gate: str) -> Path:
     specs = tmp_path / "specs"
     specs.mkdir()
     (specs / "variant.yaml").write_text(text.replace(old, gate))
-    # Its objective counts the Anthropic playbook's deactivation too: that playbook ships with it.
-    anthropic = PROJECT_ROOT / "playbook_specs/leaked-anthropic-key.yaml"
-    (specs / anthropic.name).write_text(anthropic.read_text())
     return specs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -199,7 +200,7 @@ def test_load_specs_reports_every_file(tmp_path: Path) -> None:
     ("example", "playbooks"),
     [
         ("leaked-openai-key", {"leaked-llm-api-key"}),
-        ("leaked-anthropic-key", {"leaked-anthropic-key", "leaked-llm-api-key"}),
+        ("leaked-anthropic-key", {"leaked-anthropic-key"}),
         ("leaked-cloud-access-key", {"leaked-cloud-access-key"}),
         ("compromised-vault-token", {"agent-credential-compromise"}),
         ("agent-tool-misuse", {"agent-tool-misuse"}),
@@ -270,3 +271,30 @@ def test_a_fallback_playbook_takes_no_triggers_and_others_need_one() -> None:
     assert parse_spec(fallback + "steps:\n" + STEPS, "t.yaml").fallback is True
     with pytest.raises(SpecError, match="takes no triggers"):
         parse_spec(fallback + "triggers: [{labels: {a: b}}]\nsteps:\n" + STEPS, "t.yaml")
+
+
+def test_two_keys_in_one_alert_each_go_to_their_playbook_and_providers_match_in_any_case() -> None:
+    from aisoar.ingress.adapters import generic_json
+
+    body = {
+        "id": "two-keys-1",
+        "title": "two keys leaked in one commit",
+        "severity": "high",
+        "incident_type": "api_abuse",
+        "entities": [
+            {"type": "llm_api_key", "provider": "Anthropic", "key_id": "apikey_01A"},
+            {"type": "llm_api_key", "provider": " OpenAI ", "key_id": "key_B", "project_id": "proj_B"},
+        ],
+    }
+    alert = generic_json("generic", json.dumps(body).encode())
+    assert [e.provider for e in alert.entities if e.type == "llm_api_key"] == ["anthropic", "openai"]
+    specs = {item.spec.name: item.spec for item in load_specs(PROJECT_ROOT / "playbook_specs", catalog())}
+    assert {name for name, spec in specs.items() if spec.matches(alert)} == {
+        "leaked-anthropic-key",
+        "leaked-llm-api-key",
+    }
+    # Each playbook's templates read its own key, not the first key of the alert.
+    assert specs["leaked-anthropic-key"].pick_entities(alert.entities)["llm_api_key"].key_id == "apikey_01A"
+    assert specs["leaked-llm-api-key"].pick_entities(alert.entities)["llm_api_key"].key_id == "key_B"
+    only_anthropic = generic_json("generic", json.dumps({**body, "entities": body["entities"][:1]}).encode())
+    assert {name for name, spec in specs.items() if spec.matches(only_anthropic)} == {"leaked-anthropic-key"}
