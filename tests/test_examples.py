@@ -1,0 +1,170 @@
+"""Every example alert, fired at the stack `make up` starts (`aisoar up` in its own process:
+Prefect server on SQLite, stand-ins, real OpenBao, moto, MLflow and Chroma), every approval
+answered yes: each run ends in the state docs/playbooks.md documents, each incident is closed,
+and each target really changed (read back from the target, not from aisoar)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from aisoar.config import PROJECT_ROOT, Settings
+from aisoar.sandbox.agent_runtime import DEMO_POISONED_MEMORY_ID
+from aisoar.sandbox.real_servers import SAMPLE_AWS_KEY_ID, SAMPLE_AWS_USER, SAMPLE_VAULT_ACCESSOR
+from aisoar.sandbox.serving import free_port
+from aisoar.sandbox.stack import DEMO_ANTHROPIC_KEY_ID, DEMO_KEY_ID, DEMO_PROJECT, DEMO_SECRET
+from aisoar.store import Store
+from tasks import connect
+from tests.conftest import make_settings
+
+pytestmark = pytest.mark.e2e
+EXAMPLES = sorted((PROJECT_ROOT / "examples" / "alerts").glob("*.json"))
+ROW = re.compile(r"^\| `(?P<file>[a-z0-9-]+\.json)` \| (?P<playbook>[^|]+) \| (?P<waits>[^|]+) \| (?P<ends>[^|]+) \|")
+
+
+def documented() -> dict[str, tuple[str, str]]:
+    """docs/playbooks.md's table: example file -> (playbook, the state its run ends in when approved)."""
+    rows = {}
+    for line in (PROJECT_ROOT / "docs" / "playbooks.md").read_text().splitlines():
+        if match := ROW.match(line):
+            playbook = match["playbook"].strip().strip("`")
+            ends = re.sub(r"\W+$", "", match["ends"].strip().strip("*").split(" (")[0].strip("*"))
+            rows[match["file"]] = (playbook, ends)
+    return rows
+
+
+@dataclass
+class Up:
+    process: subprocess.Popen[bytes]
+    env: dict[str, str]
+    data: Path
+    prefect: str
+
+    def aisoar(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "aisoar.cli", *args], env=self.env, cwd=self.data.parent, capture_output=True
+        )
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        return done.stdout.decode()
+
+    def settings(self) -> Settings:
+        values = dict(
+            line.split("=", 1)
+            for line in (self.data / "sandbox.env").read_text().splitlines()
+            if line and not line.startswith("#")
+        )
+        return make_settings(self.data, env=values)
+
+    def runs(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = httpx.post(f"{self.prefect}/api/flow_runs/filter", json={}, timeout=10).json()
+        return found
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    root = tmp_path_factory.mktemp("make-up")
+    data, port, ingress = root / "data", free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "AISOAR_"))}
+    env |= {"AISOAR_DATA_DIR": str(data), "AISOAR_INGRESS_PORT": str(ingress), "PREFECT_HOME": str(root / "home")}
+    log = open(root / "up.log", "wb")  # noqa: SIM115 - closed at the end of the module
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aisoar.cli", "up", "--prefect-port", str(port)],
+        env=env,
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    started = Up(process, env, data, f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 240
+        while "aisoar is up" not in (root / "up.log").read_text(errors="replace"):
+            assert process.poll() is None, (root / "up.log").read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "aisoar up did not come up in 240 s"
+            time.sleep(0.5)
+        yield started
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_every_example_alert_ends_as_documented_and_changes_its_target(up: Up) -> None:
+    table = documented()
+    assert set(table) == {path.name for path in EXAMPLES}, "docs/playbooks.md must document every example alert"
+    incidents = {}
+    for path in EXAMPLES:
+        out = up.aisoar("fire", str(path))
+        incidents[path.name] = re.search(r"^incident (INC-\S+)$", out, re.M).group(1)  # type: ignore[union-attr]
+
+    answered: set[tuple[str, str]] = set()
+    deadline = time.monotonic() + 240
+    while True:
+        runs = up.runs()
+        waiting = [r for r in runs if r["state"]["type"] in {"SCHEDULED", "PENDING", "RUNNING", "PAUSED"}]
+        if len(runs) >= len(EXAMPLES) and not waiting:
+            break
+        assert time.monotonic() < deadline, [(r["name"], r["state"]["name"]) for r in waiting]
+        for run in waiting:
+            key = (run["id"], json.dumps(run["state"]["state_details"].get("run_input_keyset")))
+            if run["state"]["type"] == "PAUSED" and key not in answered:
+                answer = {"approve": True, "approver": "alice (IC)", "reason": "confirmed"}
+                resumed = httpx.post(f"{up.prefect}/api/flow_runs/{run['id']}/resume", json={"run_input": answer})
+                if resumed.status_code in (200, 201) and resumed.json().get("status") == "ACCEPT":
+                    answered.add(key)
+        time.sleep(0.5)
+
+    ended = {(r["name"].split(" · ")[0], r["name"].split(" · ")[1]): r["state"] for r in up.runs()}
+    store = Store(f"sqlite:///{up.data / 'aisoar.db'}")
+    for file, (playbook, name) in table.items():
+        state = ended[(playbook, incidents[file])]
+        assert state["name"] == name, f"{file}: {playbook} ended {state['name']}: {state['message']}"
+        assert store.get_incident(incidents[file]).status.value == "closed", file
+    check_targets(up)
+
+
+def check_targets(up: Up) -> None:
+    settings = up.settings()
+    aliases = json.loads((up.data / "sandbox-aliases.json").read_text())
+    # leaked-openai-key: refused at the gateway, gone at OpenAI.
+    key_hash = hashlib.sha256(DEMO_SECRET.encode()).hexdigest()
+    assert (connect.gateway(settings).key_info(key_hash) or {}).get("blocked") is True
+    assert connect.openai_admin(settings).get_project_key(DEMO_PROJECT, DEMO_KEY_ID) is None
+    # leaked-anthropic-key: inactive at Anthropic.
+    assert (connect.anthropic_admin(settings).get_key(DEMO_ANTHROPIC_KEY_ID) or {}).get("status") == "inactive"
+    # compromised-vault-token: OpenBao no longer knows the token's accessor.
+    assert connect.vault(settings).lookup_accessor(aliases[SAMPLE_VAULT_ACCESSOR]) is None
+    # leaked-cloud-access-key: deleted in moto's IAM.
+    assert connect.aws_iam(settings).access_key(SAMPLE_AWS_USER, aliases[SAMPLE_AWS_KEY_ID]) is None
+    # tampered-model: production serves the known-good version.
+    assert connect.mlflow(settings).get_alias("fraud-scorer", "production") == "2"
+    # rag-poisoning-chroma: support-kb serves again without the two poisoned records.
+    chroma = connect.chroma(settings)
+    collection = chroma.get_collection("support-kb")
+    assert collection is not None and chroma.count(collection) == 118
+    assert chroma.present_ids(collection, ["doc-007", "doc-101", "doc-008"]) == ["doc-008"]
+    # rag-poisoning-qdrant: the alias serves the known-good collection.
+    assert connect.qdrant(settings).aliases()["kb"] == "kb-v1"
+    # agent-tool-misuse: the tool is disabled and the poisoned memory purged.
+    agents = connect.agent_control(settings)
+    assert {t["tool"]: t["enabled"] for t in agents.tools("support-bot")}["web.fetch"] is False
+    memory, _ = agents.memory("support-bot")
+    assert DEMO_POISONED_MEMORY_ID not in {item["id"] for item in memory}
+    # jailbreak-campaign: the user and the source address are blocked.
+    assert agents.block("user", "u-4711") is not None and agents.block("ip", "45.155.205.233") is not None
