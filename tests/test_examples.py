@@ -79,7 +79,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     data, port, ingress = root / "data", free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "AISOAR_"))}
     env |= {"AISOAR_DATA_DIR": str(data), "AISOAR_INGRESS_PORT": str(ingress), "PREFECT_HOME": str(root / "home")}
-    log = open(root / "up.log", "wb")  # noqa: SIM115 - closed at the end of the module
+    log = open(root / "up.log", "wb")  # closed at the end of the module
     process = subprocess.Popen(
         [sys.executable, "-m", "aisoar.cli", "up", "--prefect-port", str(port)],
         env=env,
