@@ -133,18 +133,17 @@ def verdict(spec: PlaybookSpec, results: Mapping[str, StepResult]) -> Verdict:
     """``results``: this playbook's recorded step results by step id."""
     objectives: list[ObjectiveResult] = []
     for objective in spec.objectives:
-        met_by: str | None = None
+        met: list[str] = []
         why_not: list[str] = []
         for step_id in objective.any_of:
             result = results.get(step_id)
             if result is None:
                 why_not.append(f"{step_id}: not run")
             elif result.status == OK:
-                met_by = f"{step_id}: {_summary(result)}"
-                break
+                met.append(f"{step_id}: {_summary(result)}")
             else:
                 why_not.append(_why(step_id, result))
-        objectives.append(ObjectiveResult(objective, met_by, why_not))
+        objectives.append(ObjectiveResult(objective, "; ".join(met) or None, why_not))
     not_done = [
         _why(step.id, results[step.id])
         for step in spec.steps

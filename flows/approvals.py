@@ -53,7 +53,7 @@ def approval_description(
     done = [
         f"- {markdown_text(e.step_id or '')}: {markdown_text(e.message, 200)}"
         for e in incident.timeline
-        if e.kind in {"step", "verify"}
+        if e.kind == "step"  # each step's outcome (a change's says "(verified)")
     ]
     gate = step.approval
     assert gate is not None
@@ -66,19 +66,19 @@ def approval_description(
             "",
             f"**To which asset:** {assets}",
             "",
-            f"**Why:** incident {incident.id} ({incident.severity.value}) in playbook *{spec.name}*. "
-            f"Alert (untrusted text): {markdown_text(incident.title, 300)}",
-            "",
-            "**Done so far:**",
-            *(done or ["- nothing"]),
-            "",
             f"**Until when:** this request expires at {record.expires_at:%Y-%m-%d %H:%M:%S} UTC; "
             f"unanswered, it is {default}.",
             "",
             f"**Who may approve:** {markdown_text(', '.join(gate.approvers))} (quorum {gate.quorum}). "
-            f"Arguments sha256 `{record.args_sha256[:16]}`.",
+            "Tick **approve**, give your name and a reason, then submit. Submitting without ticking rejects.",
             "",
-            "Tick **approve**, give your name and a reason, then resume. Resuming without ticking rejects.",
+            f"**Why:** incident {incident.id} ({incident.severity.value}, {incident.status.value}) in playbook "
+            f"*{spec.name}*. Alert (untrusted text): {markdown_text(incident.title, 300)}",
+            "",
+            "**Done so far:**",
+            *(done or ["- nothing"]),
+            "",
+            f"Arguments sha256 `{record.args_sha256[:16]}`.",
         ]
     )
 

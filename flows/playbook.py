@@ -97,6 +97,8 @@ def run_playbook(incident_id: str, playbook: str) -> State[Any]:
         outcome = run_step(svc, spec, step, context, incident_id, run_id)
         context["steps"][step.id] = {**outcome.output, "status": outcome.status.value, "summary": outcome.summary}
         logger.info("step %s: %s: %s", step.id, outcome.status.label, outcome.summary)
+        if outcome.status is Outcome.ok and any(step.id in o.any_of for o in spec.objectives):
+            announce_containment(svc, spec, incident_id, run_id, step.id)
         if outcome.status in (Outcome.failed, Outcome.refused):
             ctx = runner_context(svc, incident_id, spec.name, run_id, step.id)
             tell(ctx, f"Step {step.id} {outcome.status.label.upper()}: {outcome.summary}")
@@ -111,6 +113,22 @@ def run_playbook(incident_id: str, playbook: str) -> State[Any]:
                     step_id=step.id,
                 )
     return finish(svc, spec, incident_id, run_id, stopped_at)
+
+
+def announce_containment(svc: Services, spec: PlaybookSpec, incident_id: str, run_id: str, step_id: str) -> None:
+    """The moment the containment objectives are met (verified), the incident says so and
+    on-call hears it, while later steps (an approval, say) may still be waiting."""
+    judged = judge(svc.store, spec, incident_id)
+    incident = svc.store.get_incident(incident_id)
+    if not judged.contained or incident.status not in (IncidentStatus.open, IncidentStatus.containing):
+        return
+    others = [v for v in verdicts_of(svc, incident_id) if v.playbook != spec.name]
+    if incident_status([judged, *others]) is not IncidentStatus.contained:
+        return  # another playbook of the incident has not contained its part
+    svc.store.set_incident_status(incident_id, IncidentStatus.contained)
+    lines = "; ".join(o.line() for o in judged.objectives if o.objective.phase == "containment")
+    svc.store.add_timeline(incident_id, "incident", f"contained (verified): {lines}", step_id=step_id)
+    tell(runner_context(svc, incident_id, spec.name, run_id, step_id), f"CONTAINED (verified at the target): {lines}")
 
 
 def verdicts_of(svc: Services, incident_id: str) -> list[Verdict]:

@@ -11,7 +11,7 @@ from aisoar.inert import jira_text
 from connectors.errors import NotConfigured, Planned
 from flows.services import Services
 from tasks import connect
-from tasks.announce import failed_to_tell
+from tasks.announce import announce, failed_to_tell
 from tasks.base import ActionContext
 from tasks.notify import notify, recorded_issue, recorded_thread
 
@@ -35,8 +35,8 @@ def tell(ctx: ActionContext, message: str) -> list[str]:
     a comment on its Jira issue (where one is open). Returns what was done, for the logs."""
     done: list[str] = []
     try:
-        if recorded_thread(ctx) is None:  # start the thread first: the news is a reply in it
-            notify(ctx, "", reply=False)
+        if recorded_thread(ctx) is None:  # announce first (thread, page): the news is a reply in it
+            announce(ctx)
         posted = notify(ctx, message, reply=True)
         done.append(f"Slack {posted['channel']}")
     except NotConfigured:

@@ -177,7 +177,9 @@ def test_a_gateway_down_for_good_is_not_contained_and_a_new_alert_drives_the_run
         assert again["incident_id"] == status["incident_id"] and again["flow_runs"][PLAYBOOK] == run_id
         final_state(run_id, "PAUSED", timeout=60)
         assert sandbox.litellm.keys[KEY_HASH]["blocked"] is True
-        assert stack.svc.store.get_incident(status["incident_id"]).status.value == "containing"
+        # Contained the moment the block is verified, while the deletion still waits for approval.
+        assert stack.svc.store.get_incident(status["incident_id"]).status.value == "contained"
+        assert any("CONTAINED (verified at the target)" in r for r in replies(stack))
         timeline = [e.message for e in stack.svc.store.get_incident(status["incident_id"]).timeline]
         assert "a new alert runs playbook leaked-llm-api-key again: the incident is not contained" in timeline
         prefect_api.resume(run_id, {"approve": False, "approver": "dan", "reason": "blocking is enough"})
