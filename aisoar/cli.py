@@ -329,8 +329,11 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         return 1
     if settings.slack_base_url:
         base = settings.slack_base_url.rstrip("/").removesuffix("/api")
+        replies = httpx.get(f"{base}/_sandbox/replies", timeout=5).json()
         for message in httpx.get(f"{base}/_sandbox/messages", timeout=5).json():
             print(f"slack #{settings.slack_channel} ts={message['ts']}: {message['text']}")
+            for reply in (r for r in replies if r.get("thread_ts") == message["ts"]):
+                print(f"  └ {' '.join(str(reply['text']).replace(chr(0x200B), '').split())[:160]}")
     if settings.jira_url:
         for issue in httpx.get(f"{settings.jira_url.rstrip('/')}/_sandbox/issues", timeout=5).json():
             print(f"jira {issue['key']}: {issue['fields']['summary']}")

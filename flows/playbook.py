@@ -100,8 +100,9 @@ def run_playbook(incident_id: str, playbook: str) -> State[Any]:
         if outcome.status is Outcome.ok and any(step.id in o.any_of for o in spec.objectives):
             announce_containment(svc, spec, incident_id, run_id, step.id)
         if outcome.status in (Outcome.failed, Outcome.refused):
-            ctx = runner_context(svc, incident_id, spec.name, run_id, step.id)
-            tell(ctx, f"Step {step.id} {outcome.status.label.upper()}: {outcome.summary}")
+            if step.action != CLOSE_ACTION:  # a refused close is what the run's end tells
+                ctx = runner_context(svc, incident_id, spec.name, run_id, step.id)
+                tell(ctx, f"Step {step.id} {outcome.status.label.upper()}: {outcome.summary}")
             # A change that failed stops the playbook; a failed notification does not stop
             # the containment (it is told in the thread, and tried again when the run runs again).
             if not step.continue_on_failure and effect is not Effect.notifies and stopped_at is None:
@@ -123,9 +124,10 @@ def announce_containment(svc: Services, spec: PlaybookSpec, incident_id: str, ru
     if not judged.contained or incident.status not in (IncidentStatus.open, IncidentStatus.containing):
         return
     others = [v for v in verdicts_of(svc, incident_id) if v.playbook != spec.name]
-    if incident_status([judged, *others]) is not IncidentStatus.contained:
+    status = incident_status([judged, *others])
+    if status in (IncidentStatus.open, IncidentStatus.not_contained):
         return  # another playbook of the incident has not contained its part
-    svc.store.set_incident_status(incident_id, IncidentStatus.contained)
+    svc.store.set_incident_status(incident_id, status)
     lines = "; ".join(o.line() for o in judged.objectives if o.objective.phase == "containment")
     svc.store.add_timeline(incident_id, "incident", f"contained (verified): {lines}", step_id=step_id)
     tell(runner_context(svc, incident_id, spec.name, run_id, step_id), f"CONTAINED (verified at the target): {lines}")

@@ -41,6 +41,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterDeploymentId,
     FlowRunFilterExpectedStartTime,
+    FlowRunFilterId,
     FlowRunFilterState,
     FlowRunFilterStateType,
 )
@@ -79,6 +80,7 @@ class PlaybookRuntime:
         self._creator: QuickRunCreator | None = None
         self._sweeper: threading.Thread | None = None
         self._last_slow_sweep = 0.0
+        self._forms_seen: set[tuple[str, str]] = set()  # (run, form key) known to be up
         use_services(svc)
 
     # -- life cycle -----------------------------------------------------------------
@@ -312,18 +314,27 @@ class PlaybookRuntime:
             return None
 
     def _watch_pending_approvals(self) -> None:
-        """Only an answer decides: a cancel is a recorded rejection, a lost form is put back."""
+        """Only an answer decides: a cancel is a recorded rejection, a lost form is put back.
+        One read for all the runs that wait; a run Prefect no longer has is skipped."""
+        waiting: dict[str, ApprovalRecord] = {}
         for approval in self.svc.store.pending_approvals():
             run_id = self.svc.store.flow_run_of(approval.incident_id, approval.playbook)
-            flow_run = self._read(run_id) if run_id else None
-            state = flow_run.state if flow_run is not None else None
-            if flow_run is None or state is None:
+            if run_id:
+                waiting[run_id] = approval
+        if not waiting:
+            return
+        runs = self.client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(r) for r in waiting])), limit=len(waiting)
+        )
+        for flow_run in runs:
+            approval, state = waiting[str(flow_run.id)], flow_run.state
+            if state is None:
                 continue
             try:
                 if state.type in (StateType.CANCELLED, StateType.CANCELLING):
                     self._cancelled_while_waiting(approval, flow_run)
                 elif state.is_paused() and self._form_missing(flow_run):
-                    log.warning("run %s waits for approval without its form; putting the form back", run_id)
+                    log.warning("run %s waits for approval without its form; putting the form back", flow_run.id)
                     self.svc.store.add_timeline(
                         approval.incident_id,
                         "approval",
@@ -332,7 +343,7 @@ class PlaybookRuntime:
                     )
                     self.client.set_flow_run_state(flow_run.id, Scheduled(), force=True)
             except Exception:
-                log.exception("could not look after the approval %s of run %s", approval.id, run_id)
+                log.exception("could not look after the approval %s of run %s", approval.id, flow_run.id)
 
     def _cancelled_while_waiting(self, approval: ApprovalRecord, flow_run: FlowRun) -> None:
         who = "a Prefect UI user who cancelled the run (Prefect OSS does not record who)"
@@ -357,6 +368,8 @@ class PlaybookRuntime:
         keyset = state.state_details.run_input_keyset
         if not keyset or "schema" not in keyset:
             return True
+        if (str(flow_run.id), keyset["schema"]) in self._forms_seen:
+            return False
         if state.timestamp is not None and (utcnow() - state.timestamp).total_seconds() < FORM_GRACE_SECONDS:
             return False  # the form is being written now
         try:
@@ -365,4 +378,5 @@ class PlaybookRuntime:
             return True
         except PrefectHTTPStatusError as exc:
             return exc.response.status_code == 404
+        self._forms_seen.add((str(flow_run.id), keyset["schema"]))  # a form, once written, stays
         return False

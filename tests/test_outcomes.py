@@ -211,15 +211,15 @@ def test_a_run_suspended_without_its_form_gets_the_form_back(stacks: Any) -> Non
     stack: Stack = stacks()
     status = stack.dispatched(stack.fire(SAMPLE))
     run_id = status["flow_runs"][PLAYBOOK]
-    paused = final_state(run_id, "PAUSED")
-    keyset = paused["state_details"]["run_input_keyset"]
-    prefect_api.run_input(run_id, keyset["schema"])  # wait until the form is written, then lose it
-    # What a crash between the Suspended state and the form's write leaves behind.
-    for key in keyset.values():
-        for _ in range(20):  # the SQLite server answers 503 "database is locked" now and then
-            if httpx.delete(f"{prefect_api.api()}/flow_runs/{run_id}/input/{key}").status_code != 503:
-                break
-            time.sleep(0.2)
+    final_state(run_id, "PAUSED")
+    # What a crash between the Suspended state and the form's write leaves behind: the run
+    # suspended under a pause key whose form was never stored.
+    keyset = {
+        part: f"approval-approval-delete-key-at-provider-7-{part}" for part in ("description", "response", "schema")
+    }
+    details = {"pause_key": "approval-delete-key-at-provider-7", "pause_reschedule": True, "run_input_keyset": keyset}
+    lost = {"type": "PAUSED", "name": "Awaiting approval", "state_details": details}
+    assert prefect_api._call("POST", f"/flow_runs/{run_id}/set_state", json={"state": lost, "force": True})
     refused = prefect_api.resume(run_id, {"approve": True, "approver": "x", "reason": "y"})
     assert refused["status"] == "REJECT" and "schema not found" in refused["details"]["reason"]
     deadline = time.monotonic() + 30
@@ -270,3 +270,33 @@ def test_a_404_counts_as_no_such_key_only_from_the_proven_gateway(sandbox: Sandb
     wrong = LiteLLMGateway(env["AISOAR_OPENAI_ADMIN_URL"], env["AISOAR_LITELLM_MASTER_KEY"], timeout=5)
     with pytest.raises(ConnectorError, match="did not prove it is LiteLLM gateway"):
         wrong.key_info("0" * 64)
+
+
+def test_after_a_crash_mid_deletion_the_record_credits_the_earlier_request(stacks: Any) -> None:
+    stack: Stack = stacks()
+    status = stack.dispatched(stack.fire(SAMPLE))
+    run_id, incident_id = status["flow_runs"][PLAYBOOK], status["incident_id"]
+    final_state(run_id, "PAUSED")
+    # What a process that died mid-step leaves: its request written on the timeline, the key
+    # deleted at OpenAI, and no outcome recorded for the step.
+    stack.svc.store.add_timeline(
+        incident_id,
+        "request",
+        f"sending: openai.delete_project_key on openai:project-key:{DEMO_PROJECT}/{DEMO_KEY_ID}",
+        step_id="delete-key-at-provider",
+        data={"sending": True, "playbook": PLAYBOOK},
+    )
+    admin = stack.settings.openai_admin_key
+    assert admin is not None and stack.settings.openai_admin_url
+    deleted = httpx.delete(
+        f"{stack.settings.openai_admin_url}/organization/projects/{DEMO_PROJECT}/api_keys/{DEMO_KEY_ID}",
+        headers={"Authorization": f"Bearer {admin.get_secret_value()}"},
+    )
+    assert deleted.status_code == 200, deleted.text
+    prefect_api.resume(run_id, {"approve": True, "approver": "erin", "reason": "leak confirmed"})
+    final_state(run_id, "COMPLETED")
+    recorded = stack.svc.store.step_result(incident_id, PLAYBOOK, "delete-key-at-provider")
+    assert recorded is not None and recorded.status == "ok"
+    summary = str(recorded.output["summary"])
+    assert "already deleted" in summary and "by this step's earlier request" in summary, summary
+    assert recorded.output["done_by_earlier_request"] is True
