@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import sys
 import textwrap
 import time
@@ -84,6 +85,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     """Prefect server (SQLite, UI) + sandbox stand-ins for what is not configured + ingress + runtime."""
     _quiet()
     from aisoar.prefect_server import PrefectServer
+
+    # SIGTERM stops everything as Ctrl-C does: the servers started here (their own process
+    # groups) are stopped in the `finally` blocks, never left behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
     sandbox_file = sandbox_env_file()
     sandbox_file.unlink(missing_ok=True)  # stand-ins are new each time; real settings win

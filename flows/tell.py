@@ -1,8 +1,8 @@
 """The runner's own voice: it tells people, whatever the spec says.
 
-``tell`` posts an outcome change (contained, not contained, a step failed, an approval requested, rejected or
-expired) to the incident's Slack thread and Jira issue. Telling never stops a run: a
-failure to tell is itself on the timeline and in the run's logs, so it is seen.
+``tell`` posts an outcome change (contained, not contained, a step failed, an approval
+requested, rejected or expired) to the incident's Slack thread and Jira issue. Telling never
+stops a run: a failure to tell is itself on the timeline and in the run's logs, so it is seen.
 """
 
 from __future__ import annotations

@@ -42,11 +42,12 @@ def failed_to_tell(ctx: ActionContext, where: str, exc: Exception) -> str:
 def announce(ctx: ActionContext, message: str = "") -> dict[str, str]:
     """Tell on-call about the incident once: the Slack parent message (every later ``tell``
     replies in its thread) and, for a severe enough incident, a PagerDuty page. Idempotent:
-    an incident already announced is not announced again (its parent is updated instead).
+    an incident already announced is not announced or paged again (its parent is updated).
     Raises ``ConnectorError`` when nobody could be told."""
     incident = ctx.store.get_incident(ctx.incident_id)
     result: dict[str, str] = {}
-    if recorded_thread(ctx, incident) is None:
+    first = recorded_thread(ctx, incident) is None
+    if first:
         posted = notify(ctx, "", reply=False)
         if message:  # a reply: the parent is rewritten with every status change, a reply stays
             notify(ctx, message, reply=True)
@@ -56,7 +57,7 @@ def announce(ctx: ActionContext, message: str = "") -> dict[str, str]:
         result["slack"] = f"already announced in Slack ({posted['channel']}); parent updated"
     result["slack_channel"] = str(posted["channel"])
     result["slack_ts"] = str(posted["thread_ts"])
-    if incident.severity.rank >= Severity(ctx.settings.page_min_severity).rank:
+    if first and incident.severity.rank >= Severity(ctx.settings.page_min_severity).rank:
         try:
             pager = connect.pagerduty(ctx.settings)
             pager.trigger(
