@@ -216,7 +216,7 @@ def _decide_and_run(
             reason = f": {decision.reason}" if decision.reason else ""
             return StepOutcome(status=status, summary=f"{what}{reason}; not done"), False
 
-    sent_before = _sent_before(store, incident_id, spec.name, step.id)
+    sent_before = action.info.changes_things and _sent_before(store, incident_id, spec.name, step.id)
     if action.info.changes_things and not svc.settings.plan_mode:
         store.add_timeline(
             incident_id,
