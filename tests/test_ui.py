@@ -4,6 +4,7 @@ approval form; ticking approve and submitting lets the playbook finish."""
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -88,4 +89,27 @@ def test_submitting_the_form_untouched_rejects(stack: Stack, browser: Browser, p
     prefect_api.wait_for_state(run_id, "COMPLETED", timeout=30)
     assert DEMO_KEY_ID in stack.sandbox.openai.projects[DEMO_PROJECT]
     assert [a.status for a in stack.svc.store.approvals_for(status["incident_id"])] == ["rejected"]
+    page.close()
+
+
+def test_cancel_in_the_ui_is_a_recorded_rejection(
+    stack: Stack, browser: Browser, prefect_server: PrefectServer
+) -> None:
+    status = stack.dispatched(stack.fire(SAMPLE))
+    run_id = status["flow_runs"]["leaked-llm-api-key"]
+    prefect_api.wait_for_state(run_id, "PAUSED")
+    page = open_run(browser, prefect_server, run_id)
+    expect(page.get_by_text("Awaiting approval").first).to_be_visible(timeout=30_000)
+    page.get_by_role("button", name="Cancel").click()
+    page.get_by_role("dialog").get_by_role("button", name="Confirm").click()
+    deadline = time.monotonic() + 60
+    while (state := prefect_api.flow_run(run_id)["state"])["type"] != "COMPLETED":  # Cancelled, then runs on
+        assert time.monotonic() < deadline, state
+        time.sleep(0.2)
+    # The key stays blocked (verified), the deletion was not approved: Contained, rejection named.
+    assert state["name"] == "Contained" and "approval rejected by a Prefect UI user who cancelled" in state["message"]
+    assert DEMO_KEY_ID in stack.sandbox.openai.projects[DEMO_PROJECT]
+    assert [a.status for a in stack.svc.store.approvals_for(status["incident_id"])] == ["rejected"]
+    page.reload()
+    expect(page.get_by_text("Contained").first).to_be_visible(timeout=30_000)
     page.close()
