@@ -33,6 +33,7 @@ from tasks.incident import report_key
 from tasks.registry import REGISTRY
 
 CLOSE_ACTION = "incident.close"
+NOT_CONTAINED = "Not contained"  # the final state of a run that failed: a new alert runs it again
 
 
 def template_context(svc: Services, spec: PlaybookSpec, incident_id: str, flow_run_id: str) -> dict[str, Any]:
@@ -191,4 +192,4 @@ def final_state(mine: Verdict, status: IncidentStatus, resolution: str) -> State
         return Failed(name="Rejected", message=resolution[:2000])
     if mine.expired():
         return Failed(name="Expired", message=resolution[:2000])
-    return Failed(name="Not contained", message=resolution[:2000])
+    return Failed(name=NOT_CONTAINED, message=resolution[:2000])

@@ -54,7 +54,7 @@ from prefect.states import Crashed, Pending, Scheduled
 
 from aisoar.models import utcnow
 from aisoar.store import ApprovalRecord
-from flows.playbook import run_playbook
+from flows.playbook import NOT_CONTAINED, run_playbook
 from flows.quick_create import QuickRunCreator
 from flows.services import Services, use_services
 from flows.tell import runner_context, tell
@@ -157,8 +157,9 @@ class PlaybookRuntime:
             return False
         flow_run = self.client.read_flow_run(UUID(run_id))
         state = flow_run.state
-        if state is None or state.type not in (StateType.FAILED, StateType.CRASHED, StateType.CANCELLED):
-            return False  # running, waiting for approval, or contained
+        failed = state is not None and state.type is StateType.FAILED and state.name == NOT_CONTAINED
+        if not (failed or (state is not None and state.type is StateType.CRASHED)):
+            return False  # running, waiting, contained, or a person decided (Rejected, Expired, triage)
         self.client.set_flow_run_state(flow_run.id, Scheduled(), force=True)
         return True
 
