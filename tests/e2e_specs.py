@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from aisoar.config import PROJECT_ROOT
@@ -21,4 +22,15 @@ def spec_variant(tmp_path: Path, gate: str) -> Path:
     specs = tmp_path / "specs"
     specs.mkdir()
     (specs / "variant.yaml").write_text(text.replace(old, gate))
+    return specs
+
+
+def with_approval_timeout(tmp_path: Path, spec_file: str, timeout: str) -> Path:
+    """A directory holding the shipped spec ``spec_file`` with every approval's timeout set to ``timeout``."""
+    text = (PROJECT_ROOT / "playbook_specs" / spec_file).read_text()
+    changed = re.sub(r"(\n\s+timeout: )\S+", rf"\g<1>{timeout}", text)
+    assert changed != text, f"{spec_file} has no approval timeout to change"
+    specs = tmp_path / "specs-timeout"
+    specs.mkdir()
+    (specs / spec_file).write_text(changed)
     return specs

@@ -26,7 +26,7 @@ from aisoar.sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT, DEMO_SECRET, Sandbox
 from connectors.errors import ConnectorError
 from connectors.litellm import LiteLLMGateway
 from tests import prefect_api
-from tests.e2e_specs import spec_variant
+from tests.e2e_specs import spec_variant, with_approval_timeout
 from tests.faults import fault_proxy
 from tests.servers.openbao import OpenBao
 from tests.stack import SAMPLE, Stack, start_stack
@@ -300,3 +300,32 @@ def test_after_a_crash_mid_deletion_the_record_credits_the_earlier_request(stack
     summary = str(recorded.output["summary"])
     assert "already deleted" in summary and "by this step's earlier request" in summary, summary
     assert recorded.output["done_by_earlier_request"] is True
+
+
+def test_an_approval_nobody_answers_expires_red_when_nothing_else_contained(
+    stacks: Any, openbao: OpenBao, tmp_path: Path
+) -> None:
+    with openbao.client() as root:
+        created = root.post("/v1/auth/token/create", json={"policies": ["default"], "ttl": "1h"})
+        created.raise_for_status()
+        token, accessor = created.json()["auth"]["client_token"], created.json()["auth"]["accessor"]
+    specs = with_approval_timeout(tmp_path, "agent-credential-compromise.yaml", "3s")
+    stack: Stack = stacks(("slack", "jira"), vault_url=openbao.url, vault_token=openbao.root_token, specs_dir=specs)
+    alert = {
+        "id": f"vault-audit-{accessor[:8]}-x",
+        "title": "Agent a7's Vault token used from an unknown host",
+        "severity": "high",
+        "incident_type": "unauthorized_access",
+        "entities": [{"type": "cloud_credential", "provider": "openbao", "credential_id": accessor}],
+    }
+    status = stack.dispatched(stack.fire(alert))
+    run_id = status["flow_runs"]["agent-credential-compromise"]
+    final_state(run_id, "PAUSED")
+    state = final_state(run_id, "FAILED", timeout=60)  # nobody answers
+    assert state["name"] == "Expired", state
+    assert "revoke-token: approval expired unanswered" in state["message"]
+    with openbao.client(token) as as_agent:
+        assert as_agent.get("/v1/auth/token/lookup-self").status_code == 200  # nothing was revoked
+    assert stack.svc.store.get_incident(status["incident_id"]).status.value == "not contained"
+    assert any("EXPIRED unanswered: rejected by default" in r for r in replies(stack))
+    assert any("ended *Expired*" in r for r in replies(stack))
