@@ -1,7 +1,8 @@
 """Configuration: environment variables (prefix ``AISOAR_``) and ``.env`` files.
 
-Every external system is optional. A connector whose settings are missing makes its
-steps end as "skipped: not configured"; ``aisoar up`` fills the gaps with local sandbox
+Every external system is optional. A system's settings are ``AISOAR_<SYSTEM>_<FIELD>``,
+declared with the system (``connectors/<system>.py``); a system whose settings are missing
+makes its steps end "not configured"; ``aisoar up`` fills the gaps with local sandbox
 stand-ins and says so.
 """
 
@@ -10,9 +11,11 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from aisoar.models import Severity
 
@@ -52,7 +55,7 @@ class Settings(BaseSettings):
         env_prefix="AISOAR_",
         env_file=(".env",),
         env_file_encoding="utf-8",
-        extra="ignore",
+        extra="allow",
         env_nested_delimiter="__",
     )
 
@@ -92,44 +95,8 @@ class Settings(BaseSettings):
     # the Prefect UI, for links in Slack / Jira / reports
     prefect_ui_url: str = "http://127.0.0.1:4200"
 
-    # connectors (all optional)
-    litellm_url: str | None = None
-    litellm_master_key: SecretStr | None = None
-    openai_admin_url: str | None = Field(None, description="base URL including /v1")
-    openai_admin_key: SecretStr | None = None
-    slack_base_url: str = "https://slack.com/api/"
-    slack_token: SecretStr | None = None
-    slack_channel: str | None = None
-    jira_url: str | None = None
-    jira_user: str | None = None
-    jira_token: SecretStr | None = None
-    jira_project: str | None = None
-    pagerduty_url: str = "https://events.pagerduty.com"
-    pagerduty_routing_key: SecretStr | None = None
-    anthropic_admin_url: str = "https://api.anthropic.com"
-    anthropic_admin_key: SecretStr | None = None
-    vault_url: str | None = Field(None, description="OpenBao or HashiCorp Vault address")
-    vault_token: SecretStr | None = None
-    vault_namespace: str | None = None
-    vault_kv_mount: str = "secret"
-    aws_region: str = "us-east-1"
-    aws_endpoint_url: str | None = Field(None, description="only for IAM-compatible stand-ins (moto)")
-    aws_access_key_id: str | None = None
-    aws_secret_access_key: SecretStr | None = None
-    aws_use_default_credentials: bool = Field(
-        False, description="use boto3's default credential chain (instance role, profile) instead of explicit keys"
-    )
-    mlflow_url: str | None = None
-    mlflow_token: SecretStr | None = None
-    chroma_url: str | None = None
-    chroma_token: SecretStr | None = None
-    chroma_tenant: str = "default_tenant"
-    chroma_database: str = "default_database"
-    lancedb_uri: str | None = Field(None, description="LanceDB database directory or URI")
-    qdrant_url: str | None = None
-    qdrant_api_key: SecretStr | None = None
-    agent_control_url: str | None = Field(None, description="base URL of the agent control-plane API")
-    agent_control_token: SecretStr | None = None
+    # External systems: every ``AISOAR_<SYSTEM>_<FIELD>`` value is kept as it is (``systems``) and
+    # read by that system's declaration (connectors/<system>.py), which validates it.
     http_endpoints: dict[str, HttpEndpoint] = Field(
         default_factory=dict, description="named endpoints for http.request, e.g. AISOAR_HTTP_ENDPOINTS__waf__URL=..."
     )
@@ -137,6 +104,23 @@ class Settings(BaseSettings):
     plan_mode: bool = Field(False, description="every connector describes the changes it would make and makes none")
 
     sandbox: bool = Field(False, description="set by `aisoar up` when it runs local stand-ins")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _SystemEnv(settings_cls), dotenv_settings, file_secret_settings
+
+    @property
+    def systems(self) -> dict[str, Any]:
+        """The external systems' raw settings, ``<system>_<field>`` -> value (environment first,
+        then the .env files)."""
+        return {key.lower(): value for key, value in (self.model_extra or {}).items()}
 
     @field_validator("data_dir", mode="after")
     @classmethod
@@ -150,6 +134,26 @@ class Settings(BaseSettings):
     @property
     def evidence_dir(self) -> Path:
         return self.data_dir / "evidence"
+
+
+class _SystemEnv(PydanticBaseSettingsSource):
+    """Environment variables ``AISOAR_*`` that are no core setting: the systems' settings.
+    (pydantic-settings reads only declared fields from the environment.)"""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        core = set(self.settings_cls.model_fields)
+        found: dict[str, Any] = {}
+        for key, value in os.environ.items():
+            if not key.upper().startswith("AISOAR_"):
+                continue
+            name = key[len("AISOAR_") :].lower()
+            if "__" in name or name.split("__")[0] in core or name in core:
+                continue
+            found[name] = value
+        return found
 
 
 @lru_cache(maxsize=1)

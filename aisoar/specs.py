@@ -296,7 +296,7 @@ def validate_spec(spec: PlaybookSpec, catalog: ActionCatalog, file: str) -> list
             problem(
                 step.id,
                 f"changing step '{step.action}' has no evidence step before it",
-                "add an evidence-collecting step (e.g. gateway.collect_key_evidence) before it",
+                "add an evidence-collecting step (e.g. litellm.collect_key_evidence) before it",
             )
         if info.collects_evidence:
             evidence_before = True

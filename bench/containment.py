@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 WORK = Path(tempfile.mkdtemp(prefix="aisoar-bench-"))
 sys.path.insert(0, str(HERE.parent))
 
-from aisoar.sandbox.serving import free_port  # noqa: E402
+from sandbox.serving import free_port  # noqa: E402
 
 PREFECT_PORT = free_port()
 os.environ.update(
@@ -46,8 +46,8 @@ import httpx  # noqa: E402
 
 from aisoar.config import Settings  # noqa: E402
 from aisoar.ingress.auth import signed_headers  # noqa: E402
-from aisoar.prefect_server import PrefectServer  # noqa: E402
-from aisoar.sandbox.stack import DEMO_PROJECT, Sandbox  # noqa: E402
+from cli.prefect_server import PrefectServer  # noqa: E402
+from sandbox.stack import DEMO_PROJECT, Sandbox  # noqa: E402
 
 SECRET = "bench-webhook-secret"
 
@@ -82,9 +82,9 @@ def bench_aisoar(sandbox: Sandbox, env: dict[str, str], alerts: int) -> tuple[li
 
     from aisoar.ingress.app import create_app
     from aisoar.ingress.dispatch import Dispatcher
-    from aisoar.sandbox.serving import BackgroundServer
     from flows.runtime import PlaybookRuntime
     from flows.services import build_services
+    from sandbox.serving import BackgroundServer
 
     values = {k.removeprefix("AISOAR_").lower(): v for k, v in env.items()}
     settings = Settings.model_validate({**values, "data_dir": WORK / "data", "webhook_secrets": {"generic": SECRET}})
@@ -177,7 +177,7 @@ def bench_aisoar(sandbox: Sandbox, env: dict[str, str], alerts: int) -> tuple[li
 def bench_plain_prefect(sandbox: Sandbox, env: dict[str, str], runs: int) -> list[float]:
     from prefect.deployments import run_deployment
 
-    from aisoar.sandbox.litellm_fake import hash_token
+    from sandbox.litellm import hash_token
 
     served = subprocess.Popen(
         [sys.executable, str(HERE / "plain_prefect_flow.py")],

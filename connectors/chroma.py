@@ -20,10 +20,20 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from connectors.errors import ConnectorError, Planned
-from connectors.http import HttpApi
+from pydantic import SecretStr
 
-SYSTEM = "Chroma"
+from connectors.errors import ConnectorError, Planned
+from connectors.system import StandIn, System, SystemSettings, optional_secret
+from connectors.transport import HttpApi
+
+TITLE = "Chroma"
+
+
+class ChromaSettings(SystemSettings):
+    url: str | None = None
+    token: SecretStr | None = None
+    tenant: str = "default_tenant"
+    database: str = "default_database"
 PAGE_SIZE = 100
 QUARANTINE_MARK = "__quarantined__"
 RESTORED_FROM_KEY = "aisoar_restored_from"
@@ -123,7 +133,7 @@ class ChromaStore:
         **retry: Any,
     ) -> None:
         headers = {"x-chroma-token": token} if token else {}
-        self._api = HttpApi(SYSTEM, base_url, headers, timeout=timeout, **retry)
+        self._api = HttpApi(TITLE, base_url, headers, timeout=timeout, **retry)
         self._api.identify = self.check
         self._has_token = bool(token)
         self._tenant = _check(_TENANT_OR_DATABASE, tenant, "tenant")
@@ -167,7 +177,7 @@ class ChromaStore:
             return None
         body = response.json()
         if not isinstance(body, dict) or "id" not in body:
-            raise ConnectorError(SYSTEM, "read collection", _asset(name), response.status_code, "unexpected answer")
+            raise ConnectorError(TITLE, "read collection", _asset(name), response.status_code, "unexpected answer")
         metadata = body.get("metadata")
         configuration = body.get("configuration_json")
         return Collection(
@@ -180,7 +190,7 @@ class ChromaStore:
     def require(self, name: str, operation: str) -> Collection:
         found = self.get_collection(name)
         if found is None:
-            raise ConnectorError(SYSTEM, operation, _asset(name), 404, f"Collection [{name}] does not exist")
+            raise ConnectorError(TITLE, operation, _asset(name), 404, f"Collection [{name}] does not exist")
         return found
 
     def count(self, collection: Collection) -> int:
@@ -201,7 +211,7 @@ class ChromaStore:
         while True:
             if pages >= max_pages:
                 raise ConnectorError(
-                    SYSTEM,
+                    TITLE,
                     "export records",
                     asset,
                     "inconsistent",
@@ -217,7 +227,7 @@ class ChromaStore:
             )
             page = response.json()
             if not isinstance(page, dict):
-                raise ConnectorError(SYSTEM, "export records", asset, response.status_code, "unexpected answer")
+                raise ConnectorError(TITLE, "export records", asset, response.status_code, "unexpected answer")
             ids = page.get("ids") or []
             documents = page.get("documents") or [None] * len(ids)
             metadatas = page.get("metadatas") or [None] * len(ids)
@@ -235,7 +245,7 @@ class ChromaStore:
                 break
         if len(records) != expected:
             raise ConnectorError(
-                SYSTEM,
+                TITLE,
                 "export records",
                 asset,
                 "inconsistent",
@@ -335,7 +345,7 @@ class ChromaStore:
         if current is None:
             if held is None:
                 raise ConnectorError(
-                    SYSTEM, operation, _asset(name), 404, f"neither {name} nor {qname} exists: nothing to quarantine"
+                    TITLE, operation, _asset(name), 404, f"neither {name} nor {qname} exists: nothing to quarantine"
                 )
             return {"already": True, "quarantine_name": qname, "collection_id": held.id}
         target = qname
@@ -345,7 +355,7 @@ class ChromaStore:
             held = self.get_collection(target)
             n += 1
             if n > 100:
-                raise ConnectorError(SYSTEM, operation, _asset(name), "conflict", "no free quarantine name")
+                raise ConnectorError(TITLE, operation, _asset(name), "conflict", "no free quarantine name")
         self.rename(current, target, operation)
         return {"already": False, "quarantine_name": target, "collection_id": current.id}
 
@@ -358,12 +368,12 @@ class ChromaStore:
         if held is None:
             if current is None:
                 raise ConnectorError(
-                    SYSTEM, operation, _asset(name), 404, f"neither {name} nor {qname} exists: nothing to release"
+                    TITLE, operation, _asset(name), 404, f"neither {name} nor {qname} exists: nothing to release"
                 )
             return {"already": True, "quarantine_name": qname, "collection_id": current.id}
         if current is not None:
             raise ConnectorError(
-                SYSTEM,
+                TITLE,
                 operation,
                 _asset(name),
                 409,
@@ -390,11 +400,11 @@ class ChromaStore:
         if source is None and self.plan and self.get_collection(name) is not None:
             # a simulation: the quarantine before this step was only planned
             raise Planned(
-                SYSTEM, operation, _asset(name), f"create {name} from {qname} without {len(poisoned_ids)} record(s)"
+                TITLE, operation, _asset(name), f"create {name} from {qname} without {len(poisoned_ids)} record(s)"
             )
         if source is None:
             raise ConnectorError(
-                SYSTEM, operation, _asset(name), 404, f"{qname} does not exist: quarantine the collection first"
+                TITLE, operation, _asset(name), 404, f"{qname} does not exist: quarantine the collection first"
             )
         records, source_sha256, _ = self.export(source)
         poisoned = set(poisoned_ids)
@@ -412,7 +422,7 @@ class ChromaStore:
             created = False
         else:
             raise ConnectorError(
-                SYSTEM,
+                TITLE,
                 operation,
                 _asset(name),
                 409,
@@ -457,3 +467,17 @@ def _pack(vector: list[float] | None) -> str | None:
 
 def _asset(name: str) -> str:
     return f"collection {name}"
+
+
+SYSTEM = System(
+    name="chroma",
+    title=TITLE,
+    settings=ChromaSettings,
+    required=("url",),
+    build=lambda s, o: ChromaStore(
+        str(s.url), optional_secret(s.token), s.tenant, s.database, timeout=o.timeout, plan=o.plan, **o.retry
+    ),
+    stand_in=StandIn.server,
+    stand_in_note="the real Chroma server",
+    example_change=lambda c: c.quarantine("conformance-collection", "INC-0"),
+)

@@ -1,149 +1,151 @@
-"""A small httpx wrapper: timeouts, bounded retries on 429/5xx/connection errors with
-exponential backoff and jitter, Retry-After honoured, errors that never carry secrets, and
-plan mode (a change is described, not sent)."""
+"""A configured HTTP endpoint for systems aisoar has no connector for yet.
+
+The base URL (scheme, host, port, base path) comes from configuration only. A request
+adds a relative path that is checked to stay under that base: no scheme, no host, no
+``..``, no encoded slashes or dots, no query or fragment (parameters go in ``params``).
+After joining, the URL is parsed again and refused unless scheme, host, port and base
+path are still the configured ones.
+"""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
+import re
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import httpx
 
-from connectors.errors import ConnectorError, Planned
-from connectors.retry import RETRY_STATUSES, Backoff
+from aisoar.config import Settings
+from connectors.errors import ConnectorError, NotConfigured
+from connectors.transport import READ_METHODS, HttpApi
 
-READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-NOT_ACTED_ON_STATUSES = frozenset({429, 503})  # the server refused the request before acting on it
-PROOF_SECONDS = 60.0  # how long a successful identity check vouches for this system's 404s
+SAFE_PATH = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
+# ".." / "." segments, also with a ";params" tail ("..;/" is ".." to Tomcat, Spring, Jetty)
+FORBIDDEN = re.compile(r"(^|/)\.\.?(;[^/]*)?(/|$)|//|%2e|%2f|%5c|%00", re.IGNORECASE)
+MAX_BODY_BYTES = 1_000_000
 
 
-class HttpApi:
+class UnsafePath(ValueError):
+    """A path that could leave the configured base URL."""
+
+
+def check_path(path: str) -> str:
+    """Return ``path`` if it is a safe relative path, else raise ``UnsafePath`` saying why."""
+    if "://" in path or path.startswith("//"):
+        raise UnsafePath("the path must be relative: the host comes from configuration only")
+    if not SAFE_PATH.fullmatch(path):
+        raise UnsafePath("the path may hold only URL path characters (no spaces, '?', '#' or backslashes)")
+    if FORBIDDEN.search(path):
+        raise UnsafePath("the path may not contain '.', '..', '//' segments or encoded '.', '/', '\\' or NUL")
+    return path
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: Any  # parsed JSON, or text (bounded)
+    size: int
+
+
+class GenericHttp:
     def __init__(
         self,
-        system: str,
+        name: str,
         base_url: str,
-        headers: dict[str, str],
+        headers: dict[str, str] | None = None,
         timeout: float = 10.0,
-        attempts: int = 4,
-        backoff: float = 0.2,
-        max_backoff: float = 8.0,
-        plan: bool = False,
+        **retry: Any,
     ) -> None:
-        self.system = system
-        self.attempts = attempts
-        self.policy = Backoff(attempts, backoff, max_backoff)
-        self.plan = plan
-        self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
-        # An authenticated read that only the right system answers (the connector's check).
-        # A 404 means "no such asset" only after it succeeded: a wrong base URL, a proxy or
-        # another service also answers 404.
-        self.identify: Callable[[], object] | None = None
-        self._proven_at: float | None = None
-        self._proof_lock = threading.RLock()
-        self._proving = False
-
-    def prove_identity(self, operation: str, asset: str) -> None:
-        """Raise ``ConnectorError`` unless the identity check passed within ``PROOF_SECONDS``."""
-        if self.identify is None:
-            return
-        with self._proof_lock:
-            if self._proving or (self._proven_at is not None and time.monotonic() - self._proven_at < PROOF_SECONDS):
-                return  # proven recently, or this 404 is part of the check itself
-            self._proving = True
-            try:
-                self.identify()
-            except ConnectorError as exc:
-                raise ConnectorError(
-                    self.system,
-                    operation,
-                    asset,
-                    404,
-                    f"the answer was 404, but the endpoint did not prove it is {self.system} "
-                    f"(check the base URL and the credential): {exc}",
-                ) from exc
-            finally:
-                self._proving = False
-            self._proven_at = time.monotonic()
+        self.name = name
+        self.system = f"HTTP endpoint {name}"
+        self._base = httpx.URL(base_url.rstrip("/") + "/")
+        self._api = HttpApi(self.system, str(self._base), headers or {}, timeout=timeout, **retry)
+        # An endpoint may echo the request (headers included) in an answer or an error page:
+        # the credential never reaches an error, an output or evidence through it.
+        secrets = set()
+        for value in (headers or {}).values():
+            secrets.add(value)
+            secrets.update(part for part in value.split() if len(part) >= 8)
+        self._secrets = sorted((s for s in secrets if s), key=len, reverse=True)
 
     def close(self) -> None:
-        self._client.close()
+        self._api.close()
 
-    def request(
+    def url_for(self, path: str) -> str:
+        """The absolute URL for ``path``, guaranteed to stay under the configured base."""
+        check_path(path)
+        url = self._base.join(path.lstrip("/"))
+        same_origin = (url.scheme, url.host, url.port) == (self._base.scheme, self._base.host, self._base.port)
+        if not same_origin or not url.path.startswith(self._base.path):
+            raise UnsafePath(f"the path leaves the configured base URL of {self.name}")
+        return str(url)
+
+    def call(
         self,
         method: str,
         path: str,
         operation: str,
-        asset: str,
         *,
-        ok: tuple[int, ...] = (200,),
-        json: Any = None,
         params: dict[str, str] | None = None,
+        body: Any = None,
+        expect: tuple[int, ...] = (200,),
         changes: bool | None = None,
-        idempotent: bool = True,
-    ) -> httpx.Response:
-        """Send one request, retrying what is worth retrying; return the response if its
-        status is in ``ok``, else raise ``ConnectorError``.
+    ) -> Answer:
+        url = self.url_for(path)
+        relative = url.removeprefix(str(self._base).rstrip("/"))
+        # An arbitrary change may not be safe to repeat: after a timeout or a 5xx it is not
+        # sent again (it may have been acted on); only a read is retried on those.
+        try:
+            response = self._api.request(
+                method,
+                relative,
+                operation,
+                f"{self.name}:{relative}",
+                ok=expect,
+                json=body,
+                params=params,
+                changes=changes,
+                idempotent=method.upper() in READ_METHODS,
+            )
+        except ConnectorError as exc:
+            raise ConnectorError(exc.system, exc.operation, exc.asset, exc.status, self._redact(exc.detail)) from None
+        content = response.content[:MAX_BODY_BYTES]
+        try:
+            parsed: Any = response.json() if len(response.content) <= MAX_BODY_BYTES else None
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            parsed = content.decode("utf-8", errors="replace")
+        return Answer(status=response.status_code, body=self._redact(parsed), size=len(response.content))
 
-        ``changes`` says whether the request changes the target (default: any method but
-        GET/HEAD/OPTIONS); in plan mode such a request is not sent and ``Planned`` is raised.
+    def _redact(self, value: Any) -> Any:
+        """``value`` with the configured credential replaced wherever it appears in text."""
+        if isinstance(value, str):
+            for secret in self._secrets:
+                value = value.replace(secret, "[redacted]")
+            return value
+        if isinstance(value, list):
+            return [self._redact(item) for item in value]
+        if isinstance(value, dict):
+            return {self._redact(key): self._redact(item) for key, item in value.items()}
+        return value
 
-        ``idempotent=False`` (a request that must not happen twice): it is tried again only
-        when the target certainly did not act on it (a refused connection, 429, 503); after
-        a timeout, a dropped connection or another 5xx it may have acted, so it is not.
-        """
-        if changes is None:
-            changes = method.upper() not in READ_METHODS
-        if changes and self.plan:
-            raise Planned(self.system, operation, asset, f"{method.upper()} {path}")
-        last_status: int | str | None = None
-        detail = ""
-        transient = False  # may the step be tried again later (the target did not act, or acting twice is safe)?
-        for attempt in range(1, self.attempts + 1):
-            try:
-                response = self._client.request(method, path, json=json, params=params)
-            except httpx.TimeoutException as exc:
-                last_status, detail = "timeout", f"no answer within {self._client.timeout.read}s"
-                transient = idempotent or isinstance(exc, httpx.ConnectTimeout)
-                if not transient:
-                    break
-            except httpx.TransportError as exc:
-                refused = isinstance(exc, httpx.ConnectError)
-                last_status, detail = "connection error", type(exc).__name__
-                transient = idempotent or refused
-                if not transient:
-                    break
-            else:
-                if response.status_code in ok:
-                    if response.status_code == 404:
-                        self.prove_identity(operation, asset)
-                    return response
-                last_status, detail = response.status_code, _detail(response)
-                transient = response.status_code in (RETRY_STATUSES if idempotent else NOT_ACTED_ON_STATUSES)
-                if not transient:
-                    break
-                if attempt < self.attempts:
-                    time.sleep(self.policy.delay(attempt, response.headers.get("retry-after")))
-                continue
-            if attempt < self.attempts:
-                time.sleep(self.policy.delay(attempt))
-        raise ConnectorError(self.system, operation, asset, last_status, detail, transient=transient)
+    def check(self) -> str:
+        """Reachability: any answer below 500 from the base URL counts."""
+        answer = self._api.request("GET", "/", "check reachability", self.name, ok=tuple(range(200, 500)))
+        return f"{self.name} answers (HTTP {answer.status_code})"
 
 
-def _detail(response: httpx.Response) -> str:
-    """A short, secret-free description of an error answer."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200]
-    if isinstance(body, dict):
-        for key in ("error", "detail", "message", "errorMessages"):
-            if key in body:
-                text = str(body[key])
-                if isinstance(body.get("errors"), list) and body["errors"]:  # PagerDuty, Jira
-                    text += ": " + "; ".join(str(e) for e in body["errors"])
-                return text[:300]
-        if isinstance(body.get("errors"), list) and body["errors"]:  # Vault / OpenBao
-            return "; ".join(" ".join(str(e).split()) for e in body["errors"])[:300]
-    return str(body)[:300]
+@lru_cache(maxsize=32)
+def _client(name: str, url: str, header: str, value: str | None, timeout: float, plan: bool) -> GenericHttp:
+    headers = {header: value} if value else {}
+    return GenericHttp(name, url, headers, timeout=timeout, plan=plan)
+
+
+def endpoint(settings: Settings, name: str) -> GenericHttp:
+    config = settings.http_endpoints.get(name)
+    if config is None:
+        raise NotConfigured(f"HTTP endpoint {name}", [f"AISOAR_HTTP_ENDPOINTS__{name}__URL"])
+    value = f"{config.auth_scheme} {config.token.get_secret_value()}".strip() if config.token else None
+    return _client(name, config.url, config.auth_header, value, settings.http_timeout_seconds, settings.plan_mode)

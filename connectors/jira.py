@@ -24,12 +24,21 @@ from urllib.parse import quote
 
 import requests
 from jira import JIRA, JIRAError
+from pydantic import Field, SecretStr
 from urllib3.exceptions import NewConnectionError
 
 from connectors.errors import ConnectorError, PlanGuard
 from connectors.retry import RETRY_STATUSES, Backoff
+from connectors.system import StandIn, System, SystemSettings, secret
 
-SYSTEM = "Jira"
+TITLE = "Jira"
+
+
+class JiraSettings(SystemSettings):
+    url: str | None = None
+    user: str | None = None
+    token: SecretStr | None = None
+    project: str | None = Field(None, description="the project key issues are opened in")
 ISSUE_KEY = re.compile(r"^[A-Z][A-Z0-9_]{0,30}-[1-9][0-9]{0,9}$")
 PROJECT_KEY = re.compile(r"^[A-Z][A-Z0-9_]{0,30}$")
 LABEL = re.compile(r"^[A-Za-z0-9_.:\-]{1,255}$")
@@ -57,7 +66,7 @@ class JiraTickets:
         self.server = server.rstrip("/")
         self.timeout = timeout
         self.policy = Backoff(attempts, backoff, max_backoff)
-        self._guard = PlanGuard(SYSTEM, plan)
+        self._guard = PlanGuard(TITLE, plan)
         self._auth = (user, token)
         self._client: JIRA | None = None
 
@@ -105,8 +114,8 @@ class JiraTickets:
             if attempt < attempts:
                 time.sleep(self.policy.delay(attempt, retry_after))
         else:  # every attempt failed in a way worth trying again later
-            raise ConnectorError(SYSTEM, operation, asset, last_status, detail, transient=True)
-        raise ConnectorError(SYSTEM, operation, asset, last_status, detail, transient=False)
+            raise ConnectorError(TITLE, operation, asset, last_status, detail, transient=True)
+        raise ConnectorError(TITLE, operation, asset, last_status, detail, transient=False)
 
     # -- reads -----------------------------------------------------------------------------
     def check(self) -> str:
@@ -221,7 +230,7 @@ class JiraTickets:
             offered = ", ".join(f"{t.get('name')} (id {t.get('id')})" for t in choices) or "none"
             wanted = f"named {name!r}" if name else "into a done status"
             raise ConnectorError(
-                SYSTEM, "transition issue", issue_key, "no transition", f"no transition {wanted}; offered: {offered}"
+                TITLE, "transition issue", issue_key, "no transition", f"no transition {wanted}; offered: {offered}"
             )
         transition_id = str(chosen["id"])
         target = str((chosen.get("to") or {}).get("name", "?"))
@@ -263,3 +272,17 @@ def _text(exc: JIRAError) -> str:
     response = getattr(exc, "response", None)
     text = exc.text or (response.text if response is not None else "") or "no detail"
     return str(text)[:300]
+
+
+SYSTEM = System(
+    name="jira",
+    title=TITLE,
+    settings=JiraSettings,
+    required=("url", "user", "token", "project"),
+    build=lambda s, o: JiraTickets(
+        str(s.url), str(s.user), secret(s.token), str(s.project), timeout=o.timeout, plan=o.plan, **o.retry
+    ),
+    stand_in=StandIn.fake,
+    stand_in_note="sandbox fake driven by the jira package",
+    example_change=lambda c: c.create_issue("conformance", "conformance", ["aisoar-conformance"], None),
+)

@@ -9,15 +9,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.http import HttpApi
+from pydantic import SecretStr
 
-SYSTEM = "LiteLLM gateway"
+from connectors.system import StandIn, System, SystemSettings, secret
+from connectors.transport import HttpApi
+
+TITLE = "LiteLLM gateway"
+
+
+class LiteLLMSettings(SystemSettings):
+    url: str | None = None
+    master_key: SecretStr | None = None
 MAX_LOG_ROWS = 1000
 
 
 class LiteLLMGateway:
     def __init__(self, base_url: str, master_key: str, timeout: float = 10.0, **retry: Any) -> None:
-        self._api = HttpApi(SYSTEM, base_url, {"Authorization": f"Bearer {master_key}"}, timeout=timeout, **retry)
+        self._api = HttpApi(TITLE, base_url, {"Authorization": f"Bearer {master_key}"}, timeout=timeout, **retry)
         self._api.identify = self.check
 
     def close(self) -> None:
@@ -92,3 +100,15 @@ class LiteLLMGateway:
 
 def _asset(key_hash: str) -> str:
     return f"key sha256:{key_hash[:12]}"
+
+
+SYSTEM = System(
+    name="litellm",
+    title=TITLE,
+    settings=LiteLLMSettings,
+    required=("url", "master_key"),
+    build=lambda s, o: LiteLLMGateway(str(s.url), secret(s.master_key), timeout=o.timeout, plan=o.plan, **o.retry),
+    stand_in=StandIn.fake,
+    stand_in_note="sandbox fake checked against the proxy's OpenAPI document",
+    example_change=lambda c: c.block_key("0" * 64),
+)

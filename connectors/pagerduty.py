@@ -8,16 +8,24 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from connectors.http import HttpApi
+from pydantic import SecretStr
 
-SYSTEM = "PagerDuty"
+from connectors.system import StandIn, System, SystemSettings, secret
+from connectors.transport import HttpApi
+
+TITLE = "PagerDuty"
+
+
+class PagerDutySettings(SystemSettings):
+    url: str = "https://events.pagerduty.com"
+    routing_key: SecretStr | None = None
 PagerSeverity = Literal["critical", "error", "warning", "info"]
 
 
 class PagerDutyEvents:
     def __init__(self, base_url: str, routing_key: str, timeout: float = 10.0, **retry: Any) -> None:
         self._routing_key = routing_key
-        self._api = HttpApi(SYSTEM, base_url, {}, timeout=timeout, **retry)
+        self._api = HttpApi(TITLE, base_url, {}, timeout=timeout, **retry)
 
     def close(self) -> None:
         self._api.close()
@@ -53,3 +61,15 @@ class PagerDutyEvents:
 
     def resolve(self, dedup_key: str) -> str:
         return self._enqueue("resolve", dedup_key)
+
+
+SYSTEM = System(
+    name="pagerduty",
+    title=TITLE,
+    settings=PagerDutySettings,
+    required=("routing_key",),
+    build=lambda s, o: PagerDutyEvents(s.url, secret(s.routing_key), timeout=o.timeout, plan=o.plan, **o.retry),
+    stand_in=StandIn.fake,
+    stand_in_note="sandbox fake",
+    example_change=lambda c: c.trigger("INC-0", "conformance", "aisoar", "info", None),
+)

@@ -17,11 +17,18 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from pydantic import SecretStr
 
 from connectors.errors import ConnectorError
-from connectors.http import HttpApi
+from connectors.system import StandIn, System, SystemSettings, secret
+from connectors.transport import HttpApi
 
-SYSTEM = "Qdrant"
+TITLE = "Qdrant"
+
+
+class QdrantSettings(SystemSettings):
+    url: str | None = None
+    api_key: SecretStr | None = None
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$"
 SNAPSHOT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,250}\.snapshot$"
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -36,7 +43,7 @@ class QdrantApi:
     def __init__(self, base_url: str, api_key: str, timeout: float = 10.0, **retry: Any) -> None:
         self._api_key = api_key
         self.base_url = base_url.rstrip("/")
-        self._api = HttpApi(SYSTEM, self.base_url, {"api-key": api_key}, timeout=timeout, **retry)
+        self._api = HttpApi(TITLE, self.base_url, {"api-key": api_key}, timeout=timeout, **retry)
         self._api.identify = self.check
 
     def close(self) -> None:
@@ -69,7 +76,7 @@ class QdrantApi:
             return body.get("result") if isinstance(body, dict) else None
         if response.status_code == 404 and missing_ok:
             return None
-        raise ConnectorError(SYSTEM, operation, asset, response.status_code, self._detail(response))
+        raise ConnectorError(TITLE, operation, asset, response.status_code, self._detail(response))
 
     def _detail(self, response: httpx.Response) -> str:
         try:
@@ -143,7 +150,7 @@ class QdrantApi:
                 break
             if json.dumps(offset) in seen:  # an offset served before would scroll forever
                 raise ConnectorError(
-                    SYSTEM, "scroll points", _asset(name), "inconsistent", "the scroll offset repeated itself"
+                    TITLE, "scroll points", _asset(name), "inconsistent", "the scroll offset repeated itself"
                 )
             seen.add(json.dumps(offset))
         return {
@@ -243,3 +250,17 @@ def _point_id(value: PointId) -> PointId:
     ):
         raise ValueError("a Qdrant point id is an unsigned integer or a UUID")
     return value
+
+
+SYSTEM = System(
+    name="qdrant",
+    title=TITLE,
+    settings=QdrantSettings,
+    required=("url", "api_key"),
+    build=lambda s, o: QdrantApi(str(s.url), secret(s.api_key), timeout=o.timeout, plan=o.plan, **o.retry),
+    stand_in=StandIn.fake,
+    stand_in_note="sandbox fake modeled on Qdrant's REST API",
+    example_change=lambda c: c.change_aliases(
+        [{"delete_alias": {"alias_name": "conformance"}}], "remove alias", "conformance"
+    ),
+)

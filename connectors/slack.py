@@ -17,6 +17,7 @@ from http.client import RemoteDisconnected
 from typing import Any
 from urllib.error import URLError
 
+from pydantic import Field, SecretStr
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry import (
@@ -31,8 +32,15 @@ from slack_sdk.http_retry.state import RetryState
 
 from connectors.errors import ConnectorError, PlanGuard
 from connectors.retry import RETRY_STATUSES, Backoff
+from connectors.system import StandIn, System, SystemSettings, secret
 
-SYSTEM = "Slack"
+TITLE = "Slack"
+
+
+class SlackSettings(SystemSettings):
+    base_url: str = "https://slack.com/api/"
+    token: SecretStr | None = None
+    channel: str | None = Field(None, description="the incident channel (name or id)")
 TS = re.compile(r"^\d{1,12}\.\d{1,9}$")
 CHANNEL_ID = re.compile(r"^[CDG][A-Z0-9]{2,30}$")
 
@@ -115,7 +123,7 @@ class SlackNotifier:
     ) -> None:
         self.channel = channel
         self.timeout = timeout
-        self._guard = PlanGuard(SYSTEM, plan)
+        self._guard = PlanGuard(TITLE, plan)
         self._client = WebClient(
             token=token,
             base_url=base_url,
@@ -139,15 +147,15 @@ class SlackNotifier:
             status = exc.response.status_code
             error = exc.response.data.get("error") if isinstance(exc.response.data, dict) else None
             detail = str(error or exc.response.data or "unknown error")[:300]
-            raise ConnectorError(SYSTEM, operation, asset, status, detail) from None
+            raise ConnectorError(TITLE, operation, asset, status, detail) from None
         except TimeoutError:
-            raise ConnectorError(SYSTEM, operation, asset, "timeout", f"no answer within {self.timeout}s") from None
+            raise ConnectorError(TITLE, operation, asset, "timeout", f"no answer within {self.timeout}s") from None
         except URLError as exc:
             if isinstance(exc.reason, TimeoutError):
-                raise ConnectorError(SYSTEM, operation, asset, "timeout", f"no answer within {self.timeout}s") from None
-            raise ConnectorError(SYSTEM, operation, asset, "connection error", type(exc).__name__) from None
+                raise ConnectorError(TITLE, operation, asset, "timeout", f"no answer within {self.timeout}s") from None
+            raise ConnectorError(TITLE, operation, asset, "connection error", type(exc).__name__) from None
         except (SlackClientError, OSError) as exc:
-            raise ConnectorError(SYSTEM, operation, asset, "connection error", type(exc).__name__) from None
+            raise ConnectorError(TITLE, operation, asset, "connection error", type(exc).__name__) from None
         data = response.data
         return data if isinstance(data, dict) else {}
 
@@ -226,3 +234,18 @@ class SlackNotifier:
 def _check_ts(ts: str) -> None:
     if not TS.match(ts):
         raise ValueError(f"not a Slack message timestamp: {ts[:40]!r}")
+
+
+SYSTEM = System(
+    name="slack",
+    title=TITLE,
+    settings=SlackSettings,
+    required=("token", "channel"),
+    build=lambda s, o: SlackNotifier(
+        secret(s.token), str(s.channel), s.base_url, timeout=o.timeout, plan=o.plan, **o.retry
+    ),
+    stand_in=StandIn.fake,
+    stand_in_note="sandbox fake driven by slack-sdk",
+    url_field="base_url",
+    example_change=lambda c: c.post(text="conformance", blocks=[]),
+)

@@ -24,11 +24,20 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from pydantic import Field, SecretStr
 
 from connectors.errors import ConnectorError
-from connectors.http import HttpApi
+from connectors.system import StandIn, System, SystemSettings, secret
+from connectors.transport import HttpApi
 
-SYSTEM = "Vault"
+TITLE = "Vault"
+
+
+class VaultSettings(SystemSettings):
+    url: str | None = Field(None, description="OpenBao or HashiCorp Vault address")
+    token: SecretStr | None = None
+    namespace: str | None = None
+    kv_mount: str = "secret"
 
 # Vault >= 1.10 and OpenBao: 24 base62 characters, ".<namespace id>" inside a namespace;
 # older Vault: a UUID.
@@ -137,7 +146,7 @@ class VaultCredentials:
         if namespace:
             headers["X-Vault-Namespace"] = namespace
         self.kv_mount = _checked(kv_mount, KV_MOUNT_PATTERN, "KV mount")
-        self._api = HttpApi(SYSTEM, base_url, headers, timeout=timeout, **retry)
+        self._api = HttpApi(TITLE, base_url, headers, timeout=timeout, **retry)
         self._api.identify = self.check
         self._own: OwnToken | None = None
 
@@ -162,7 +171,7 @@ class VaultCredentials:
             method, path, operation, asset, ok=expect + CLIENT_ERRORS, json=json, params=params, changes=changes
         )
         if response.status_code not in expect:
-            raise ConnectorError(SYSTEM, operation, asset, response.status_code, _error_text(response))
+            raise ConnectorError(TITLE, operation, asset, response.status_code, _error_text(response))
         return response
 
     # --- aisoar's own token -------------------------------------------------------------
@@ -216,7 +225,7 @@ class VaultCredentials:
         own = self.own_token()
         if own.accessor and own.accessor == accessor:
             raise ConnectorError(
-                SYSTEM, "revoke token accessor", asset, "refused", "this is aisoar's own token; revoke it by hand"
+                TITLE, "revoke token accessor", asset, "refused", "this is aisoar's own token; revoke it by hand"
             )
         response = self._call(
             "POST",
@@ -294,7 +303,7 @@ class VaultCredentials:
         own = self.own_token()
         if own.path and (own.path.rstrip("/") + "/").startswith(prefix.rstrip("/") + "/"):
             raise ConnectorError(
-                SYSTEM,
+                TITLE,
                 "revoke lease prefix",
                 asset,
                 "refused",
@@ -354,7 +363,7 @@ class VaultCredentials:
         entry = (metadata or {}).get("versions", {}).get(str(version))
         if entry is None:
             where = "the secret does not exist" if metadata is None else f"the secret has no version {version}"
-            raise ConnectorError(SYSTEM, "destroy secret version", asset, "not found", where)
+            raise ConnectorError(TITLE, "destroy secret version", asset, "not found", where)
         if entry["destroyed"]:
             return Revocation(True, f"version {version} was already destroyed")
         self._call(
@@ -399,7 +408,7 @@ def _raise_unless_invalid(response: httpx.Response, operation: str, asset: str, 
     """A 400 is "not found" only when Vault says ``expected`` (e.g. "invalid accessor")."""
     errors = _errors(response)
     if not any(expected in error for error in errors):
-        raise ConnectorError(SYSTEM, operation, asset, response.status_code, _error_text(response))
+        raise ConnectorError(TITLE, operation, asset, response.status_code, _error_text(response))
 
 
 def _raise_unless_empty_404(response: httpx.Response, operation: str, asset: str) -> None:
@@ -407,4 +416,24 @@ def _raise_unless_empty_404(response: httpx.Response, operation: str, asset: str
     mount, "no handler for route") is a real error."""
     errors = [e for e in _errors(response) if e]
     if errors:
-        raise ConnectorError(SYSTEM, operation, asset, 404, "; ".join(errors)[:300])
+        raise ConnectorError(TITLE, operation, asset, 404, "; ".join(errors)[:300])
+
+
+SYSTEM = System(
+    name="vault",
+    title=TITLE,
+    settings=VaultSettings,
+    required=("url", "token"),
+    build=lambda s, o: VaultCredentials(
+        str(s.url),
+        secret(s.token),
+        namespace=s.namespace or None,
+        kv_mount=s.kv_mount,
+        timeout=o.timeout,
+        plan=o.plan,
+        **o.retry,
+    ),
+    stand_in=StandIn.server,
+    stand_in_note="the real OpenBao server (`bao server -dev`)",
+    example_change=lambda c: c.revoke_accessor("conformance-accessor"),
+)

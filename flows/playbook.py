@@ -21,6 +21,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
 from aisoar.actions import Effect
+from aisoar.case import report_key, run_url
 from aisoar.models import IncidentStatus
 from aisoar.outcomes import Verdict, incident_status, judge
 from aisoar.report import incident_report
@@ -29,7 +30,6 @@ from flows.services import Services, services
 from flows.steps import run_step
 from flows.tell import runner_context, tell
 from tasks.base import Outcome
-from tasks.incident import report_key
 from tasks.registry import REGISTRY
 
 CLOSE_ACTION = "incident.close"
@@ -41,7 +41,7 @@ def template_context(svc: Services, spec: PlaybookSpec, incident_id: str, flow_r
     alerts = sorted((svc.store.get_alert(alert_id) for alert_id in incident.alert_ids), key=lambda a: a.received_at)
     picked = spec.pick_entities([entity for alert in alerts for entity in alert.entities])
     entities = {kind: entity.model_dump(mode="json") for kind, entity in picked.items()}
-    ui = svc.settings.prefect_ui_url.rstrip("/")
+    ui = svc.settings.prefect_ui_url
     return {
         "alert": alerts[0].model_dump(mode="json") if alerts else {},
         "incident": {
@@ -52,7 +52,7 @@ def template_context(svc: Services, spec: PlaybookSpec, incident_id: str, flow_r
         },
         "entities": entities,
         "steps": {},
-        "run": {"id": flow_run_id, "url": f"{ui}/runs/flow-run/{flow_run_id}"},
+        "run": {"id": flow_run_id, "url": run_url(ui, flow_run_id)},
         "spec": {"name": spec.name, "title": spec.title},
     }
 

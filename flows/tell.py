@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from aisoar.inert import jira_text
 from connectors.errors import NotConfigured, Planned
+from connectors.jira import SYSTEM as JIRA
 from flows.services import Services
-from tasks import connect
-from tasks.announce import announce, failed_to_tell
 from tasks.base import ActionContext
-from tasks.notify import notify, recorded_issue, recorded_thread
+from tasks.incident import announce, failed_to_tell
+from tasks.slack import notify
 
 
 def runner_context(
@@ -35,7 +35,7 @@ def tell(ctx: ActionContext, message: str) -> list[str]:
     a comment on its Jira issue (where one is open). Returns what was done, for the logs."""
     done: list[str] = []
     try:
-        if recorded_thread(ctx) is None:  # announce first (thread, page): the news is a reply in it
+        if ctx.links().slack is None:  # announce first (thread, page): the news is a reply in it
             announce(ctx)
         posted = notify(ctx, message, reply=True)
         done.append(f"Slack {posted['channel']}")
@@ -45,11 +45,11 @@ def tell(ctx: ActionContext, message: str) -> list[str]:
         done.append(str(exc))
     except Exception as exc:  # telling must never stop the run; the failure is told instead
         done.append(failed_to_tell(ctx, "Slack", exc))
-    issue = recorded_issue(ctx.store.get_incident(ctx.incident_id))
+    issue = ctx.links().jira_key
     if issue is not None:
         try:
-            connect.jira(ctx.settings).add_comment(issue["key"], f"*aisoar:* {jira_text(message, 5000)}")
-            done.append(f"Jira {issue['key']}")
+            JIRA.client(ctx.settings).add_comment(issue, f"*aisoar:* {jira_text(message, 5000)}")
+            done.append(f"Jira {issue}")
         except (NotConfigured, Planned):
             pass
         except Exception as exc:

@@ -8,8 +8,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aisoar.case import CaseLinks, run_url
 from aisoar.config import Settings
 from aisoar.evidence import EvidenceStore
+from aisoar.models import Incident
 from aisoar.specs import PlaybookSpec
 from aisoar.store import Store
 
@@ -95,7 +97,12 @@ class ActionContext:
     def run_url(self) -> str | None:
         if not self.flow_run_id:
             return None
-        return f"{self.settings.prefect_ui_url.rstrip('/')}/runs/flow-run/{self.flow_run_id}"
+        return run_url(self.settings.prefect_ui_url, self.flow_run_id)
+
+    def links(self, incident: Incident | None = None) -> CaseLinks:
+        """The incident's case links (Slack thread, Jira issue, report, this run)."""
+        incident = incident or self.store.get_incident(self.incident_id)
+        return CaseLinks.of(incident, self.settings.prefect_ui_url, self.flow_run_id)
 
     @property
     def actor(self) -> str:

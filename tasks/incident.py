@@ -1,34 +1,114 @@
-"""Closing an incident, only when the playbook's objectives are met (verified at the target):
-the status and the resolution come from the recorded outcomes (``aisoar.outcomes``), then the
-case systems are told: the Jira issue gets the rest of the timeline and moves to done, the
-Slack thread gets a final update. The close is recorded first; a failure in Jira or Slack is
+"""The incident namespace: announcing an incident, and closing it.
+
+**Announce.** The runner tells on-call before any approval gate can be reached. The
+announcement is the Slack thread's parent message (every later update replies in its
+thread) and, for an incident at least ``AISOAR_PAGE_MIN_SEVERITY`` (high), a PagerDuty page
+where PagerDuty is configured. A spec may place the step ``incident.announce`` itself
+(after fast reversible containment, say); the validator refuses a gate before it, and the
+runner announces first in a spec that has none.
+
+**Close**, only when the playbook's objectives are met (verified at the target): the status
+and the resolution come from the recorded outcomes (``aisoar.outcomes``), then the case
+systems are told: the Jira issue gets the rest of the timeline and moves to done, the Slack
+thread gets a final update. The close is recorded first; a failure in Jira or Slack is
 reported on the step and the timeline, never undoes it. The runner publishes the report.
 """
 
+
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from aisoar.actions import Effect
-from aisoar.models import IncidentStatus
+from aisoar.case import report_key
+from aisoar.models import IncidentStatus, Severity
 from aisoar.outcomes import judge
 from connectors.errors import ConnectorError, NotConfigured, Planned
+from connectors.pagerduty import SYSTEM as PAGERDUTY
 from tasks.base import ActionContext, Outcome, ProbeResult, StepOutcome, ok, refused
-from tasks.notify import notify, recorded_thread
+from tasks.jira import close_issue_for, comment_timeline_for, link_evidence_for
+from tasks.pagerduty import SEVERITY
 from tasks.registry import action
-from tasks.tickets import close_issue_for, comment_timeline_for, link_evidence_for
+from tasks.slack import notify, probe_posted
 
+log = logging.getLogger("aisoar.tell")
+
+
+class AnnounceInputs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    message: Annotated[str, Field(max_length=2000)] = ""
+
+
+def failed_to_tell(ctx: ActionContext, where: str, exc: Exception) -> str:
+    """A failure to tell someone is itself told: on the timeline and in the logs."""
+    detail = f"could not tell on-call in {where}: {type(exc).__name__}: {str(exc)[:300]}"
+    log.warning("incident %s: %s", ctx.incident_id, detail)
+    ctx.store.add_timeline(ctx.incident_id, "error", detail, step_id=ctx.step_id)
+    return detail
+
+
+def announce(ctx: ActionContext, message: str = "") -> dict[str, str]:
+    """Tell on-call about the incident once: the Slack parent message (every later ``tell``
+    replies in its thread) and, for a severe enough incident, a PagerDuty page. Idempotent:
+    an incident already announced is not announced or paged again (its parent is updated).
+    Raises ``ConnectorError`` when nobody could be told."""
+    incident = ctx.store.get_incident(ctx.incident_id)
+    result: dict[str, str] = {}
+    first = ctx.links(incident).slack is None
+    if first:
+        posted = notify(ctx, "", reply=False)
+        if message:  # a reply: the parent is rewritten with every status change, a reply stays
+            notify(ctx, message, reply=True)
+        result["slack"] = f"on-call told in Slack ({posted['channel']})"
+    else:
+        posted = notify(ctx, message, reply=bool(message))
+        result["slack"] = f"already announced in Slack ({posted['channel']}); parent updated"
+    result["slack_channel"] = str(posted["channel"])
+    result["slack_ts"] = str(posted["thread_ts"])
+    if first and incident.severity.rank >= Severity(ctx.settings.page_min_severity).rank:
+        try:
+            pager = PAGERDUTY.client(ctx.settings)
+            pager.trigger(
+                dedup_key=incident.id,
+                summary=f"AI incident {incident.id} ({incident.severity.value}): {incident.title}",
+                source=f"aisoar/{ctx.playbook}",
+                severity=SEVERITY[incident.severity.value],
+                link=ctx.run_url,
+            )
+            result["page"] = f"on-call paged in PagerDuty ({incident.severity.value})"
+        except NotConfigured:
+            result["page"] = "PagerDuty not configured: nobody paged"
+        except Planned as exc:
+            result["page"] = str(exc)
+        except ConnectorError as exc:
+            result["page"] = failed_to_tell(ctx, "PagerDuty", exc)
+    return result
+
+
+@action(
+    "incident.announce",
+    effect=Effect.notifies,
+    inputs=AnnounceInputs,
+    summary="Tell on-call about the incident: the Slack message its thread hangs from, and a PagerDuty page "
+    "when it is severe enough (the runner does this first unless the spec places it)",
+    probe=probe_posted,
+)
+def announce_incident(ctx: ActionContext, inputs: AnnounceInputs) -> StepOutcome:
+    result = announce(ctx, inputs.message)
+    told = "; ".join(v for k, v in result.items() if k in {"slack", "page"})
+    return ok(told, channel=result["slack_channel"], thread_ts=result["slack_ts"], ts=result["slack_ts"])
+
+
+# -- close ------------------------------------------------------------------------------
 
 class CloseInputs(BaseModel):
     """Nothing: the resolution is computed from the verified outcomes, never written in a spec."""
 
     model_config = ConfigDict(extra="forbid")
-
-
-def report_key(incident_id: str) -> str:
-    return f"incident-report-{incident_id.lower()}"
 
 
 def _follow_up(ctx: ActionContext, what: str, run: Callable[[], str]) -> str:
@@ -59,7 +139,7 @@ def close_jira(ctx: ActionContext) -> str:
 
 
 def final_slack_update(ctx: ActionContext, resolution: str) -> str:
-    if recorded_thread(ctx) is None:
+    if ctx.links().slack is None:
         return "Slack: no thread for this incident"
     result = notify(ctx, f"Incident closed: {resolution}", reply=True)
     return f"Slack thread {result['thread_ts']} updated (closed)"

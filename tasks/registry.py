@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import importlib
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -32,7 +34,56 @@ class Action:
         return self.info.name
 
 
-REGISTRY: dict[str, Action] = {}
+# The action namespaces, each registered by the tasks module of its name: the namespaces of
+# aisoar itself, then one per external system (connectors.systems).
+CORE_NAMESPACES = ("incident", "evidence", "http")  # http: the endpoints in AISOAR_HTTP_ENDPOINTS__*
+
+
+def namespaces() -> tuple[str, ...]:
+    from connectors.systems import SYSTEMS
+
+    return CORE_NAMESPACES + tuple(system.name for system in SYSTEMS)
+
+
+class Registry(Mapping[str, Action]):
+    """Every action, by name. The first read loads every namespace's module, so an entry point
+    sees all actions whether or not it imported a tasks module itself."""
+
+    def __init__(self) -> None:
+        self._actions: dict[str, Action] = {}
+        self._loaded = False
+        self._lock = threading.RLock()
+
+    def add(self, entry: Action) -> None:
+        if entry.name in self._actions:
+            raise ValueError(f"action {entry.name} is registered twice")
+        self._actions[entry.name] = entry
+
+    def load(self) -> None:
+        with self._lock:
+            if self._loaded:
+                return
+            for namespace in namespaces():
+                importlib.import_module(f"tasks.{namespace}")
+            for name in self._actions:
+                if name.split(".", 1)[0] not in namespaces():
+                    raise ValueError(f"action {name} is outside every declared namespace")
+            self._loaded = True
+
+    def __getitem__(self, name: str) -> Action:
+        self.load()
+        return self._actions[name]
+
+    def __iter__(self) -> Iterator[str]:
+        self.load()
+        return iter(self._actions)
+
+    def __len__(self) -> int:
+        self.load()
+        return len(self._actions)
+
+
+REGISTRY = Registry()
 
 
 def action(
@@ -58,9 +109,6 @@ def action(
     def register(
         fn: Callable[[ActionContext, InputsT], StepOutcome],
     ) -> Callable[[ActionContext, InputsT], StepOutcome]:
-        if name in REGISTRY:
-            raise ValueError(f"action {name} is registered twice")
-
         @functools.wraps(fn)
         def run(ctx: ActionContext, inputs: InputsT) -> StepOutcome | State[StepOutcome]:
             try:
@@ -86,7 +134,7 @@ def action(
             has_probe=probe is not None,
             ends_playbook=ends_playbook,
         )
-        REGISTRY[name] = Action(info=info, task=prefect_task, probe=probe)
+        REGISTRY.add(Action(info=info, task=prefect_task, probe=probe))
         return fn
 
     return register

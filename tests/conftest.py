@@ -11,7 +11,7 @@ from pathlib import Path
 # Prefect reads its settings when it is first imported: point it at this session's
 # server before anything imports it.
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="aisoar-tests-"))
-from aisoar.sandbox.serving import free_port  # noqa: E402
+from sandbox.serving import free_port  # noqa: E402
 
 _PREFECT_PORT = free_port()
 os.environ.update(
@@ -28,8 +28,8 @@ os.environ.update(
 import pytest  # noqa: E402
 
 from aisoar.config import Settings  # noqa: E402
-from aisoar.prefect_server import PrefectServer  # noqa: E402
-from aisoar.sandbox.stack import Sandbox  # noqa: E402
+from cli.prefect_server import PrefectServer  # noqa: E402
+from sandbox.stack import Sandbox  # noqa: E402
 
 WEBHOOK_SECRET = "test-webhook-secret-0123456789"
 

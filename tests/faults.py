@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import httpx
 from fastapi import FastAPI, Request, Response
 
-from aisoar.sandbox.serving import BackgroundServer
+from sandbox.serving import BackgroundServer
 
 HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
 

@@ -16,10 +16,10 @@ from aisoar.config import PROJECT_ROOT, Settings
 from aisoar.ingress.app import create_app
 from aisoar.ingress.auth import signed_headers
 from aisoar.ingress.dispatch import Dispatcher
-from aisoar.sandbox.serving import BackgroundServer
-from aisoar.sandbox.stack import Sandbox
 from flows.runtime import PlaybookRuntime
 from flows.services import Services, build_services
+from sandbox.serving import BackgroundServer
+from sandbox.stack import Sandbox
 from tests.conftest import WEBHOOK_SECRET, make_settings
 
 SAMPLE: dict[str, Any] = json.loads((PROJECT_ROOT / "examples/alerts/leaked-openai-key.json").read_text())

@@ -20,13 +20,13 @@ from aisoar.config import PROJECT_ROOT
 from aisoar.evidence import EvidenceStore
 from aisoar.ingress.adapters import generic_json
 from aisoar.models import Severity
-from aisoar.sandbox.agent_runtime import AgentRuntimeState, create_app, seed_demo
-from aisoar.sandbox.serving import BackgroundServer
 from aisoar.store import Store
-from connectors.agent_control import AgentControlPlane, _seg
+from connectors.agent import AgentControlPlane, _seg
 from connectors.errors import ConnectorError
+from sandbox.agent import AgentRuntimeState, create_app, seed_demo
+from sandbox.serving import BackgroundServer
 from tasks import REGISTRY
-from tasks.agents import (
+from tasks.agent import (
     AgentEvidenceInputs,
     GuardrailInputs,
     InstanceInputs,
@@ -330,7 +330,7 @@ def _context(tmp_path: Path, env: dict[str, str], **overrides: object) -> Action
 
 
 def _env(runtime: Runtime) -> dict[str, str]:
-    return {"AISOAR_AGENT_CONTROL_URL": runtime.url, "AISOAR_AGENT_CONTROL_TOKEN": runtime.state.token}
+    return {"AISOAR_AGENT_URL": runtime.url, "AISOAR_AGENT_TOKEN": runtime.state.token}
 
 
 def run(ctx: ActionContext, name: str, inputs: Any) -> StepOutcome:
@@ -432,4 +432,4 @@ def test_plan_mode_and_missing_settings_through_the_registry(runtime: Runtime, t
     bare = _context(tmp_path / "bare", {})
     skipped = REGISTRY["agent.block_user"].task.fn(bare, UserInputs(user="u-42"))
     assert isinstance(skipped, State) and skipped.name == "Not configured"
-    assert "AISOAR_AGENT_CONTROL_URL" in str(skipped.message) and "AISOAR_AGENT_CONTROL_TOKEN" in str(skipped.message)
+    assert "AISOAR_AGENT_URL" in str(skipped.message) and "AISOAR_AGENT_TOKEN" in str(skipped.message)

@@ -30,11 +30,12 @@ from aisoar.config import PROJECT_ROOT
 from aisoar.evidence import EvidenceStore
 from aisoar.models import CloudCredential
 from aisoar.store import Store
-from connectors.aws_iam import AwsIam
+from connectors.aws import SYSTEM as AWS
+from connectors.aws import AwsIam
 from connectors.errors import ConnectorError
-from tasks import REGISTRY, connect
+from tasks import REGISTRY
+from tasks.aws import AwsAccessKey
 from tasks.base import ActionContext, Outcome, StepOutcome
-from tasks.cloud_keys import AwsAccessKey
 from tests import matrix
 from tests.conftest import make_settings
 from tests.docs import connector_section
@@ -342,7 +343,7 @@ def test_without_boto3_the_error_says_what_to_install() -> None:
     """In a child interpreter where boto3 cannot be imported (this one keeps it)."""
     code = (
         "import sys; sys.modules['boto3'] = None\n"
-        "from connectors.aws_iam import AwsIam\n"
+        "from connectors.aws import AwsIam\n"
         "from connectors.errors import NotConfigured\n"
         "try:\n    AwsIam('us-east-1')\n"
         "except NotConfigured as exc:\n    print(exc)\n"
@@ -436,8 +437,8 @@ def test_default_credentials_come_from_boto3s_chain(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", responder[1])
     env = {"AISOAR_AWS_ENDPOINT_URL": moto_server.url, "AISOAR_AWS_USE_DEFAULT_CREDENTIALS": "true"}
     settings = make_settings(tmp_path / "data", env=env)
-    assert settings.aws_access_key_id is None
-    assert "user/aisoar-responder" in connect.aws_iam(settings).check()
+    assert AWS.settings_of(settings).access_key_id is None
+    assert "user/aisoar-responder" in AWS.client(settings).check()
 
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")

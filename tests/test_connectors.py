@@ -12,11 +12,11 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from aisoar.sandbox.serving import BackgroundServer
-from aisoar.sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT, DEMO_SECRET, Sandbox
 from connectors.errors import ConnectorError
 from connectors.litellm import LiteLLMGateway
-from connectors.openai_admin import OpenAIAdmin
+from connectors.openai import OpenAIAdmin
+from sandbox.serving import BackgroundServer
+from sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT, DEMO_SECRET, Sandbox
 
 MASTER = "sk-master-never-print-me-123456"
 
@@ -100,7 +100,7 @@ def test_block_and_delete_twice_are_harmless(sandbox: Sandbox) -> None:
     info = gateway.key_info(key_hash)
     assert info is not None and info["blocked"] is True
     assert gateway.key_info("e" * 64) is None
-    admin = OpenAIAdmin(env["AISOAR_OPENAI_ADMIN_URL"], env["AISOAR_OPENAI_ADMIN_KEY"])
+    admin = OpenAIAdmin(env["AISOAR_OPENAI_URL"], env["AISOAR_OPENAI_ADMIN_KEY"])
     assert admin.delete_project_key(DEMO_PROJECT, DEMO_KEY_ID) is True
     assert admin.delete_project_key(DEMO_PROJECT, DEMO_KEY_ID) is False
     assert admin.get_project_key(DEMO_PROJECT, DEMO_KEY_ID) is None

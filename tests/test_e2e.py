@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from aisoar.prefect_server import PrefectServer
-from aisoar.sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT, DEMO_SECRET, Sandbox
+from cli.prefect_server import PrefectServer
+from sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT, DEMO_SECRET, Sandbox
 from tasks.incident import report_key
 from tests import prefect_api
 from tests.e2e_specs import spec_variant
@@ -88,7 +88,7 @@ def test_leaked_key_is_contained_approved_and_deleted(stack: Stack) -> None:
     prefect_api.wait_for_state(run_id, "COMPLETED", timeout=30)
 
     gone = httpx.post(
-        f"{stack.settings.openai_admin_url}/chat/completions",
+        f"{stack.settings.openai_url}/chat/completions",
         headers={"Authorization": f"Bearer {DEMO_SECRET}"},
         json={},
     )

@@ -22,12 +22,20 @@ import httpx
 import pytest
 
 from aisoar.config import PROJECT_ROOT, Settings
-from aisoar.sandbox.agent_runtime import DEMO_POISONED_MEMORY_ID
-from aisoar.sandbox.real_servers import SAMPLE_AWS_KEY_ID, SAMPLE_AWS_USER, SAMPLE_VAULT_ACCESSOR
-from aisoar.sandbox.serving import free_port
-from aisoar.sandbox.stack import DEMO_ANTHROPIC_KEY_ID, DEMO_KEY_ID, DEMO_PROJECT, DEMO_SECRET
 from aisoar.store import Store
-from tasks import connect
+from connectors.agent import SYSTEM as AGENT
+from connectors.anthropic import SYSTEM as ANTHROPIC
+from connectors.aws import SYSTEM as AWS
+from connectors.chroma import SYSTEM as CHROMA
+from connectors.litellm import SYSTEM as LITELLM
+from connectors.mlflow import SYSTEM as MLFLOW
+from connectors.openai import SYSTEM as OPENAI
+from connectors.qdrant import SYSTEM as QDRANT
+from connectors.vault import SYSTEM as VAULT
+from sandbox.agent import DEMO_POISONED_MEMORY_ID
+from sandbox.real_servers import SAMPLE_AWS_KEY_ID, SAMPLE_AWS_USER, SAMPLE_VAULT_ACCESSOR
+from sandbox.serving import free_port
+from sandbox.stack import DEMO_ANTHROPIC_KEY_ID, DEMO_KEY_ID, DEMO_PROJECT, DEMO_SECRET
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.e2e
@@ -55,7 +63,7 @@ class Up:
 
     def aisoar(self, *args: str) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "aisoar.cli", *args], env=self.env, cwd=self.data.parent, capture_output=True
+            [sys.executable, "-m", "cli.main", *args], env=self.env, cwd=self.data.parent, capture_output=True
         )
         assert done.returncode == 0, done.stderr.decode()[-2000:]
         return done.stdout.decode()
@@ -81,7 +89,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     env |= {"AISOAR_DATA_DIR": str(data), "AISOAR_INGRESS_PORT": str(ingress), "PREFECT_HOME": str(root / "home")}
     log = open(root / "up.log", "wb")  # closed at the end of the module
     process = subprocess.Popen(
-        [sys.executable, "-m", "aisoar.cli", "up", "--prefect-port", str(port)],
+        [sys.executable, "-m", "cli.main", "up", "--prefect-port", str(port)],
         env=env,
         cwd=root,
         stdout=log,
@@ -144,25 +152,25 @@ def check_targets(up: Up) -> None:
     aliases = json.loads((up.data / "sandbox-aliases.json").read_text())
     # leaked-openai-key: refused at the gateway, gone at OpenAI.
     key_hash = hashlib.sha256(DEMO_SECRET.encode()).hexdigest()
-    assert (connect.gateway(settings).key_info(key_hash) or {}).get("blocked") is True
-    assert connect.openai_admin(settings).get_project_key(DEMO_PROJECT, DEMO_KEY_ID) is None
+    assert (LITELLM.client(settings).key_info(key_hash) or {}).get("blocked") is True
+    assert OPENAI.client(settings).get_project_key(DEMO_PROJECT, DEMO_KEY_ID) is None
     # leaked-anthropic-key: inactive at Anthropic.
-    assert (connect.anthropic_admin(settings).get_key(DEMO_ANTHROPIC_KEY_ID) or {}).get("status") == "inactive"
+    assert (ANTHROPIC.client(settings).get_key(DEMO_ANTHROPIC_KEY_ID) or {}).get("status") == "inactive"
     # compromised-vault-token: OpenBao no longer knows the token's accessor.
-    assert connect.vault(settings).lookup_accessor(aliases[SAMPLE_VAULT_ACCESSOR]) is None
+    assert VAULT.client(settings).lookup_accessor(aliases[SAMPLE_VAULT_ACCESSOR]) is None
     # leaked-cloud-access-key: deleted in moto's IAM.
-    assert connect.aws_iam(settings).access_key(SAMPLE_AWS_USER, aliases[SAMPLE_AWS_KEY_ID]) is None
+    assert AWS.client(settings).access_key(SAMPLE_AWS_USER, aliases[SAMPLE_AWS_KEY_ID]) is None
     # tampered-model: production serves the known-good version.
-    assert connect.mlflow(settings).get_alias("fraud-scorer", "production") == "2"
+    assert MLFLOW.client(settings).get_alias("fraud-scorer", "production") == "2"
     # rag-poisoning-chroma: support-kb serves again without the two poisoned records.
-    chroma = connect.chroma(settings)
+    chroma = CHROMA.client(settings)
     collection = chroma.get_collection("support-kb")
     assert collection is not None and chroma.count(collection) == 118
     assert chroma.present_ids(collection, ["doc-007", "doc-101", "doc-008"]) == ["doc-008"]
     # rag-poisoning-qdrant: the alias serves the known-good collection.
-    assert connect.qdrant(settings).aliases()["kb"] == "kb-v1"
+    assert QDRANT.client(settings).aliases()["kb"] == "kb-v1"
     # agent-tool-misuse: the tool is disabled and the poisoned memory purged.
-    agents = connect.agent_control(settings)
+    agents = AGENT.client(settings)
     assert {t["tool"]: t["enabled"] for t in agents.tools("support-bot")}["web.fetch"] is False
     memory, _ = agents.memory("support-bot")
     assert DEMO_POISONED_MEMORY_ID not in {item["id"] for item in memory}

@@ -18,7 +18,7 @@ from referencing import Registry, Resource
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from aisoar.sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT, DEMO_SECRET, Sandbox
+from sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT, DEMO_SECRET, Sandbox
 
 OPENAPI = json.loads((Path(__file__).parent / "fixtures/litellm-key-api.openapi.json").read_text())
 
@@ -46,7 +46,7 @@ def response_schema(path: str, method: str, status: str = "200") -> dict[str, An
 
 # -- LiteLLM ------------------------------------------------------------------------
 def test_litellm_fake_serves_only_documented_operations() -> None:
-    from aisoar.sandbox.litellm_fake import LiteLLMState, create_app
+    from sandbox.litellm import LiteLLMState, create_app
 
     routes = {
         (method.lower(), route.path)
@@ -206,7 +206,7 @@ def test_openai_fake_matches_what_the_sdk_sends(env: dict[str, str]) -> None:
     client = openai.OpenAI(
         admin_api_key=env["AISOAR_OPENAI_ADMIN_KEY"],
         api_key="unused",
-        base_url=env["AISOAR_OPENAI_ADMIN_URL"],
+        base_url=env["AISOAR_OPENAI_URL"],
         max_retries=0,
     )
     keys = client.admin.organization.projects.api_keys
@@ -226,7 +226,7 @@ def test_openai_fake_service_accounts_with_the_sdk(env: dict[str, str], sandbox:
     client = openai.OpenAI(
         admin_api_key=env["AISOAR_OPENAI_ADMIN_KEY"],
         api_key="unused",
-        base_url=env["AISOAR_OPENAI_ADMIN_URL"],
+        base_url=env["AISOAR_OPENAI_URL"],
         max_retries=0,
     )
     accounts = client.admin.organization.projects.service_accounts
@@ -248,7 +248,7 @@ def test_openai_fake_service_accounts_with_the_sdk(env: dict[str, str], sandbox:
 
 def test_openai_fake_requires_the_admin_key(env: dict[str, str]) -> None:
     client = openai.OpenAI(
-        admin_api_key="sk-admin-wrong", api_key="unused", base_url=env["AISOAR_OPENAI_ADMIN_URL"], max_retries=0
+        admin_api_key="sk-admin-wrong", api_key="unused", base_url=env["AISOAR_OPENAI_URL"], max_retries=0
     )
     with pytest.raises(openai.AuthenticationError):
         client.admin.organization.projects.api_keys.list(DEMO_PROJECT)

@@ -13,19 +13,19 @@ from typing import Any
 
 import httpx
 import pytest
+from tasks.keys import GatewayKey
 
 from aisoar.config import PROJECT_ROOT
 from aisoar.evidence import EvidenceStore
 from aisoar.ingress.adapters import generic_json
 from aisoar.models import Severity
-from aisoar.sandbox.stack import DEMO_SECRET, Sandbox
 from aisoar.store import Store
 from connectors.errors import ConnectorError, Planned
 from connectors.litellm import LiteLLMGateway
+from sandbox.stack import DEMO_SECRET, Sandbox
 from tasks import REGISTRY
 from tasks.base import ActionContext, Outcome, StepOutcome
-from tasks.gateway import KeyLimits, PinRoute, PreviousLimits, PreviousRoute
-from tasks.keys import GatewayKey
+from tasks.litellm import KeyLimits, PinRoute, PreviousLimits, PreviousRoute
 from tests import matrix
 from tests.conftest import make_settings
 from tests.faults import Fault, fault_proxy
@@ -214,7 +214,7 @@ def test_collect_key_evidence_keeps_the_record_and_the_request_logs(
     logged["metadata"]["headers"] = {"Authorization": f"Bearer {BOT_SECRET}", "user-agent": "curl/8"}
     ctx = context(tmp_path, env)
     inputs = GatewayKey(key_hash=BOT_HASH)
-    outcome = REGISTRY["gateway.collect_key_evidence"].task.fn(ctx, inputs)
+    outcome = REGISTRY["litellm.collect_key_evidence"].task.fn(ctx, inputs)
     assert outcome.status is Outcome.ok
     output = outcome.output
     assert {"spend", "blocked", "key_alias", "found", "evidence_sha256"} <= set(output)  # what playbooks read
@@ -236,7 +236,7 @@ def test_collect_key_evidence_survives_a_gateway_without_logs(env: dict[str, str
     with fault_proxy(env["AISOAR_LITELLM_URL"]) as (proxy, url):
         proxy.script(*[Fault(status=404, body='{"detail": "Not Found"}')] * 10, match="GET /spend/logs")
         ctx = context(tmp_path, env, litellm_url=url)
-        outcome = REGISTRY["gateway.collect_key_evidence"].task.fn(ctx, GatewayKey(key_hash=KEY_HASH))
+        outcome = REGISTRY["litellm.collect_key_evidence"].task.fn(ctx, GatewayKey(key_hash=KEY_HASH))
     assert outcome.status is Outcome.ok and outcome.output["spend"] == 1873.42
     assert outcome.output["request_logs"] is None and "request logs not collected (404" in outcome.summary
 
@@ -246,7 +246,7 @@ def test_limit_key_remembers_the_previous_limits_and_restores_them(
 ) -> None:
     sandbox.litellm.keys[BOT_HASH]["tpm_limit"] = 50_000
     ctx = context(tmp_path, env)
-    limit = REGISTRY["gateway.limit_key"]
+    limit = REGISTRY["litellm.limit_key"]
     inputs = KeyLimits(key_hash=BOT_HASH, rpm_limit=1)
     assert inputs.asset == f"litellm:virtual-key:{BOT_HASH}"
     nothing_yet = StepOutcome(status=Outcome.ok, summary="not run")
@@ -263,7 +263,7 @@ def test_limit_key_remembers_the_previous_limits_and_restores_them(
     assert sandbox.litellm.keys[BOT_HASH]["tpm_limit"] == 50_000  # the limit not given is left as it was
 
     # The inverse, with the outputs as a template renders them (text; None for "no limit").
-    restore = REGISTRY["gateway.restore_key_limits"]
+    restore = REGISTRY["litellm.restore_key_limits"]
     back = PreviousLimits.model_validate(
         {
             "key_hash": BOT_HASH,
@@ -284,7 +284,7 @@ def test_limit_key_remembers_the_previous_limits_and_restores_them(
 def test_pin_model_route_and_restore_it(env: dict[str, str], sandbox: Sandbox, tmp_path: Path) -> None:
     sandbox.litellm.keys[BOT_HASH]["aliases"] = {"support-bot": "support-bot-v4", "summarizer": "sum-v2"}
     ctx = context(tmp_path, env)
-    pin = REGISTRY["gateway.pin_model_route"]
+    pin = REGISTRY["litellm.pin_model_route"]
     inputs = PinRoute(key_hash=BOT_HASH, model="support-bot", deployment="support-bot-v3")
     assert chat(env, BOT_SECRET, "support-bot").json()["model"] == "support-bot-v4"
     outcome = pin.task.fn(ctx, inputs)
@@ -295,7 +295,7 @@ def test_pin_model_route_and_restore_it(env: dict[str, str], sandbox: Sandbox, t
     assert sandbox.litellm.keys[BOT_HASH]["aliases"]["summarizer"] == "sum-v2"  # other aliases kept
     assert pin.task.fn(ctx, inputs).output["already"] is True
 
-    restore = REGISTRY["gateway.restore_model_route"]
+    restore = REGISTRY["litellm.restore_model_route"]
     back = PreviousRoute.model_validate(
         {
             "key_hash": BOT_HASH,
@@ -314,7 +314,7 @@ def test_pin_with_allowed_models_and_the_probe_sees_a_drift(
     env: dict[str, str], sandbox: Sandbox, tmp_path: Path
 ) -> None:
     ctx = context(tmp_path, env)
-    pin = REGISTRY["gateway.pin_model_route"]
+    pin = REGISTRY["litellm.pin_model_route"]
     inputs = PinRoute(
         key_hash=BOT_HASH, model="support-bot", deployment="support-bot-v3", allowed_models=["support-bot"]
     )
@@ -330,9 +330,9 @@ def test_pin_with_allowed_models_and_the_probe_sees_a_drift(
 def test_actions_on_an_unknown_key_are_skipped(env: dict[str, str], tmp_path: Path) -> None:
     ctx = context(tmp_path, env)
     unknown = "e" * 64
-    limited = REGISTRY["gateway.limit_key"].task.fn(ctx, KeyLimits(key_hash=unknown, rpm_limit=1))
-    pinned = REGISTRY["gateway.pin_model_route"].task.fn(ctx, PinRoute(key_hash=unknown, model="a", deployment="b"))
-    restored = REGISTRY["gateway.restore_key_limits"].task.fn(
+    limited = REGISTRY["litellm.limit_key"].task.fn(ctx, KeyLimits(key_hash=unknown, rpm_limit=1))
+    pinned = REGISTRY["litellm.pin_model_route"].task.fn(ctx, PinRoute(key_hash=unknown, model="a", deployment="b"))
+    restored = REGISTRY["litellm.restore_key_limits"].task.fn(
         ctx, PreviousLimits(key_hash=unknown, rpm_limit=None, tpm_limit=None, max_budget=None)
     )
     for state in (limited, pinned, restored):
@@ -342,8 +342,8 @@ def test_actions_on_an_unknown_key_are_skipped(env: dict[str, str], tmp_path: Pa
 def test_actions_in_plan_mode_change_nothing(env: dict[str, str], sandbox: Sandbox, tmp_path: Path) -> None:
     ctx = context(tmp_path, env, plan_mode=True)
     before = json.dumps(sandbox.litellm.keys, sort_keys=True)
-    limited = REGISTRY["gateway.limit_key"].task.fn(ctx, KeyLimits(key_hash=BOT_HASH, rpm_limit=1))
-    pinned = REGISTRY["gateway.pin_model_route"].task.fn(
+    limited = REGISTRY["litellm.limit_key"].task.fn(ctx, KeyLimits(key_hash=BOT_HASH, rpm_limit=1))
+    pinned = REGISTRY["litellm.pin_model_route"].task.fn(
         ctx, PinRoute(key_hash=BOT_HASH, model="support-bot", deployment="support-bot-v3")
     )
     for state in (limited, pinned):
@@ -355,11 +355,11 @@ def test_actions_in_plan_mode_change_nothing(env: dict[str, str], sandbox: Sandb
 def test_without_a_gateway_the_steps_are_skipped(tmp_path: Path) -> None:
     ctx = context(tmp_path)
     for name, inputs in [
-        ("gateway.limit_key", KeyLimits(key_hash=BOT_HASH, rpm_limit=1)),
-        ("gateway.restore_key_limits", PreviousLimits(key_hash=BOT_HASH, rpm_limit=1, tpm_limit=None, max_budget=1)),
-        ("gateway.pin_model_route", PinRoute(key_hash=BOT_HASH, model="a", deployment="b")),
-        ("gateway.restore_model_route", PreviousRoute(key_hash=BOT_HASH, aliases={})),
-        ("gateway.collect_key_evidence", GatewayKey(key_hash=BOT_HASH)),
+        ("litellm.limit_key", KeyLimits(key_hash=BOT_HASH, rpm_limit=1)),
+        ("litellm.restore_key_limits", PreviousLimits(key_hash=BOT_HASH, rpm_limit=1, tpm_limit=None, max_budget=1)),
+        ("litellm.pin_model_route", PinRoute(key_hash=BOT_HASH, model="a", deployment="b")),
+        ("litellm.restore_model_route", PreviousRoute(key_hash=BOT_HASH, aliases={})),
+        ("litellm.collect_key_evidence", GatewayKey(key_hash=BOT_HASH)),
     ]:
         state = REGISTRY[name].task.fn(ctx, inputs)
         assert state.name == "Not configured", name

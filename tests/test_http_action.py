@@ -14,13 +14,13 @@ from fastapi import FastAPI, Header, HTTPException
 from pydantic import ValidationError
 
 from aisoar.evidence import EvidenceStore
-from aisoar.sandbox.serving import BackgroundServer
 from aisoar.store import Store
-from connectors.generic_http import GenericHttp, UnsafePath
+from connectors.http import GenericHttp, UnsafePath
+from sandbox.serving import BackgroundServer
 from tasks import REGISTRY
 from tasks import http_action as _registers_http_actions  # noqa: F401
 from tasks.base import ActionContext, Outcome
-from tasks.http_action import HttpGet, HttpRequest
+from tasks.http import HttpGet, HttpRequest
 from tests import matrix
 from tests.conftest import make_settings
 from tests.faults import fault_proxy

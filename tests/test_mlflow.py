@@ -28,11 +28,11 @@ from aisoar.evidence import EvidenceStore
 from aisoar.models import Model
 from aisoar.store import Store
 from connectors.errors import ConnectorError
-from connectors.mlflow_registry import MlflowRegistry, UnsafeArtifactPath, artifact_path, version_digest
+from connectors.mlflow import MlflowRegistry, UnsafeArtifactPath, artifact_path, version_digest
 from tasks import REGISTRY
 from tasks.base import ActionContext, Outcome, StepOutcome
 from tasks.connect import _mlflow
-from tasks.model_registry import AliasPin, AliasRestore, ModelEvidence
+from tasks.mlflow import AliasPin, AliasRestore, ModelEvidence
 from tests import matrix
 from tests.conftest import make_settings
 from tests.faults import fault_proxy, server_error, too_many

@@ -20,18 +20,18 @@ from aisoar.config import PROJECT_ROOT, Settings
 from aisoar.evidence import EvidenceStore
 from aisoar.ingress.adapters import generic_json
 from aisoar.models import IncidentStatus, Severity
-from aisoar.prefect_server import PrefectServer
-from aisoar.sandbox.stack import JIRA_PROJECT, SLACK_CHANNEL, Sandbox
 from aisoar.specs import PlaybookSpec, parse_spec
 from aisoar.store import Store
+from cli.prefect_server import PrefectServer
 from connectors.errors import ConnectorError
 from connectors.jira import JiraTickets
 from connectors.slack import SlackNotifier
+from sandbox.stack import JIRA_PROJECT, SLACK_CHANNEL, Sandbox
 from tasks import REGISTRY
 from tasks.base import ActionContext, Outcome, StepOutcome
 from tasks.incident import CloseInputs
-from tasks.notify import NotifyInputs, UpdateInputs
-from tasks.tickets import CloseIssueInputs, IssueInputs, TicketInputs, incident_label
+from tasks.jira import CloseIssueInputs, IssueInputs, TicketInputs, incident_label
+from tasks.slack import NotifyInputs, UpdateInputs
 from tests import matrix
 from tests.conftest import make_settings
 from tests.faults import Fault, fault_proxy

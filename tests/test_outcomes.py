@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
-from aisoar.prefect_server import PrefectServer
-from aisoar.sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT, DEMO_SECRET, Sandbox
+from cli.prefect_server import PrefectServer
 from connectors.errors import ConnectorError
 from connectors.litellm import LiteLLMGateway
+from sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT, DEMO_SECRET, Sandbox
 from tests import prefect_api
 from tests.e2e_specs import spec_variant, with_approval_timeout
 from tests.faults import fault_proxy
@@ -267,7 +267,7 @@ def test_a_404_counts_as_no_such_key_only_from_the_proven_gateway(sandbox: Sandb
     gateway = LiteLLMGateway(env["AISOAR_LITELLM_URL"], env["AISOAR_LITELLM_MASTER_KEY"], timeout=5)
     assert gateway.key_info("0" * 64) is None  # the right system says: no such key
     # Another service at the configured URL (a wrong base URL) also answers 404: not "no such key".
-    wrong = LiteLLMGateway(env["AISOAR_OPENAI_ADMIN_URL"], env["AISOAR_LITELLM_MASTER_KEY"], timeout=5)
+    wrong = LiteLLMGateway(env["AISOAR_OPENAI_URL"], env["AISOAR_LITELLM_MASTER_KEY"], timeout=5)
     with pytest.raises(ConnectorError, match="did not prove it is LiteLLM gateway"):
         wrong.key_info("0" * 64)
 
@@ -287,9 +287,9 @@ def test_after_a_crash_mid_deletion_the_record_credits_the_earlier_request(stack
         data={"sending": True, "playbook": PLAYBOOK},
     )
     admin = stack.settings.openai_admin_key
-    assert admin is not None and stack.settings.openai_admin_url
+    assert admin is not None and stack.settings.openai_url
     deleted = httpx.delete(
-        f"{stack.settings.openai_admin_url}/organization/projects/{DEMO_PROJECT}/api_keys/{DEMO_KEY_ID}",
+        f"{stack.settings.openai_url}/organization/projects/{DEMO_PROJECT}/api_keys/{DEMO_KEY_ID}",
         headers={"Authorization": f"Bearer {admin.get_secret_value()}"},
     )
     assert deleted.status_code == 200, deleted.text

@@ -13,13 +13,13 @@ from aisoar.config import PROJECT_ROOT
 from aisoar.evidence import EvidenceStore
 from aisoar.ingress.adapters import generic_json
 from aisoar.models import Severity
-from aisoar.sandbox.stack import Sandbox
 from aisoar.store import Store
 from connectors.errors import ConnectorError
 from connectors.pagerduty import PagerDutyEvents
+from sandbox.stack import Sandbox
 from tasks import REGISTRY
 from tasks.base import ActionContext, Outcome
-from tasks.paging import PageInputs
+from tasks.pagerduty import PageInputs
 from tests import matrix
 from tests.conftest import make_settings
 from tests.faults import fault_proxy

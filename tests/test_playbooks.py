@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from aisoar.config import PROJECT_ROOT
-from aisoar.prefect_server import PrefectServer
-from aisoar.sandbox.agent_runtime import DEMO_POISONED_MEMORY_ID
-from aisoar.sandbox.stack import DEMO_ANTHROPIC_KEY_ID, DEMO_ANTHROPIC_SECRET, Sandbox
+from cli.prefect_server import PrefectServer
+from sandbox.agent import DEMO_POISONED_MEMORY_ID
+from sandbox.stack import DEMO_ANTHROPIC_KEY_ID, DEMO_ANTHROPIC_SECRET, Sandbox
 from tests import prefect_api
 from tests.servers.chroma import ChromaServer
 from tests.servers.mlflow import MlflowServer
@@ -92,7 +92,7 @@ def test_leaked_anthropic_key_is_deactivated(stack_for: Any) -> None:
     incident_id = run_playbook(stack, example("leaked-anthropic-key"), "leaked-anthropic-key")
     assert stack.sandbox.anthropic.keys[DEMO_ANTHROPIC_KEY_ID]["status"] == "inactive"
     refused = httpx.post(
-        f"{stack.settings.anthropic_admin_url}/v1/messages",
+        f"{stack.settings.anthropic_url}/v1/messages",
         headers={"x-api-key": DEMO_ANTHROPIC_SECRET, "anthropic-version": "2023-06-01"},
         json={"model": "claude-sonnet-4-5", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]},
     )
@@ -112,15 +112,15 @@ def test_leaked_anthropic_key_is_deactivated(stack_for: Any) -> None:
 
 
 def test_agent_tool_misuse_is_contained_at_the_runtime(stack_for: Any) -> None:
-    stack: Stack = stack_for(("agents",))
+    stack: Stack = stack_for(("agent",))
     incident_id = run_playbook(stack, example("agent-tool-misuse"), "agent-tool-misuse")
     statuses = steps_of(
         stack, incident_id, "agent-tool-misuse", "disable-misused-tool", "quarantine-session", "purge-poisoned-memory"
     )
     assert set(statuses.values()) == {"ok"}, statuses
     all_verified(stack, incident_id)
-    runtime = stack.settings.agent_control_url
-    headers = {"Authorization": f"Bearer {stack.sandbox.agents.token}"}
+    runtime = stack.settings.agent_url
+    headers = {"Authorization": f"Bearer {stack.sandbox.agent.token}"}
     refused = httpx.post(
         f"{runtime}/v1/agents/support-bot/invoke",
         headers=headers,
@@ -238,7 +238,7 @@ def test_leaked_aws_key_is_deactivated_then_deleted(stack_for: Any, moto_server:
 
 
 def test_plan_mode_runs_the_playbook_and_changes_nothing(stack_for: Any) -> None:
-    from aisoar.sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT
+    from sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT
     from tests.stack import SAMPLE
 
     stack: Stack = stack_for(("litellm", "openai"), plan_mode=True)
@@ -264,12 +264,12 @@ def test_plan_mode_runs_the_playbook_and_changes_nothing(stack_for: Any) -> None
 def test_jailbreak_campaign_blocks_the_user_and_rate_limits_the_key(stack_for: Any) -> None:
     import hashlib
 
-    from aisoar.sandbox.stack import DEMO_SECRET
+    from sandbox.stack import DEMO_SECRET
 
-    stack: Stack = stack_for(("agents", "litellm", "pagerduty"))
+    stack: Stack = stack_for(("agent", "litellm", "pagerduty"))
     incident_id = run_playbook(stack, example("jailbreak-campaign"), "jailbreak-campaign")
     all_verified(stack, incident_id)
-    runtime, headers = stack.settings.agent_control_url, {"Authorization": f"Bearer {stack.sandbox.agents.token}"}
+    runtime, headers = stack.settings.agent_url, {"Authorization": f"Bearer {stack.sandbox.agent.token}"}
     assert httpx.get(f"{runtime}/v1/blocks/user/u-4711", headers=headers).status_code == 200
     assert httpx.get(f"{runtime}/v1/blocks/ip/45.155.205.233", headers=headers).status_code == 200
     config = httpx.get(f"{runtime}/v1/agents/support-bot/config", headers=headers).json()
@@ -289,7 +289,7 @@ def test_the_remaining_containment_actions_run_from_playbook_steps(stack_for: An
 
     import lancedb
 
-    from aisoar.sandbox.stack import DEMO_PROJECT, DEMO_SECRET
+    from sandbox.stack import DEMO_PROJECT, DEMO_SECRET
 
     table = lancedb.connect(str(tmp_path / "lance")).create_table(
         "kb", data=[{"id": f"doc-{i}", "vector": [i / 10, 0.5]} for i in range(10)]
@@ -297,7 +297,7 @@ def test_the_remaining_containment_actions_run_from_playbook_steps(stack_for: An
     table.tags.create("known-good", table.version)
     table.add([{"id": "doc-poisoned", "vector": [0.9, 0.9]}])
     stack: Stack = stack_for(
-        ("litellm", "openai", "agents"),
+        ("litellm", "openai", "agent"),
         specs_dir=PROJECT_ROOT / "tests" / "fixtures" / "specs",
         lancedb_uri=str(tmp_path / "lance"),
     )
@@ -328,7 +328,7 @@ def test_the_remaining_containment_actions_run_from_playbook_steps(stack_for: An
     assert stack.sandbox.litellm.keys[key_hash]["aliases"]["gpt-4o"] == "gpt-4o-2024-08-06"
     assert "svc_acct_drill" not in stack.sandbox.openai.service_accounts[DEMO_PROJECT]
     assert lancedb.connect(str(tmp_path / "lance")).open_table("kb").count_rows() == 10
-    runtime, headers = stack.settings.agent_control_url, {"Authorization": f"Bearer {stack.sandbox.agents.token}"}
+    runtime, headers = stack.settings.agent_url, {"Authorization": f"Bearer {stack.sandbox.agent.token}"}
     instance = httpx.get(f"{runtime}/v1/agents/support-bot/instances/i-2", headers=headers).json()
     assert instance["status"] == "offline"
     limit = httpx.get(f"{runtime}/v1/rate-limits/user/u-77", headers=headers).json()

@@ -14,21 +14,21 @@ from typing import Any
 
 import httpx
 import pytest
+from tasks.keys import AnthropicKey, ServiceAccount
 
 from aisoar.config import PROJECT_ROOT
 from aisoar.evidence import EvidenceStore
 from aisoar.ingress.adapters import generic_json
 from aisoar.models import Severity
-from aisoar.sandbox.anthropic_fake import AnthropicState, create_app
-from aisoar.sandbox.serving import BackgroundServer
-from aisoar.sandbox.stack import DEMO_PROJECT, Sandbox
 from aisoar.store import Store
-from connectors.anthropic_admin import AnthropicAdmin
+from connectors.anthropic import AnthropicAdmin
 from connectors.errors import ConnectorError
-from connectors.openai_admin import OpenAIAdmin
+from connectors.openai import OpenAIAdmin
+from sandbox.anthropic import AnthropicState, create_app
+from sandbox.serving import BackgroundServer
+from sandbox.stack import DEMO_PROJECT, Sandbox
 from tasks import REGISTRY
 from tasks.base import ActionContext, Outcome, StepOutcome
-from tasks.keys import AnthropicKey, ServiceAccount
 from tests import matrix
 from tests.conftest import make_settings
 from tests.faults import fault_proxy
@@ -74,12 +74,12 @@ def openai_env(sandbox: Sandbox) -> Iterator[dict[str, str]]:
 
 
 def openai_admin(env: dict[str, str], **kwargs: Any) -> OpenAIAdmin:
-    return OpenAIAdmin(env["AISOAR_OPENAI_ADMIN_URL"], env["AISOAR_OPENAI_ADMIN_KEY"], **kwargs)
+    return OpenAIAdmin(env["AISOAR_OPENAI_URL"], env["AISOAR_OPENAI_ADMIN_KEY"], **kwargs)
 
 
 def openai_chat(env: dict[str, str], secret: str) -> int:
     return httpx.post(
-        f"{env['AISOAR_OPENAI_ADMIN_URL']}/chat/completions", headers={"Authorization": f"Bearer {secret}"}, json={}
+        f"{env['AISOAR_OPENAI_URL']}/chat/completions", headers={"Authorization": f"Bearer {secret}"}, json={}
     ).status_code
 
 
@@ -111,7 +111,7 @@ def test_lists_follow_the_cursor(openai_env: dict[str, str], sandbox: Sandbox) -
 
 def test_openai_check_and_a_wrong_admin_key(openai_env: dict[str, str]) -> None:
     assert "admin key accepted" in openai_admin(openai_env).check()
-    wrong = OpenAIAdmin(openai_env["AISOAR_OPENAI_ADMIN_URL"], "sk-admin-wrong-key", backoff=0.01)
+    wrong = OpenAIAdmin(openai_env["AISOAR_OPENAI_URL"], "sk-admin-wrong-key", backoff=0.01)
     with pytest.raises(ConnectorError) as caught:
         wrong.check()
     assert str(caught.value).startswith("OpenAI Admin API list projects on the organization failed (HTTP 401)")
@@ -133,7 +133,7 @@ def test_openai_plan_mode_changes_nothing(openai_env: dict[str, str], sandbox: S
 def test_openai_fault_matrix(openai_env: dict[str, str], sandbox: Sandbox, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     key = openai_env["AISOAR_OPENAI_ADMIN_KEY"]
-    upstream = openai_env["AISOAR_OPENAI_ADMIN_URL"].removesuffix("/v1")
+    upstream = openai_env["AISOAR_OPENAI_URL"].removesuffix("/v1")
     with fault_proxy(upstream) as (proxy, url):
         admin = OpenAIAdmin(f"{url}/v1", key, backoff=0.01, attempts=3, timeout=5.0)
         slow = OpenAIAdmin(f"{url}/v1", key, backoff=0.01, attempts=3, timeout=0.3)  # for the timeout check only
@@ -192,7 +192,7 @@ def test_service_account_actions_in_plan_mode_and_unconfigured(
     bare = context(tmp_path / "bare")
     for name in ("openai.collect_service_account_evidence", "openai.delete_service_account"):
         state = REGISTRY[name].task.fn(bare, inputs)
-        assert state.name == "Not configured" and "AISOAR_OPENAI_ADMIN_URL" in state.message, name
+        assert state.name == "Not configured" and "AISOAR_OPENAI_URL" in state.message, name
     for bad in ["../api_keys", "svc acct", "a/b", ""]:
         with pytest.raises(ValueError):
             ServiceAccount(project_id=DEMO_PROJECT, service_account_id=bad)
@@ -214,7 +214,7 @@ class AnthropicEnv:
 
     @property
     def settings(self) -> dict[str, str]:
-        return {"AISOAR_ANTHROPIC_ADMIN_URL": self.url, "AISOAR_ANTHROPIC_ADMIN_KEY": self.state.admin_key}
+        return {"AISOAR_ANTHROPIC_URL": self.url, "AISOAR_ANTHROPIC_ADMIN_KEY": self.state.admin_key}
 
 
 @pytest.fixture()

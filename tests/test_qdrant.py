@@ -1,5 +1,5 @@
 """Qdrant: snapshots that capture and restore points, alias quarantine, point deletion, against
-the Qdrant REST stand-in (``aisoar/sandbox/qdrant_fake.py``), with a fault proxy in front for
+the Qdrant REST stand-in (``sandbox/qdrant_fake.py``), with a fault proxy in front for
 the retry / storm / timeout cases."""
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import pytest
 from pydantic import ValidationError
 
 from aisoar.evidence import EvidenceStore
-from aisoar.sandbox.qdrant_fake import QdrantState, create_app
-from aisoar.sandbox.serving import BackgroundServer
 from aisoar.store import Store
 from connectors.errors import ConnectorError
 from connectors.qdrant import QdrantApi
+from sandbox.qdrant import QdrantState, create_app
+from sandbox.serving import BackgroundServer
 from tasks import REGISTRY
 from tasks.base import ActionContext, Outcome, StepOutcome
-from tasks.vector_qdrant import AliasSwitch, PointsDeletion, QdrantCollection, SnapshotRecovery
+from tasks.qdrant import AliasSwitch, PointsDeletion, QdrantCollection, SnapshotRecovery
 from tests import matrix
 from tests.conftest import make_settings
 from tests.faults import FaultProxy, fault_proxy, server_error

@@ -18,10 +18,10 @@ import pytest
 
 from aisoar.config import PROJECT_ROOT
 from aisoar.ingress.auth import signed_headers
-from aisoar.prefect_server import PrefectServer
-from aisoar.sandbox.serving import free_port
-from aisoar.sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT, Sandbox
 from aisoar.store import Store
+from cli.prefect_server import PrefectServer
+from sandbox.serving import free_port
+from sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT, Sandbox
 from tests import prefect_api
 from tests.conftest import WEBHOOK_SECRET
 
@@ -43,7 +43,7 @@ class Service:
     def start(self) -> None:
         log = open(self.cwd / "serve.log", "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "aisoar.cli", "serve"],
+            [sys.executable, "-m", "cli.main", "serve"],
             env=self.env,
             cwd=self.cwd,
             stdout=log,

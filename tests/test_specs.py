@@ -44,7 +44,7 @@ def test_a_valid_spec_has_no_problems() -> None:
   - id: keep
     action: evidence.capture_alerts
   - id: block
-    action: gateway.block_key
+    action: litellm.block_key
     with: {key_hash: "{{ entities.llm_api_key.gateway_key_hash }}"}
   - id: delete
     action: openai.delete_project_key
@@ -60,9 +60,9 @@ def test_unknown_action_is_named_with_a_hint() -> None:
   - id: keep
     action: evidence.capture_alerts
   - id: block
-    action: gateway.block
+    action: litellm.block
 """)
-    assert found == ["test.yaml: step 'block': unknown action 'gateway.block' (fix: did you mean gateway.block_key?)"]
+    assert found == ["test.yaml: step 'block': unknown action 'litellm.block' (fix: did you mean litellm.block_key?)"]
 
 
 def test_duplicate_step_id() -> None:
@@ -134,14 +134,14 @@ def test_destructive_step_may_not_default_to_approve() -> None:
 def test_changing_step_without_evidence_before_it() -> None:
     found = problems("""
   - id: block
-    action: gateway.block_key
+    action: litellm.block_key
     with: {key_hash: "{{ entities.llm_api_key.gateway_key_hash }}"}
   - id: keep
     action: evidence.capture_alerts
 """)
     assert found == [
-        "test.yaml: step 'block': changing step 'gateway.block_key' has no evidence step before it "
-        "(fix: add an evidence-collecting step (e.g. gateway.collect_key_evidence) before it)"
+        "test.yaml: step 'block': changing step 'litellm.block_key' has no evidence step before it "
+        "(fix: add an evidence-collecting step (e.g. litellm.collect_key_evidence) before it)"
     ]
 
 
@@ -150,11 +150,11 @@ def test_inputs_are_checked_against_the_action() -> None:
   - id: keep
     action: evidence.capture_alerts
   - id: block
-    action: gateway.block_key
+    action: litellm.block_key
     with: {key: abc}
 """)
     assert any("input 'key' is not accepted" in p for p in found)
-    assert any("required input 'key_hash' of 'gateway.block_key' is missing" in p for p in found)
+    assert any("required input 'key_hash' of 'litellm.block_key' is missing" in p for p in found)
 
 
 def test_taxonomy_ids_must_be_real_and_edition_pinned() -> None:
@@ -222,7 +222,7 @@ STEPS = """
   - id: keep
     action: evidence.capture_alerts
   - id: block
-    action: gateway.block_key
+    action: litellm.block_key
     with: {key_hash: "{{ entities.llm_api_key.gateway_key_hash }}"}
   - id: tell
     action: slack.notify_oncall

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from aisoar.prefect_server import PrefectServer
-from aisoar.sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT
+from cli.prefect_server import PrefectServer
+from sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT
 from tests import prefect_api
 from tests.stack import SAMPLE, Stack
 

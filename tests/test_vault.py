@@ -27,7 +27,7 @@ from connectors.errors import ConnectorError
 from connectors.vault import UnsafeIdentifier, VaultCredentials
 from tasks import REGISTRY
 from tasks.base import ActionContext, Outcome, StepOutcome
-from tasks.credentials import KvSecret, KvSecretVersion, LeasePrefixInputs, TokenAccessor
+from tasks.vault import KvSecret, KvSecretVersion, LeasePrefixInputs, TokenAccessor
 from tests import matrix
 from tests.conftest import make_settings
 from tests.docs import connector_section

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from aisoar.sandbox.serving import free_port
+from sandbox.serving import free_port
 from tests.servers.process import server_process, venv_binary
 
 START_TIMEOUT = 30.0

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aisoar.sandbox.serving import free_port
+from sandbox.serving import free_port
 from tests.servers.process import server_process, venv_binary
 
 START_TIMEOUT = 20.0

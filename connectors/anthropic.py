@@ -11,9 +11,17 @@ from __future__ import annotations
 from typing import Any, Literal
 from urllib.parse import quote
 
-from connectors.http import HttpApi
+from pydantic import SecretStr
 
-SYSTEM = "Anthropic Admin API"
+from connectors.system import StandIn, System, SystemSettings, secret
+from connectors.transport import HttpApi
+
+TITLE = "Anthropic Admin API"
+
+
+class AnthropicSettings(SystemSettings):
+    url: str = "https://api.anthropic.com"
+    admin_key: SecretStr | None = None
 API_VERSION = "2023-06-01"
 KeyStatus = Literal["active", "inactive"]
 
@@ -21,7 +29,7 @@ KeyStatus = Literal["active", "inactive"]
 class AnthropicAdmin:
     def __init__(self, base_url: str, admin_key: str, timeout: float = 10.0, **retry: Any) -> None:
         headers = {"x-api-key": admin_key, "anthropic-version": API_VERSION}
-        self._api = HttpApi(SYSTEM, base_url, headers, timeout=timeout, **retry)
+        self._api = HttpApi(TITLE, base_url, headers, timeout=timeout, **retry)
         self._api.identify = self.check
 
     def close(self) -> None:
@@ -54,3 +62,16 @@ class AnthropicAdmin:
         response = self._api.request("POST", self._path(key_id), operation, key_id, json={"status": status})
         body = response.json()
         return body if isinstance(body, dict) else {}
+
+
+SYSTEM = System(
+    name="anthropic",
+    title=TITLE,
+    settings=AnthropicSettings,
+    required=("admin_key",),
+    build=lambda s, o: AnthropicAdmin(s.url, secret(s.admin_key), timeout=o.timeout, plan=o.plan, **o.retry),
+    stand_in=StandIn.fake,
+    stand_in_note="sandbox fake",
+    example_change=lambda c: c.set_status("apikey_01Conformance", "inactive"),
+    renamed={"admin_url": "url"},
+)

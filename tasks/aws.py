@@ -16,8 +16,8 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 
 from aisoar.actions import Effect
-from connectors.aws_iam import AwsIam, KeyStatus
-from tasks import connect
+from connectors.aws import SYSTEM as AWS
+from connectors.aws import AwsIam, KeyStatus
 from tasks.base import ActionContext, AssetInputs, Outcome, ProbeResult, StepOutcome, absent, ok
 from tasks.registry import action
 
@@ -83,7 +83,7 @@ def _owner(iam: AwsIam, inputs: AwsAccessKey) -> tuple[str | None, dict[str, Any
     collects_evidence=True,
 )
 def collect_access_key_evidence(ctx: ActionContext, inputs: AwsAccessKey) -> StepOutcome:
-    iam = connect.aws_iam(ctx.settings)
+    iam = AWS.client(ctx.settings)
     last = iam.last_used(inputs.access_key_id)
     owner = str(last["user_name"]) if last and last.get("user_name") else None
     user = inputs.user_name or owner
@@ -144,7 +144,7 @@ def collect_access_key_evidence(ctx: ActionContext, inputs: AwsAccessKey) -> Ste
 
 
 def _set_status(ctx: ActionContext, inputs: AwsAccessKey, status: KeyStatus) -> StepOutcome:
-    iam = connect.aws_iam(ctx.settings)
+    iam = AWS.client(ctx.settings)
     verb = "deactivate" if status == "Inactive" else "activate"
     user, _, refusal = _owner(iam, inputs)
     if refusal:
@@ -174,7 +174,7 @@ def _set_status(ctx: ActionContext, inputs: AwsAccessKey, status: KeyStatus) -> 
 
 def _probe_status(status: KeyStatus) -> Callable[[ActionContext, AwsAccessKey, StepOutcome], ProbeResult]:
     def probe(ctx: ActionContext, inputs: AwsAccessKey, outcome: StepOutcome) -> ProbeResult:
-        iam = connect.aws_iam(ctx.settings)
+        iam = AWS.client(ctx.settings)
         user = outcome.output.get("user_name") or inputs.user_name or _owner(iam, inputs)[0]
         if not user:
             return ProbeResult(ok=False, detail=f"IAM no longer knows access key {inputs.access_key_id}")
@@ -214,7 +214,7 @@ def activate_access_key(ctx: ActionContext, inputs: AwsAccessKey) -> StepOutcome
 
 
 def _probe_deleted(ctx: ActionContext, inputs: AwsAccessKey, outcome: StepOutcome) -> ProbeResult:
-    iam = connect.aws_iam(ctx.settings)
+    iam = AWS.client(ctx.settings)
     user = outcome.output.get("user_name") or inputs.user_name
     if user and iam.access_key(str(user), inputs.access_key_id) is not None:
         return ProbeResult(ok=False, detail=f"IAM still lists access key {inputs.access_key_id} for user {user}")
@@ -239,7 +239,7 @@ def _probe_deleted(ctx: ActionContext, inputs: AwsAccessKey, outcome: StepOutcom
     probe=_probe_deleted,
 )
 def delete_access_key(ctx: ActionContext, inputs: AwsAccessKey) -> StepOutcome:
-    iam = connect.aws_iam(ctx.settings)
+    iam = AWS.client(ctx.settings)
     user, _, refusal = _owner(iam, inputs)
     if refusal:
         return _failed(refusal)

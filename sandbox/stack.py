@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
-from aisoar.sandbox import (
-    agent_runtime,
-    anthropic_fake,
-    jira_fake,
-    litellm_fake,
-    openai_fake,
-    pagerduty_fake,
-    qdrant_fake,
-    slack_fake,
-)
-from aisoar.sandbox.serving import BackgroundServer
+from connectors.system import StandIn
+from connectors.systems import BY_NAME, SYSTEMS
+from sandbox import agent as agent_runtime
+from sandbox import anthropic as anthropic_fake
+from sandbox import jira as jira_fake
+from sandbox import litellm as litellm_fake
+from sandbox import openai as openai_fake
+from sandbox import pagerduty as pagerduty_fake
+from sandbox import qdrant as qdrant_fake
+from sandbox import slack as slack_fake
+from sandbox.serving import BackgroundServer
 
 # The example alert (examples/alerts/leaked-openai-key.json) reports this sandbox-only key.
 DEMO_SECRET = "sk-proj-SANDBOXdemoLEAKEDkey0000000000000000000001"  # noqa: S105 - a sandbox-only fake key
@@ -27,7 +28,8 @@ JIRA_PROJECT = "SEC"
 DEMO_ANTHROPIC_SECRET = "sk-ant-api03-SANDBOXdemoLEAKEDkey00000000000000000000000001"  # noqa: S105 - sandbox-only
 DEMO_ANTHROPIC_KEY_ID = "apikey_01SandboxLeakedKey000001"
 
-CONNECTORS = ("litellm", "openai", "slack", "jira", "pagerduty", "anthropic", "qdrant", "agents")
+# The systems whose stand-in is a fake served here (the others: sandbox/real_servers.py).
+CONNECTORS = tuple(system.name for system in SYSTEMS if system.stand_in is StandIn.fake)
 
 
 @dataclass
@@ -39,7 +41,7 @@ class Sandbox:
     pagerduty: pagerduty_fake.PagerDutyState
     anthropic: anthropic_fake.AnthropicState
     qdrant: qdrant_fake.QdrantState
-    agents: agent_runtime.AgentRuntimeState
+    agent: agent_runtime.AgentRuntimeState
     servers: dict[str, BackgroundServer] = field(default_factory=dict)
 
     @classmethod
@@ -55,7 +57,7 @@ class Sandbox:
             pagerduty=pagerduty_fake.PagerDutyState(),
             anthropic=anthropic_fake.AnthropicState(admin_key=f"sk-ant-admin01-{secrets.token_hex(12)}"),
             qdrant=qdrant_fake.QdrantState(api_key=f"qdrant-{secrets.token_hex(12)}"),
-            agents=agent_runtime.AgentRuntimeState(),
+            agent=agent_runtime.AgentRuntimeState(),
         )
 
     def seed_demo(self) -> None:
@@ -63,7 +65,7 @@ class Sandbox:
         self.litellm.add_key(DEMO_SECRET, alias="prod-chatbot", spend=1873.42, models=["gpt-4o"])
         self.openai.add_key(DEMO_PROJECT, DEMO_SECRET, name="prod-chatbot", key_id=DEMO_KEY_ID)
         self.anthropic.add_key(DEMO_ANTHROPIC_SECRET, name="prod-support-bot", key_id=DEMO_ANTHROPIC_KEY_ID)
-        agent_runtime.seed_demo(self.agents)
+        agent_runtime.seed_demo(self.agent)
         # A knowledge base served through the alias "kb": kb-v2 is current, kb-v1 the known-good fallback.
         for name, poisoned in (("kb-v1", False), ("kb-v2", True)):
             self.qdrant.add_collection(name)
@@ -78,48 +80,48 @@ class Sandbox:
             self.qdrant.upsert(name, points)
         self.qdrant.aliases["kb"] = "kb-v2"
 
-    def start(self, which: tuple[str, ...] = CONNECTORS) -> dict[str, str]:
-        """Start the stand-ins named in ``which``; return the AISOAR_* settings that point at them."""
+    def values(self, name: str, url: str) -> dict[str, str]:
+        """The settings of system ``name`` (field -> value) that point at its stand-in at ``url``."""
+        match name:
+            case "litellm":
+                return {"url": url, "master_key": self.litellm.master_key}
+            case "openai":
+                return {"url": f"{url}/v1", "admin_key": self.openai.admin_key}
+            case "slack":
+                return {"base_url": f"{url}/api/", "token": self.slack.token, "channel": SLACK_CHANNEL}
+            case "jira":
+                return {"url": url, "user": self.jira.user, "token": self.jira.token, "project": JIRA_PROJECT}
+            case "pagerduty":
+                return {"url": url, "routing_key": self.pagerduty.routing_key}
+            case "anthropic":
+                return {"url": url, "admin_key": self.anthropic.admin_key}
+            case "qdrant":
+                return {"url": url, "api_key": self.qdrant.api_key}
+            case "agent":
+                return {"url": url, "token": self.agent.token}
+        raise KeyError(f"no sandbox stand-in for {name}")
+
+    def app(self, name: str) -> Any:
         apps = {
-            "litellm": litellm_fake.create_app(self.litellm),
-            "openai": openai_fake.create_app(self.openai),
-            "slack": slack_fake.create_app(self.slack),
-            "jira": jira_fake.create_app(self.jira),
-            "pagerduty": pagerduty_fake.create_app(self.pagerduty),
-            "anthropic": anthropic_fake.create_app(self.anthropic),
-            "qdrant": qdrant_fake.create_app(self.qdrant),
-            "agents": agent_runtime.create_app(self.agents),
+            "litellm": lambda: litellm_fake.create_app(self.litellm),
+            "openai": lambda: openai_fake.create_app(self.openai),
+            "slack": lambda: slack_fake.create_app(self.slack),
+            "jira": lambda: jira_fake.create_app(self.jira),
+            "pagerduty": lambda: pagerduty_fake.create_app(self.pagerduty),
+            "anthropic": lambda: anthropic_fake.create_app(self.anthropic),
+            "qdrant": lambda: qdrant_fake.create_app(self.qdrant),
+            "agent": lambda: agent_runtime.create_app(self.agent),
         }
+        return apps[name]()
+
+    def start(self, which: tuple[str, ...] = CONNECTORS) -> dict[str, str]:
+        """Start the stand-ins named in ``which``; return the AISOAR_* settings that point at them
+        (their names come from each system's declaration)."""
         env: dict[str, str] = {}
         for name in which:
-            server = BackgroundServer(apps[name]).start()
+            server = BackgroundServer(self.app(name)).start()
             self.servers[name] = server
-            url = server.url
-            if name == "litellm":
-                env |= {"AISOAR_LITELLM_URL": url, "AISOAR_LITELLM_MASTER_KEY": self.litellm.master_key}
-            elif name == "openai":
-                env |= {"AISOAR_OPENAI_ADMIN_URL": f"{url}/v1", "AISOAR_OPENAI_ADMIN_KEY": self.openai.admin_key}
-            elif name == "slack":
-                env |= {
-                    "AISOAR_SLACK_BASE_URL": f"{url}/api/",
-                    "AISOAR_SLACK_TOKEN": self.slack.token,
-                    "AISOAR_SLACK_CHANNEL": SLACK_CHANNEL,
-                }
-            elif name == "pagerduty":
-                env |= {"AISOAR_PAGERDUTY_URL": url, "AISOAR_PAGERDUTY_ROUTING_KEY": self.pagerduty.routing_key}
-            elif name == "anthropic":
-                env |= {"AISOAR_ANTHROPIC_ADMIN_URL": url, "AISOAR_ANTHROPIC_ADMIN_KEY": self.anthropic.admin_key}
-            elif name == "qdrant":
-                env |= {"AISOAR_QDRANT_URL": url, "AISOAR_QDRANT_API_KEY": self.qdrant.api_key}
-            elif name == "agents":
-                env |= {"AISOAR_AGENT_CONTROL_URL": url, "AISOAR_AGENT_CONTROL_TOKEN": self.agents.token}
-            elif name == "jira":
-                env |= {
-                    "AISOAR_JIRA_URL": url,
-                    "AISOAR_JIRA_USER": self.jira.user,
-                    "AISOAR_JIRA_TOKEN": self.jira.token,
-                    "AISOAR_JIRA_PROJECT": JIRA_PROJECT,
-                }
+            env |= BY_NAME[name].env_of(self.values(name, server.url))
         return env
 
     def stop(self) -> None:

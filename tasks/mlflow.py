@@ -13,14 +13,14 @@ from pydantic import Field, field_validator
 
 from aisoar.actions import Effect
 from connectors.errors import ConnectorError
-from connectors.mlflow_registry import (
+from connectors.mlflow import (
     ALIAS_PATTERN,
     MODEL_NAME_PATTERN,
     RESERVED_ALIAS,
     VERSION_PATTERN,
     version_digest,
 )
-from tasks import connect
+from connectors.mlflow import SYSTEM as MLFLOW
 from tasks.base import ActionContext, AssetInputs, ProbeResult, StepOutcome, ok, refused
 from tasks.registry import action
 
@@ -98,7 +98,7 @@ class AliasRestore(_ModelInputs):
     collects_evidence=True,
 )
 def collect_model_evidence(ctx: ActionContext, inputs: ModelEvidence) -> StepOutcome:
-    registry = connect.mlflow(ctx.settings)
+    registry = MLFLOW.client(ctx.settings)
     model = registry.get_model(inputs.name)
     document: dict[str, Any] = {
         "collected_at": datetime.now(UTC).isoformat(),
@@ -159,7 +159,7 @@ def collect_model_evidence(ctx: ActionContext, inputs: ModelEvidence) -> StepOut
 
 
 def _probe_alias(ctx: ActionContext, name: str, alias: str, expected: str | None) -> ProbeResult:
-    current = connect.mlflow(ctx.settings).get_alias(name, alias)
+    current = MLFLOW.client(ctx.settings).get_alias(name, alias)
     shown = f"points to version {current}" if current else "is not set"
     wanted = f"version {expected}" if expected else "not set"
     return ProbeResult(ok=current == expected, detail=f"MLflow reads {name}@{alias}: it {shown} (expected {wanted})")
@@ -185,7 +185,7 @@ def _probe_unpinned(ctx: ActionContext, inputs: AliasRestore, outcome: StepOutco
     probe=_probe_pinned,
 )
 def pin_alias(ctx: ActionContext, inputs: AliasPin) -> StepOutcome:
-    result = connect.mlflow(ctx.settings).pin(inputs.name, inputs.alias, inputs.version)
+    result = MLFLOW.client(ctx.settings).pin(inputs.name, inputs.alias, inputs.version)
     previous = result["previous_version"]
     if not result["changed"]:
         return ok(
@@ -213,7 +213,7 @@ def pin_alias(ctx: ActionContext, inputs: AliasPin) -> StepOutcome:
     probe=_probe_unpinned,
 )
 def unpin_alias(ctx: ActionContext, inputs: AliasRestore) -> StepOutcome:
-    result = connect.mlflow(ctx.settings).unpin(
+    result = MLFLOW.client(ctx.settings).unpin(
         inputs.name, inputs.alias, inputs.previous_version, inputs.pinned_version
     )
     target = f"version {inputs.previous_version}" if inputs.previous_version else "not set"

@@ -10,15 +10,12 @@ a relative path, parameters and a templated JSON body.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from aisoar.actions import Effect
-from aisoar.config import Settings
-from connectors.errors import NotConfigured
-from connectors.generic_http import GenericHttp, check_path
+from connectors.http import check_path, endpoint
 from tasks.base import ActionContext, AssetInputs, ProbeResult, StepOutcome, ok
 from tasks.registry import action
 
@@ -69,20 +66,6 @@ class HttpRequest(_OnEndpoint):
     body: JsonValue = None
     expect: Statuses = Field(default_factory=lambda: [200, 201, 202, 204])
     verify: Verify
-
-
-@lru_cache(maxsize=32)
-def _client(name: str, url: str, header: str, value: str | None, timeout: float, plan: bool) -> GenericHttp:
-    headers = {header: value} if value else {}
-    return GenericHttp(name, url, headers, timeout=timeout, plan=plan)
-
-
-def endpoint(settings: Settings, name: str) -> GenericHttp:
-    config = settings.http_endpoints.get(name)
-    if config is None:
-        raise NotConfigured(f"HTTP endpoint {name}", [f"AISOAR_HTTP_ENDPOINTS__{name}__URL"])
-    value = f"{config.auth_scheme} {config.token.get_secret_value()}".strip() if config.token else None
-    return _client(name, config.url, config.auth_header, value, settings.http_timeout_seconds, settings.plan_mode)
 
 
 def _pointer(document: Any, pointer: str) -> Any:

@@ -1,27 +1,187 @@
-"""Containment at the LLM gateway (LiteLLM) short of blocking a key: rate-limit it, or pin
-its model route to a known-good deployment. Each change remembers what it replaced, so
-its inverse can put it back.
+"""Actions at the LLM gateway (LiteLLM): preserve a virtual key's record and logs, block or
+unblock it, rate-limit it, or pin its model route to a known-good deployment. Each change
+remembers what it replaced, so its inverse can put it back.
 
-Every input names its key by hash (``litellm:virtual-key:<sha256>``), the same asset as
-``gateway.collect_key_evidence``, which must run first.
+Every input names its key by hash (``litellm:virtual-key:<sha256>``), the asset of
+``litellm.collect_key_evidence``, which must run first.
 """
+
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, model_validator
 
 from aisoar.actions import Effect
 from connectors.errors import ConnectorError
-from connectors.litellm import LiteLLMGateway
-from tasks import connect
+from connectors.litellm import MAX_LOG_ROWS, LiteLLMGateway
+from connectors.litellm import SYSTEM as LITELLM
 from tasks.base import ActionContext, AssetInputs, ProbeResult, StepOutcome, absent, ok
-from tasks.keys import KeyHash
 from tasks.registry import action
 
+KeyHash = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the key (LiteLLM's key id)")]
+
+
+class GatewayKey(AssetInputs):
+    key_hash: KeyHash
+
+    @property
+    def asset(self) -> str:
+        return f"litellm:virtual-key:{self.key_hash}"
+
+
+@action(
+    "litellm.collect_key_evidence",
+    effect=Effect.read_only,
+    inputs=GatewayKey,
+    summary="Preserve the key's gateway record (spend, models, limits, status) and its request logs as evidence",
+    collects_evidence=True,
+)
+def collect_key_evidence(ctx: ActionContext, inputs: GatewayKey) -> StepOutcome:
+    gateway = LITELLM.client(ctx.settings)
+    info = gateway.key_info(inputs.key_hash)
+    document = {
+        "collected_at": datetime.now(UTC).isoformat(),
+        "system": "litellm",
+        "key_sha256": inputs.key_hash,
+        "found": info is not None,
+        "info": {k: v for k, v in (info or {}).items() if k != "token"},
+    }
+    sha256 = ctx.keep(document, "LLM gateway record of the key", asset=inputs.asset)
+    logs = _collect_request_logs(ctx, inputs)
+    if info is None:
+        return ok(
+            f"the gateway has no such key (recorded as evidence); {logs['request_logs_note']}",
+            found=False,
+            evidence_sha256=sha256,
+            **logs,
+        )
+    return ok(
+        f"gateway record preserved: spend {info.get('spend', 0)}, blocked {bool(info.get('blocked'))}; "
+        f"{logs['request_logs_note']}",
+        found=True,
+        spend=info.get("spend"),
+        blocked=bool(info.get("blocked")),
+        key_alias=info.get("key_alias"),
+        evidence_sha256=sha256,
+        **logs,
+    )
+
+
+def _collect_request_logs(ctx: ActionContext, inputs: GatewayKey) -> dict[str, Any]:
+    """Keep the key's last request log rows as evidence.
+
+    The rows may hold prompts and answers: attacker-controlled text, stored as JSON data
+    and never rendered; only counts go into the step's output and summary. A gateway that
+    cannot serve its logs does not fail the step: the key record is already kept, and the
+    output says why the logs are missing.
+    """
+    try:
+        rows, total = LITELLM.client(ctx.settings).request_logs(inputs.key_hash, MAX_LOG_ROWS)
+    except ConnectorError as exc:
+        return {
+            "request_logs": None,
+            "request_logs_sha256": None,
+            "request_logs_note": f"request logs not collected ({exc.status}: {exc.detail[:120]})",
+        }
+    rows, redacted = _without_credentials(rows)
+    document = {
+        "collected_at": datetime.now(UTC).isoformat(),
+        "system": "litellm",
+        "source": "GET /spend/logs",
+        "credential_fields_redacted": redacted,
+        "key_sha256": inputs.key_hash,
+        "rows_returned_by_gateway": total,
+        "rows_kept": len(rows),
+        "truncated_to_last": MAX_LOG_ROWS if total > len(rows) else None,
+        "rows": rows,  # hostile text: data only
+    }
+    sha256 = ctx.keep(document, "LLM gateway request logs of the key", asset=inputs.asset)
+    more = f" (last {len(rows)} of {total})" if total > len(rows) else ""
+    return {
+        "request_logs": len(rows),
+        "request_logs_sha256": sha256,
+        "request_logs_note": f"{len(rows)} request log row(s) preserved{more}",
+    }
+
+
+CREDENTIAL_FIELDS = frozenset({"authorization", "x-api-key", "api-key", "x-litellm-api-key", "proxy-authorization"})
+
+
+def _without_credentials(value: Any) -> tuple[Any, int]:
+    """The value with credential-carrying fields (request headers a proxy may log) replaced,
+    and how many were; everything else is kept as it was, hostile text included."""
+    if isinstance(value, dict):
+        count = 0
+        clean: dict[str, Any] = {}
+        for key, item in value.items():
+            if str(key).lower() in CREDENTIAL_FIELDS and item:
+                clean[key] = "[redacted by aisoar]"
+                count += 1
+            else:
+                clean[key], found = _without_credentials(item)
+                count += found
+        return clean, count
+    if isinstance(value, list):
+        items = [_without_credentials(item) for item in value]
+        return [item for item, _ in items], sum(found for _, found in items)
+    return value, 0
+
+
+def _probe_blocked(expected: bool) -> Callable[[ActionContext, GatewayKey, StepOutcome], ProbeResult]:
+    def probe(ctx: ActionContext, inputs: GatewayKey, outcome: StepOutcome) -> ProbeResult:
+        info = LITELLM.client(ctx.settings).key_info(inputs.key_hash)
+        if info is None:
+            return ProbeResult(ok=False, detail="the gateway no longer knows the key")
+        blocked = bool(info.get("blocked"))
+        word = "refused (blocked)" if blocked else "accepted (not blocked)"
+        return ProbeResult(ok=blocked is expected, detail=f"the gateway reports the key as {word}")
+
+    return probe
+
+
+def _set_blocked(ctx: ActionContext, inputs: GatewayKey, blocked: bool) -> StepOutcome:
+    gateway = LITELLM.client(ctx.settings)
+    verb = "block" if blocked else "unblock"
+    try:  # doing it twice is harmless, so there is no read first
+        (gateway.block_key if blocked else gateway.unblock_key)(inputs.key_hash)
+    except ConnectorError as exc:
+        if exc.status == 404:
+            return absent(f"the gateway has no such key; nothing to {verb}")
+        raise
+    return ok(f"key {verb}ed at the gateway")
+
+
+@action(
+    "litellm.block_key",
+    effect=Effect.changing,
+    inputs=GatewayKey,
+    summary="Block the key at the LLM gateway so every request with it is refused",
+    inverse="litellm.unblock_key",
+    probe=_probe_blocked(True),
+)
+def block_key(ctx: ActionContext, inputs: GatewayKey) -> StepOutcome:
+    return _set_blocked(ctx, inputs, blocked=True)
+
+
+@action(
+    "litellm.unblock_key",
+    effect=Effect.changing,
+    inputs=GatewayKey,
+    summary="Unblock the key at the LLM gateway (the inverse of litellm.block_key)",
+    inverse="litellm.block_key",
+    probe=_probe_blocked(False),
+)
+def unblock_key(ctx: ActionContext, inputs: GatewayKey) -> StepOutcome:
+    return _set_blocked(ctx, inputs, blocked=False)
+
+
+
+# -- limits and model routes -----------------------------------------------------------
 LIMITS = ("rpm_limit", "tpm_limit", "max_budget")
 _NONE_WORDS = {"", "none", "null"}
 
@@ -85,7 +245,7 @@ class KeyLimits(_OnGatewayKey):
 
 class PreviousLimits(_OnGatewayKey):
     """The limits to put back, all three (empty/None: no limit), e.g. the outputs
-    ``previous_rpm_limit``, ``previous_tpm_limit``, ``previous_max_budget`` of gateway.limit_key."""
+    ``previous_rpm_limit``, ``previous_tpm_limit``, ``previous_max_budget`` of litellm.limit_key."""
 
     rpm_limit: Rpm
     tpm_limit: Tpm
@@ -102,7 +262,7 @@ class PinRoute(_OnGatewayKey):
 
 class PreviousRoute(_OnGatewayKey):
     """The alias map (and allowed models) to put back, e.g. the outputs ``previous_aliases_json``
-    and ``previous_models_json`` of gateway.pin_model_route."""
+    and ``previous_models_json`` of litellm.pin_model_route."""
 
     aliases: AliasMap
     models: ModelList = Field(None, description="if given, the allowed models to put back; else left as they are")
@@ -120,7 +280,7 @@ def _probe_limits(
     wanted: Callable[[Any], dict[str, Any]],
 ) -> Callable[[ActionContext, Any, StepOutcome], ProbeResult]:
     def probe(ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> ProbeResult:
-        info = _info(connect.gateway(ctx.settings), inputs.key_hash)
+        info = _info(LITELLM.client(ctx.settings), inputs.key_hash)
         if info is None:
             return ProbeResult(ok=False, detail="the gateway no longer knows the key")
         expected = wanted(inputs)
@@ -142,15 +302,15 @@ def _same_number(a: Any, b: Any) -> bool:
 
 
 @action(
-    "gateway.limit_key",
+    "litellm.limit_key",
     effect=Effect.changing,
     inputs=KeyLimits,
     summary="Rate-limit the key at the LLM gateway (rpm/tpm/budget) instead of blocking it",
-    inverse="gateway.restore_key_limits",
+    inverse="litellm.restore_key_limits",
     probe=_probe_limits(lambda i: {n: getattr(i, n) for n in LIMITS if getattr(i, n) is not None}),
 )
 def limit_key(ctx: ActionContext, inputs: KeyLimits) -> StepOutcome:
-    gateway = connect.gateway(ctx.settings)
+    gateway = LITELLM.client(ctx.settings)
     info = _info(gateway, inputs.key_hash)
     if info is None:
         return absent("the gateway has no such key; nothing to limit")
@@ -169,15 +329,15 @@ def limit_key(ctx: ActionContext, inputs: KeyLimits) -> StepOutcome:
 
 
 @action(
-    "gateway.restore_key_limits",
+    "litellm.restore_key_limits",
     effect=Effect.changing,
     inputs=PreviousLimits,
-    summary="Put the key's previous limits back at the LLM gateway (the inverse of gateway.limit_key)",
-    inverse="gateway.limit_key",
+    summary="Put the key's previous limits back at the LLM gateway (the inverse of litellm.limit_key)",
+    inverse="litellm.limit_key",
     probe=_probe_limits(lambda i: {n: getattr(i, n) for n in LIMITS}),
 )
 def restore_key_limits(ctx: ActionContext, inputs: PreviousLimits) -> StepOutcome:
-    gateway = connect.gateway(ctx.settings)
+    gateway = LITELLM.client(ctx.settings)
     wanted: dict[str, int | float | None] = {n: getattr(inputs, n) for n in LIMITS}
     try:
         gateway.set_limits(inputs.key_hash, wanted)
@@ -199,7 +359,7 @@ def _routes(info: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
 
 
 def _probe_pinned(ctx: ActionContext, inputs: PinRoute, outcome: StepOutcome) -> ProbeResult:
-    info = _info(connect.gateway(ctx.settings), inputs.key_hash)
+    info = _info(LITELLM.client(ctx.settings), inputs.key_hash)
     if info is None:
         return ProbeResult(ok=False, detail="the gateway no longer knows the key")
     aliases, models = _routes(info)
@@ -211,7 +371,7 @@ def _probe_pinned(ctx: ActionContext, inputs: PinRoute, outcome: StepOutcome) ->
 
 
 def _probe_route_restored(ctx: ActionContext, inputs: PreviousRoute, outcome: StepOutcome) -> ProbeResult:
-    info = _info(connect.gateway(ctx.settings), inputs.key_hash)
+    info = _info(LITELLM.client(ctx.settings), inputs.key_hash)
     if info is None:
         return ProbeResult(ok=False, detail="the gateway no longer knows the key")
     aliases, models = _routes(info)
@@ -220,15 +380,15 @@ def _probe_route_restored(ctx: ActionContext, inputs: PreviousRoute, outcome: St
 
 
 @action(
-    "gateway.pin_model_route",
+    "litellm.pin_model_route",
     effect=Effect.changing,
     inputs=PinRoute,
     summary="Pin the model the key requests to a known-good deployment at the LLM gateway (per-key alias)",
-    inverse="gateway.restore_model_route",
+    inverse="litellm.restore_model_route",
     probe=_probe_pinned,
 )
 def pin_model_route(ctx: ActionContext, inputs: PinRoute) -> StepOutcome:
-    gateway = connect.gateway(ctx.settings)
+    gateway = LITELLM.client(ctx.settings)
     info = _info(gateway, inputs.key_hash)
     if info is None:
         return absent("the gateway has no such key; nothing to pin")
@@ -254,15 +414,15 @@ def pin_model_route(ctx: ActionContext, inputs: PinRoute) -> StepOutcome:
 
 
 @action(
-    "gateway.restore_model_route",
+    "litellm.restore_model_route",
     effect=Effect.changing,
     inputs=PreviousRoute,
-    summary="Put the key's previous model aliases (and allowed models) back (the inverse of gateway.pin_model_route)",
-    inverse="gateway.pin_model_route",
+    summary="Put the key's previous model aliases (and allowed models) back (the inverse of litellm.pin_model_route)",
+    inverse="litellm.pin_model_route",
     probe=_probe_route_restored,
 )
 def restore_model_route(ctx: ActionContext, inputs: PreviousRoute) -> StepOutcome:
-    gateway = connect.gateway(ctx.settings)
+    gateway = LITELLM.client(ctx.settings)
     try:
         gateway.set_routes(inputs.key_hash, dict(inputs.aliases), inputs.models)
     except ConnectorError as exc:

@@ -20,11 +20,18 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
+from pydantic import Field, SecretStr
 
 from connectors.errors import ConnectorError
-from connectors.http import HttpApi
+from connectors.system import StandIn, System, SystemSettings, optional_secret
+from connectors.transport import HttpApi
 
-SYSTEM = "MLflow"
+TITLE = "MLflow"
+
+
+class MlflowSettings(SystemSettings):
+    url: str | None = None
+    token: SecretStr | None = Field(None, description="when the server wants one")
 API = "/api/2.0/mlflow"
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 
@@ -77,7 +84,7 @@ class MlflowRegistry:
         **retry: Any,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._api = HttpApi(SYSTEM, base_url, headers, timeout=timeout, **retry)
+        self._api = HttpApi(TITLE, base_url, headers, timeout=timeout, **retry)
         self._api.identify = self.check
         self.max_files = max_files
         self.max_bytes = max_bytes
@@ -141,7 +148,7 @@ class MlflowRegistry:
         message = str(body.get("message", ""))
         if response.status_code == 404 or ("alias" in message and "not found" in message):
             return None
-        raise ConnectorError(SYSTEM, "read alias", asset, response.status_code, message[:300])
+        raise ConnectorError(TITLE, "read alias", asset, response.status_code, message[:300])
 
     # -- changes -------------------------------------------------------------------------
     def set_alias(self, name: str, alias: str, version: str, operation: str = "set alias") -> None:
@@ -171,12 +178,12 @@ class MlflowRegistry:
         record = self.get_version(name, version)
         if record is None:
             raise ConnectorError(
-                SYSTEM, "pin alias", asset, 404, f"model {name} has no version {version}: pin a version that exists"
+                TITLE, "pin alias", asset, 404, f"model {name} has no version {version}: pin a version that exists"
             )
         state = record.get("status")
         if state not in (None, "READY"):
             raise ConnectorError(
-                SYSTEM, "pin alias", asset, "refused", f"version {version} is {state}, not READY: pin a ready version"
+                TITLE, "pin alias", asset, "refused", f"version {version} is {state}, not READY: pin a ready version"
             )
         current = self.get_alias(name, alias)
         if current == version:
@@ -307,3 +314,17 @@ def _object(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
+
+
+SYSTEM = System(
+    name="mlflow",
+    title=TITLE,
+    settings=MlflowSettings,
+    required=("url",),
+    build=lambda s, o: MlflowRegistry(
+        str(s.url), optional_secret(s.token), timeout=o.timeout, plan=o.plan, **o.retry
+    ),
+    stand_in=StandIn.server,
+    stand_in_note="the real MLflow server",
+    example_change=lambda c: c.set_alias("conformance-model", "production", "1"),
+)

@@ -23,10 +23,43 @@ from functools import partial
 from typing import Any, Literal, TypeVar
 from xml.sax.saxutils import escape as xml_escape
 
+from pydantic import Field, SecretStr
+
 from connectors.errors import ConnectorError, NotConfigured, PlanGuard
 from connectors.retry import RETRY_STATUSES, Backoff
+from connectors.system import ConnectOptions, StandIn, System, SystemSettings, optional_secret
 
-SYSTEM = "AWS IAM"
+TITLE = "AWS IAM"
+
+
+class AwsSettings(SystemSettings):
+    region: str = "us-east-1"
+    endpoint_url: str | None = Field(None, description="only for IAM-compatible stand-ins (moto)")
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    use_default_credentials: bool = Field(
+        False, description="use boto3's default credential chain (instance role, profile) instead of explicit keys"
+    )
+
+
+def _aws_missing(s: AwsSettings) -> list[str]:
+    if s.use_default_credentials:
+        return []
+    return ["AISOAR_AWS_ACCESS_KEY_ID", "AISOAR_AWS_SECRET_ACCESS_KEY", "or AISOAR_AWS_USE_DEFAULT_CREDENTIALS=true"]
+
+
+def _aws(s: AwsSettings, o: ConnectOptions) -> AwsIam:
+    """Explicit keys when both are set; else boto3's default chain."""
+    explicit = bool(s.access_key_id and s.secret_access_key)
+    return AwsIam(
+        s.region,
+        s.endpoint_url,
+        s.access_key_id if explicit else None,
+        optional_secret(s.secret_access_key) if explicit else None,
+        timeout=o.timeout,
+        plan=o.plan,
+        **o.retry,
+    )
 USER_NAME = re.compile(r"^[A-Za-z0-9+=,.@_\-]{1,64}$")  # IAM: [\w+=,.@-]{1,64}
 ACCESS_KEY_ID = re.compile(r"^(AKIA|ASIA)[A-Z0-9]{12,124}$")  # long-term AKIA..., temporary ASIA...
 THROTTLING_CODES = frozenset(
@@ -42,8 +75,8 @@ class Boto3Missing(NotConfigured):
     """boto3 is not installed: the step is skipped, saying what to install."""
 
     def __init__(self) -> None:
-        RuntimeError.__init__(self, f"{SYSTEM} needs boto3, which is not installed: install aisoar[aws]")
-        self.system = SYSTEM
+        RuntimeError.__init__(self, f"{TITLE} needs boto3, which is not installed: install aisoar[aws]")
+        self.system = TITLE
         self.settings = ["boto3 (pip install 'aisoar[aws]')"]
 
 
@@ -86,7 +119,7 @@ class AwsIam:
         )
         self.timeout = timeout
         self.policy = Backoff(attempts, backoff, max_backoff)
-        self._guard = PlanGuard(SYSTEM, plan)
+        self._guard = PlanGuard(TITLE, plan)
         self._iam: Any = session.client("iam", endpoint_url=endpoint_url or None, config=config)
         self._sts: Any = session.client("sts", endpoint_url=endpoint_url or None, config=config)
         for client in (self._iam, self._sts):
@@ -124,13 +157,13 @@ class AwsIam:
                 status, code, retry_after, detail = _client_error(exc)
                 last_status = status if status is not None else code or None
                 if code == "NoSuchEntity":
-                    raise NoSuchEntity(SYSTEM, operation, asset, last_status, detail) from None
+                    raise NoSuchEntity(TITLE, operation, asset, last_status, detail) from None
                 if code not in THROTTLING_CODES and status not in RETRY_STATUSES:
                     break
             except (ReadTimeoutError, ConnectTimeoutError):
                 last_status, detail = "timeout", f"no answer within {self.timeout}s"
             except (NoCredentialsError, PartialCredentialsError) as exc:
-                raise ConnectorError(SYSTEM, operation, asset, "no credentials", type(exc).__name__) from None
+                raise ConnectorError(TITLE, operation, asset, "no credentials", type(exc).__name__) from None
             except (EndpointConnectionError, ConnectionClosedError, HTTPClientError) as exc:
                 last_status, detail = "connection error", type(exc).__name__
             except ResponseParserError:
@@ -139,7 +172,7 @@ class AwsIam:
                 time.sleep(self.policy.delay(attempt, retry_after))
         # IAM's calls here are idempotent: an unreachable or throttling endpoint may be tried later.
         transient = last_status in {"timeout", "connection error", *THROTTLING_CODES, *RETRY_STATUSES}
-        raise ConnectorError(SYSTEM, operation, asset, last_status, detail, transient=transient)
+        raise ConnectorError(TITLE, operation, asset, last_status, detail, transient=transient)
 
     # -- reads ------------------------------------------------------------------------------
     def check(self) -> str:
@@ -310,3 +343,17 @@ def _iso(moment: Any) -> str | None:
     if isinstance(moment, datetime):
         return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
     return None if moment is None else str(moment)
+
+
+SYSTEM = System(
+    name="aws",
+    title=TITLE,
+    settings=AwsSettings,
+    required=("access_key_id", "secret_access_key"),
+    build=_aws,
+    stand_in=StandIn.server,
+    stand_in_note="the real moto server (AWS IAM's API)",
+    url_field="endpoint_url",
+    example_change=lambda c: c.set_status("conformance-user", "AKIACONFORMANCE00001", "Inactive"),
+    missing_rule=_aws_missing,
+)

@@ -9,15 +9,23 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from connectors.http import HttpApi
+from pydantic import Field, SecretStr
 
-SYSTEM = "OpenAI Admin API"
+from connectors.system import StandIn, System, SystemSettings, secret
+from connectors.transport import HttpApi
+
+TITLE = "OpenAI Admin API"
+
+
+class OpenAISettings(SystemSettings):
+    url: str | None = Field(None, description="the Admin API's base URL, including /v1")
+    admin_key: SecretStr | None = None
 MAX_PAGES = 50  # 100 items a page: 5000 items at most, so a hostile or broken cursor cannot loop forever
 
 
 class OpenAIAdmin:
     def __init__(self, base_url: str, admin_key: str, timeout: float = 10.0, **retry: Any) -> None:
-        self._api = HttpApi(SYSTEM, base_url, {"Authorization": f"Bearer {admin_key}"}, timeout=timeout, **retry)
+        self._api = HttpApi(TITLE, base_url, {"Authorization": f"Bearer {admin_key}"}, timeout=timeout, **retry)
         self._api.identify = self.check
 
     def close(self) -> None:
@@ -110,3 +118,16 @@ class OpenAIAdmin:
             return False
         body = response.json()
         return bool(isinstance(body, dict) and body.get("deleted"))
+
+
+SYSTEM = System(
+    name="openai",
+    title=TITLE,
+    settings=OpenAISettings,
+    required=("url", "admin_key"),
+    build=lambda s, o: OpenAIAdmin(str(s.url), secret(s.admin_key), timeout=o.timeout, plan=o.plan, **o.retry),
+    stand_in=StandIn.fake,
+    stand_in_note="sandbox fake driven by the official openai SDK",
+    example_change=lambda c: c.delete_project_key("proj_conformance", "key_conformance"),
+    renamed={"admin_url": "url"},
+)

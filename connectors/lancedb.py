@@ -17,10 +17,17 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import Field
+
 from connectors.chroma import canonical_records
 from connectors.errors import ConnectorError, PlanGuard
+from connectors.system import StandIn, System, SystemSettings
 
-SYSTEM = "LanceDB"
+TITLE = "LanceDB"
+
+
+class LanceDBSettings(SystemSettings):
+    uri: str | None = Field(None, description="LanceDB database directory or URI")
 TABLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 TAG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -47,7 +54,7 @@ class LanceDBStore:
     def __init__(self, uri: str, plan: bool = False, id_column: str = "id") -> None:
         self.uri = uri
         self.plan = plan
-        self._guard = PlanGuard(SYSTEM, plan)
+        self._guard = PlanGuard(TITLE, plan)
         self.id_column = _check(COLUMN_NAME, id_column, "column name")
         self._db: Any = None
 
@@ -56,11 +63,11 @@ class LanceDBStore:
             try:
                 import lancedb
             except ImportError as exc:
-                raise ConnectorError(SYSTEM, operation, asset, "not installed", "pip install lancedb") from exc
+                raise ConnectorError(TITLE, operation, asset, "not installed", "pip install lancedb") from exc
             try:
                 self._db = lancedb.connect(self.uri)
             except Exception as exc:  # any library error becomes a ConnectorError
-                raise ConnectorError(SYSTEM, operation, asset, "error", _short(exc)) from exc
+                raise ConnectorError(TITLE, operation, asset, "error", _short(exc)) from exc
         return self._db
 
     def _open(self, table: str, operation: str) -> Any:
@@ -70,9 +77,9 @@ class LanceDBStore:
         try:
             return db.open_table(table)
         except ValueError as exc:
-            raise ConnectorError(SYSTEM, operation, asset, "not found", f"table {table} does not exist") from exc
+            raise ConnectorError(TITLE, operation, asset, "not found", f"table {table} does not exist") from exc
         except Exception as exc:
-            raise ConnectorError(SYSTEM, operation, asset, "error", _short(exc)) from exc
+            raise ConnectorError(TITLE, operation, asset, "error", _short(exc)) from exc
 
     # -- reads --------------------------------------------------------------------------
     def check(self) -> str:
@@ -81,7 +88,7 @@ class LanceDBStore:
         try:
             names = list(db.list_tables().tables)
         except Exception as exc:
-            raise ConnectorError(SYSTEM, "list tables", f"database {self.uri}", "error", _short(exc)) from exc
+            raise ConnectorError(TITLE, "list tables", f"database {self.uri}", "error", _short(exc)) from exc
         return f"LanceDB database readable ({len(names)} table(s))"
 
     def current_version(self, table: str) -> int:
@@ -92,7 +99,7 @@ class LanceDBStore:
         try:
             listed = handle.tags.list()
         except Exception as exc:
-            raise ConnectorError(SYSTEM, "list tags", _asset(table), "error", _short(exc)) from exc
+            raise ConnectorError(TITLE, "list tags", _asset(table), "error", _short(exc)) from exc
         return {str(name): int(info["version"]) for name, info in sorted(listed.items())}
 
     def resolve(self, table: str, ref: int | str, operation: str) -> int:
@@ -102,7 +109,7 @@ class LanceDBStore:
         _check(TAG_NAME, ref, "tag")
         tags = self.tags(table)
         if ref not in tags:
-            raise ConnectorError(SYSTEM, operation, _asset(table), "not found", f"table {table} has no tag {ref}")
+            raise ConnectorError(TITLE, operation, _asset(table), "not found", f"table {table} has no tag {ref}")
         return tags[ref]
 
     def export(self, table: str, version: int | str | None = None) -> tuple[list[dict[str, Any]], TableState]:
@@ -118,9 +125,9 @@ class LanceDBStore:
             schema = str(handle.schema)
             at = int(handle.version)
         except ValueError as exc:
-            raise ConnectorError(SYSTEM, operation, _asset(table), "not found", _short(exc)) from exc
+            raise ConnectorError(TITLE, operation, _asset(table), "not found", _short(exc)) from exc
         except Exception as exc:
-            raise ConnectorError(SYSTEM, operation, _asset(table), "error", _short(exc)) from exc
+            raise ConnectorError(TITLE, operation, _asset(table), "error", _short(exc)) from exc
         keyed = [{"id": str(row.get(self.id_column, "")), "row": row} for row in rows]
         canonical = canonical_records(keyed, frozenset())  # arrow floats are exact: repr is stable
         has_ids = bool(rows) and self.id_column in rows[0]
@@ -141,13 +148,13 @@ class LanceDBStore:
             if existing[tag] == target:
                 return {"already": True, "tag": tag, "version": target}
             raise ConnectorError(
-                SYSTEM, operation, _asset(table), "conflict", f"tag {tag} already names version {existing[tag]}"
+                TITLE, operation, _asset(table), "conflict", f"tag {tag} already names version {existing[tag]}"
             )
         self._guard(operation, _asset(table), f"tags.create({tag!r}, {target})")
         try:
             handle.tags.create(tag, target)
         except Exception as exc:
-            raise ConnectorError(SYSTEM, operation, _asset(table), "error", _short(exc)) from exc
+            raise ConnectorError(TITLE, operation, _asset(table), "error", _short(exc)) from exc
         return {"already": False, "tag": tag, "version": target}
 
     def untag(self, table: str, tag: str) -> dict[str, Any]:
@@ -162,7 +169,7 @@ class LanceDBStore:
         try:
             handle.tags.delete(tag)
         except Exception as exc:
-            raise ConnectorError(SYSTEM, operation, _asset(table), "error", _short(exc)) from exc
+            raise ConnectorError(TITLE, operation, _asset(table), "error", _short(exc)) from exc
         return {"already": False, "tag": tag, "version": existing[tag]}
 
     def restore_version(self, table: str, ref: int | str) -> dict[str, Any]:
@@ -191,7 +198,7 @@ class LanceDBStore:
             handle.restore(target)
             new_version = int(handle.version)
         except Exception as exc:
-            raise ConnectorError(SYSTEM, operation, _asset(table), "error", _short(exc)) from exc
+            raise ConnectorError(TITLE, operation, _asset(table), "error", _short(exc)) from exc
         return {**result, "already": False, "new_version": new_version}
 
 
@@ -201,3 +208,16 @@ def _asset(table: str) -> str:
 
 def _short(exc: Exception) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+SYSTEM = System(
+    name="lancedb",
+    title=TITLE,
+    settings=LanceDBSettings,
+    required=("uri",),
+    build=lambda s, o: LanceDBStore(str(s.uri), plan=o.plan),
+    stand_in=StandIn.embedded,
+    stand_in_note="embedded: a database directory",
+    url_field=None,
+    example_change=lambda c: c.tag_version("conformance", "conformance-tag"),
+)

@@ -27,9 +27,11 @@ from typing import Any
 
 import httpx
 
-from aisoar.sandbox.serving import free_port
+from connectors.system import StandIn
+from connectors.systems import BY_NAME, SYSTEMS
+from sandbox.serving import free_port
 
-REAL = ("vault", "aws", "mlflow", "chroma")
+REAL = tuple(system.name for system in SYSTEMS if system.stand_in is StandIn.server)
 # The identifiers the example alerts name, and what the sandbox seeds for them.
 SAMPLE_VAULT_ACCESSOR = "hmac-demo-accessor"
 SAMPLE_AWS_KEY_ID = "AKIAEXAMPLESANDBOX01"
@@ -60,7 +62,8 @@ class RealServers:
     aliases: dict[str, str] = field(default_factory=dict)  # sample identifier -> the real one
 
     def start(self, which: tuple[str, ...]) -> dict[str, str]:
-        """Start and seed the servers named in ``which`` (of ``REAL``); return their AISOAR_* settings."""
+        """Start and seed the servers named in ``which`` (of ``REAL``); return their AISOAR_* settings
+        (named by each system's declaration)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         env: dict[str, str] = {}
         starters: dict[str, Callable[[], dict[str, str]]] = {
@@ -71,7 +74,7 @@ class RealServers:
         }
         for name in which:
             try:
-                env |= starters[name]()
+                env |= BY_NAME[name].env_of(starters[name]())
             except (httpx.HTTPError, OSError, KeyError, ValueError) as exc:
                 raise ServerFailed(f"{name} could not be started and seeded: {type(exc).__name__}: {exc}") from exc
         return env
@@ -132,7 +135,7 @@ class RealServers:
             )
             created.raise_for_status()
             self.aliases[SAMPLE_VAULT_ACCESSOR] = str(created.json()["auth"]["accessor"])
-        return {"AISOAR_VAULT_URL": url, "AISOAR_VAULT_TOKEN": root}
+        return {"url": url, "token": root}
 
     # -- moto -------------------------------------------------------------------------------
     def _moto(self) -> dict[str, str]:
@@ -146,9 +149,9 @@ class RealServers:
         leaked = iam.create_access_key(UserName=SAMPLE_AWS_USER)["AccessKey"]
         self.aliases[SAMPLE_AWS_KEY_ID] = str(leaked["AccessKeyId"])
         return {
-            "AISOAR_AWS_ENDPOINT_URL": url,
-            "AISOAR_AWS_ACCESS_KEY_ID": str(key["AccessKeyId"]),
-            "AISOAR_AWS_SECRET_ACCESS_KEY": str(key["SecretAccessKey"]),
+            "endpoint_url": url,
+            "access_key_id": str(key["AccessKeyId"]),
+            "secret_access_key": str(key["SecretAccessKey"]),
         }
 
     # -- MLflow -----------------------------------------------------------------------------
@@ -174,7 +177,7 @@ class RealServers:
         env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
         self._run("mlflow", argv, f"{url}/health", env, timeout=90)
         _seed_model(url)
-        return {"AISOAR_MLFLOW_URL": url}
+        return {"url": url}
 
     # -- Chroma -----------------------------------------------------------------------------
     def _chroma(self) -> dict[str, str]:
@@ -185,7 +188,7 @@ class RealServers:
         env = {"ANONYMIZED_TELEMETRY": "False", "CHROMA_TELEMETRY_IMPL": "none"}
         self._run("chroma", argv, f"{url}/api/v2/heartbeat", env, timeout=60)
         _seed_collection(url)
-        return {"AISOAR_CHROMA_URL": url}
+        return {"url": url}
 
 
 def _iam(url: str, key_id: str, secret: str) -> Any:

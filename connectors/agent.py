@@ -12,9 +12,17 @@ from __future__ import annotations
 from typing import Any, Literal
 from urllib.parse import quote
 
-from connectors.http import HttpApi
+from pydantic import Field, SecretStr
 
-SYSTEM = "Agent control plane"
+from connectors.system import StandIn, System, SystemSettings, secret
+from connectors.transport import HttpApi
+
+TITLE = "Agent control plane"
+
+
+class AgentSettings(SystemSettings):
+    url: str | None = Field(None, description="base URL of the agent control-plane API")
+    token: SecretStr | None = None
 SubjectKind = Literal["user", "ip"]
 GuardrailMode = Literal["standard", "strict", "lockdown"]
 PAGE = 500
@@ -39,7 +47,7 @@ def subject_asset(kind: str, value: str) -> str:
 
 class AgentControlPlane:
     def __init__(self, base_url: str, token: str, timeout: float = 10.0, **retry: Any) -> None:
-        self._api = HttpApi(SYSTEM, base_url, {"Authorization": f"Bearer {token}"}, timeout=timeout, **retry)
+        self._api = HttpApi(TITLE, base_url, {"Authorization": f"Bearer {token}"}, timeout=timeout, **retry)
         self._api.identify = self.check
 
     def close(self) -> None:
@@ -79,7 +87,7 @@ class AgentControlPlane:
 
     def check(self) -> str:
         """One cheap authenticated read: the list of agents."""
-        agents = self._json("GET", "/v1/agents", "list agents", "the agent list").get("agents")
+        agents = self._json("GET", "/v1/agents", "list agents", "the agent list").get("agent")
         count = len(agents) if isinstance(agents, list) else "?"
         return f"agent control plane reachable, token accepted ({count} agents)"
 
@@ -289,3 +297,16 @@ class AgentControlPlane:
         params = {"since": since} if since else {}
         entries, complete = self._pages("/v1/audit", "read audit log", "the audit log", "entries", params, limit)
         return entries, complete
+
+
+SYSTEM = System(
+    name="agent",
+    title=TITLE,
+    settings=AgentSettings,
+    required=("url", "token"),
+    build=lambda s, o: AgentControlPlane(str(s.url), secret(s.token), timeout=o.timeout, plan=o.plan, **o.retry),
+    stand_in=StandIn.fake,
+    stand_in_note="sandbox agent runtime that enforces the contract",
+    example_change=lambda c: c.set_tool("conformance-agent", "shell", False, reason="conformance", incident_id="INC-0"),
+    renamed={"control_url": "url", "control_token": "token"},
+)

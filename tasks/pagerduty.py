@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from aisoar.actions import Effect
+from connectors.pagerduty import SYSTEM as PAGERDUTY
 from connectors.pagerduty import PagerSeverity
-from tasks import connect
 from tasks.base import ActionContext, ProbeResult, StepOutcome, ok
 from tasks.registry import action
 
@@ -44,7 +44,7 @@ def _probe_accepted(ctx: ActionContext, inputs: PageInputs, outcome: StepOutcome
     probe=_probe_accepted,
 )
 def page_oncall(ctx: ActionContext, inputs: PageInputs) -> StepOutcome:
-    pager = connect.pagerduty(ctx.settings)
+    pager = PAGERDUTY.client(ctx.settings)
     incident = ctx.store.get_incident(ctx.incident_id)
     if inputs.event == "trigger":
         key = pager.trigger(

@@ -18,8 +18,8 @@ from aisoar.inert import clip, slack_text
 from aisoar.models import Incident
 from aisoar.taxonomy import CATALOG
 from connectors.errors import ConnectorError
-from connectors.slack import CHANNEL_ID, TS, SlackNotifier
-from tasks import connect
+from connectors.slack import SYSTEM as SLACK
+from connectors.slack import SlackNotifier
 from tasks.base import ActionContext, ProbeResult, StepOutcome, ok
 from tasks.registry import action
 
@@ -37,26 +37,6 @@ class UpdateInputs(BaseModel):
     message: Annotated[str, Field(min_length=1, max_length=2000)]
 
 
-def recorded_thread(ctx: ActionContext, incident: Incident | None = None) -> dict[str, str] | None:
-    """The incident's Slack parent message (``{"channel", "ts"}``), as recorded when it was posted."""
-    incident = incident or ctx.store.get_incident(ctx.incident_id)
-    for entry in reversed(incident.timeline):  # the latest: a deleted parent is replaced by a new one
-        channel, ts = entry.data.get("slack_channel"), entry.data.get("slack_ts")
-        if entry.kind == "notify" and isinstance(channel, str) and isinstance(ts, str):
-            if CHANNEL_ID.match(channel) and TS.match(ts):
-                return {"channel": channel, "ts": ts}
-    return None
-
-
-def recorded_issue(incident: Incident) -> dict[str, str] | None:
-    """The incident's Jira issue (``{"key", "url"}``), as recorded when it was opened."""
-    for entry in reversed(incident.timeline):
-        key, url = entry.data.get("jira_key"), entry.data.get("jira_url")
-        if entry.kind == "notify" and isinstance(key, str) and isinstance(url, str):
-            return {"key": key, "url": url}
-    return None
-
-
 def _done_so_far(ctx: ActionContext, incident: Incident) -> list[str]:
     done = []
     for entry in incident.timeline:
@@ -67,13 +47,12 @@ def _done_so_far(ctx: ActionContext, incident: Incident) -> list[str]:
 
 def _links(ctx: ActionContext, incident: Incident) -> list[str]:
     links = []
-    if ctx.run_url:
-        links.append(f"<{ctx.run_url}|Open the playbook run in the Prefect UI>")
-    issue = recorded_issue(incident)
-    if issue and issue["url"].startswith(("http://", "https://")) and not set(issue["url"]) & set("<>|"):
-        links.append(f"<{issue['url']}|Jira {slack_text(issue['key'], 40)}>")
-    ui = ctx.settings.prefect_ui_url.rstrip("/")
-    links.append(f"<{ui}/artifacts/key/incident-report-{incident.id.lower()}|Incident report>")
+    case = ctx.links(incident)
+    if case.run_url:
+        links.append(f"<{case.run_url}|Open the playbook run in the Prefect UI>")
+    if case.jira and case.jira.linkable:
+        links.append(f"<{case.jira.url}|Jira {slack_text(case.jira.key, 40)}>")
+    links.append(f"<{case.report_url}|Incident report>")
     return links
 
 
@@ -180,19 +159,19 @@ def notify(ctx: ActionContext, message: str, *, reply: bool) -> dict[str, Any]:
     of one incident notifying at the same moment in one process are serialised, so they
     share one parent.
     """
-    slack: SlackNotifier = connect.slack(ctx.settings)
+    slack: SlackNotifier = SLACK.client(ctx.settings)
     with _incident_lock(ctx.incident_id):
         return _notify(ctx, slack, message, reply)
 
 
 def _notify(ctx: ActionContext, slack: SlackNotifier, message: str, reply: bool) -> dict[str, Any]:
     incident = ctx.store.get_incident(ctx.incident_id)
-    thread = recorded_thread(ctx, incident)
+    thread = ctx.links(incident).slack
     if thread is not None:
         try:
             slack.update(
-                thread["channel"],
-                thread["ts"],
+                thread.channel,
+                thread.ts,
                 text=_parent_text(incident),
                 blocks=incident_blocks(ctx, incident, ""),
                 attachments=severity_attachment(incident),
@@ -215,18 +194,18 @@ def _notify(ctx: ActionContext, slack: SlackNotifier, message: str, reply: bool)
             data={"slack_channel": posted["channel"], "slack_ts": posted["ts"]},
         )
         return {"channel": posted["channel"], "ts": posted["ts"], "thread_ts": posted["ts"], "new_thread": True}
-    result: dict[str, Any] = {"channel": thread["channel"], "thread_ts": thread["ts"], "new_thread": False}
+    result: dict[str, Any] = {"channel": thread.channel, "thread_ts": thread.ts, "new_thread": False}
     if reply:
         text = message or f"Incident {incident.id} is now {incident.status.value}"
         posted = slack.post(
             text=slack_text(text, 300),
             blocks=reply_blocks(ctx, incident, text),
-            thread_ts=thread["ts"],
-            channel=thread["channel"],
+            thread_ts=thread.ts,
+            channel=thread.channel,
         )
         result["ts"] = posted["ts"]
     else:
-        result["ts"] = thread["ts"]
+        result["ts"] = thread.ts
     return result
 
 
@@ -234,7 +213,7 @@ def probe_posted(ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> Probe
     channel, thread_ts, ts = (outcome.output.get(k) for k in ("channel", "thread_ts", "ts"))
     if not (isinstance(channel, str) and isinstance(thread_ts, str) and isinstance(ts, str)):
         return ProbeResult(ok=False, detail="the step recorded no Slack message to check")
-    messages = connect.slack(ctx.settings).thread(channel, thread_ts)
+    messages = SLACK.client(ctx.settings).thread(channel, thread_ts)
     if not messages:
         return ProbeResult(ok=False, detail=f"Slack has no thread {thread_ts} in {channel}")
     if not any(m.get("ts") == ts for m in messages):

@@ -17,7 +17,7 @@ from connectors.vault import (
     LEASE_PREFIX_PATTERN,
     kv_asset,
 )
-from tasks import connect
+from connectors.vault import SYSTEM as VAULT
 from tasks.base import ActionContext, AssetInputs, ProbeResult, StepOutcome, ok
 from tasks.registry import action
 
@@ -87,7 +87,7 @@ def _now() -> str:
     collects_evidence=True,
 )
 def collect_token_evidence(ctx: ActionContext, inputs: TokenAccessor) -> StepOutcome:
-    info = connect.vault(ctx.settings).lookup_accessor(inputs.accessor)
+    info = VAULT.client(ctx.settings).lookup_accessor(inputs.accessor)
     document = {
         "collected_at": _now(),
         "system": "vault",
@@ -111,7 +111,7 @@ def collect_token_evidence(ctx: ActionContext, inputs: TokenAccessor) -> StepOut
 
 
 def _probe_token_revoked(ctx: ActionContext, inputs: TokenAccessor, outcome: StepOutcome) -> ProbeResult:
-    info = connect.vault(ctx.settings).lookup_accessor(inputs.accessor)
+    info = VAULT.client(ctx.settings).lookup_accessor(inputs.accessor)
     if info is None:
         return ProbeResult(ok=True, detail=f"Vault no longer knows accessor {inputs.accessor}: the token is revoked")
     return ProbeResult(ok=False, detail=f"Vault still has a live token with accessor {inputs.accessor}")
@@ -125,7 +125,7 @@ def _probe_token_revoked(ctx: ActionContext, inputs: TokenAccessor, outcome: Ste
     probe=_probe_token_revoked,
 )
 def revoke_token_accessor(ctx: ActionContext, inputs: TokenAccessor) -> StepOutcome:
-    result = connect.vault(ctx.settings).revoke_accessor(inputs.accessor)
+    result = VAULT.client(ctx.settings).revoke_accessor(inputs.accessor)
     if result.already:
         return ok(f"token {inputs.accessor} was already revoked: {result.detail}", already=True)
     return ok(f"token {inputs.accessor} revoked in Vault: {result.detail}", already=False)
@@ -142,7 +142,7 @@ def revoke_token_accessor(ctx: ActionContext, inputs: TokenAccessor) -> StepOutc
     collects_evidence=True,
 )
 def collect_lease_evidence(ctx: ActionContext, inputs: LeasePrefixInputs) -> StepOutcome:
-    vault = connect.vault(ctx.settings)
+    vault = VAULT.client(ctx.settings)
     listing = vault.list_leases(inputs.prefix)
     details = [vault.lease_details(lease_id) for lease_id in listing.lease_ids[:MAX_LEASE_DETAILS]]
     document = {
@@ -165,7 +165,7 @@ def collect_lease_evidence(ctx: ActionContext, inputs: LeasePrefixInputs) -> Ste
 
 
 def _probe_no_leases(ctx: ActionContext, inputs: LeasePrefixInputs, outcome: StepOutcome) -> ProbeResult:
-    listing = connect.vault(ctx.settings).list_leases(inputs.prefix, limit=10)
+    listing = VAULT.client(ctx.settings).list_leases(inputs.prefix, limit=10)
     if not listing.lease_ids:
         return ProbeResult(ok=True, detail=f"Vault lists no lease under {inputs.prefix}")
     more = "+" if listing.truncated else ""
@@ -182,7 +182,7 @@ def _probe_no_leases(ctx: ActionContext, inputs: LeasePrefixInputs, outcome: Ste
     probe=_probe_no_leases,
 )
 def revoke_lease_prefix(ctx: ActionContext, inputs: LeasePrefixInputs) -> StepOutcome:
-    vault = connect.vault(ctx.settings)
+    vault = VAULT.client(ctx.settings)
     before = vault.list_leases(inputs.prefix)
     vault.revoke_lease_prefix(inputs.prefix)  # revoking an empty prefix is harmless
     if not before.lease_ids:
@@ -202,7 +202,7 @@ def revoke_lease_prefix(ctx: ActionContext, inputs: LeasePrefixInputs) -> StepOu
     collects_evidence=True,
 )
 def collect_secret_metadata(ctx: ActionContext, inputs: KvSecret) -> StepOutcome:
-    vault = connect.vault(ctx.settings)
+    vault = VAULT.client(ctx.settings)
     metadata = vault.secret_metadata(inputs.path, inputs.mount)
     mount = inputs.mount or vault.kv_mount
     document = {
@@ -226,7 +226,7 @@ def collect_secret_metadata(ctx: ActionContext, inputs: KvSecret) -> StepOutcome
 
 
 def _probe_destroyed(ctx: ActionContext, inputs: KvSecretVersion, outcome: StepOutcome) -> ProbeResult:
-    metadata = connect.vault(ctx.settings).secret_metadata(inputs.path, inputs.mount)
+    metadata = VAULT.client(ctx.settings).secret_metadata(inputs.path, inputs.mount)
     entry = (metadata or {}).get("versions", {}).get(str(inputs.version))
     if entry is None:
         return ProbeResult(ok=False, detail=f"the metadata no longer lists version {inputs.version} of {inputs.path}")
@@ -243,7 +243,7 @@ def _probe_destroyed(ctx: ActionContext, inputs: KvSecretVersion, outcome: StepO
     probe=_probe_destroyed,
 )
 def destroy_secret_version(ctx: ActionContext, inputs: KvSecretVersion) -> StepOutcome:
-    vault = connect.vault(ctx.settings)
+    vault = VAULT.client(ctx.settings)
     result = vault.destroy_version(inputs.path, inputs.version, inputs.mount)
     where = f"{inputs.mount or vault.kv_mount}/{inputs.path}"
     if result.already:

@@ -17,8 +17,11 @@ from typing import Any
 
 import httpx
 
+from aisoar.case import run_url
 from aisoar.config import Settings, get_settings, reset_settings, sandbox_aliases_file, sandbox_env_file
-from aisoar.prefect_server import QUIET_ENV
+from cli.prefect_server import QUIET_ENV
+from connectors.system import StandIn
+from connectors.systems import SYSTEMS
 
 BANNER_TEXT = (
     "Nothing real is blocked, paged or filed.",
@@ -57,23 +60,10 @@ def _write_env_file(path: Path, values: dict[str, str]) -> None:
             handle.write(f"{key}={value}\n")
 
 
-def _unconfigured(settings: Settings) -> tuple[str, ...]:
-    """The connectors with a sandbox stand-in that have no settings of their own."""
-    from aisoar.sandbox.stack import CONNECTORS as STAND_INS
-    from tasks.inventory import statuses
-
-    configured = {status.name for status in statuses(settings) if status.configured}
-    return tuple(name for name in STAND_INS if name not in configured)
-
-
-def _unconfigured_real(settings: Settings) -> tuple[str, ...]:
-    """The connectors whose real server the sandbox runs (OpenBao, moto, MLflow, Chroma) that
-    have no settings of their own."""
-    from aisoar.sandbox.real_servers import REAL
-    from tasks.inventory import statuses
-
-    configured = {status.name for status in statuses(settings) if status.configured}
-    return tuple(name for name in REAL if name not in configured)
+def _unconfigured(settings: Settings, kind: StandIn) -> tuple[str, ...]:
+    """The systems whose stand-in is of ``kind`` (a fake, a real local server) that have no
+    settings of their own."""
+    return tuple(system.name for system in SYSTEMS if system.stand_in is kind and not system.configured(settings))
 
 
 def _write_aliases(path: Path, aliases: dict[str, str]) -> None:
@@ -84,7 +74,7 @@ def _write_aliases(path: Path, aliases: dict[str, str]) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     """Prefect server (SQLite, UI) + sandbox stand-ins for what is not configured + ingress + runtime."""
     _quiet()
-    from aisoar.prefect_server import PrefectServer
+    from cli.prefect_server import PrefectServer
 
     # SIGTERM stops everything as Ctrl-C does: the servers started here (their own process
     # groups) are stopped in the `finally` blocks, never left behind.
@@ -103,18 +93,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     generated: dict[str, str] = {"AISOAR_PREFECT_UI_URL": server.url}
     if "generic" not in settings.webhook_secrets:
         generated["AISOAR_WEBHOOK_SECRETS__generic"] = secrets.token_urlsafe(32)
-    missing = _unconfigured(settings)
-    real_missing = _unconfigured_real(settings)
+    missing = _unconfigured(settings, StandIn.fake)
+    real_missing = _unconfigured(settings, StandIn.server)
     real = None
     if missing and not args.no_sandbox:
-        from aisoar.sandbox.stack import Sandbox
+        from sandbox.stack import Sandbox
 
         sandbox = Sandbox.create()
         sandbox.seed_demo()
         generated |= sandbox.start(missing)
         generated["AISOAR_SANDBOX"] = "true"
     if real_missing and not args.no_sandbox:
-        from aisoar.sandbox.real_servers import RealServers, ServerFailed
+        from sandbox.real_servers import RealServers, ServerFailed
 
         workdir = settings.data_dir / "sandbox-servers"
         shutil.rmtree(workdir, ignore_errors=True)  # seeded anew each time, like the stand-ins
@@ -204,7 +194,7 @@ def cmd_fire(args: argparse.Namespace) -> int:
     body = Path(args.file).read_bytes()
     aliases_file = sandbox_aliases_file()
     if settings.sandbox and aliases_file.exists() and not args.as_is:
-        from aisoar.sandbox.real_servers import substitute
+        from sandbox.real_servers import substitute
 
         try:
             alert = json.loads(body)
@@ -239,7 +229,7 @@ def cmd_fire(args: argparse.Namespace) -> int:
         if status.get("status") == "dispatched":
             print(f"incident {status['incident_id']}")
             for playbook, run_id in status.get("flow_runs", {}).items():
-                print(f"playbook {playbook}: {settings.prefect_ui_url.rstrip('/')}/runs/flow-run/{run_id}")
+                print(f"playbook {playbook}: {run_url(settings.prefect_ui_url, run_id)}")
             return 0
         time.sleep(0.2)
     print("the alert is accepted and waits in the inbox; dispatch has not finished yet")
@@ -328,19 +318,23 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
     """Show what the sandbox stand-ins received (Slack messages, Jira issues)."""
+    from connectors.jira import SYSTEM as JIRA
+    from connectors.slack import SYSTEM as SLACK
+
     settings = get_settings()
     if not settings.sandbox:
         print("no sandbox is running (start one with `make up`)", file=sys.stderr)
         return 1
-    if settings.slack_base_url:
-        base = settings.slack_base_url.rstrip("/").removesuffix("/api")
+    slack, jira = SLACK.settings_of(settings), JIRA.settings_of(settings)
+    if slack.token:
+        base = slack.base_url.rstrip("/").removesuffix("/api")
         replies = httpx.get(f"{base}/_sandbox/replies", timeout=5).json()
         for message in httpx.get(f"{base}/_sandbox/messages", timeout=5).json():
-            print(f"slack #{settings.slack_channel} ts={message['ts']}: {message['text']}")
+            print(f"slack #{slack.channel} ts={message['ts']}: {message['text']}")
             for reply in (r for r in replies if r.get("thread_ts") == message["ts"]):
                 print(f"  └ {' '.join(str(reply['text']).replace(chr(0x200B), '').split())[:160]}")
-    if settings.jira_url:
-        for issue in httpx.get(f"{settings.jira_url.rstrip('/')}/_sandbox/issues", timeout=5).json():
+    if jira.url:
+        for issue in httpx.get(f"{jira.url.rstrip('/')}/_sandbox/issues", timeout=5).json():
             print(f"jira {issue['key']}: {issue['fields']['summary']}")
     return 0
 

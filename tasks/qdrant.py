@@ -13,8 +13,8 @@ from pydantic import Field, field_validator, model_validator
 
 from aisoar.actions import Effect
 from connectors.errors import ConnectorError, Planned
-from connectors.qdrant import NAME_PATTERN, SNAPSHOT_PATTERN, SYSTEM, UUID_PATTERN
-from tasks import connect
+from connectors.qdrant import NAME_PATTERN, SNAPSHOT_PATTERN, TITLE, UUID_PATTERN
+from connectors.qdrant import SYSTEM as QDRANT
 from tasks.base import ActionContext, AssetInputs, ProbeResult, StepOutcome, ok, planned, refused
 from tasks.registry import action
 
@@ -101,7 +101,7 @@ class PointsDeletion(AssetInputs):
     collects_evidence=True,
 )
 def snapshot_collection(ctx: ActionContext, inputs: QdrantCollection) -> StepOutcome:
-    api = connect.qdrant(ctx.settings)
+    api = QDRANT.client(ctx.settings)
     info = api.collection_info(inputs.collection)
     if info is None:
         document = {"collected_at": _now(), "system": "qdrant", "requested": inputs.collection, "found": False}
@@ -184,7 +184,7 @@ def _keep_about(ctx: ActionContext, document: dict[str, Any], what: str, request
 
 # -- containment: the alias the RAG application reads ----------------------------------------
 def _probe_alias(ctx: ActionContext, inputs: AliasSwitch, expected: str | None) -> ProbeResult:
-    current = connect.qdrant(ctx.settings).aliases().get(inputs.alias)
+    current = QDRANT.client(ctx.settings).aliases().get(inputs.alias)
     shown = f"serves {current}" if current else "does not exist"
     return ProbeResult(ok=current == expected, detail=f"Qdrant lists alias {inputs.alias}: it {shown}")
 
@@ -209,7 +209,7 @@ def _probe_restored(ctx: ActionContext, inputs: AliasSwitch, outcome: StepOutcom
     probe=_probe_quarantined,
 )
 def quarantine_alias(ctx: ActionContext, inputs: AliasSwitch) -> StepOutcome:
-    api = connect.qdrant(ctx.settings)
+    api = QDRANT.client(ctx.settings)
     current = api.aliases().get(inputs.alias)
     target = inputs.fallback_collection
     if current == target:
@@ -254,7 +254,7 @@ def quarantine_alias(ctx: ActionContext, inputs: AliasSwitch) -> StepOutcome:
     probe=_probe_restored,
 )
 def restore_alias(ctx: ActionContext, inputs: AliasSwitch) -> StepOutcome:
-    api = connect.qdrant(ctx.settings)
+    api = QDRANT.client(ctx.settings)
     current = api.aliases().get(inputs.alias)
     if current == inputs.collection:
         return ok(
@@ -282,7 +282,7 @@ def restore_alias(ctx: ActionContext, inputs: AliasSwitch) -> StepOutcome:
 # -- eradication / recovery (destructive) -----------------------------------------------------
 def _probe_recovered(ctx: ActionContext, inputs: SnapshotRecovery, outcome: StepOutcome) -> ProbeResult:
     target = str(outcome.output.get("collection") or inputs.collection)
-    now = connect.qdrant(ctx.settings).export(target)
+    now = QDRANT.client(ctx.settings).export(target)
     expected_sha = outcome.output.get("expected_export_sha256")
     if not expected_sha:
         return ProbeResult(
@@ -308,14 +308,14 @@ def _probe_recovered(ctx: ActionContext, inputs: SnapshotRecovery, outcome: Step
     probe=_probe_recovered,
 )
 def recover_snapshot(ctx: ActionContext, inputs: SnapshotRecovery) -> StepOutcome:
-    api = connect.qdrant(ctx.settings)
+    api = QDRANT.client(ctx.settings)
     aliases = api.aliases()
     target = aliases.get(inputs.collection, inputs.collection)
     source = aliases.get(inputs.source_collection or inputs.collection, inputs.source_collection or inputs.collection)
     listed = {str(s.get("name")): s for s in api.list_snapshots(source)}
     if inputs.snapshot not in listed:
         raise ConnectorError(
-            SYSTEM,
+            TITLE,
             "recover snapshot",
             f"collection {target}",
             404,
@@ -368,7 +368,7 @@ def _manifest(ctx: ActionContext, snapshot: str, collections: set[str]) -> dict[
 
 
 def _probe_points_gone(ctx: ActionContext, inputs: PointsDeletion, outcome: StepOutcome) -> ProbeResult:
-    left = connect.qdrant(ctx.settings).retrieve(inputs.collection, list(inputs.ids))
+    left = QDRANT.client(ctx.settings).retrieve(inputs.collection, list(inputs.ids))
     if left:
         return ProbeResult(ok=False, detail=f"{len(left)} of the point(s) are still in {inputs.collection}")
     return ProbeResult(ok=True, detail=f"none of the {len(inputs.ids)} point(s) is in {inputs.collection} any more")
@@ -382,7 +382,7 @@ def _probe_points_gone(ctx: ActionContext, inputs: PointsDeletion, outcome: Step
     probe=_probe_points_gone,
 )
 def delete_points(ctx: ActionContext, inputs: PointsDeletion) -> StepOutcome:
-    api = connect.qdrant(ctx.settings)
+    api = QDRANT.client(ctx.settings)
     existing = api.retrieve(inputs.collection, list(inputs.ids))
     if not existing:
         return ok(

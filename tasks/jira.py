@@ -18,9 +18,8 @@ from aisoar.inert import clip, jira_summary, jira_text
 from aisoar.models import Incident
 from aisoar.taxonomy import CATALOG
 from connectors.jira import ISSUE_KEY, JiraTickets
-from tasks import connect
+from connectors.jira import SYSTEM as JIRA
 from tasks.base import ActionContext, ProbeResult, StepOutcome, ok, skipped
-from tasks.notify import recorded_issue
 from tasks.registry import action
 
 PRIORITY = {"critical": "Highest", "high": "High", "medium": "Medium", "low": "Low", "info": "Lowest"}
@@ -69,16 +68,10 @@ def _incident_lock(incident_id: str) -> threading.Lock:
 def find_issue(ctx: ActionContext, jira: JiraTickets | None = None) -> str | None:
     """The incident's issue: as recorded when it was opened (Jira's search index may lag
     behind a new issue), else by its label."""
-    recorded = recorded_issue(ctx.store.get_incident(ctx.incident_id))
-    if recorded is not None and ISSUE_KEY.match(recorded["key"]):
-        return recorded["key"]
-    return (jira or connect.jira(ctx.settings)).find_by_label(incident_label(ctx.incident_id))
-
-
-def report_url(ctx: ActionContext) -> str:
-    from tasks.incident import report_key  # tasks.incident uses this module when it closes
-
-    return f"{ctx.settings.prefect_ui_url.rstrip('/')}/artifacts/key/{report_key(ctx.incident_id)}"
+    recorded = ctx.links().jira_key
+    if recorded is not None:
+        return recorded
+    return (jira or JIRA.client(ctx.settings)).find_by_label(incident_label(ctx.incident_id))
 
 
 def _probe_issue_open(ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> ProbeResult:
@@ -86,7 +79,7 @@ def _probe_issue_open(ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> 
     if not isinstance(key, str) or not ISSUE_KEY.match(key):
         return ProbeResult(ok=False, detail="the step recorded no Jira issue to check")
     label = incident_label(ctx.incident_id)
-    issue = connect.jira(ctx.settings).read(key)
+    issue = JIRA.client(ctx.settings).read(key)
     if label not in issue["labels"]:
         return ProbeResult(ok=False, detail=f"Jira issue {key} does not carry the label {label}")
     return ProbeResult(ok=True, detail=f"Jira issue {key} exists ({issue['name']}) with the label {label}")
@@ -100,7 +93,7 @@ def _probe_issue_open(ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> 
     probe=_probe_issue_open,
 )
 def open_issue(ctx: ActionContext, inputs: TicketInputs) -> StepOutcome:
-    jira = connect.jira(ctx.settings)
+    jira = JIRA.client(ctx.settings)
     with _incident_lock(ctx.incident_id):  # two playbooks of one incident open one issue
         return _open_issue(ctx, jira, inputs)
 
@@ -175,7 +168,7 @@ def _comment(incident_id: str, first: int, last: int, lines: list[str]) -> str:
 
 
 def comment_timeline_for(ctx: ActionContext) -> StepOutcome:
-    jira = connect.jira(ctx.settings)
+    jira = JIRA.client(ctx.settings)
     key = find_issue(ctx, jira)
     if key is None:
         return skipped("skipped: the incident has no Jira issue to comment on")
@@ -200,7 +193,7 @@ def _probe_commented(ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> P
     if key is None:
         return ProbeResult(ok=False, detail="Jira has no issue labelled for this incident")
     expected = int(outcome.output.get("through", 0))
-    through = connect.jira(ctx.settings).timeline_posted(key)
+    through = JIRA.client(ctx.settings).timeline_posted(key)
     return ProbeResult(ok=through >= expected, detail=f"Jira issue {key} comments cover timeline entries 1-{through}")
 
 
@@ -221,13 +214,13 @@ def evidence_global_id(sha256: str) -> str:
 
 
 def link_evidence_for(ctx: ActionContext) -> StepOutcome:
-    jira = connect.jira(ctx.settings)
+    jira = JIRA.client(ctx.settings)
     key = find_issue(ctx, jira)
     if key is None:
         return skipped("skipped: the incident has no Jira issue to link evidence to")
     items = ctx.store.evidence_for(ctx.incident_id)
     have = {str(link.get("globalId")) for link in jira.remote_links(key)}
-    url = report_url(ctx)
+    url = ctx.links().report_url
     added = 0
     for item in items:
         if evidence_global_id(item.sha256) in have:
@@ -255,7 +248,7 @@ def _probe_linked(ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> Prob
     key = find_issue(ctx)
     if key is None:
         return ProbeResult(ok=False, detail="Jira has no issue labelled for this incident")
-    have = {str(link.get("globalId")) for link in connect.jira(ctx.settings).remote_links(key)}
+    have = {str(link.get("globalId")) for link in JIRA.client(ctx.settings).remote_links(key)}
     missing = [s for s in outcome.output.get("evidence", []) if evidence_global_id(str(s)) not in have]
     if missing:
         return ProbeResult(ok=False, detail=f"Jira issue {key} lacks links to {len(missing)} evidence item(s)")
@@ -276,7 +269,7 @@ def link_evidence(ctx: ActionContext, inputs: IssueInputs) -> StepOutcome:
 
 # -- closing ------------------------------------------------------------------------------------
 def close_issue_for(ctx: ActionContext, transition: str | None = None) -> StepOutcome:
-    jira = connect.jira(ctx.settings)
+    jira = JIRA.client(ctx.settings)
     key = find_issue(ctx, jira)
     if key is None:
         return skipped("skipped: the incident has no Jira issue to close")
@@ -292,7 +285,7 @@ def _probe_done(ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> ProbeR
     key = find_issue(ctx)
     if key is None:
         return ProbeResult(ok=False, detail="Jira has no issue labelled for this incident")
-    status = connect.jira(ctx.settings).status(key)
+    status = JIRA.client(ctx.settings).status(key)
     return ProbeResult(
         ok=status["category"] == "done", detail=f"Jira issue {key} is {status['name']} ({status['category']})"
     )

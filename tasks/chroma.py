@@ -1,17 +1,15 @@
-"""Actions on vector stores for RAG poisoning and indirect prompt injection: Chroma
-collections (export, quarantine by rename, release, restore without the poisoned records)
-and LanceDB tables (evidence, tags on versions, restore to a known-good version).
+"""Actions on Chroma collections: export, quarantine by rename, release, restore without the
+poisoned records.
 
 Record contents (documents, metadata) are attacker-controlled text: they are kept as
 evidence data and never rendered; only counts, ids and hashes reach summaries and outputs.
 """
-
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field
 
 from aisoar.actions import Effect
 from connectors.chroma import (
@@ -23,9 +21,7 @@ from connectors.chroma import (
     quarantine_name,
     vector_drift,
 )
-from connectors.errors import ConnectorError
-from connectors.lancedb_store import TABLE_NAME, TAG_NAME
-from tasks import connect
+from connectors.chroma import SYSTEM as CHROMA
 from tasks.base import ActionContext, AssetInputs, ProbeResult, StepOutcome, ok
 from tasks.registry import action
 
@@ -65,7 +61,6 @@ class ChromaRestore(ChromaCollection):
     poisoned_ids: RecordIds
 
 
-# -- Chroma ---------------------------------------------------------------------------
 @action(
     "chroma.export_collection",
     effect=Effect.read_only,
@@ -75,7 +70,7 @@ class ChromaRestore(ChromaCollection):
     collects_evidence=True,
 )
 def export_collection(ctx: ActionContext, inputs: ChromaCollection) -> StepOutcome:
-    store = connect.chroma(ctx.settings)
+    store = CHROMA.client(ctx.settings)
     collection = store.get_collection(inputs.name)
     qname = quarantine_name(inputs.name, ctx.incident_id)
     if collection is None:  # a re-run after the quarantine: export what is quarantined
@@ -99,8 +94,8 @@ def export_collection(ctx: ActionContext, inputs: ChromaCollection) -> StepOutco
     document = {
         "collected_at": collected_at,
         "system": "chroma",
-        "tenant": ctx.settings.chroma_tenant,
-        "database": ctx.settings.chroma_database,
+        "tenant": CHROMA.settings_of(ctx.settings).tenant,
+        "database": CHROMA.settings_of(ctx.settings).database,
         "manifest": manifest,
         "records": records,  # hostile text: data only
     }
@@ -115,7 +110,7 @@ def export_collection(ctx: ActionContext, inputs: ChromaCollection) -> StepOutco
 
 
 def _probe_quarantined(ctx: ActionContext, inputs: ChromaCollection, outcome: StepOutcome) -> ProbeResult:
-    store = connect.chroma(ctx.settings)
+    store = CHROMA.client(ctx.settings)
     qname = str(outcome.output.get("quarantine_name") or quarantine_name(inputs.name, ctx.incident_id))
     by_name = store.get_collection(inputs.name)
     held = store.get_collection(qname)
@@ -127,7 +122,7 @@ def _probe_quarantined(ctx: ActionContext, inputs: ChromaCollection, outcome: St
 
 
 def _probe_released(ctx: ActionContext, inputs: ChromaCollection, outcome: StepOutcome) -> ProbeResult:
-    store = connect.chroma(ctx.settings)
+    store = CHROMA.client(ctx.settings)
     qname = quarantine_name(inputs.name, ctx.incident_id)
     if store.get_collection(inputs.name) is None:
         return ProbeResult(ok=False, detail=f"Chroma does not resolve {inputs.name}")
@@ -145,7 +140,7 @@ def _probe_released(ctx: ActionContext, inputs: ChromaCollection, outcome: StepO
     probe=_probe_quarantined,
 )
 def quarantine_collection(ctx: ActionContext, inputs: ChromaCollection) -> StepOutcome:
-    result = connect.chroma(ctx.settings).quarantine(inputs.name, ctx.incident_id)
+    result = CHROMA.client(ctx.settings).quarantine(inputs.name, ctx.incident_id)
     if result["already"]:
         return ok(f"Chroma collection {inputs.name} was already quarantined as {result['quarantine_name']}", **result)
     return ok(f"Chroma collection {inputs.name} quarantined as {result['quarantine_name']}", **result)
@@ -160,14 +155,14 @@ def quarantine_collection(ctx: ActionContext, inputs: ChromaCollection) -> StepO
     probe=_probe_released,
 )
 def release_collection(ctx: ActionContext, inputs: ChromaCollection) -> StepOutcome:
-    result = connect.chroma(ctx.settings).release(inputs.name, ctx.incident_id)
+    result = CHROMA.client(ctx.settings).release(inputs.name, ctx.incident_id)
     if result["already"]:
         return ok(f"Chroma collection {inputs.name} was not quarantined (already released)", **result)
     return ok(f"Chroma collection {inputs.name} released from {result['quarantine_name']}", **result)
 
 
 def _probe_restored(ctx: ActionContext, inputs: ChromaRestore, outcome: StepOutcome) -> ProbeResult:
-    store = connect.chroma(ctx.settings)
+    store = CHROMA.client(ctx.settings)
     restored = store.get_collection(inputs.name)
     if restored is None:
         return ProbeResult(ok=False, detail=f"Chroma does not resolve {inputs.name}")
@@ -225,166 +220,12 @@ def _compare_with_original(
     probe=_probe_restored,
 )
 def restore_collection_without(ctx: ActionContext, inputs: ChromaRestore) -> StepOutcome:
-    result = connect.chroma(ctx.settings).restore_without(inputs.name, ctx.incident_id, inputs.poisoned_ids)
+    result = CHROMA.client(ctx.settings).restore_without(inputs.name, ctx.incident_id, inputs.poisoned_ids)
     removed = len(result["removed_ids"])
     missing = result["not_found_ids"]
     note = f"; {len(missing)} given id(s) were not in the collection" if missing else ""
     return ok(
         f"Chroma collection {inputs.name} restored from {result['quarantine_name']}: {result['expected_count']} of "
         f"{result['original_count']} record(s), {removed} poisoned record(s) left out{note}",
-        **result,
-    )
-
-
-# -- LanceDB --------------------------------------------------------------------------
-TableName = Annotated[str, Field(pattern=TABLE_NAME.pattern, description="the table's name")]
-TagName = Annotated[str, Field(pattern=TAG_NAME.pattern, description="a tag on one of the table's versions")]
-
-
-class LanceTable(AssetInputs):
-    table: TableName
-
-    @property
-    def asset(self) -> str:
-        return f"lancedb:table:{self.table}"
-
-
-class LanceTag(LanceTable):
-    tag: TagName
-    version: Annotated[int | None, Field(None, ge=1, description="default: the current version")]
-
-
-class LanceRestore(LanceTable):
-    tag: TagName | None = None
-    version: Annotated[int | None, Field(None, ge=1)]
-
-    @model_validator(mode="after")
-    def _one_target(self) -> LanceRestore:
-        if (self.tag is None) == (self.version is None):
-            raise ValueError("give exactly one of tag (a known-good tag) or version")
-        return self
-
-    @property
-    def ref(self) -> int | str:
-        return self.version if self.version is not None else str(self.tag)
-
-
-@action(
-    "lancedb.collect_table_evidence",
-    effect=Effect.read_only,
-    inputs=LanceTable,
-    summary="Preserve the LanceDB table (current version, rows, schema, sha256, tags) as evidence",
-    collects_evidence=True,
-)
-def collect_table_evidence(ctx: ActionContext, inputs: LanceTable) -> StepOutcome:
-    store = connect.lancedb(ctx.settings)
-    rows, state = store.export(inputs.table)
-    tags = store.tags(inputs.table)
-    manifest = {
-        "table": inputs.table,
-        "version": state.version,
-        "row_count": state.row_count,
-        "sha256": state.sha256,
-        "schema": state.schema,
-        "tags": tags,
-    }
-    document = {"collected_at": datetime.now(UTC).isoformat(), "system": "lancedb", "manifest": manifest, "rows": rows}
-    evidence_sha256 = ctx.keep(document, f"LanceDB table export of {inputs.table}", asset=inputs.asset)
-    return ok(
-        f"LanceDB table {inputs.table} preserved: version {state.version}, {state.row_count} row(s), "
-        f"{len(tags)} tag(s), sha256 {state.sha256[:12]}",
-        evidence_sha256=evidence_sha256,
-        **manifest,
-    )
-
-
-def _probe_tag(present: bool) -> Any:
-    def probe(ctx: ActionContext, inputs: LanceTag, outcome: StepOutcome) -> ProbeResult:
-        tags = connect.lancedb(ctx.settings).tags(inputs.table)
-        if not present:
-            if inputs.tag in tags:
-                return ProbeResult(ok=False, detail=f"tag {inputs.tag} still names version {tags[inputs.tag]}")
-            return ProbeResult(ok=True, detail=f"table {inputs.table} has no tag {inputs.tag}")
-        expected = outcome.output.get("version", inputs.version)
-        if tags.get(inputs.tag) is None:
-            return ProbeResult(ok=False, detail=f"table {inputs.table} has no tag {inputs.tag}")
-        good = expected is None or tags[inputs.tag] == expected
-        return ProbeResult(ok=good, detail=f"tag {inputs.tag} names version {tags[inputs.tag]}")
-
-    return probe
-
-
-@action(
-    "lancedb.tag_version",
-    effect=Effect.changing,
-    inputs=LanceTag,
-    summary="Tag a version of the LanceDB table (default: the current one), e.g. as known-good or as the "
-    "poisoned state",
-    inverse="lancedb.untag",
-    probe=_probe_tag(True),
-)
-def tag_version(ctx: ActionContext, inputs: LanceTag) -> StepOutcome:
-    result = connect.lancedb(ctx.settings).tag_version(inputs.table, inputs.tag, inputs.version)
-    word = "already named" if result["already"] else "now names"
-    return ok(f"tag {inputs.tag} {word} version {result['version']} of LanceDB table {inputs.table}", **result)
-
-
-@action(
-    "lancedb.untag",
-    effect=Effect.changing,
-    inputs=LanceTag,
-    summary="Delete a tag of the LanceDB table (the version stays; the inverse of lancedb.tag_version)",
-    inverse="lancedb.tag_version",
-    probe=_probe_tag(False),
-)
-def untag(ctx: ActionContext, inputs: LanceTag) -> StepOutcome:
-    result = connect.lancedb(ctx.settings).untag(inputs.table, inputs.tag)
-    if result["already"]:
-        return ok(f"LanceDB table {inputs.table} had no tag {inputs.tag}", **result)
-    return ok(f"tag {inputs.tag} (version {result['version']}) deleted from LanceDB table {inputs.table}", **result)
-
-
-def _probe_restored_version(ctx: ActionContext, inputs: LanceRestore, outcome: StepOutcome) -> ProbeResult:
-    store = connect.lancedb(ctx.settings)
-    target = outcome.output.get("restored_version")
-    try:
-        _, wanted = store.export(inputs.table, target if isinstance(target, int) else inputs.ref)
-        _, current = store.export(inputs.table)
-    except ConnectorError as exc:
-        return ProbeResult(ok=False, detail=str(exc))
-    same = (current.row_count, current.ids, current.sha256) == (wanted.row_count, wanted.ids, wanted.sha256)
-    if not same:
-        return ProbeResult(
-            ok=False,
-            detail=f"current version {current.version} ({current.row_count} rows, sha256 {current.sha256[:12]}) "
-            f"differs from version {wanted.version} ({wanted.row_count} rows, sha256 {wanted.sha256[:12]})",
-        )
-    return ProbeResult(
-        ok=True,
-        detail=f"current version {current.version} equals version {wanted.version}: {current.row_count} rows, "
-        f"same ids, sha256 {current.sha256[:12]}",
-    )
-
-
-@action(
-    "lancedb.restore_version",
-    effect=Effect.changing,
-    inputs=LanceRestore,
-    summary="Restore the LanceDB table to a known-good tag or version (a new version; the versions in between "
-    "stay readable); its inverse is this action with version = the recorded previous_version",
-    inverse="lancedb.restore_version",
-    probe=_probe_restored_version,
-)
-def restore_version(ctx: ActionContext, inputs: LanceRestore) -> StepOutcome:
-    result = connect.lancedb(ctx.settings).restore_version(inputs.table, inputs.ref)
-    if result["already"]:
-        return ok(
-            f"LanceDB table {inputs.table} already holds the content of {inputs.ref} "
-            f"(version {result['restored_version']})",
-            **result,
-        )
-    return ok(
-        f"LanceDB table {inputs.table} restored to {inputs.ref} (version {result['restored_version']}) as version "
-        f"{result['new_version']}; the version before was {result['previous_version']}",
         **result,
     )
