@@ -479,5 +479,5 @@ SYSTEM = System(
     ),
     stand_in=StandIn.server,
     stand_in_note="the real Chroma server",
-    example_change=lambda c: c.quarantine("conformance-collection", "INC-0"),
+    example_change=lambda c: c.create_collection("aisoar-conformance", None, None),
 )

@@ -136,6 +136,13 @@ class LanceDBStore:
         return [k["row"] for k in sorted(keyed, key=lambda k: str(k["id"]))], state
 
     # -- changes ------------------------------------------------------------------------
+    def create_example_table(self, table: str) -> None:
+        """A one-row table (the connector's example change tags it: an empty database has none)."""
+        self._guard("create table", _asset(table))
+        db = self._connect("create table", _asset(table))
+        if table not in db.table_names():
+            db.create_table(table, data=[{self.id_column: "1", "text": "example"}])
+
     def tag_version(self, table: str, tag: str, version: int | None = None) -> dict[str, Any]:
         """Tag ``version`` (default: the current one). The same tag on the same version again
         is harmless; the tag on another version is a conflict, never moved silently."""
@@ -220,4 +227,5 @@ SYSTEM = System(
     stand_in_note="embedded: a database directory",
     url_field=None,
     example_change=lambda c: c.tag_version("conformance", "conformance-tag"),
+    example_setup=lambda c: c.create_example_table("conformance"),
 )

@@ -72,6 +72,7 @@ class System(Generic[S, C]):
     stand_in_note: str  # what the stand-in is, for `aisoar connectors` and the docs
     url_field: str | None = "url"  # the base URL's field (None: no HTTP), where tests put a proxy
     example_change: Callable[[C], object] | None = None  # a harmless change, to prove plan mode
+    example_setup: Callable[[C], object] | None = None  # makes what the example change acts on (not planned)
     renamed: Mapping[str, str] = field(default_factory=dict)  # an old field name -> its name now
     missing_rule: Callable[[S], list[str]] | None = None  # other ways to be configured (AWS's default chain)
     _cache: dict[tuple[Any, ...], C] = field(default_factory=dict, repr=False)
@@ -135,6 +136,10 @@ class System(Generic[S, C]):
             return not self.missing(self.section(settings.systems))
         except NotConfigured:
             return False
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._cache.clear()
 
     def connect(self, raw: Mapping[str, Any], options: ConnectOptions) -> C:
         """The connector, built once per configuration (a client costs tens of milliseconds:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -61,16 +61,16 @@ class RealServers:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)  # sample identifier -> the real one
 
+    # The method that starts and seeds each system's real server, by the system's name.
+    SERVERS: ClassVar[dict[str, str]] = {"vault": "_openbao", "aws": "_moto", "mlflow": "_mlflow", "chroma": "_chroma"}
+
     def start(self, which: tuple[str, ...]) -> dict[str, str]:
         """Start and seed the servers named in ``which`` (of ``REAL``); return their AISOAR_* settings
         (named by each system's declaration)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         env: dict[str, str] = {}
         starters: dict[str, Callable[[], dict[str, str]]] = {
-            "vault": self._openbao,
-            "aws": self._moto,
-            "mlflow": self._mlflow,
-            "chroma": self._chroma,
+            name: getattr(self, method) for name, method in self.SERVERS.items()
         }
         for name in which:
             try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from connectors.system import StandIn
 from connectors.systems import BY_NAME, SYSTEMS
@@ -43,6 +43,18 @@ class Sandbox:
     qdrant: qdrant_fake.QdrantState
     agent: agent_runtime.AgentRuntimeState
     servers: dict[str, BackgroundServer] = field(default_factory=dict)
+
+    # Each fake's module (its ``create_app``), by the name of the system it stands in for.
+    FAKES: ClassVar[dict[str, Any]] = {
+        "litellm": litellm_fake,
+        "openai": openai_fake,
+        "slack": slack_fake,
+        "jira": jira_fake,
+        "pagerduty": pagerduty_fake,
+        "anthropic": anthropic_fake,
+        "qdrant": qdrant_fake,
+        "agent": agent_runtime,
+    }
 
     @classmethod
     def create(cls) -> Sandbox:
@@ -102,17 +114,8 @@ class Sandbox:
         raise KeyError(f"no sandbox stand-in for {name}")
 
     def app(self, name: str) -> Any:
-        apps = {
-            "litellm": lambda: litellm_fake.create_app(self.litellm),
-            "openai": lambda: openai_fake.create_app(self.openai),
-            "slack": lambda: slack_fake.create_app(self.slack),
-            "jira": lambda: jira_fake.create_app(self.jira),
-            "pagerduty": lambda: pagerduty_fake.create_app(self.pagerduty),
-            "anthropic": lambda: anthropic_fake.create_app(self.anthropic),
-            "qdrant": lambda: qdrant_fake.create_app(self.qdrant),
-            "agent": lambda: agent_runtime.create_app(self.agent),
-        }
-        return apps[name]()
+        state = getattr(self, name)
+        return self.FAKES[name].create_app(state)
 
     def start(self, which: tuple[str, ...] = CONNECTORS) -> dict[str, str]:
         """Start the stand-ins named in ``which``; return the AISOAR_* settings that point at them

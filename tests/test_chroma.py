@@ -18,7 +18,6 @@ import pytest
 from chromadb.api import ClientAPI
 from chromadb.config import Settings as ChromaSettings
 from pydantic import ValidationError
-from tasks.vector_stores import ChromaCollection, ChromaRestore
 
 from aisoar.config import PROJECT_ROOT, Settings
 from aisoar.evidence import EvidenceStore
@@ -38,6 +37,7 @@ from connectors.chroma import (
 from connectors.errors import ConnectorError
 from tasks import REGISTRY
 from tasks.base import ActionContext, Outcome
+from tasks.chroma import ChromaCollection, ChromaRestore
 from tests import matrix
 from tests.conftest import make_settings
 from tests.faults import FaultProxy, fault_proxy

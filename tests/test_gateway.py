@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from tasks.keys import GatewayKey
 
 from aisoar.config import PROJECT_ROOT
 from aisoar.evidence import EvidenceStore
@@ -25,7 +24,7 @@ from connectors.litellm import LiteLLMGateway
 from sandbox.stack import DEMO_SECRET, Sandbox
 from tasks import REGISTRY
 from tasks.base import ActionContext, Outcome, StepOutcome
-from tasks.litellm import KeyLimits, PinRoute, PreviousLimits, PreviousRoute
+from tasks.litellm import GatewayKey, KeyLimits, PinRoute, PreviousLimits, PreviousRoute
 from tests import matrix
 from tests.conftest import make_settings
 from tests.faults import Fault, fault_proxy

@@ -18,7 +18,6 @@ from aisoar.store import Store
 from connectors.http import GenericHttp, UnsafePath
 from sandbox.serving import BackgroundServer
 from tasks import REGISTRY
-from tasks import http_action as _registers_http_actions  # noqa: F401
 from tasks.base import ActionContext, Outcome
 from tasks.http import HttpGet, HttpRequest
 from tests import matrix

@@ -14,7 +14,6 @@ from typing import Any
 import lancedb
 import pytest
 from pydantic import ValidationError
-from tasks.vector_stores import LanceRestore, LanceTable, LanceTag
 
 from aisoar.evidence import EvidenceStore
 from aisoar.store import Store
@@ -22,6 +21,7 @@ from connectors.errors import ConnectorError, Planned
 from connectors.lancedb import LanceDBStore
 from tasks import REGISTRY
 from tasks.base import ActionContext, Outcome
+from tasks.lancedb import LanceRestore, LanceTable, LanceTag
 from tests import matrix
 from tests.conftest import make_settings
 

@@ -28,10 +28,10 @@ from aisoar.evidence import EvidenceStore
 from aisoar.models import Model
 from aisoar.store import Store
 from connectors.errors import ConnectorError
+from connectors.mlflow import SYSTEM as MLFLOW
 from connectors.mlflow import MlflowRegistry, UnsafeArtifactPath, artifact_path, version_digest
 from tasks import REGISTRY
 from tasks.base import ActionContext, Outcome, StepOutcome
-from tasks.connect import _mlflow
 from tasks.mlflow import AliasPin, AliasRestore, ModelEvidence
 from tests import matrix
 from tests.conftest import make_settings
@@ -292,9 +292,9 @@ def test_mlflow_matrix_through_a_fault_proxy(mlflow_server: MlflowServer, caplog
 @pytest.fixture(autouse=True)
 def _fresh_connectors() -> Iterator[None]:
     """Connectors are cached per configuration; each test builds its own."""
-    _mlflow.cache_clear()
+    MLFLOW.clear_cache()
     yield
-    _mlflow.cache_clear()
+    MLFLOW.clear_cache()
 
 
 def _walk_playbook(ctx: ActionContext, model: Model, labels: dict[str, str]) -> dict[str, dict[str, Any]]:

@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-from tasks.keys import AnthropicKey, ServiceAccount
 
 from aisoar.config import PROJECT_ROOT
 from aisoar.evidence import EvidenceStore
@@ -28,7 +27,9 @@ from sandbox.anthropic import AnthropicState, create_app
 from sandbox.serving import BackgroundServer
 from sandbox.stack import DEMO_PROJECT, Sandbox
 from tasks import REGISTRY
+from tasks.anthropic import AnthropicKey
 from tasks.base import ActionContext, Outcome, StepOutcome
+from tasks.openai import ServiceAccount
 from tests import matrix
 from tests.conftest import make_settings
 from tests.faults import fault_proxy
