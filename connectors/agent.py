@@ -87,7 +87,7 @@ class AgentControlPlane:
 
     def check(self) -> str:
         """One cheap authenticated read: the list of agents."""
-        agents = self._json("GET", "/v1/agents", "list agents", "the agent list").get("agent")
+        agents = self._json("GET", "/v1/agents", "list agents", "the agent list").get("agents")
         count = len(agents) if isinstance(agents, list) else "?"
         return f"agent control plane reachable, token accepted ({count} agents)"
 

@@ -1,10 +1,11 @@
 """Running one playbook step under the runner's rules.
 
 The rules: a step already recorded for the incident with a final outcome is not run
-again; evidence exists before the first changing step; a destructive step runs only after
-an approval; every step that writes outside aisoar (a change, a notification) is checked
-by its probe; an unreachable target is tried again with backoff before the step fails;
-everything lands on the incident timeline with exactly one outcome.
+again; the guards of ``flows/rules.py`` before a change (evidence first, about this very
+asset; a destructive step only behind an approval); every step that writes outside aisoar
+(a change, a notification) is checked by its probe; an unreachable target is tried again
+with backoff before the step fails; everything lands on the incident timeline with exactly
+one outcome, recorded with the step's result in one transaction.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from pydantic import ValidationError
 
-from aisoar.actions import Effect
 from aisoar.specs import PlaybookSpec, Step
-from aisoar.store import Store
+from aisoar.store import StepResult, Store
 from aisoar.templating import TemplateProblem, evaluate_condition, render_value
 from connectors.errors import ConnectorError
 from flows.approvals import await_approval
+from flows.rules import Proposed, check_before_change
 from flows.services import Services
 from tasks.base import ActionContext, AssetInputs, Outcome, ProbeResult, StepOutcome
 from tasks.registry import REGISTRY, Action, state_of
@@ -103,7 +104,8 @@ def run_step(
 ) -> StepOutcome:
     logger = get_run_logger()
     store = svc.store
-    recorded = store.step_result(incident_id, spec.name, step.id)
+    results = store.step_results(incident_id, spec.name)
+    recorded = results.get(step.id)
     if recorded is not None and Outcome(recorded.status).final:
         logger.info("step %s already done (%s); not running it again", step.id, recorded.status)
         output = dict(recorded.output)
@@ -121,56 +123,18 @@ def run_step(
         evidence=svc.evidence,
         spec=spec,
     )
-    outcome, ran = _decide_and_run(svc, spec, step, action, ctx, context, incident_id)
+    outcome, ran = _decide_and_run(svc, spec, step, action, ctx, context, results)
     if not ran:
         note_step.with_options(name=step.id, task_run_name=step.id)(outcome, return_state=True)
     store.record_step(
-        incident_id, spec.name, step.id, outcome.status.value, {**outcome.output, "summary": outcome.summary}
-    )
-    store.add_timeline(
         incident_id,
-        "step",
-        outcome.summary,
-        step_id=step.id,
-        data={"action": action.name, "status": outcome.status.value, "playbook": spec.name},
+        spec.name,
+        step.id,
+        outcome.status.value,
+        {**outcome.output, "summary": outcome.summary},
+        timeline=(outcome.summary, {"action": action.name, "status": outcome.status.value, "playbook": spec.name}),
     )
     return outcome
-
-
-def _refusal_or_none(
-    svc: Services, spec: PlaybookSpec, step: Step, action: Action, inputs: Any, incident_id: str
-) -> StepOutcome | None:
-    """The runner's rules before a change: evidence first (about this very asset), and an
-    approval gate on anything destructive. A change whose system is not configured is "not
-    configured", not refused: the evidence step of that system was not configured either."""
-    store = svc.store
-    if not action.info.changes_things:
-        return None
-    namespace = action.name.split(".", 1)[0]
-    for earlier in spec.steps:
-        if earlier.id == step.id:
-            break
-        result = store.step_result(incident_id, spec.name, earlier.id)
-        if (
-            result is not None
-            and result.status == Outcome.not_configured.value
-            and earlier.action.startswith(f"{namespace}.")
-        ):
-            summary = str(result.output.get("summary", "")) or f"{namespace} is not configured"
-            return StepOutcome(status=Outcome.not_configured, summary=summary)
-    if not store.evidence_for(incident_id):
-        return StepOutcome(
-            status=Outcome.refused, summary="refused: no evidence was captured before this changing step"
-        )
-    if isinstance(inputs, AssetInputs) and not store.evidence_for(incident_id, asset=inputs.asset):
-        return StepOutcome(
-            status=Outcome.refused,
-            summary=f"refused: no evidence about {inputs.asset} was captured before this changing step "
-            "(add the step that collects it before this one)",
-        )
-    if action.info.effect is Effect.destructive and step.approval is None:
-        return StepOutcome(status=Outcome.refused, summary="refused: a destructive step needs an approval gate")
-    return None
 
 
 def _decide_and_run(
@@ -180,10 +144,10 @@ def _decide_and_run(
     action: Action,
     ctx: ActionContext,
     context: dict[str, Any],
-    incident_id: str,
+    results: dict[str, StepResult],
 ) -> tuple[StepOutcome, bool]:
     """Returns the outcome and whether the action's task ran."""
-    store = svc.store
+    store, incident_id = svc.store, ctx.incident_id
     try:
         if step.when is not None and not evaluate_condition(step.when, context):
             return StepOutcome(status=Outcome.skipped, summary=f"skipped: condition `{step.when}` is false"), False
@@ -195,9 +159,11 @@ def _decide_and_run(
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return StepOutcome(status=Outcome.failed, summary=f"inputs are not valid for {action.name}: {problems}"), False
 
-    refusal = _refusal_or_none(svc, spec, step, action, inputs, incident_id)
-    if refusal is not None:
-        return refusal, False
+    if action.info.changes_things:
+        proposed = Proposed(spec, step, action, inputs, results, store.evidence_for(incident_id))
+        stopped = check_before_change(proposed)
+        if stopped is not None:
+            return stopped, False
     if step.approval is not None and svc.settings.plan_mode:
         # A plan waits for nobody and never runs a gated step, even in plan mode: it says who
         # would be asked and what would then run.

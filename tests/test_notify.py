@@ -403,9 +403,9 @@ def test_a_jira_failure_does_not_lose_the_close(
     run("jira.open_issue", case.at("open-ticket"), TicketInputs())
     held = case.env["AISOAR_JIRA_TOKEN"]  # the token aisoar holds, now refused by Jira
     sandbox.jira.token = "rotated-elsewhere"
-    from tasks import connect
+    from connectors.jira import SYSTEM as JIRA
 
-    connect._jira.cache_clear()
+    JIRA.clear_cache()
     spec = leaked_key_spec()
     case.store.record_step(
         case.ctx.incident_id, spec.name, "block-key-at-gateway", "ok", {"summary": "key blocked (verified)"}

@@ -24,6 +24,7 @@ import pytest
 from cli.prefect_server import PrefectServer
 from connectors.errors import ConnectorError
 from connectors.litellm import LiteLLMGateway
+from connectors.openai import SYSTEM as OPENAI
 from sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT, DEMO_SECRET, Sandbox
 from tests import prefect_api
 from tests.e2e_specs import spec_variant, with_approval_timeout
@@ -286,10 +287,11 @@ def test_after_a_crash_mid_deletion_the_record_credits_the_earlier_request(stack
         step_id="delete-key-at-provider",
         data={"sending": True, "playbook": PLAYBOOK},
     )
-    admin = stack.settings.openai_admin_key
-    assert admin is not None and stack.settings.openai_url
+    openai = OPENAI.settings_of(stack.settings)
+    admin = openai.admin_key
+    assert admin is not None and openai.url
     deleted = httpx.delete(
-        f"{stack.settings.openai_url}/organization/projects/{DEMO_PROJECT}/api_keys/{DEMO_KEY_ID}",
+        f"{openai.url}/organization/projects/{DEMO_PROJECT}/api_keys/{DEMO_KEY_ID}",
         headers={"Authorization": f"Bearer {admin.get_secret_value()}"},
     )
     assert deleted.status_code == 200, deleted.text

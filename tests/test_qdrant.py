@@ -81,11 +81,11 @@ def proxied(qdrant: Qdrant) -> Iterator[tuple[FaultProxy, str]]:
 @pytest.fixture(autouse=True)
 def _fresh_connectors() -> Iterator[None]:
     """Connectors are cached per configuration; each test builds its own."""
-    from tasks.connect import _qdrant
+    from connectors.qdrant import SYSTEM as QDRANT
 
-    _qdrant.cache_clear()
+    QDRANT.clear_cache()
     yield
-    _qdrant.cache_clear()
+    QDRANT.clear_cache()
 
 
 def api(url: str, key: str = KEY, **retry: Any) -> QdrantApi:

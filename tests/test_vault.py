@@ -444,11 +444,11 @@ def test_the_connector_checks_identifiers_too() -> None:
 @pytest.fixture(autouse=True)
 def _fresh_connectors() -> Iterator[None]:
     """Connectors are cached per configuration; each test builds its own."""
-    from tasks.connect import _vault
+    from connectors.vault import SYSTEM as VAULT
 
-    _vault.cache_clear()
+    VAULT.clear_cache()
     yield
-    _vault.cache_clear()
+    VAULT.clear_cache()
 
 
 def _walk_playbook(ctx: ActionContext, credential: CloudCredential) -> dict[str, dict[str, Any]]:

@@ -22,7 +22,8 @@ log = logging.getLogger("aisoar.dispatch")
 
 class Launcher(Protocol):
     def launch(self, incident_id: str, playbook: str) -> str:
-        """Start (or find) the playbook's run for the incident; return its flow run id."""
+        """Start (or find) the playbook's run for the incident, record its flow run id on the
+        incident's playbook run in the store, and return it."""
         ...
 
     def redrive(self, incident_id: str, playbook: str) -> bool:
@@ -95,8 +96,7 @@ class Dispatcher:
             log.warning("could not start playbook %s for %s yet: %s", playbook, incident_id, exc)
             result.failed[playbook] = str(exc)
             return
-        self.store.set_flow_run(incident_id, playbook, flow_run_id)
-        result.launched[playbook] = flow_run_id
+        result.launched[playbook] = flow_run_id  # the launcher recorded it in the store
 
     def _redrive(self, incident_id: str, playbook: str, result: DispatchResult) -> None:
         if self.launcher is None:

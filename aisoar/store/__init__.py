@@ -1,0 +1,57 @@
+"""The aisoar store: inbox, incidents and their timeline, playbook runs and step results,
+approvals, the evidence ledger. One facade (``Store``) over one module per aggregate.
+
+SQLAlchemy Core over SQLite (default, WAL) or PostgreSQL. Every method is one short
+transaction; callers get pydantic models or plain values back, never rows.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from aisoar.store.approvals import ApprovalRecord, Approvals
+from aisoar.store.evidence import EvidenceLedger, EvidenceRecord, custody_hash
+from aisoar.store.inbox import Inbox
+from aisoar.store.incidents import Incidents
+from aisoar.store.migrate import upgrade
+from aisoar.store.runs import Runs, StepResult
+from aisoar.store.schema import StoreBase, evidence_items, metadata, new_id
+
+
+class Store(Inbox, Incidents, Runs, Approvals, EvidenceLedger, StoreBase):
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._custody_lock = threading.Lock()
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = sa.create_engine(
+                url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True
+            )
+
+            @sa.event.listens_for(self.engine, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cursor = dbapi_conn.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute("PRAGMA busy_timeout=30000")
+                cursor.close()
+        else:
+            self.engine = sa.create_engine(url, pool_pre_ping=True)
+        upgrade(self.engine)
+
+
+__all__ = [
+    "ApprovalRecord",
+    "EvidenceRecord",
+    "StepResult",
+    "Store",
+    "custody_hash",
+    "evidence_items",
+    "metadata",
+    "new_id",
+]

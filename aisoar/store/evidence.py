@@ -1,0 +1,126 @@
+"""The evidence ledger: one custody entry per item, each chained to the previous by its hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+
+from aisoar.models import utcnow
+from aisoar.store.schema import StoreBase, aware, evidence_items
+
+
+class EvidenceRecord(BaseModel):
+    incident_id: str
+    sha256: str
+    size: int
+    media_type: str
+    description: str
+    location: str
+    collected_by: str
+    collected_at: datetime
+    asset: str | None = None
+    prev_hash: str
+    entry_hash: str
+
+    def custody_entry(self) -> dict[str, Any]:
+        """What the custody hash covers (``asset`` only when set, as entries before it existed)."""
+        entry = self.model_dump(exclude={"prev_hash", "entry_hash"})
+        if entry.get("asset") is None:
+            entry.pop("asset", None)
+        return entry
+
+
+GENESIS = "0" * 64
+
+
+def _canonical(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    return str(value)
+
+
+def custody_hash(prev_hash: str, entry: dict[str, Any]) -> str:
+    canonical = json.dumps(entry, sort_keys=True, separators=(",", ":"), default=_canonical)
+    return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
+
+
+class EvidenceLedger(StoreBase):
+    # -- evidence ledger ----------------------------------------------------------------
+    def record_evidence(
+        self,
+        incident_id: str,
+        sha256: str,
+        size: int,
+        media_type: str,
+        description: str,
+        location: str,
+        collected_by: str,
+        asset: str | None = None,
+    ) -> EvidenceRecord:
+        """Append a custody entry, chained to the previous entry's hash."""
+        with self._custody_lock, self._tx() as conn:
+            prev = conn.execute(
+                sa.select(evidence_items.c.entry_hash).order_by(evidence_items.c.id.desc()).limit(1)
+            ).scalar()
+            entry: dict[str, Any] = dict(
+                incident_id=incident_id,
+                sha256=sha256,
+                size=size,
+                media_type=media_type,
+                description=description,
+                location=location,
+                collected_by=collected_by,
+                collected_at=utcnow(),
+            )
+            if asset is not None:
+                entry["asset"] = asset
+            prev_hash = str(prev) if prev else GENESIS
+            entry_hash = custody_hash(prev_hash, entry)
+            conn.execute(evidence_items.insert().values(**entry, prev_hash=prev_hash, entry_hash=entry_hash))
+        return EvidenceRecord(**entry, prev_hash=prev_hash, entry_hash=entry_hash)
+
+    def evidence_for(self, incident_id: str, asset: str | None = None) -> list[EvidenceRecord]:
+        """The incident's evidence; with ``asset``, only what was collected about that asset."""
+        query = sa.select(evidence_items).where(evidence_items.c.incident_id == incident_id)
+        if asset is not None:
+            query = query.where(evidence_items.c.asset == asset)
+        with self._tx() as conn:
+            rows = conn.execute(query.order_by(evidence_items.c.id)).all()
+        return [_evidence(r) for r in rows]
+
+    def verify_custody_chain(self) -> list[str]:
+        """Recompute the whole chain; returns the problems found (empty when intact)."""
+        problems: list[str] = []
+        prev_hash = GENESIS
+        with self._tx() as conn:
+            rows = conn.execute(sa.select(evidence_items).order_by(evidence_items.c.id)).all()
+        for row in rows:
+            record = _evidence(row)
+            entry = record.custody_entry()
+            if record.prev_hash != prev_hash:
+                problems.append(f"entry {row.id}: previous hash does not match the chain")
+            if custody_hash(record.prev_hash, entry) != record.entry_hash:
+                problems.append(f"entry {row.id}: entry hash does not match its content")
+            prev_hash = record.entry_hash
+        return problems
+
+
+def _evidence(row: Any) -> EvidenceRecord:
+    return EvidenceRecord(
+        incident_id=row.incident_id,
+        sha256=row.sha256,
+        size=row.size,
+        media_type=row.media_type,
+        description=row.description,
+        location=row.location,
+        collected_by=row.collected_by,
+        collected_at=aware(row.collected_at) or utcnow(),
+        asset=row.asset,
+        prev_hash=row.prev_hash,
+        entry_hash=row.entry_hash,
+    )

@@ -1,0 +1,135 @@
+"""Incidents, their alerts and their timeline; correlation by fingerprint."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from aisoar.models import Alert, Incident, IncidentStatus, Severity, TimelineEntry, utcnow
+from aisoar.store.schema import (
+    StoreBase,
+    aware,
+    inbox,
+    incident_alerts,
+    incidents,
+    new_id,
+    playbook_runs,
+    timeline,
+    timeline_row,
+)
+from aisoar.taxonomy import IncidentType
+
+
+class Incidents(StoreBase):
+    # -- incidents -----------------------------------------------------------------------
+    def correlate(
+        self, alert: Alert, incident_type: IncidentType | None, severity: Severity, window: timedelta
+    ) -> tuple[str, bool]:
+        """Attach the alert to the open incident with its fingerprint inside the window, or open one."""
+        now = utcnow()
+        with self._tx() as conn:
+            row = conn.execute(
+                sa.select(incidents.c.id, incidents.c.severity)
+                .where(
+                    incidents.c.fingerprint == alert.fingerprint,
+                    incidents.c.correlate_until >= now,
+                    incidents.c.status != IncidentStatus.closed.value,
+                )
+                .order_by(incidents.c.created_at.desc())
+                .limit(1)
+            ).first()
+            if row is not None:
+                incident_id, created = str(row.id), False
+                values: dict[str, Any] = {"updated_at": now, "correlate_until": now + window}
+                if severity.rank > Severity(row.severity).rank:
+                    values["severity"] = severity.value
+                conn.execute(incidents.update().where(incidents.c.id == incident_id).values(**values))
+            else:
+                incident_id, created = new_id("INC"), True
+                conn.execute(
+                    incidents.insert().values(
+                        id=incident_id,
+                        fingerprint=alert.fingerprint,
+                        title=alert.title,
+                        type=incident_type.value if incident_type else None,
+                        severity=severity.value,
+                        status=IncidentStatus.open.value,
+                        created_at=now,
+                        updated_at=now,
+                        correlate_until=now + window,
+                    )
+                )
+            exists = conn.execute(
+                sa.select(incident_alerts.c.alert_id).where(
+                    incident_alerts.c.incident_id == incident_id, incident_alerts.c.alert_id == alert.id
+                )
+            ).first()
+            if exists is None:
+                conn.execute(incident_alerts.insert().values(incident_id=incident_id, alert_id=alert.id))
+            conn.execute(inbox.update().where(inbox.c.id == alert.id).values(incident_id=incident_id))
+        return incident_id, created
+
+    def set_incident_status(self, incident_id: str, status: IncidentStatus) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                incidents.update().where(incidents.c.id == incident_id).values(status=status.value, updated_at=utcnow())
+            )
+
+    def get_incident(self, incident_id: str) -> Incident:
+        with self._tx() as conn:
+            row = conn.execute(sa.select(incidents).where(incidents.c.id == incident_id)).first()
+            if row is None:
+                raise KeyError(f"no incident {incident_id}")
+            alert_ids = [
+                r.alert_id
+                for r in conn.execute(
+                    sa.select(incident_alerts.c.alert_id).where(incident_alerts.c.incident_id == incident_id)
+                )
+            ]
+            runs = {
+                r.playbook: r.flow_run_id
+                for r in conn.execute(sa.select(playbook_runs).where(playbook_runs.c.incident_id == incident_id))
+                if r.flow_run_id
+            }
+            entries = [
+                TimelineEntry(
+                    at=aware(r.at) or utcnow(),
+                    kind=r.kind,
+                    step_id=r.step_id,
+                    message=r.message,
+                    data=json.loads(r.data_json),
+                )
+                for r in conn.execute(
+                    sa.select(timeline).where(timeline.c.incident_id == incident_id).order_by(timeline.c.seq)
+                )
+            ]
+        return Incident(
+            id=row.id,
+            title=row.title,
+            type=IncidentType(row.type) if row.type else None,
+            severity=Severity(row.severity),
+            status=IncidentStatus(row.status),
+            fingerprint=row.fingerprint,
+            created_at=aware(row.created_at) or utcnow(),
+            updated_at=aware(row.updated_at) or utcnow(),
+            alert_ids=alert_ids,
+            flow_run_ids=runs,
+            timeline=entries,
+        )
+
+    def list_incidents(self, limit: int = 50) -> list[Incident]:
+        with self._tx() as conn:
+            ids = [
+                r.id
+                for r in conn.execute(sa.select(incidents.c.id).order_by(incidents.c.created_at.desc()).limit(limit))
+            ]
+        return [self.get_incident(i) for i in ids]
+
+    def add_timeline(
+        self, incident_id: str, kind: str, message: str, step_id: str | None = None, data: dict[str, Any] | None = None
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute(timeline_row(incident_id, kind, message, step_id, data))

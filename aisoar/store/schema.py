@@ -1,0 +1,166 @@
+"""The store's tables (SQLAlchemy Core), and the helpers every aggregate shares."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from aisoar.models import utcnow
+
+metadata = sa.MetaData()
+
+_ts = sa.DateTime(timezone=True)
+
+inbox = sa.Table(
+    "inbox",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("delivery_id", sa.String(64), nullable=False),
+    sa.Column("received_at", _ts, nullable=False),
+    sa.Column("raw_sha256", sa.String(64), nullable=False),
+    sa.Column("alert_json", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, default="pending"),
+    sa.Column("incident_id", sa.String(40)),
+    sa.Column("error", sa.Text),
+    sa.UniqueConstraint("source", "delivery_id", name="uq_inbox_delivery"),
+)
+
+incidents = sa.Table(
+    "incidents",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("fingerprint", sa.String(128), nullable=False, index=True),
+    sa.Column("title", sa.String(500), nullable=False),
+    sa.Column("type", sa.String(64)),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", _ts, nullable=False),
+    sa.Column("updated_at", _ts, nullable=False),
+    sa.Column("correlate_until", _ts, nullable=False),
+)
+
+incident_alerts = sa.Table(
+    "incident_alerts",
+    metadata,
+    sa.Column("incident_id", sa.String(40), primary_key=True),
+    sa.Column("alert_id", sa.String(40), primary_key=True),
+)
+
+timeline = sa.Table(
+    "timeline",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("incident_id", sa.String(40), nullable=False, index=True),
+    sa.Column("at", _ts, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("step_id", sa.String(64)),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("data_json", sa.Text, nullable=False, default="{}"),
+)
+
+playbook_runs = sa.Table(
+    "playbook_runs",
+    metadata,
+    sa.Column("incident_id", sa.String(40), primary_key=True),
+    sa.Column("playbook", sa.String(64), primary_key=True),
+    sa.Column("flow_run_id", sa.String(40), index=True),
+    sa.Column("created_at", _ts, nullable=False),
+    sa.Column("owner", sa.String(128)),
+    sa.Column("heartbeat_at", _ts),
+    sa.Column("finished", sa.Boolean, nullable=False, default=False),
+)
+
+step_results = sa.Table(
+    "step_results",
+    metadata,
+    sa.Column("incident_id", sa.String(40), primary_key=True),
+    sa.Column("playbook", sa.String(64), primary_key=True),
+    sa.Column("step_id", sa.String(64), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("output_json", sa.Text, nullable=False),
+    sa.Column("at", _ts, nullable=False),
+)
+
+approvals = sa.Table(
+    "approvals",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("incident_id", sa.String(40), nullable=False),
+    sa.Column("playbook", sa.String(64), nullable=False),
+    sa.Column("step_id", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(128), nullable=False),
+    sa.Column("args_sha256", sa.String(64), nullable=False),
+    sa.Column("approvers_json", sa.Text, nullable=False),
+    sa.Column("quorum", sa.Integer, nullable=False),
+    sa.Column("expires_at", _ts, nullable=False),
+    sa.Column("on_timeout", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("decided_by", sa.String(256)),
+    sa.Column("reason", sa.Text),
+    sa.Column("decided_at", _ts),
+    sa.Column("answers_json", sa.Text, nullable=False, default="{}"),
+    sa.UniqueConstraint("incident_id", "playbook", "step_id", name="uq_approval_step"),
+)
+
+evidence_items = sa.Table(
+    "evidence_items",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("incident_id", sa.String(40), nullable=False, index=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("media_type", sa.String(64), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("location", sa.Text, nullable=False),
+    sa.Column("collected_by", sa.String(256), nullable=False),
+    sa.Column("collected_at", _ts, nullable=False),
+    sa.Column("asset", sa.String(256), index=True),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("entry_hash", sa.String(64), nullable=False, unique=True),
+)
+
+
+def timeline_row(
+    incident_id: str, kind: str, message: str, step_id: str | None = None, data: dict[str, Any] | None = None
+) -> sa.Insert:
+    """The insert of one timeline entry."""
+    return timeline.insert().values(
+        incident_id=incident_id,
+        at=utcnow(),
+        kind=kind,
+        step_id=step_id,
+        message=message,
+        data_json=json.dumps(data or {}, default=str),
+    )
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{utcnow():%Y%m%d}-{secrets.token_hex(4)}"
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back naive; everything stored here is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+class StoreBase:
+    """What every aggregate's methods share: the engine and one short transaction per call."""
+
+    engine: Engine
+    _custody_lock: threading.Lock
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
