@@ -1,8 +1,10 @@
-"""The ``aisoar`` command: up, serve, fire, validate, actions, connectors, incidents, report, sandbox."""
+"""The ``aisoar`` command: up, serve, fire, validate, actions, connectors, incidents, report, sandbox.
+
+Each command imports what it needs when it runs: the command starts fast, and a package of
+another distribution that shadows one of this project's is named before anything imports it."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import secrets
@@ -11,21 +13,43 @@ import signal
 import sys
 import textwrap
 import time
+from contextlib import ExitStack, nullcontext
 from datetime import timedelta
+from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
+import typer
 
-from aisoar.case import run_url
-from aisoar.config import Settings, get_settings, reset_settings, sandbox_aliases_file, sandbox_env_file
-from cli.prefect_server import QUIET_ENV
-from connectors.system import StandIn
-from connectors.systems import SYSTEMS
+from cli.terminal import Failure, PipeClosed, complain, is_terminal, markdown, say, spinner, table, working
 
+if TYPE_CHECKING:
+    import httpx
+
+    from aisoar.actions import ActionInfo
+    from aisoar.config import Settings
+    from aisoar.store import Store
+    from cli.prefect_server import PrefectServer
+    from connectors.system import StandIn
+    from tasks.inventory import ConnectorStatus
+
+PROJECT_PACKAGES = ("flows", "tasks", "connectors", "cli", "sandbox")
 BANNER_TEXT = (
     "Nothing real is blocked, paged or filed.",
     "Configure AISOAR_* settings (see README) to use real systems.",
+)
+EFFECT_STYLES = {"read_only": "green", "notifies": "cyan", "changing": "yellow", "destructive": "bold red"}
+MARK_STYLES = {"ok": "green", "--": "dim", "ERR": "bold red"}
+STATUS_STYLES = {"open": "yellow", "containing": "yellow", "not contained": "bold red"}
+SEVERITY_STYLES = {"critical": "bold red", "high": "red", "medium": "yellow"}
+
+app = typer.Typer(
+    name="aisoar",
+    help="SOAR for incidents in AI systems, on Prefect.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -47,6 +71,8 @@ def banner(names: tuple[str, ...], servers: tuple[str, ...] = ()) -> str:
 
 
 def _quiet() -> None:
+    from cli.prefect_server import QUIET_ENV
+
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
 
@@ -63,6 +89,8 @@ def _write_env_file(path: Path, values: dict[str, str]) -> None:
 def _unconfigured(settings: Settings, kind: StandIn) -> tuple[str, ...]:
     """The systems whose stand-in is of ``kind`` (a fake, a real local server) that have no
     settings of their own."""
+    from connectors.systems import SYSTEMS
+
     return tuple(system.name for system in SYSTEMS if system.stand_in is kind and not system.configured(settings))
 
 
@@ -71,319 +99,468 @@ def _write_aliases(path: Path, aliases: dict[str, str]) -> None:
     path.write_text(json.dumps(aliases, indent=2, sort_keys=True) + "\n")
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    """Prefect server (SQLite, UI) + sandbox stand-ins for what is not configured + ingress + runtime."""
+@app.command("up")
+def cmd_up(
+    prefect_port: Annotated[int, typer.Option(min=1, max=65535, help="port of the Prefect server and its UI")] = 4200,
+    no_sandbox: Annotated[
+        bool, typer.Option("--no-sandbox", help="do not start stand-ins for unconfigured systems")
+    ] = False,
+) -> int:
+    """Run everything locally: Prefect server + UI, ingress, runtime, sandbox."""
     _quiet()
+    from aisoar.config import get_settings, reset_settings, sandbox_env_file
     from cli.prefect_server import PrefectServer
 
     # SIGTERM stops everything as Ctrl-C does: the servers started here (their own process
-    # groups) are stopped in the `finally` blocks, never left behind.
+    # groups) are stopped when `running` closes, never left behind.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
     sandbox_file = sandbox_env_file()
     sandbox_file.unlink(missing_ok=True)  # stand-ins are new each time; real settings win
     reset_settings()
     settings = get_settings()
-    server = PrefectServer(settings.data_dir / "prefect", port=args.prefect_port)
-    print(f"starting the Prefect server on {server.url} (data in {server.home}) ...", flush=True)
-    server.start()
-    os.environ["PREFECT_API_URL"] = server.api_url
+    with ExitStack() as running:
+        server = _start_prefect(PrefectServer(settings.data_dir / "prefect", port=prefect_port), running)
+        generated = {"AISOAR_PREFECT_UI_URL": server.url}
+        if "generic" not in settings.webhook_secrets:
+            generated["AISOAR_WEBHOOK_SECRETS__generic"] = secrets.token_urlsafe(32)
+        if not no_sandbox:
+            generated |= _start_sandbox(settings, running)
+        _write_env_file(sandbox_file, generated)
+        os.environ.update(generated)
+        reset_settings()
+        return _serve(get_settings(), announce=f"Prefect UI: {server.url}")
 
-    sandbox = None
-    generated: dict[str, str] = {"AISOAR_PREFECT_UI_URL": server.url}
-    if "generic" not in settings.webhook_secrets:
-        generated["AISOAR_WEBHOOK_SECRETS__generic"] = secrets.token_urlsafe(32)
-    missing = _unconfigured(settings, StandIn.fake)
-    real_missing = _unconfigured(settings, StandIn.server)
-    real = None
-    if missing and not args.no_sandbox:
-        from sandbox.stack import Sandbox
 
-        sandbox = Sandbox.create()
-        sandbox.seed_demo()
-        generated |= sandbox.start(missing)
-        generated["AISOAR_SANDBOX"] = "true"
-    if real_missing and not args.no_sandbox:
-        from sandbox.real_servers import RealServers, ServerFailed
-
-        workdir = settings.data_dir / "sandbox-servers"
-        shutil.rmtree(workdir, ignore_errors=True)  # seeded anew each time, like the stand-ins
-        real = RealServers(workdir)
-        print(f"starting the sandbox's real servers: {', '.join(real_missing)} ...", flush=True)
+def _start_prefect(server: PrefectServer, running: ExitStack) -> PrefectServer:
+    """Start the local Prefect server, this process's API from now on; ``running`` stops it."""
+    running.callback(server.stop)
+    with working(f"starting the Prefect server on {server.url} (data in {server.home})"):
         try:
-            generated |= real.start(real_missing)
-        except BaseException as exc:
-            real.stop()
-            if sandbox is not None:
-                sandbox.stop()
-            server.stop()
-            if not isinstance(exc, ServerFailed):
-                raise
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        generated["AISOAR_SANDBOX"] = "true"
-        _write_aliases(sandbox_aliases_file(), real.aliases)
-    _write_env_file(sandbox_file, generated)
-    os.environ.update(generated)
-    reset_settings()
-    settings = get_settings()
-    if sandbox is not None or real is not None:
-        print(banner(missing, real_missing if real is not None else ()), flush=True)
-    try:
-        return _serve(settings, announce=f"Prefect UI: {server.url}")
-    finally:
-        if sandbox is not None:
-            sandbox.stop()
-        if real is not None:
-            real.stop()
-        server.stop()
+            server.start()
+        except (RuntimeError, TimeoutError) as exc:  # the port is taken; the server died or hangs
+            raise Failure(str(exc)) from exc
+    os.environ["PREFECT_API_URL"] = server.api_url
+    return server
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _start_sandbox(settings: Settings, running: ExitStack) -> dict[str, str]:
+    """Stand-ins for the systems that have no settings of their own, and the banner that says so;
+    their settings. ``running`` stops them."""
+    from connectors.system import StandIn
+
+    fakes = _unconfigured(settings, StandIn.fake)
+    servers = _unconfigured(settings, StandIn.server)
+    generated: dict[str, str] = {}
+    if fakes:
+        generated |= _start_stand_ins(fakes, running)
+    if servers:
+        generated |= _start_real_servers(servers, settings.data_dir, running)
+    if generated:
+        say(banner(fakes, servers), style="yellow")
+    return generated
+
+
+def _start_stand_ins(names: tuple[str, ...], running: ExitStack) -> dict[str, str]:
+    """Start the sandbox's stand-ins for ``names``; ``running`` stops them."""
+    from sandbox.stack import Sandbox
+
+    sandbox = Sandbox.create()
+    running.callback(sandbox.stop)
+    sandbox.seed_demo()
+    return sandbox.start(names) | {"AISOAR_SANDBOX": "true"}
+
+
+def _start_real_servers(names: tuple[str, ...], data_dir: Path, running: ExitStack) -> dict[str, str]:
+    """Start and seed the real local servers for ``names``; ``running`` stops them."""
+    from aisoar.config import sandbox_aliases_file
+    from sandbox.real_servers import RealServers, ServerFailed
+
+    workdir = data_dir / "sandbox-servers"
+    shutil.rmtree(workdir, ignore_errors=True)  # seeded anew each time, like the stand-ins
+    real = RealServers(workdir)
+    running.callback(real.stop)
+    with working(f"starting the sandbox's real servers: {', '.join(names)}"):
+        try:
+            generated = real.start(names)
+        except ServerFailed as exc:
+            raise Failure(str(exc)) from exc
+    _write_aliases(sandbox_aliases_file(), real.aliases)
+    return generated | {"AISOAR_SANDBOX": "true"}
+
+
+@app.command("serve")
+def cmd_serve() -> int:
     """Ingress + runtime against the Prefect server in PREFECT_API_URL (production, several replicas)."""
     _quiet()
     if not os.environ.get("PREFECT_API_URL"):
-        print("error: set PREFECT_API_URL to the Prefect server's API, e.g. http://127.0.0.1:4200/api", file=sys.stderr)
-        return 2
+        raise Failure("set PREFECT_API_URL to the Prefect server's API, e.g. http://127.0.0.1:4200/api", code=2)
+    from aisoar.config import get_settings
+
     return _serve(get_settings(), announce=f"Prefect API: {os.environ['PREFECT_API_URL']}")
 
 
 def _serve(settings: Settings, announce: str) -> int:
-    import uvicorn
+    with working("starting the playbook runtime"):
+        import uvicorn
 
-    from aisoar.ingress.app import create_app
-    from aisoar.ingress.dispatch import Dispatcher
-    from flows.runtime import PlaybookRuntime
-    from flows.services import build_services
+        from aisoar.ingress.app import create_app
+        from aisoar.ingress.dispatch import Dispatcher
+        from flows.runtime import PlaybookRuntime
+        from flows.services import build_services
 
-    svc = build_services(settings)
-    runtime = PlaybookRuntime(svc)
-    runtime.start()
-    dispatcher = Dispatcher(
-        svc.store, list(svc.specs.values()), runtime, timedelta(seconds=settings.dedup_window_seconds)
-    )
-    app = create_app(settings, svc.store, dispatcher)
-    print(
-        f"aisoar is up. {announce}\n"
-        f"  ingress:   http://{settings.ingress_host}:{settings.ingress_port}/webhooks/<source>\n"
-        f"  playbooks: {', '.join(sorted(svc.specs))}\n"
-        f"  data:      {settings.data_dir}\n"
-        "  Ctrl-C stops everything.",
-        flush=True,
-    )
+        svc = build_services(settings)
+        runtime = PlaybookRuntime(svc)
+        runtime.start()
     try:
-        uvicorn.run(app, host=settings.ingress_host, port=settings.ingress_port, log_level="warning")
+        dispatcher = Dispatcher(
+            svc.store, list(svc.specs.values()), runtime, timedelta(seconds=settings.dedup_window_seconds)
+        )
+        ingress = create_app(settings, svc.store, dispatcher)
+        say(
+            f"aisoar is up. {announce}\n"
+            f"  ingress:   http://{settings.ingress_host}:{settings.ingress_port}/webhooks/<source>\n"
+            f"  playbooks: {', '.join(sorted(svc.specs))}\n"
+            f"  data:      {settings.data_dir}\n"
+            "  Ctrl-C stops everything."
+        )
+        uvicorn.run(ingress, host=settings.ingress_host, port=settings.ingress_port, log_level="warning")
     finally:
         runtime.stop()
     return 0
 
 
-def cmd_fire(args: argparse.Namespace) -> int:
+@app.command("fire")
+def cmd_fire(
+    file: Annotated[Path, typer.Argument(help="the alert: a JSON file", show_default=False)],
+    source: Annotated[str, typer.Option(help="the detection source; its webhook secret signs the alert")] = "generic",
+    url: Annotated[str | None, typer.Option(help="ingress base URL (default: from the settings)")] = None,
+    as_is: Annotated[
+        bool, typer.Option("--as-is", help="send the file unchanged (no sandbox substitution of sample ids)")
+    ] = False,
+) -> int:
     """Sign an alert file and post it to the ingress."""
+    import httpx
+
+    from aisoar.config import get_settings
     from aisoar.ingress.auth import signed_headers
 
+    body = _read_alert(file)
     settings = get_settings()
-    secret = settings.webhook_secrets.get(args.source)
+    secret = settings.webhook_secrets.get(source)
     if secret is None:
-        print(
-            f"error: no webhook secret for source '{args.source}'; set AISOAR_WEBHOOK_SECRETS__{args.source} "
+        raise Failure(
+            f"no webhook secret for source '{source}'; set AISOAR_WEBHOOK_SECRETS__{source} "
             "(`make up` writes one for 'generic')",
-            file=sys.stderr,
+            code=2,
         )
-        return 2
-    body = Path(args.file).read_bytes()
-    aliases_file = sandbox_aliases_file()
-    if settings.sandbox and aliases_file.exists() and not args.as_is:
-        from sandbox.real_servers import substitute
-
-        try:
-            alert = json.loads(body)
-        except ValueError:
-            alert = None
-        if isinstance(alert, dict):
-            alert, replaced = substitute(alert, json.loads(aliases_file.read_text()))
-            if replaced:
-                body = json.dumps(alert).encode()
-                print(f"sandbox: the sample's ids stand for what the sandbox seeded: {', '.join(replaced)}")
-    base = args.url or f"http://{settings.ingress_host}:{settings.ingress_port}"
+    if settings.sandbox and not as_is:
+        body = _with_sandbox_ids(body)
+    base = url or f"http://{settings.ingress_host}:{settings.ingress_port}"
     try:
         response = httpx.post(
-            f"{base}/webhooks/{args.source}",
+            f"{base}/webhooks/{source}",
             content=body,
             headers=signed_headers(secret.get_secret_value(), body),
             timeout=10,
         )
+        accepted = _json(response, base)
+        say(f"{response.status_code} {json.dumps(accepted)}")
+        if response.status_code not in (200, 202):
+            return 1
+        _follow(base, accepted["alert_id"], settings.prefect_ui_url)
     except httpx.HTTPError as exc:
-        print(
-            f"error: could not reach the ingress at {base} ({type(exc).__name__}); is `make up` running?",
-            file=sys.stderr,
-        )
-        return 1
-    print(f"{response.status_code} {json.dumps(response.json())}")
-    if response.status_code not in (200, 202):
-        return 1
-    alert_id = response.json()["alert_id"]
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        status = httpx.get(f"{base}/alerts/{alert_id}", timeout=5).json()
-        if status.get("status") == "dispatched":
-            print(f"incident {status['incident_id']}")
-            for playbook, run_id in status.get("flow_runs", {}).items():
-                print(f"playbook {playbook}: {run_url(settings.prefect_ui_url, run_id)}")
-            return 0
-        time.sleep(0.2)
-    print("the alert is accepted and waits in the inbox; dispatch has not finished yet")
+        raise Failure(f"could not reach the ingress at {base} ({type(exc).__name__}); is `make up` running?") from exc
     return 0
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def _read_alert(file: Path) -> bytes:
+    try:
+        return file.read_bytes()
+    except OSError as exc:
+        raise Failure(f"cannot read the alert file {file}: {exc.strerror or exc}", code=2) from exc
+
+
+def _with_sandbox_ids(body: bytes) -> bytes:
+    """The alert with the identifiers the sandbox seeded in place of the sample's, saying so."""
+    from aisoar.config import sandbox_aliases_file
+
+    aliases_file = sandbox_aliases_file()
+    if not aliases_file.exists():
+        return body
+    from sandbox.real_servers import substitute
+
+    try:
+        alert = json.loads(body)
+    except ValueError:
+        return body  # not JSON: the ingress says so
+    if not isinstance(alert, dict):
+        return body
+    alert, replaced = substitute(alert, json.loads(aliases_file.read_text()))
+    if not replaced:
+        return body
+    say(f"sandbox: the sample's ids stand for what the sandbox seeded: {', '.join(replaced)}")
+    return json.dumps(alert).encode()
+
+
+def _json(response: httpx.Response, base: str) -> Any:
+    """The JSON an ``httpx.Response`` of the ingress carries."""
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise Failure(f"{base} answered HTTP {response.status_code} without JSON; is it aisoar's ingress?") from exc
+
+
+def _follow(base: str, alert_id: str, prefect_ui_url: str) -> None:
+    """Wait (10 s at most) until the alert is dispatched; print its incident and playbook runs."""
+    import httpx
+
+    from aisoar.case import run_url
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status = _json(httpx.get(f"{base}/alerts/{alert_id}", timeout=5), base)
+        if status.get("status") == "dispatched":
+            say(f"incident {status['incident_id']}")
+            for playbook, run_id in status.get("flow_runs", {}).items():
+                say(f"playbook {playbook}: {run_url(prefect_ui_url, run_id)}")
+            return
+        time.sleep(0.2)
+    say("the alert is accepted and waits in the inbox; dispatch has not finished yet")
+
+
+@app.command("validate")
+def cmd_validate(
+    directory: Annotated[
+        Path | None, typer.Argument(help="the specs' directory (default: AISOAR_SPECS_DIR)", show_default=False)
+    ] = None,
+) -> int:
+    """Check every playbook spec statically."""
+    from aisoar.config import get_settings
     from aisoar.specs import SpecError, load_specs
     from tasks import catalog
 
-    directory = Path(args.directory) if args.directory else get_settings().specs_dir
+    directory = directory or get_settings().specs_dir
+    if not directory.is_dir():
+        raise Failure(f"no such directory: {directory}", code=2)
     try:
         loaded = load_specs(directory, catalog())
     except SpecError as exc:
         for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print(f"{len(exc.problems)} problem(s) in {directory}", file=sys.stderr)
+            complain(str(problem), prefix="")
+        complain(f"{len(exc.problems)} problem(s) in {directory}", prefix="")
         return 1
     for item in loaded:
-        print(f"ok  {item.path.name}: {item.spec.name} ({len(item.spec.steps)} steps)")
+        say(f"ok  {item.path.name}: {item.spec.name} ({len(item.spec.steps)} steps)", style="green")
     return 0
 
 
-def cmd_actions(args: argparse.Namespace) -> int:
+@app.command("actions")
+def cmd_actions() -> int:
+    """List the action registry: effect, inverse, probe, evidence."""
     from tasks import REGISTRY
 
-    for name, action in sorted(REGISTRY.items()):
-        info = action.info
-        extras = [f"inverse {info.inverse}"] if info.inverse else []
-        extras += ["probe"] if info.has_probe else []
-        extras += ["evidence"] if info.collects_evidence else []
-        print(f"{name:32} {info.effect.value:12} {'; '.join(extras):40} {info.summary}")
+    rows = [(name, a.info.effect.value, _extras(a.info), a.info.summary) for name, a in sorted(REGISTRY.items())]
+    if is_terminal():
+        table(("action", "effect", "inverse / probe / evidence", "summary"), rows, styles=({}, EFFECT_STYLES))
+        return 0
+    for name, effect, extras, summary in rows:
+        say(f"{name:32} {effect:12} {extras:40} {summary}")
     return 0
 
 
-def cmd_connectors(args: argparse.Namespace) -> int:
-    """List every connector, whether it is configured, and (--check) whether it answers."""
+def _extras(info: ActionInfo) -> str:
+    extras = [f"inverse {info.inverse}"] if info.inverse else []
+    extras += ["probe"] if info.has_probe else []
+    extras += ["evidence"] if info.collects_evidence else []
+    return "; ".join(extras)
+
+
+@app.command("connectors")
+def cmd_connectors(
+    check: Annotated[bool, typer.Option("--check", help="make one authenticated read against each")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="also list the actions of each")] = False,
+) -> int:
+    """List the connectors, whether configured; --check: whether each answers."""
+    from aisoar.config import get_settings
     from tasks.inventory import statuses
 
     settings = get_settings()
-    failed = 0
-    for status in statuses(settings, check=args.check):
-        if status.reachable is None:
-            mark = "ok " if status.configured else "-- "
-        else:
-            mark = "ok " if status.reachable else "ERR"
-            failed += 0 if status.reachable else 1
-        print(f"{mark} {status.name:12} {status.system:28} {status.detail}")
-        if args.verbose and status.actions:
-            print(f"    actions: {', '.join(status.actions)}")
+    if is_terminal():
+        with spinner("checking the connectors") if check else nullcontext():
+            listed = list(statuses(settings, check=check))
+        _connector_table(listed, verbose)
+    else:
+        listed = []
+        for status in statuses(settings, check=check):  # one line as each is checked
+            listed.append(status)
+            say(f"{_mark(status)} {status.name:12} {status.system:28} {status.detail}")
+            if verbose and status.actions:
+                say(f"    actions: {', '.join(status.actions)}")
     if settings.plan_mode:
-        print("plan mode is on (AISOAR_PLAN_MODE): connectors describe changes and make none")
-    return 1 if failed else 0
+        say("plan mode is on (AISOAR_PLAN_MODE): connectors describe changes and make none", style="yellow")
+    return 1 if any(status.reachable is False for status in listed) else 0
 
 
-def _store() -> Any:
+def _mark(status: ConnectorStatus) -> str:
+    if status.reachable is None:
+        return "ok " if status.configured else "-- "
+    return "ok " if status.reachable else "ERR"
+
+
+def _connector_table(listed: list[ConnectorStatus], verbose: bool) -> None:
+    headers = ("", "connector", "system", "detail", *(("actions",) if verbose else ()))
+    rows = [(_mark(s), s.name, s.system, s.detail, *((", ".join(s.actions),) if verbose else ())) for s in listed]
+    table(headers, rows, styles=(MARK_STYLES,))
+
+
+def _store() -> Store:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from aisoar.config import get_settings
     from aisoar.store import Store
 
-    return Store(get_settings().store_url)
+    try:
+        return Store(get_settings().store_url)
+    except (ImportError, OSError) as exc:  # no driver for the database; a directory it cannot make
+        raise Failure(f"cannot open the aisoar store: {exc}; check AISOAR_DATABASE_URL, AISOAR_DATA_DIR") from exc
+    except SQLAlchemyError as exc:  # the driver's error, never the URL (it may hold a password)
+        detail = getattr(exc, "orig", None) or type(exc).__name__
+        raise Failure(f"cannot open the aisoar store ({detail}); check AISOAR_DATABASE_URL") from exc
 
 
-def cmd_incidents(args: argparse.Namespace) -> int:
-    for incident in _store().list_incidents(limit=args.limit):
-        print(f"{incident.id}  {incident.status.value:9} {incident.severity.value:8} {incident.title[:80]!r}")
+@app.command("incidents")
+def cmd_incidents(limit: Annotated[int, typer.Option(min=1, help="how many, newest first")] = 20) -> int:
+    """List recent incidents."""
+    found = _store().list_incidents(limit=limit)
+    if not is_terminal():
+        for incident in found:
+            say(f"{incident.id}  {incident.status.value:9} {incident.severity.value:8} {incident.title[:80]!r}")
+    elif found:
+        rows = [(i.id, i.status.value, i.severity.value, textwrap.shorten(i.title, 160)) for i in found]
+        table(("incident", "status", "severity", "title"), rows, styles=({}, STATUS_STYLES, SEVERITY_STYLES))
+    else:
+        say("no incidents yet (`aisoar fire` sends an alert)", style="dim")
     return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+@app.command("report")
+def cmd_report(
+    incident: Annotated[str, typer.Argument(help="the incident's id (`aisoar incidents` lists them)")],
+) -> int:
+    """Print an incident's report."""
+    from aisoar.config import get_settings
     from aisoar.outcomes import judge
     from aisoar.report import incident_report
-    from aisoar.specs import load_specs
+    from aisoar.specs import SpecError, load_specs
     from tasks import catalog
 
     store = _store()
     try:
-        incident = store.get_incident(args.incident)
-    except KeyError:
-        print(f"error: no incident {args.incident}; `aisoar incidents` lists them", file=sys.stderr)
-        return 1
-    specs = {item.spec.name: item.spec for item in load_specs(get_settings().specs_dir, catalog())}
-    verdicts = [judge(store, specs[name], incident.id) for name in sorted(incident.flow_run_ids) if name in specs]
-    evidence, approvals = store.evidence_for(incident.id), store.approvals_for(incident.id)
-    print(incident_report(incident, evidence, approvals, None, [v for v in verdicts if v.outcomes]))
+        found = store.get_incident(incident)
+    except KeyError as exc:
+        raise Failure(f"no incident {incident}; `aisoar incidents` lists them") from exc
+    try:
+        specs = {item.spec.name: item.spec for item in load_specs(get_settings().specs_dir, catalog())}
+    except SpecError as exc:
+        raise Failure(f"the playbook specs have {len(exc.problems)} problem(s); `aisoar validate` lists them") from exc
+    verdicts = [judge(store, specs[name], found.id) for name in sorted(found.flow_run_ids) if name in specs]
+    evidence, approvals = store.evidence_for(found.id), store.approvals_for(found.id)
+    markdown(incident_report(found, evidence, approvals, None, [v for v in verdicts if v.outcomes]))
     return 0
 
 
-def cmd_sandbox(args: argparse.Namespace) -> int:
+@app.command("sandbox")
+def cmd_sandbox() -> int:
     """Show what the sandbox stand-ins received (Slack messages, Jira issues)."""
+    from aisoar.config import get_settings
     from connectors.jira import SYSTEM as JIRA
     from connectors.slack import SYSTEM as SLACK
 
     settings = get_settings()
     if not settings.sandbox:
-        print("no sandbox is running (start one with `make up`)", file=sys.stderr)
-        return 1
+        raise Failure("no sandbox is running (start one with `make up`)")
     slack, jira = SLACK.settings_of(settings), JIRA.settings_of(settings)
     if slack.token:
         base = slack.base_url.rstrip("/").removesuffix("/api")
-        replies = httpx.get(f"{base}/_sandbox/replies", timeout=5).json()
-        for message in httpx.get(f"{base}/_sandbox/messages", timeout=5).json():
-            print(f"slack #{slack.channel} ts={message['ts']}: {message['text']}")
+        replies = _sandbox_json(f"{base}/_sandbox/replies")
+        for message in _sandbox_json(f"{base}/_sandbox/messages"):
+            say(f"slack #{slack.channel} ts={message['ts']}: {message['text']}")
             for reply in (r for r in replies if r.get("thread_ts") == message["ts"]):
-                print(f"  └ {' '.join(str(reply['text']).replace(chr(0x200B), '').split())[:160]}")
+                say(f"  └ {' '.join(str(reply['text']).replace(chr(0x200B), '').split())[:160]}")
     if jira.url:
-        for issue in httpx.get(f"{jira.url.rstrip('/')}/_sandbox/issues", timeout=5).json():
-            print(f"jira {issue['key']}: {issue['fields']['summary']}")
+        for issue in _sandbox_json(f"{jira.url.rstrip('/')}/_sandbox/issues"):
+            say(f"jira {issue['key']}: {issue['fields']['summary']}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aisoar", description="SOAR for incidents in AI systems, on Prefect")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _sandbox_json(url: str) -> Any:
+    import httpx
 
-    up = sub.add_parser("up", help="run everything locally: Prefect server + UI, ingress, runtime, sandbox")
-    up.add_argument("--prefect-port", type=int, default=4200)
-    up.add_argument("--no-sandbox", action="store_true", help="do not start stand-ins for unconfigured systems")
-    up.set_defaults(func=cmd_up)
+    try:
+        return httpx.get(url, timeout=5).raise_for_status().json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise Failure(f"could not read {url} ({type(exc).__name__}); is `make up` running?") from exc
 
-    sub.add_parser("serve", help="ingress + runtime against PREFECT_API_URL").set_defaults(func=cmd_serve)
 
-    fire = sub.add_parser("fire", help="sign an alert file and post it to the ingress")
-    fire.add_argument("file")
-    fire.add_argument("--source", default="generic")
-    fire.add_argument("--url", help="ingress base URL (default from settings)")
-    fire.add_argument(
-        "--as-is", action="store_true", help="send the file unchanged (no sandbox substitution of sample ids)"
-    )
-    fire.set_defaults(func=cmd_fire)
+def _location(name: str) -> Path | None:
+    """Where the top-level module ``name`` is imported from (a package's directory), without
+    importing it; None when it is not found."""
+    spec = find_spec(name)
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations))).resolve()
+    return Path(spec.origin).resolve() if spec.origin else None
 
-    validate = sub.add_parser("validate", help="check every playbook spec statically")
-    validate.add_argument("directory", nargs="?")
-    validate.set_defaults(func=cmd_validate)
 
-    sub.add_parser("actions", help="list the action registry").set_defaults(func=cmd_actions)
-    connectors = sub.add_parser("connectors", help="list the connectors, whether configured; --check: reachable?")
-    connectors.add_argument("--check", action="store_true", help="make one authenticated read against each")
-    connectors.add_argument("-v", "--verbose", action="store_true", help="also list the actions of each")
-    connectors.set_defaults(func=cmd_connectors)
-    incidents = sub.add_parser("incidents", help="list recent incidents")
-    incidents.add_argument("--limit", type=int, default=20)
-    incidents.set_defaults(func=cmd_incidents)
-    report = sub.add_parser("report", help="print an incident's report")
-    report.add_argument("incident")
-    report.set_defaults(func=cmd_report)
-    sub.add_parser("sandbox", help="show what the sandbox stand-ins received").set_defaults(func=cmd_sandbox)
-    return parser
+def _shadowed() -> str | None:
+    """The line to print when one of this project's top-level packages comes from elsewhere
+    (another installed distribution of the same name, found first); None when none does."""
+    aisoar = _location("aisoar")
+    if aisoar is None:
+        return "the package 'aisoar' is not importable; install this project (pip install -e .)"
+    for name in PROJECT_PACKAGES:
+        location = _location(name)
+        if location is None:
+            return f"the module '{name}' is not importable; reinstall this project (pip install -e .)"
+        if location.parent != aisoar.parent:
+            return (
+                f"the module '{name}' comes from {location}, not from this project ({aisoar.parent}): "
+                "another distribution or a PYTHONPATH entry of that name shadows it"
+            )
+    return None
+
+
+def _run(argv: list[str] | None) -> int:
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="aisoar", standalone_mode=False)
+    except Failure as exc:
+        complain(str(exc))
+        return exc.code
+    except typer.TyperException as exc:  # a usage error: an unknown option, a missing argument
+        message = exc.format_message()
+        context = getattr(exc, "ctx", None)
+        if message:  # empty when Typer has printed the help instead (`aisoar` alone)
+            complain(message + (f" (see `{context.command_path} --help`)" if context is not None else ""))
+        return exc.exit_code
+    return result if isinstance(result, int) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The `aisoar` command; returns its exit code."""
+    shadowed = _shadowed()
+    if shadowed is not None:
+        complain(shadowed)
+        return 2
     try:
-        return int(args.func(args))
-    except KeyboardInterrupt:
-        return 130
+        code = _run(argv)
+        sys.stdout.flush()
+    except (PipeClosed, BrokenPipeError):  # the reader went away (`aisoar report X | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 128 + signal.SIGPIPE
+    return code
 
 
 if __name__ == "__main__":
