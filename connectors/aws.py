@@ -16,7 +16,6 @@ AWS's error code and message only: never from the request, which carries the sig
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
@@ -26,7 +25,7 @@ from xml.sax.saxutils import escape as xml_escape
 from pydantic import Field, SecretStr
 
 from connectors.errors import ConnectorError, NotConfigured, PlanGuard
-from connectors.retry import RETRY_STATUSES, Backoff
+from connectors.retry import RETRY_STATUSES, Backoff, Failure, with_retries
 from connectors.system import ConnectOptions, StandIn, System, SystemSettings, optional_secret
 
 TITLE = "AWS IAM"
@@ -147,32 +146,26 @@ class AwsIam:
         )
         from botocore.parsers import ResponseParserError
 
-        last_status: int | str | None = None
-        detail = ""
-        for attempt in range(1, self.policy.attempts + 1):
-            retry_after: str | None = None
-            try:
-                return fn()
-            except ClientError as exc:
+        def classify(exc: Exception) -> Failure | None:
+            # IAM's calls here are idempotent: an unreachable or throttling endpoint may be tried later.
+            if isinstance(exc, ClientError):
                 status, code, retry_after, detail = _client_error(exc)
-                last_status = status if status is not None else code or None
                 if code == "NoSuchEntity":
-                    raise NoSuchEntity(TITLE, operation, asset, last_status, detail) from None
-                if code not in THROTTLING_CODES and status not in RETRY_STATUSES:
-                    break
-            except (ReadTimeoutError, ConnectTimeoutError):
-                last_status, detail = "timeout", f"no answer within {self.timeout}s"
-            except (NoCredentialsError, PartialCredentialsError) as exc:
+                    raise NoSuchEntity(TITLE, operation, asset, status or code, detail) from None
+                again = code in THROTTLING_CODES or status in RETRY_STATUSES
+                return Failure(status if status is not None else code or None, detail, again, retry_after)
+            if isinstance(exc, (ReadTimeoutError, ConnectTimeoutError)):
+                return Failure("timeout", f"no answer within {self.timeout}s", again=True)
+            if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
                 raise ConnectorError(TITLE, operation, asset, "no credentials", type(exc).__name__) from None
-            except (EndpointConnectionError, ConnectionClosedError, HTTPClientError) as exc:
-                last_status, detail = "connection error", type(exc).__name__
-            except ResponseParserError:
-                last_status, detail = "invalid answer", "the answer could not be parsed as AWS's XML"
-            if attempt < self.policy.attempts:
-                time.sleep(self.policy.delay(attempt, retry_after))
-        # IAM's calls here are idempotent: an unreachable or throttling endpoint may be tried later.
-        transient = last_status in {"timeout", "connection error", *THROTTLING_CODES, *RETRY_STATUSES}
-        raise ConnectorError(TITLE, operation, asset, last_status, detail, transient=transient)
+            if isinstance(exc, (EndpointConnectionError, ConnectionClosedError, HTTPClientError)):
+                return Failure("connection error", type(exc).__name__, again=True)
+            if isinstance(exc, ResponseParserError):
+                detail = "the answer could not be parsed as AWS's XML"
+                return Failure("invalid answer", detail, again=True, transient=False)
+            return None
+
+        return with_retries(self.policy, TITLE, operation, asset, fn, classify)
 
     # -- reads ------------------------------------------------------------------------------
     def check(self) -> str:

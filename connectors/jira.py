@@ -17,7 +17,6 @@ carries the request headers (basic auth) and is never shown.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -28,7 +27,7 @@ from pydantic import Field, SecretStr
 from urllib3.exceptions import NewConnectionError
 
 from connectors.errors import ConnectorError, PlanGuard
-from connectors.retry import RETRY_STATUSES, Backoff
+from connectors.retry import RETRY_STATUSES, Backoff, Failure, with_retries
 from connectors.system import StandIn, System, SystemSettings, secret
 
 TITLE = "Jira"
@@ -89,33 +88,22 @@ class JiraTickets:
         only when Jira certainly did not act on it (429, 503, a connection that could not be
         made); after a timeout or another 5xx it may have, and a second try would make a
         duplicate issue."""
-        last_status: int | str | None = None
-        detail = ""
-        attempts = self.policy.attempts
-        for attempt in range(1, attempts + 1):
-            retry_after: str | None = None
-            try:
-                return fn()
-            except JIRAError as exc:
-                last_status, detail = exc.status_code, _text(exc)
+
+        def classify(exc: Exception) -> Failure | None:
+            if isinstance(exc, JIRAError):
                 response = getattr(exc, "response", None)
-                if response is not None and hasattr(response, "headers"):
-                    retry_after = response.headers.get("Retry-After")
-                if last_status not in (RETRY_STATUSES if idempotent else NOT_ACTED_ON_STATUSES):
-                    break
-            except requests.Timeout as exc:
-                last_status, detail = "timeout", f"no answer within {self.timeout}s"
-                if not idempotent and not isinstance(exc, requests.ConnectTimeout):
-                    break
-            except requests.RequestException as exc:
-                last_status, detail = "connection error", type(exc).__name__
-                if not idempotent and not _not_sent(exc):
-                    break
-            if attempt < attempts:
-                time.sleep(self.policy.delay(attempt, retry_after))
-        else:  # every attempt failed in a way worth trying again later
-            raise ConnectorError(TITLE, operation, asset, last_status, detail, transient=True)
-        raise ConnectorError(TITLE, operation, asset, last_status, detail, transient=False)
+                headers = getattr(response, "headers", None)
+                retry_after = headers.get("Retry-After") if headers is not None else None
+                again = exc.status_code in (RETRY_STATUSES if idempotent else NOT_ACTED_ON_STATUSES)
+                return Failure(exc.status_code, _text(exc), again, retry_after)
+            if isinstance(exc, requests.Timeout):
+                again = idempotent or isinstance(exc, requests.ConnectTimeout)
+                return Failure("timeout", f"no answer within {self.timeout}s", again)
+            if isinstance(exc, requests.RequestException):
+                return Failure("connection error", type(exc).__name__, idempotent or _not_sent(exc))
+            return None
+
+        return with_retries(self.policy, TITLE, operation, asset, fn, classify)
 
     # -- reads -----------------------------------------------------------------------------
     def check(self) -> str:

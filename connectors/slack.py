@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from http.client import RemoteDisconnected
 from typing import Any
 from urllib.error import URLError
@@ -20,18 +19,9 @@ from urllib.error import URLError
 from pydantic import Field, SecretStr
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.http_retry import (
-    ConnectionErrorRetryHandler,
-    RateLimitErrorRetryHandler,
-    RetryHandler,
-    RetryIntervalCalculator,
-)
-from slack_sdk.http_retry.request import HttpRequest
-from slack_sdk.http_retry.response import HttpResponse
-from slack_sdk.http_retry.state import RetryState
 
-from connectors.errors import ConnectorError, PlanGuard
-from connectors.retry import RETRY_STATUSES, Backoff
+from connectors.errors import NOT_ACTED_STATUSES, ConnectorError, PlanGuard
+from connectors.retry import RETRY_STATUSES, Backoff, Failure, with_retries
 from connectors.system import StandIn, System, SystemSettings, secret
 
 TITLE = "Slack"
@@ -47,66 +37,6 @@ CHANNEL_ID = re.compile(r"^[CDG][A-Z0-9]{2,30}$")
 # slack-sdk logs each failed request at ERROR level with the exception (never the token);
 # keep its chatter out of the run logs unless someone asks for it.
 _LOG = logging.getLogger("aisoar.connectors.slack")
-
-
-class _Interval(RetryIntervalCalculator):
-    def __init__(self, policy: Backoff) -> None:
-        self.policy = policy
-
-    def calculate_sleep_duration(self, current_attempt: int) -> float:
-        return self.policy.delay(current_attempt + 1)
-
-
-class _RateLimited(RateLimitErrorRetryHandler):
-    """slack-sdk's 429 handler, with the Retry-After wait capped by the shared policy."""
-
-    def __init__(self, max_retry_count: int, policy: Backoff) -> None:
-        super().__init__(max_retry_count=max_retry_count, interval_calculator=_Interval(policy))
-        self.policy = policy
-
-    def prepare_for_next_attempt(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> None:
-        if response is None:
-            raise error or RuntimeError("rate limited without a response")
-        header = next((v for k, v in response.headers.items() if k.lower() == "retry-after"), None)
-        retry_after = (header[0] if isinstance(header, list) and header else header) or "1"
-        state.next_attempt_requested = True
-        time.sleep(self.policy.delay(state.current_attempt + 1, str(retry_after)))
-        state.increment_current_attempt()
-
-
-class _ServerError(RetryHandler):
-    """Retries 500/502/503/504 (slack-sdk's ServerErrorRetryHandler covers 500 and 503 only)."""
-
-    def _can_retry(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> bool:
-        return response is not None and response.status_code in RETRY_STATUSES - {429}
-
-
-def retry_handlers(attempts: int, policy: Backoff) -> list[RetryHandler]:
-    retries = max(0, attempts - 1)
-    return [
-        _RateLimited(retries, policy),
-        _ServerError(max_retry_count=retries, interval_calculator=_Interval(policy)),
-        # A refused or reset connection never reached Slack: safe to try again.
-        ConnectionErrorRetryHandler(
-            max_retry_count=retries,
-            interval_calculator=_Interval(policy),
-            error_types=[URLError, ConnectionResetError, ConnectionRefusedError, RemoteDisconnected],
-        ),
-    ]
 
 
 class SlackNotifier:
@@ -129,33 +59,43 @@ class SlackNotifier:
             base_url=base_url,
             timeout=timeout,  # type: ignore[arg-type]  # urllib takes a float; the annotation says int
             logger=_LOG,
-            retry_handlers=retry_handlers(attempts, Backoff(attempts, backoff, max_backoff)),
+            retry_handlers=[],  # retried here, by the policy every connector shares
         )
+        self.policy = Backoff(attempts, backoff, max_backoff)
 
     @property
     def plan(self) -> bool:
         return self._guard.plan
 
-    def _call(self, operation: str, asset: str, method: str, **kwargs: Any) -> dict[str, Any]:
-        try:
-            response = (
-                self._client.api_call(method, json=kwargs)
-                if method.startswith("chat.")
-                else (self._client.api_call(method, params=kwargs))
-            )
-        except SlackApiError as exc:
+    def _classify(self, exc: Exception) -> Failure | None:
+        """Tried again: a 429 (after its Retry-After), a 5xx, a connection that failed or was
+        reset. Not tried again: Slack's own errors (``ok: false``) and a read timeout."""
+        timeout = f"no answer within {self.timeout}s"
+        if isinstance(exc, SlackApiError):
             status = exc.response.status_code
             error = exc.response.data.get("error") if isinstance(exc.response.data, dict) else None
             detail = str(error or exc.response.data or "unknown error")[:300]
-            raise ConnectorError(TITLE, operation, asset, status, detail) from None
-        except TimeoutError:
-            raise ConnectorError(TITLE, operation, asset, "timeout", f"no answer within {self.timeout}s") from None
-        except URLError as exc:
+            retry_after = _header(exc.response.headers, "retry-after") or ("1" if status == 429 else None)
+            return Failure(status, detail, status in RETRY_STATUSES, retry_after, status in NOT_ACTED_STATUSES)
+        if isinstance(exc, TimeoutError):
+            return Failure("timeout", timeout, again=False)
+        if isinstance(exc, URLError):
             if isinstance(exc.reason, TimeoutError):
-                raise ConnectorError(TITLE, operation, asset, "timeout", f"no answer within {self.timeout}s") from None
-            raise ConnectorError(TITLE, operation, asset, "connection error", type(exc).__name__) from None
-        except (SlackClientError, OSError) as exc:
-            raise ConnectorError(TITLE, operation, asset, "connection error", type(exc).__name__) from None
+                return Failure("timeout", timeout, again=True, transient=False)
+            return Failure("connection error", type(exc).__name__, again=True, transient=False)
+        if isinstance(exc, (ConnectionResetError, ConnectionRefusedError, RemoteDisconnected)):
+            return Failure("connection error", type(exc).__name__, again=True, transient=False)
+        if isinstance(exc, (SlackClientError, OSError)):
+            return Failure("connection error", type(exc).__name__, again=False)
+        return None
+
+    def _call(self, operation: str, asset: str, method: str, **kwargs: Any) -> dict[str, Any]:
+        def call() -> Any:
+            if method.startswith("chat."):
+                return self._client.api_call(method, json=kwargs)
+            return self._client.api_call(method, params=kwargs)
+
+        response = with_retries(self.policy, TITLE, operation, asset, call, self._classify)
         data = response.data
         return data if isinstance(data, dict) else {}
 
@@ -249,3 +189,11 @@ SYSTEM = System(
     url_field="base_url",
     example_change=lambda c: c.post(text="conformance", blocks=[]),
 )
+
+
+def _header(headers: Any, name: str) -> str | None:
+    """A header's value from slack-sdk's response headers (a value may be a list)."""
+    for key, value in dict(headers or {}).items():
+        if str(key).lower() == name:
+            return str(value[0] if isinstance(value, list) and value else value) or None
+    return None

@@ -12,11 +12,19 @@ from typing import Any
 import httpx
 
 from connectors.errors import ConnectorError, Planned
-from connectors.retry import RETRY_STATUSES, Backoff
+from connectors.retry import RETRY_STATUSES, Backoff, Failure, with_retries
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 NOT_ACTED_ON_STATUSES = frozenset({429, 503})  # the server refused the request before acting on it
 PROOF_SECONDS = 60.0  # how long a successful identity check vouches for this system's 404s
+
+
+class _Answer(Exception):
+    """An answer whose status the caller did not expect."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
 
 
 class HttpApi:
@@ -97,38 +105,29 @@ class HttpApi:
             changes = method.upper() not in READ_METHODS
         if changes and self.plan:
             raise Planned(self.system, operation, asset, f"{method.upper()} {path}")
-        last_status: int | str | None = None
-        detail = ""
-        transient = False  # may the step be tried again later (the target did not act, or acting twice is safe)?
-        for attempt in range(1, self.attempts + 1):
-            try:
-                response = self._client.request(method, path, json=json, params=params)
-            except httpx.TimeoutException as exc:
-                last_status, detail = "timeout", f"no answer within {self._client.timeout.read}s"
-                transient = idempotent or isinstance(exc, httpx.ConnectTimeout)
-                if not transient:
-                    break
-            except httpx.TransportError as exc:
+        def send() -> httpx.Response:
+            response = self._client.request(method, path, json=json, params=params)
+            if response.status_code not in ok:
+                raise _Answer(response)
+            return response
+
+        def classify(exc: Exception) -> Failure | None:
+            if isinstance(exc, httpx.TimeoutException):
+                detail = f"no answer within {self._client.timeout.read}s"
+                return Failure("timeout", detail, again=idempotent or isinstance(exc, httpx.ConnectTimeout))
+            if isinstance(exc, httpx.TransportError):
                 refused = isinstance(exc, httpx.ConnectError)
-                last_status, detail = "connection error", type(exc).__name__
-                transient = idempotent or refused
-                if not transient:
-                    break
-            else:
-                if response.status_code in ok:
-                    if response.status_code == 404:
-                        self.prove_identity(operation, asset)
-                    return response
-                last_status, detail = response.status_code, _detail(response)
-                transient = response.status_code in (RETRY_STATUSES if idempotent else NOT_ACTED_ON_STATUSES)
-                if not transient:
-                    break
-                if attempt < self.attempts:
-                    time.sleep(self.policy.delay(attempt, response.headers.get("retry-after")))
-                continue
-            if attempt < self.attempts:
-                time.sleep(self.policy.delay(attempt))
-        raise ConnectorError(self.system, operation, asset, last_status, detail, transient=transient)
+                return Failure("connection error", type(exc).__name__, again=idempotent or refused)
+            if isinstance(exc, _Answer):
+                status = exc.response.status_code
+                again = status in (RETRY_STATUSES if idempotent else NOT_ACTED_ON_STATUSES)
+                return Failure(status, _detail(exc.response), again, exc.response.headers.get("retry-after"))
+            return None
+
+        response = with_retries(self.policy, self.system, operation, asset, send, classify)
+        if response.status_code == 404:
+            self.prove_identity(operation, asset)
+        return response
 
 
 def _detail(response: httpx.Response) -> str:
