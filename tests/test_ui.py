@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from cli.prefect_server import PrefectServer
 from sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT
@@ -42,6 +42,36 @@ def open_run(browser: Browser, prefect_server: PrefectServer, run_id: str) -> Pa
     return page
 
 
+def left_paused(run_id: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if prefect_api.flow_run(run_id)["state"]["type"] != "PAUSED":
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def submit(page: Page, run_id: str, fill: Callable[[Locator], None], first: Locator | None = None) -> None:
+    """Submit the resume form (``first``: a dialog already open and checked) as a responder
+    does: when the UI's resume is not taken (the Prefect server on SQLite answers some resumes
+    503 "database is locked", docs/architecture.md), reload and submit again. Says so."""
+    for attempt in range(1, 4):
+        dialog = first
+        if dialog is None:
+            page.get_by_role("button", name="Resume").click()
+            dialog = page.get_by_role("dialog")
+            expect(dialog.get_by_text("Approval needed", exact=False)).to_be_visible(timeout=30_000)
+        first = None
+        fill(dialog)
+        dialog.get_by_role("button", name="Submit").click()
+        if left_paused(run_id, timeout=15):
+            return
+        print(f"try {attempt}: the run did not take the resume from the UI; reloading and submitting again")
+        page.reload()
+        expect(page.get_by_text("Awaiting approval").first).to_be_visible(timeout=30_000)
+    raise AssertionError(f"run {run_id} never took a resume from the UI")
+
+
 def test_a_responder_approves_in_the_prefect_ui(stack: Stack, browser: Browser, prefect_server: PrefectServer) -> None:
     status = stack.dispatched(stack.fire(SAMPLE))
     run_id = status["flow_runs"]["leaked-llm-api-key"]
@@ -60,11 +90,13 @@ def test_a_responder_approves_in_the_prefect_ui(stack: Stack, browser: Browser, 
     switch = dialog.get_by_role("switch")
     expect(switch).to_have_attribute("aria-checked", "false")  # approve defaults to no
 
-    switch.click()
-    textareas = dialog.locator("textarea")
-    textareas.nth(0).fill("erin (incident commander)")
-    textareas.nth(1).fill("confirmed in the UI")
-    dialog.get_by_role("button", name="Submit").click()
+    def approve(form: Locator) -> None:
+        form.get_by_role("switch").click()
+        textareas = form.locator("textarea")
+        textareas.nth(0).fill("erin (incident commander)")
+        textareas.nth(1).fill("confirmed in the UI")
+
+    submit(page, run_id, approve, first=dialog)
 
     prefect_api.wait_for_state(run_id, "COMPLETED", timeout=30)
     assert DEMO_KEY_ID not in stack.sandbox.openai.projects[DEMO_PROJECT]
@@ -82,10 +114,8 @@ def test_submitting_the_form_untouched_rejects(stack: Stack, browser: Browser, p
     run_id = status["flow_runs"]["leaked-llm-api-key"]
     prefect_api.wait_for_state(run_id, "PAUSED")
     page = open_run(browser, prefect_server, run_id)
-    page.get_by_role("button", name="Resume").click()
-    dialog = page.get_by_role("dialog")
-    expect(dialog.get_by_text("Approval needed", exact=False)).to_be_visible(timeout=30_000)
-    dialog.get_by_role("button", name="Submit").click()
+    expect(page.get_by_text("Awaiting approval").first).to_be_visible(timeout=30_000)
+    submit(page, run_id, lambda form: None)  # untouched: approve stays off
     prefect_api.wait_for_state(run_id, "COMPLETED", timeout=30)
     assert DEMO_KEY_ID in stack.sandbox.openai.projects[DEMO_PROJECT]
     assert [a.status for a in stack.svc.store.approvals_for(status["incident_id"])] == ["rejected"]
