@@ -150,7 +150,7 @@ class _SystemEnv(PydanticBaseSettingsSource):
             if not key.upper().startswith("AISOAR_"):
                 continue
             name = key[len("AISOAR_") :].lower()
-            if "__" in name or name.split("__")[0] in core or name in core:
+            if "__" in name or name in core:  # a nested core setting, or a core setting
                 continue
             found[name] = value
         return found

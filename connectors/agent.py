@@ -306,7 +306,6 @@ SYSTEM = System(
     required=("url", "token"),
     build=lambda s, o: AgentControlPlane(str(s.url), secret(s.token), timeout=o.timeout, plan=o.plan, **o.retry),
     stand_in=StandIn.fake,
-    stand_in_note="sandbox agent runtime that enforces the contract",
     example_change=lambda c: c.set_tool("conformance-agent", "shell", False, reason="conformance", incident_id="INC-0"),
     renamed={"control_url": "url", "control_token": "token"},
 )

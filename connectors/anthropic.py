@@ -71,7 +71,6 @@ SYSTEM = System(
     required=("admin_key",),
     build=lambda s, o: AnthropicAdmin(s.url, secret(s.admin_key), timeout=o.timeout, plan=o.plan, **o.retry),
     stand_in=StandIn.fake,
-    stand_in_note="sandbox fake",
     example_change=lambda c: c.set_status("apikey_01Conformance", "inactive"),
     renamed={"admin_url": "url"},
 )

@@ -345,7 +345,6 @@ SYSTEM = System(
     required=("access_key_id", "secret_access_key"),
     build=_aws,
     stand_in=StandIn.server,
-    stand_in_note="the real moto server (AWS IAM's API)",
     url_field="endpoint_url",
     example_change=lambda c: c.set_status("conformance-user", "AKIACONFORMANCE00001", "Inactive"),
     missing_rule=_aws_missing,

@@ -478,6 +478,5 @@ SYSTEM = System(
         str(s.url), optional_secret(s.token), s.tenant, s.database, timeout=o.timeout, plan=o.plan, **o.retry
     ),
     stand_in=StandIn.server,
-    stand_in_note="the real Chroma server",
     example_change=lambda c: c.create_collection("aisoar-conformance", None, None),
 )

@@ -271,6 +271,5 @@ SYSTEM = System(
         str(s.url), str(s.user), secret(s.token), str(s.project), timeout=o.timeout, plan=o.plan, **o.retry
     ),
     stand_in=StandIn.fake,
-    stand_in_note="sandbox fake driven by the jira package",
     example_change=lambda c: c.create_issue("conformance", "conformance", ["aisoar-conformance"], None),
 )

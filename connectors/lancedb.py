@@ -224,7 +224,6 @@ SYSTEM = System(
     required=("uri",),
     build=lambda s, o: LanceDBStore(str(s.uri), plan=o.plan),
     stand_in=StandIn.embedded,
-    stand_in_note="embedded: a database directory",
     url_field=None,
     example_change=lambda c: c.tag_version("conformance", "conformance-tag"),
     example_setup=lambda c: c.create_example_table("conformance"),

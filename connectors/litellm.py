@@ -109,6 +109,5 @@ SYSTEM = System(
     required=("url", "master_key"),
     build=lambda s, o: LiteLLMGateway(str(s.url), secret(s.master_key), timeout=o.timeout, plan=o.plan, **o.retry),
     stand_in=StandIn.fake,
-    stand_in_note="sandbox fake checked against the proxy's OpenAPI document",
     example_change=lambda c: c.block_key("0" * 64),
 )

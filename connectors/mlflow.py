@@ -325,6 +325,5 @@ SYSTEM = System(
         str(s.url), optional_secret(s.token), timeout=o.timeout, plan=o.plan, **o.retry
     ),
     stand_in=StandIn.server,
-    stand_in_note="the real MLflow server",
     example_change=lambda c: c.set_alias("conformance-model", "production", "1"),
 )

@@ -127,7 +127,6 @@ SYSTEM = System(
     required=("url", "admin_key"),
     build=lambda s, o: OpenAIAdmin(str(s.url), secret(s.admin_key), timeout=o.timeout, plan=o.plan, **o.retry),
     stand_in=StandIn.fake,
-    stand_in_note="sandbox fake driven by the official openai SDK",
     example_change=lambda c: c.delete_project_key("proj_conformance", "key_conformance"),
     renamed={"admin_url": "url"},
 )

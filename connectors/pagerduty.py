@@ -70,6 +70,5 @@ SYSTEM = System(
     required=("routing_key",),
     build=lambda s, o: PagerDutyEvents(s.url, secret(s.routing_key), timeout=o.timeout, plan=o.plan, **o.retry),
     stand_in=StandIn.fake,
-    stand_in_note="sandbox fake",
     example_change=lambda c: c.trigger("INC-0", "conformance", "aisoar", "info", None),
 )

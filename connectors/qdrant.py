@@ -259,7 +259,6 @@ SYSTEM = System(
     required=("url", "api_key"),
     build=lambda s, o: QdrantApi(str(s.url), secret(s.api_key), timeout=o.timeout, plan=o.plan, **o.retry),
     stand_in=StandIn.fake,
-    stand_in_note="sandbox fake modeled on Qdrant's REST API",
     example_change=lambda c: c.change_aliases(
         [{"delete_alias": {"alias_name": "conformance"}}], "remove alias", "conformance"
     ),

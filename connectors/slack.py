@@ -185,7 +185,6 @@ SYSTEM = System(
         secret(s.token), str(s.channel), s.base_url, timeout=o.timeout, plan=o.plan, **o.retry
     ),
     stand_in=StandIn.fake,
-    stand_in_note="sandbox fake driven by slack-sdk",
     url_field="base_url",
     example_change=lambda c: c.post(text="conformance", blocks=[]),
 )

@@ -41,7 +41,7 @@ class StandIn(enum.StrEnum):
     """What runs in the sandbox (``aisoar up``) and in the tests when the real system cannot."""
 
     fake = "fake"  # a faithful fake of the SaaS API (sandbox/<name>.py)
-    server = "server"  # the real server, started locally (sandbox/servers.py)
+    server = "server"  # the real server, started locally (sandbox/real_servers.py)
     embedded = "embedded"  # a library on local files: nothing to start
 
 
@@ -69,13 +69,13 @@ class System(Generic[S, C]):
     required: tuple[str, ...]  # the fields that must be set; more rules in ``missing``
     build: Callable[[S, ConnectOptions], C]
     stand_in: StandIn
-    stand_in_note: str  # what the stand-in is, for `aisoar connectors` and the docs
     url_field: str | None = "url"  # the base URL's field (None: no HTTP), where tests put a proxy
     example_change: Callable[[C], object] | None = None  # a harmless change, to prove plan mode
     example_setup: Callable[[C], object] | None = None  # makes what the example change acts on (not planned)
     renamed: Mapping[str, str] = field(default_factory=dict)  # an old field name -> its name now
     missing_rule: Callable[[S], list[str]] | None = None  # other ways to be configured (AWS's default chain)
     _cache: dict[tuple[Any, ...], C] = field(default_factory=dict, repr=False)
+    _warned: set[str] = field(default_factory=set, repr=False)  # old names already warned about
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def env(self, name: str) -> str:
@@ -99,7 +99,9 @@ class System(Generic[S, C]):
                 continue
             name = key.removeprefix(prefix)
             if name in self.renamed:
-                log.warning("%s is the old name of %s: rename it", self.env(name), self.env(self.renamed[name]))
+                if name not in self._warned:  # once per process, not on every step
+                    self._warned.add(name)
+                    log.warning("%s is the old name of %s: rename it", self.env(name), self.env(self.renamed[name]))
                 name = self.renamed[name]
             if name in self.settings.model_fields:
                 values.setdefault(name, value)

@@ -434,6 +434,5 @@ SYSTEM = System(
         **o.retry,
     ),
     stand_in=StandIn.server,
-    stand_in_note="the real OpenBao server (`bao server -dev`)",
     example_change=lambda c: c.revoke_accessor("conformance-accessor"),
 )

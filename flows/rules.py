@@ -85,9 +85,7 @@ BEFORE_A_CHANGE: tuple[Guard, ...] = (
 
 
 def check_before_change(proposed: Proposed) -> StepOutcome | None:
-    """The first guard that stops the change, if any."""
-    if not proposed.action.info.changes_things:
-        return None
+    """The first guard that stops the change, if any (the runner asks only for changing steps)."""
     for guard in BEFORE_A_CHANGE:
         stopped = guard(proposed)
         if stopped is not None:

@@ -28,10 +28,9 @@ from aisoar.case import report_key
 from aisoar.models import IncidentStatus, Severity
 from aisoar.outcomes import judge
 from connectors.errors import ConnectorError, NotConfigured, Planned
-from connectors.pagerduty import SYSTEM as PAGERDUTY
 from tasks.base import ActionContext, Outcome, ProbeResult, StepOutcome, ok, refused
 from tasks.jira import close_issue_for, comment_timeline_for, link_evidence_for
-from tasks.pagerduty import SEVERITY
+from tasks.pagerduty import trigger
 from tasks.registry import action
 from tasks.slack import notify, probe_posted
 
@@ -71,14 +70,7 @@ def announce(ctx: ActionContext, message: str = "") -> dict[str, str]:
     result["slack_ts"] = str(posted["thread_ts"])
     if first and incident.severity.rank >= Severity(ctx.settings.page_min_severity).rank:
         try:
-            pager = PAGERDUTY.client(ctx.settings)
-            pager.trigger(
-                dedup_key=incident.id,
-                summary=f"AI incident {incident.id} ({incident.severity.value}): {incident.title}",
-                source=f"aisoar/{ctx.playbook}",
-                severity=SEVERITY[incident.severity.value],
-                link=ctx.run_url,
-            )
+            trigger(ctx, incident)
             result["page"] = f"on-call paged in PagerDuty ({incident.severity.value})"
         except NotConfigured:
             result["page"] = "PagerDuty not configured: nobody paged"

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from aisoar.actions import Effect
+from aisoar.models import Incident
 from connectors.pagerduty import SYSTEM as PAGERDUTY
 from connectors.pagerduty import PagerSeverity
 from tasks.base import ActionContext, ProbeResult, StepOutcome, ok
@@ -26,11 +27,23 @@ class PageInputs(BaseModel):
     event: Literal["trigger", "acknowledge", "resolve"] = "trigger"
 
 
+def trigger(ctx: ActionContext, incident: Incident) -> str:
+    """Page on-call for ``incident`` (one PagerDuty alert per incident: its case links' dedup
+    key); returns the dedup key PagerDuty answered."""
+    return PAGERDUTY.client(ctx.settings).trigger(
+        dedup_key=ctx.links(incident).pagerduty_dedup_key,
+        summary=f"AI incident {incident.id} ({incident.severity.value}): {incident.title}",
+        source=f"aisoar/{ctx.playbook}",
+        severity=SEVERITY[incident.severity.value],
+        link=ctx.run_url,
+    )
+
+
 def _probe_accepted(ctx: ActionContext, inputs: PageInputs, outcome: StepOutcome) -> ProbeResult:
     """The Events API has no read-back: the check is that PagerDuty accepted this incident's event."""
-    key = outcome.output.get("dedup_key")
-    if key != ctx.incident_id:
-        return ProbeResult(ok=False, detail=f"PagerDuty answered dedup key {key!r}, not {ctx.incident_id}")
+    key, expected = outcome.output.get("dedup_key"), ctx.links().pagerduty_dedup_key
+    if key != expected:
+        return ProbeResult(ok=False, detail=f"PagerDuty answered dedup key {key!r}, not {expected}")
     detail = f"PagerDuty accepted the {inputs.event} event (dedup key {key}); the Events API has no read-back"
     return ProbeResult(ok=True, detail=detail)
 
@@ -44,18 +57,13 @@ def _probe_accepted(ctx: ActionContext, inputs: PageInputs, outcome: StepOutcome
     probe=_probe_accepted,
 )
 def page_oncall(ctx: ActionContext, inputs: PageInputs) -> StepOutcome:
-    pager = PAGERDUTY.client(ctx.settings)
+    pager = PAGERDUTY.client(ctx.settings)  # not configured: nothing else to look at
     incident = ctx.store.get_incident(ctx.incident_id)
+    dedup_key = ctx.links(incident).pagerduty_dedup_key
     if inputs.event == "trigger":
-        key = pager.trigger(
-            dedup_key=incident.id,
-            summary=f"AI incident {incident.id} ({incident.severity.value}): {incident.title}",
-            source=f"aisoar/{ctx.playbook}",
-            severity=SEVERITY[incident.severity.value],
-            link=ctx.run_url,
-        )
+        key = trigger(ctx, incident)
     elif inputs.event == "acknowledge":
-        key = pager.acknowledge(incident.id)
+        key = pager.acknowledge(dedup_key)
     else:
-        key = pager.resolve(incident.id)
+        key = pager.resolve(dedup_key)
     return ok(f"PagerDuty {inputs.event} sent for {incident.id}", dedup_key=key)

@@ -63,10 +63,11 @@ class Registry(Mapping[str, Action]):
         with self._lock:
             if self._loaded:
                 return
-            for namespace in namespaces():
+            declared = namespaces()
+            for namespace in declared:
                 importlib.import_module(f"tasks.{namespace}")
             for name in self._actions:
-                if name.split(".", 1)[0] not in namespaces():
+                if name.split(".", 1)[0] not in declared:
                     raise ValueError(f"action {name} is outside every declared namespace")
             self._loaded = True
 

@@ -49,24 +49,27 @@ def fakes() -> Iterator[Sandbox]:
     sandbox.stop()
 
 
-_started: dict[str, dict[str, str]] = {}
-
-
-def stand_in(system: System[Any, Any], fakes: Sandbox, real: RealServers, tmp_path: Path) -> dict[str, str]:
-    """The system's raw settings (``<name>_<field>``), pointing at its running stand-in."""
-    if system.stand_in is StandIn.embedded:
-        field = system.required[0]
-        return {f"{system.name}_{field}": str(tmp_path / system.name)}
-    if system.name not in _started:
-        env = fakes.start((system.name,)) if system.stand_in is StandIn.fake else real.start((system.name,))
-        _started[system.name] = {key.removeprefix("AISOAR_").lower(): value for key, value in env.items()}
-    return dict(_started[system.name])
+@pytest.fixture(scope="module")
+def running() -> dict[str, dict[str, str]]:
+    """The raw settings of each stand-in started so far, by system: each starts once."""
+    return {}
 
 
 @pytest.fixture()
-def raw(request: pytest.FixtureRequest, fakes: Sandbox, real_servers: RealServers, tmp_path: Path) -> dict[str, str]:
-    system: System[Any, Any] = request.param
-    return stand_in(system, fakes, real_servers, tmp_path)
+def raw(
+    system: System[Any, Any],
+    running: dict[str, dict[str, str]],
+    fakes: Sandbox,
+    real_servers: RealServers,
+    tmp_path: Path,
+) -> dict[str, str]:
+    """The system's raw settings (``<name>_<field>``), pointing at its running stand-in."""
+    if system.stand_in is StandIn.embedded:
+        return {f"{system.name}_{system.required[0]}": str(tmp_path / system.name)}
+    if system.name not in running:
+        env = fakes.start((system.name,)) if system.stand_in is StandIn.fake else real_servers.start((system.name,))
+        running[system.name] = {key.removeprefix("AISOAR_").lower(): value for key, value in env.items()}
+    return dict(running[system.name])
 
 
 def proxied(system: System[Any, Any], raw: dict[str, str], proxy_url: str) -> dict[str, str]:
@@ -87,10 +90,6 @@ def build(system: System[Any, Any], raw: dict[str, str], timeout: float = 5.0, p
     return system.build(system.section(raw), ConnectOptions(timeout=timeout, plan=plan, retry=FAST))
 
 
-def secrets_of(system: System[Any, Any], raw: dict[str, str]) -> list[str]:
-    return system.secrets(system.section(raw))
-
-
 def is_write(method: str, body: bytes) -> bool:
     """A request that can change the target. The AWS query API reads by POST (``Action=Get*``
     / ``List*``); other APIs read by GET (or search by POST, which no plan-mode change sends)."""
@@ -104,25 +103,19 @@ def ids(system: System[Any, Any]) -> str:
     return system.name
 
 
-parametrize_http = pytest.mark.parametrize("raw", HTTP_SYSTEMS, indirect=True, ids=ids)
-parametrize_all = pytest.mark.parametrize("raw", SYSTEMS, indirect=True, ids=ids)
-
-
-def system_of(raw: dict[str, str]) -> System[Any, Any]:
-    return next(system for system in SYSTEMS if any(key.startswith(f"{system.name}_") for key in raw))
+parametrize_http = pytest.mark.parametrize("system", HTTP_SYSTEMS, ids=ids)
+parametrize_all = pytest.mark.parametrize("system", SYSTEMS, ids=ids)
 
 
 @parametrize_all
-def test_its_health_check_answers(raw: dict[str, str]) -> None:
-    system = system_of(raw)
+def test_its_health_check_answers(system: System[Any, Any], raw: dict[str, str]) -> None:
     assert system.missing(system.section(raw)) == [], "the stand-in's settings do not configure the system"
     detail = build(system, raw).check()
     assert isinstance(detail, str) and detail
 
 
 @parametrize_http
-def test_a_429_with_retry_after_is_waited_out(raw: dict[str, str]) -> None:
-    system = system_of(raw)
+def test_a_429_with_retry_after_is_waited_out(system: System[Any, Any], raw: dict[str, str]) -> None:
     with fault_proxy(upstream(system, raw)) as (proxy, url):
         proxy.script(too_many("1"))
         assert build(system, proxied(system, raw, url)).check()
@@ -132,9 +125,10 @@ def test_a_429_with_retry_after_is_waited_out(raw: dict[str, str]) -> None:
 
 
 @parametrize_http
-def test_a_5xx_storm_ends_in_a_clear_bounded_error(raw: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
+def test_a_5xx_storm_ends_in_a_clear_bounded_error(
+    system: System[Any, Any], raw: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
-    system = system_of(raw)
     with fault_proxy(upstream(system, raw)) as (proxy, url):
         proxy.script(*[server_error() for _ in range(50)])
         with pytest.raises(ConnectorError) as caught:
@@ -148,9 +142,10 @@ def test_a_5xx_storm_ends_in_a_clear_bounded_error(raw: dict[str, str], caplog: 
 
 
 @parametrize_http
-def test_a_slow_answer_is_a_timeout_not_a_hang(raw: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
+def test_a_slow_answer_is_a_timeout_not_a_hang(
+    system: System[Any, Any], raw: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
-    system = system_of(raw)
     with fault_proxy(upstream(system, raw)) as (proxy, url):
         proxy.script(*[slow(2.0) for _ in range(50)])
         started = time.monotonic()
@@ -163,9 +158,10 @@ def test_a_slow_answer_is_a_timeout_not_a_hang(raw: dict[str, str], caplog: pyte
 
 
 @parametrize_all
-def test_plan_mode_changes_nothing(raw: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
+def test_plan_mode_changes_nothing(
+    system: System[Any, Any], raw: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
-    system = system_of(raw)
     assert system.example_change is not None, f"{system.name} declares no example change to prove plan mode"
     if system.example_setup is not None:
         system.example_setup(build(system, raw))
@@ -183,7 +179,7 @@ def test_plan_mode_changes_nothing(raw: dict[str, str], caplog: pytest.LogCaptur
 
 
 def _no_secret(system: System[Any, Any], raw: dict[str, str], *texts: str) -> None:
-    for secret in secrets_of(system, raw):
+    for secret in system.secrets(system.section(raw)):
         for text in texts:
             assert secret not in text, f"a secret of {system.name} leaked into an error or a log line"
 

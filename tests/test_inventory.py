@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
-from connectors.systems import SYSTEMS
+import pytest
+
+from connectors.systems import BY_NAME, SYSTEMS
 from sandbox.serving import free_port
 from sandbox.stack import Sandbox
 from tasks import REGISTRY
@@ -30,6 +33,21 @@ def test_unconfigured_connectors_name_their_settings(tmp_path: Path) -> None:
     assert not listed["vault"].configured
     assert "AISOAR_VAULT_URL" in listed["vault"].detail and "AISOAR_VAULT_TOKEN" in listed["vault"].detail
     assert "vault.revoke_token_accessor" in listed["vault"].actions
+
+
+def test_a_setting_under_its_old_name_still_configures_its_system(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Settings renamed to the system's one name (AISOAR_OPENAI_ADMIN_URL -> AISOAR_OPENAI_URL)
+    are still read, with one warning that names the new name."""
+    env = {"AISOAR_OPENAI_ADMIN_URL": "http://127.0.0.1:9/v1", "AISOAR_OPENAI_ADMIN_KEY": "k"}
+    old = make_settings(tmp_path / "data", env=env)
+    openai = BY_NAME["openai"]
+    with caplog.at_level(logging.WARNING, logger="aisoar.connectors"):
+        assert openai.settings_of(old).url == "http://127.0.0.1:9/v1"
+        assert openai.configured(old)
+    warned = [r.getMessage() for r in caplog.records if "AISOAR_OPENAI_URL" in r.getMessage()]
+    assert len(warned) <= 1 and all("AISOAR_OPENAI_ADMIN_URL is the old name" in w for w in warned)
 
 
 def test_check_reaches_the_configured_ones_and_reports_the_rest(sandbox: Sandbox, tmp_path: Path) -> None:
