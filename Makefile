@@ -6,8 +6,10 @@ STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-# Debian packages, installed when missing and we may (root): venv support, and the
-# Chromium the UI tests drive (browsers are never downloaded by a test tool).
+# Debian packages, installed when missing and we may (root): venv support, the
+# Chromium the UI tests drive (browsers are never downloaded by a test tool), and the
+# Prometheus Alertmanager the Alertmanager tests start themselves (on a free loopback port,
+# clustering off: the package's own service, if systemd runs it, on 9093/9094 plays no part).
 APT_INSTALL = [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
@@ -24,6 +26,8 @@ $(STAMP): pyproject.toml
 system-packages:
 	@command -v chromium >/dev/null || { $(APT_INSTALL) chromium >/dev/null; } || \
 		{ echo "the UI tests need Debian's chromium: apt-get install chromium"; exit 1; }
+	@command -v prometheus-alertmanager >/dev/null || { $(APT_INSTALL) prometheus-alertmanager >/dev/null; } || \
+		{ echo "the Alertmanager tests need Debian's prometheus-alertmanager: apt-get install prometheus-alertmanager"; exit 1; }
 
 up: $(STAMP)
 	$(BIN)/aisoar up

@@ -71,7 +71,13 @@ class Settings(BaseSettings):
     ingress_max_body_bytes: int = 256 * 1024
     ingress_replay_window_seconds: int = 300
     webhook_secrets: dict[str, SecretStr] = Field(
-        default_factory=dict, description="per-source HMAC secret, e.g. AISOAR_WEBHOOK_SECRETS__generic=..."
+        default_factory=dict,
+        description="aisoar-HMAC secret of a source, e.g. AISOAR_WEBHOOK_SECRETS__generic=...; "
+        "without a file in sources/ it declares a generic source",
+    )
+    sources_dir: Path = Field(default=PROJECT_ROOT / "sources", description="one YAML file per detection source")
+    api_token: SecretStr | None = Field(
+        None, description="bearer token for the read endpoints (/alerts/{id}, /metrics); `aisoar up` makes one"
     )
     dedup_window_seconds: int = 3600
 

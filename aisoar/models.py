@@ -176,8 +176,14 @@ class Alert(BaseModel):
     description: Annotated[str, Field(max_length=20_000)] = ""
     severity: Severity
     incident_type: IncidentType | None = None
+    state: Literal["firing", "resolved"] = Field(
+        "firing", description="resolved: the source says the condition is over (never starts a playbook)"
+    )
     entities: list[Entity] = Field(default_factory=list, max_length=50)
     labels: dict[str, str] = Field(default_factory=dict)
+    notes: list[str] = Field(
+        default_factory=list, max_length=10, description="what the source's payload lacks or got wrong, for responders"
+    )
     raw: dict[str, Any]
     raw_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     fingerprint: str = Field(description="correlation key: alerts with equal fingerprints join one incident")

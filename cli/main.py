@@ -1,4 +1,5 @@
-"""The ``aisoar`` command: up, serve, fire, validate, actions, connectors, incidents, report, sandbox.
+"""The ``aisoar`` command: up, serve, fire, sources, validate, actions, connectors, incidents, report,
+sandbox.
 
 Each command imports what it needs when it runs: the command starts fast, and a package of
 another distribution that shadows one of this project's is named before anything imports it."""
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import signal
 import sys
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cli import sources
 from cli.terminal import Failure, PipeClosed, complain, is_terminal, markdown, say, spinner, table, working
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.add_typer(sources.app, name="sources")
 
 
 def banner(names: tuple[str, ...], servers: tuple[str, ...] = ()) -> str:
@@ -121,9 +123,7 @@ def cmd_up(
     settings = get_settings()
     with ExitStack() as running:
         server = _start_prefect(PrefectServer(settings.data_dir / "prefect", port=prefect_port), running)
-        generated = {"AISOAR_PREFECT_UI_URL": server.url}
-        if "generic" not in settings.webhook_secrets:
-            generated["AISOAR_WEBHOOK_SECRETS__generic"] = secrets.token_urlsafe(32)
+        generated = {"AISOAR_PREFECT_UI_URL": server.url, **sources.generated_secrets(settings)}
         if not no_sandbox:
             generated |= _start_sandbox(settings, running)
         _write_env_file(sandbox_file, generated)
@@ -201,6 +201,7 @@ def cmd_serve() -> int:
 
 
 def _serve(settings: Settings, announce: str) -> int:
+    known = sources.load(settings)  # a wrong source file stops the start, naming the file
     with working("starting the playbook runtime"):
         import uvicorn
 
@@ -216,10 +217,12 @@ def _serve(settings: Settings, announce: str) -> int:
         dispatcher = Dispatcher(
             svc.store, list(svc.specs.values()), runtime, timedelta(seconds=settings.dedup_window_seconds)
         )
-        ingress = create_app(settings, svc.store, dispatcher)
+        ingress = create_app(settings, svc.store, dispatcher, known)
+        ready = sorted(name for name, source in known.items() if source.missing is None)
         say(
             f"aisoar is up. {announce}\n"
             f"  ingress:   http://{settings.ingress_host}:{settings.ingress_port}/webhooks/<source>\n"
+            f"  sources:   {', '.join(ready) or 'none has its secret yet (aisoar sources list)'}\n"
             f"  playbooks: {', '.join(sorted(svc.specs))}\n"
             f"  data:      {settings.data_dir}\n"
             "  Ctrl-C stops everything."
@@ -233,42 +236,48 @@ def _serve(settings: Settings, announce: str) -> int:
 @app.command("fire")
 def cmd_fire(
     file: Annotated[Path, typer.Argument(help="the alert: a JSON file", show_default=False)],
-    source: Annotated[str, typer.Option(help="the detection source; its webhook secret signs the alert")] = "generic",
+    source: Annotated[str, typer.Option(help="the detection source; its credentials sign the alert")] = "generic",
     url: Annotated[str | None, typer.Option(help="ingress base URL (default: from the settings)")] = None,
+    event: Annotated[
+        str | None, typer.Option(help="the event header's value, for sources that take one (GitHub: X-GitHub-Event)")
+    ] = None,
     as_is: Annotated[
         bool, typer.Option("--as-is", help="send the file unchanged (no sandbox substitution of sample ids)")
     ] = False,
 ) -> int:
-    """Sign an alert file and post it to the ingress."""
+    """Post an alert file to the ingress as SOURCE sends it (its auth scheme, its headers)."""
     import httpx
 
     from aisoar.config import get_settings
-    from aisoar.ingress.auth import signed_headers
+    from aisoar.ingress.auth import sender_headers
 
     body = _read_alert(file)
     settings = get_settings()
-    secret = settings.webhook_secrets.get(source)
-    if secret is None:
-        raise Failure(
-            f"no webhook secret for source '{source}'; set AISOAR_WEBHOOK_SECRETS__{source} "
-            "(`make up` writes one for 'generic')",
-            code=2,
-        )
-    if settings.sandbox and not as_is:
+    found = sources.load(settings).get(source)
+    if found is None:
+        raise Failure(f"no source '{source}'; `aisoar sources list` shows them", code=2)
+    if found.credentials is None:
+        raise Failure(f"source '{source}' cannot send yet: {found.missing} (`make up` makes one)", code=2)
+    if settings.sandbox and not as_is and found.format.mapping is None:
         body = _with_sandbox_ids(body)
+    headers = sender_headers(found.credentials, body)
+    mapping = found.format.mapping
+    if mapping is not None and mapping.event is not None:
+        headers[mapping.event.header] = event or mapping.event.accept[0]
+    reader = (
+        {"Authorization": f"Bearer {settings.api_token.get_secret_value()}"}
+        if settings.api_token
+        else sender_headers(found.credentials, b"")
+    )
     base = url or f"http://{settings.ingress_host}:{settings.ingress_port}"
     try:
-        response = httpx.post(
-            f"{base}/webhooks/{source}",
-            content=body,
-            headers=signed_headers(secret.get_secret_value(), body),
-            timeout=10,
-        )
+        response = httpx.post(f"{base}/webhooks/{source}", content=body, headers=headers, timeout=10)
         accepted = _json(response, base)
         say(f"{response.status_code} {json.dumps(accepted)}")
         if response.status_code not in (200, 202):
             return 1
-        _follow(base, accepted["alert_id"], settings.prefect_ui_url)
+        for alert_id in accepted.get("alert_ids", []):
+            _follow(base, alert_id, settings.prefect_ui_url, reader)
     except httpx.HTTPError as exc:
         raise Failure(f"could not reach the ingress at {base} ({type(exc).__name__}); is `make up` running?") from exc
     return 0
@@ -311,7 +320,7 @@ def _json(response: httpx.Response, base: str) -> Any:
         raise Failure(f"{base} answered HTTP {response.status_code} without JSON; is it aisoar's ingress?") from exc
 
 
-def _follow(base: str, alert_id: str, prefect_ui_url: str) -> None:
+def _follow(base: str, alert_id: str, prefect_ui_url: str, headers: dict[str, str]) -> None:
     """Wait (10 s at most) until the alert is dispatched; print its incident and playbook runs."""
     import httpx
 
@@ -319,8 +328,11 @@ def _follow(base: str, alert_id: str, prefect_ui_url: str) -> None:
 
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        status = _json(httpx.get(f"{base}/alerts/{alert_id}", timeout=5), base)
+        status = _json(httpx.get(f"{base}/alerts/{alert_id}", headers=headers, timeout=5), base)
         if status.get("status") == "dispatched":
+            if status.get("incident_id") is None:
+                say(f"alert {alert_id}: {status.get('error') or 'no incident'}")
+                return
             say(f"incident {status['incident_id']}")
             for playbook, run_id in status.get("flow_runs", {}).items():
                 say(f"playbook {playbook}: {run_url(prefect_ui_url, run_id)}")

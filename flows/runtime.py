@@ -163,6 +163,12 @@ class PlaybookRuntime:
         self.client.set_flow_run_state(flow_run.id, Scheduled(), force=True)
         return True
 
+    def tell(self, incident_id: str, message: str) -> None:
+        """What a source said about the incident (its alert resolved), told where its people are."""
+        runs = self.svc.store.get_incident(incident_id).flow_run_ids
+        playbook, run_id = next(iter(runs.items()), ("-", None))
+        tell(runner_context(self.svc, incident_id, playbook, run_id, "source"), message)
+
     def _claim_and_start(self, flow_run: FlowRun) -> bool:
         if flow_run.state is None or flow_run.state.type is not StateType.SCHEDULED:
             return False

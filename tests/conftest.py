@@ -32,6 +32,8 @@ from cli.prefect_server import PrefectServer  # noqa: E402
 from sandbox.stack import Sandbox  # noqa: E402
 
 WEBHOOK_SECRET = "test-webhook-secret-0123456789"
+API_TOKEN = "test-api-token-0123456789"
+READ = {"Authorization": f"Bearer {API_TOKEN}"}  # what a reader of /alerts and /metrics sends
 
 # Session fixtures that start the real servers (OpenBao, moto, MLflow, Chroma) on demand.
 pytest_plugins = ["tests.servers.openbao", "tests.servers.moto", "tests.servers.mlflow", "tests.servers.chroma"]
@@ -67,6 +69,7 @@ def make_settings(data_dir: Path, env: dict[str, str] | None = None, **overrides
     values: dict[str, object] = {
         "data_dir": data_dir,
         "webhook_secrets": {"generic": WEBHOOK_SECRET},
+        "api_token": API_TOKEN,
         "runner_sweep_seconds": 0.25,
         "prefect_ui_url": "http://127.0.0.1:4200",
         # Steps retried after a transient failure quickly here; the default budget (minutes) is

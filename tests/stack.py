@@ -20,7 +20,7 @@ from flows.runtime import PlaybookRuntime
 from flows.services import Services, build_services
 from sandbox.serving import BackgroundServer
 from sandbox.stack import Sandbox
-from tests.conftest import WEBHOOK_SECRET, make_settings
+from tests.conftest import READ, WEBHOOK_SECRET, make_settings
 
 SAMPLE: dict[str, Any] = json.loads((PROJECT_ROOT / "examples/alerts/leaked-openai-key.json").read_text())
 ALL_CONNECTORS = ("litellm", "openai", "slack", "jira")
@@ -50,7 +50,7 @@ class Stack:
         deadline = time.monotonic() + 20
         status: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            status = httpx.get(f"{self.ingress}/alerts/{alert_id}", timeout=5).json()
+            status = httpx.get(f"{self.ingress}/alerts/{alert_id}", headers=READ, timeout=5).json()
             if status["status"] == "dispatched" and status["flow_runs"]:
                 return status
             time.sleep(0.05)

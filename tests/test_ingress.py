@@ -19,7 +19,7 @@ from aisoar.ingress.dispatch import Dispatcher
 from aisoar.specs import load_specs
 from aisoar.store import Store
 from tasks import catalog
-from tests.conftest import WEBHOOK_SECRET
+from tests.conftest import READ, WEBHOOK_SECRET
 
 SAMPLE = (PROJECT_ROOT / "examples/alerts/leaked-openai-key.json").read_bytes()
 LEAKED = json.loads(SAMPLE)["entities"][0]["secret"]
@@ -57,7 +57,7 @@ def post(client: TestClient, body: bytes, headers: dict[str, str] | None = None,
 def wait_dispatched(client: TestClient, alert_id: str) -> dict[str, Any]:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        status: dict[str, Any] = client.get(f"/alerts/{alert_id}").json()
+        status: dict[str, Any] = client.get(f"/alerts/{alert_id}", headers=READ).json()
         if status["status"] == "dispatched":
             return status
         time.sleep(0.02)
@@ -130,7 +130,8 @@ def test_replayed_request_stores_nothing_new(edge: tuple[TestClient, Store, Reco
     second = post(client, SAMPLE, headers)
     assert first.status_code == 202
     assert second.status_code == 200
-    assert second.json() == {"status": "duplicate", "alert_id": first.json()["alert_id"]}
+    alert_id = first.json()["alert_id"]
+    assert second.json() == {"status": "duplicate", "alert_id": alert_id, "alert_ids": [alert_id]}
     wait_dispatched(client, first.json()["alert_id"])
     assert len(recorder.launched) == 1
 
@@ -180,7 +181,7 @@ def test_schema_errors_are_a_422_that_never_echo_the_input(edge: tuple[TestClien
 def test_unknown_source_is_a_404(edge: tuple[TestClient, Store, Recorder]) -> None:
     client, _, _ = edge
     response = post(client, SAMPLE, source="nope")
-    assert response.status_code == 404 and response.json()["error"] == "unknown source 'nope'"
+    assert response.status_code == 404 and response.json()["error"] == "no source by that name"
     assert "generic" not in response.text  # configured sources are not listed to strangers
 
 

@@ -23,7 +23,7 @@ from cli.prefect_server import PrefectServer
 from sandbox.serving import free_port
 from sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT, Sandbox
 from tests import prefect_api
-from tests.conftest import WEBHOOK_SECRET
+from tests.conftest import API_TOKEN, READ, WEBHOOK_SECRET
 
 SAMPLE = (PROJECT_ROOT / "examples/alerts/leaked-openai-key.json").read_bytes()
 pytestmark = pytest.mark.e2e
@@ -76,6 +76,7 @@ def services(prefect_server: PrefectServer, sandbox: Sandbox, tmp_path: Path) ->
         "AISOAR_DATA_DIR": str(tmp_path / "data"),
         "AISOAR_INGRESS_PORT": str(port),
         "AISOAR_WEBHOOK_SECRETS__generic": WEBHOOK_SECRET,
+        "AISOAR_API_TOKEN": API_TOKEN,
         "AISOAR_RUNNER_SWEEP_SECONDS": "0.3",
         "AISOAR_RUNNER_STALE_SECONDS": "1.5",
     }
@@ -93,7 +94,7 @@ def start_paused_run(service: Service) -> tuple[str, str]:
     alert_id = response.json()["alert_id"]
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        status = httpx.get(f"{service.url}/alerts/{alert_id}", timeout=5).json()
+        status = httpx.get(f"{service.url}/alerts/{alert_id}", headers=READ, timeout=5).json()
         if status["flow_runs"]:
             break
         time.sleep(0.05)

@@ -1,38 +1,53 @@
-"""The webhook app: ``POST /webhooks/{source}``.
+"""The webhook app: ``POST /webhooks/{source}``, and the read endpoints.
 
-1. authenticate (per-source HMAC over timestamp and raw body) and enforce the size limit;
-2. normalise into an ``Alert`` with the source's adapter (secrets redacted);
-3. persist to the inbox, then answer 202; dispatch happens after the answer.
+For each delivery, in this order, and nothing is stored unless every check passes:
+1. the source exists and has its secret; the sender's address is allowed; its rate limit
+   has room (else 429 with Retry-After);
+2. the body is within the size limit, authenticated in the source's scheme, and JSON;
+3. it is read in the source's format into alerts (secrets redacted, every limit applied);
+4. the alerts are persisted in the inbox, then the answer is 202; dispatch happens after it.
+
+Answers never echo what the sender wrote. ``/healthz`` is open; ``/alerts/{id}`` and
+``/metrics`` need the API token (``/alerts/{id}`` also takes the credentials of the
+source that sent the alert).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import secrets as _secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from aisoar.config import Settings
-from aisoar.ingress.adapters import PayloadError, adapter_for
-from aisoar.ingress.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER, AuthError, verify
+from aisoar.ingress.adapters import PayloadError, read
+from aisoar.ingress.auth import AuthError, authenticate
 from aisoar.ingress.dispatch import Dispatcher
-from aisoar.models import Alert
+from aisoar.ingress.limits import BodyError
+from aisoar.ingress.metrics import IngressMetrics
+from aisoar.ingress.sources import Source, load_sources, retry_after
+from aisoar.models import Alert, utcnow
 from aisoar.store import Store
 
 log = logging.getLogger("aisoar.ingress")
+JSON_TYPES = ("application/json",)
 
 
-def _problem(status: int, error: str, detail: Any = None) -> JSONResponse:
+def _problem(status: int, error: str, detail: Any = None, headers: dict[str, str] | None = None) -> JSONResponse:
     body: dict[str, Any] = {"error": error}
     if detail is not None:
         body["detail"] = detail
-    return JSONResponse(status_code=status, content=body)
+    return JSONResponse(status_code=status, content=body, headers=headers)
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:
@@ -49,7 +64,22 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def create_app(settings: Settings, store: Store, dispatcher: Dispatcher) -> FastAPI:
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";")[0].strip().lower()
+    return media in JSON_TYPES or (media.startswith("application/") and media.endswith("+json"))
+
+
+def _item_delivery(delivery_id: str, index: int) -> str:
+    """The delivery id of the index-th alert of a delivery (at most 64 characters)."""
+    basis = delivery_id if index == 0 else f"{delivery_id}:{index}"
+    return basis if len(basis) <= 64 else hashlib.sha256(basis.encode()).hexdigest()
+
+
+def create_app(
+    settings: Settings, store: Store, dispatcher: Dispatcher, sources: dict[str, Source] | None = None
+) -> FastAPI:
+    known = load_sources(settings) if sources is None else sources
+    metrics = IngressMetrics(store)
     queue: asyncio.Queue[Alert] = asyncio.Queue()
 
     async def dispatch_loop() -> None:
@@ -57,6 +87,7 @@ def create_app(settings: Settings, store: Store, dispatcher: Dispatcher) -> Fast
             alert = await queue.get()
             try:
                 await run_in_threadpool(dispatcher.dispatch, alert)
+                metrics.dispatch.observe((utcnow() - alert.received_at).total_seconds())
             except Exception:
                 log.exception("dispatch of %s failed; it stays in the inbox and is retried", alert.id)
 
@@ -79,57 +110,132 @@ def create_app(settings: Settings, store: Store, dispatcher: Dispatcher) -> Fast
             for task in tasks:
                 task.cancel()
 
-    app = FastAPI(title="aisoar ingress", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="aisoar ingress", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        ref = _secrets.token_hex(4)
+        log.error("unexpected error %s on %s %s: %s", ref, request.method, request.url.path, type(exc).__name__)
+        return _problem(500, f"internal error (reference {ref} in aisoar's log); the delivery was not stored")
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/webhooks/{source}", status_code=202)
-    async def receive(source: str, request: Request) -> JSONResponse:
-        secret = settings.webhook_secrets.get(source)
-        try:
-            adapter = adapter_for(source)
-        except KeyError:
-            adapter = None
-        if secret is None or adapter is None:
+    @app.post("/webhooks/{source_name}", status_code=202)
+    async def receive(source_name: str, request: Request) -> Response:
+        source = known.get(source_name)
+        if source is None:
+            metrics.count("-", "unknown_source")
             return _problem(
-                404, f"unknown source '{source[:64]}'", "a source needs a secret: AISOAR_WEBHOOK_SECRETS__<source>"
+                404, "no source by that name", "sources are declared in the sources folder (sources/*.yaml)"
+            )
+        name = source.name
+        if source.credentials is None:
+            metrics.count(name, "not_ready")
+            return _problem(404, f"source '{name}' cannot take alerts yet", source.missing)
+        if not source.allows(request.client.host if request.client else None):
+            metrics.count(name, "forbidden")
+            return _problem(403, "this address may not send to this source (allow_from)")
+        wait = source.limit.take()
+        if wait is not None:
+            metrics.count(name, "rate_limited")
+            return _problem(
+                429,
+                f"more than {source.spec.rate_limit_per_minute} deliveries a minute; retry later",
+                headers={"Retry-After": retry_after(wait)},
             )
         body = await _read_limited(request, settings.ingress_max_body_bytes)
         if body is None:
+            metrics.count(name, "too_large")
             return _problem(413, f"body larger than {settings.ingress_max_body_bytes} bytes")
         try:
-            verified = verify(
-                secret.get_secret_value(),
-                body,
-                request.headers.get(TIMESTAMP_HEADER),
-                request.headers.get(SIGNATURE_HEADER),
-                settings.ingress_replay_window_seconds,
-            )
+            verified = authenticate(source.credentials, request.headers, body, settings.ingress_replay_window_seconds)
         except AuthError as exc:
+            metrics.count(name, "unauthenticated")
             return _problem(401, "not authenticated", str(exc))
+        if not _is_json(request.headers.get("content-type")):
+            metrics.count(name, "unsupported_media_type")
+            return _problem(415, "send the body as Content-Type: application/json")
         try:
-            alert = adapter(source, body)
-        except PayloadError as exc:
-            return _problem(422, "the payload does not fit the source's schema", exc.errors)
-        except ValueError as exc:
+            reading = read(source.format, name, body, request.headers)
+        except BodyError as exc:
+            metrics.count(name, "malformed")
             return _problem(400, "malformed body", str(exc))
-        alert_id, created = await run_in_threadpool(store.accept_alert, alert, verified.delivery_id)
+        except PayloadError as exc:
+            metrics.count(name, "invalid")
+            return _problem(422, "the payload does not fit the source's schema", exc.errors)
+        if reading.ignored is not None:
+            metrics.count(name, "ignored")
+            return JSONResponse(status_code=200, content={"status": "ignored", "detail": reading.ignored})
+        try:
+            accepted = await run_in_threadpool(_accept, store, reading.alerts, verified.delivery_id)
+        except sa.exc.OperationalError as exc:  # the store is busy or down: the sender retries
+            log.warning("could not store a delivery from %s: %s", name, type(exc).__name__)
+            metrics.count(name, "unavailable")
+            return _problem(503, "the inbox is unavailable; retry", headers={"Retry-After": "5"})
+        created = [alert for alert, _, new in accepted if new]
+        for alert in created:
+            queue.put_nowait(alert)
+        ids = [alert_id for _, alert_id, _ in accepted]
         if not created:
-            return JSONResponse(status_code=200, content={"status": "duplicate", "alert_id": alert_id})
-        queue.put_nowait(alert)
-        return JSONResponse(status_code=202, content={"status": "accepted", "alert_id": alert_id})
+            metrics.count(name, "duplicate")
+            return JSONResponse(status_code=200, content={"status": "duplicate", "alert_id": ids[0], "alert_ids": ids})
+        metrics.count(name, "accepted", len(created))
+        return JSONResponse(status_code=202, content={"status": "accepted", "alert_id": ids[0], "alert_ids": ids})
+
+    def _authorized_reader(request: Request, alert_source: str | None) -> bool:
+        token = settings.api_token.get_secret_value() if settings.api_token else None
+        given = request.headers.get("authorization", "")
+        if token and _secrets.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return True
+        source = known.get(alert_source or "")
+        if source is None or source.credentials is None:
+            return False
+        try:
+            authenticate(source.credentials, request.headers, b"", settings.ingress_replay_window_seconds)
+        except AuthError:
+            return False
+        return True
 
     @app.get("/alerts/{alert_id}")
-    def alert_status(alert_id: str) -> JSONResponse:
-        found = store.alert_status(alert_id)
+    def alert_status(alert_id: str, request: Request) -> JSONResponse:
+        found = store.alert_record(alert_id[:64])
+        if not _authorized_reader(request, found.source if found else None):
+            return _problem(
+                401,
+                "not authenticated",
+                "send the API token (Authorization: Bearer AISOAR_API_TOKEN) or the credentials of the alert's source",
+            )
         if found is None:
-            return _problem(404, f"no alert {alert_id[:64]}")
-        status, incident_id, error = found
-        runs = store.get_incident(incident_id).flow_run_ids if incident_id else {}
+            return _problem(404, "no such alert")
+        runs = store.get_incident(found.incident_id).flow_run_ids if found.incident_id else {}
         return JSONResponse(
-            {"alert_id": alert_id, "status": status, "incident_id": incident_id, "flow_runs": runs, "error": error}
+            {
+                "alert_id": found.id,
+                "source": found.source,
+                "status": found.status,
+                "incident_id": found.incident_id,
+                "flow_runs": runs,
+                "error": found.error,
+            }
         )
 
+    @app.get("/metrics")
+    def prometheus(request: Request) -> Response:
+        if not _authorized_reader(request, None):
+            return _problem(401, "not authenticated", "send Authorization: Bearer AISOAR_API_TOKEN")
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.state.sources = known
+    app.state.metrics = metrics
     return app
+
+
+def _accept(store: Store, alerts: list[Alert], delivery_id: str) -> list[tuple[Alert, str, bool]]:
+    """Each alert of a delivery in the inbox: (alert, its id, whether it is new)."""
+    accepted = []
+    for index, alert in enumerate(alerts):
+        alert_id, created = store.accept_alert(alert, _item_delivery(delivery_id, index))
+        accepted.append((alert, alert_id, created))
+    return accepted

@@ -31,6 +31,10 @@ class Launcher(Protocol):
         alert for it arrived); return whether it was started again."""
         ...
 
+    def tell(self, incident_id: str, message: str) -> None:
+        """Tell the incident's people (its Slack thread, its Jira issue) what a source said."""
+        ...
+
 
 @dataclass
 class DispatchResult:
@@ -53,11 +57,13 @@ class Dispatcher:
         matched = [spec for spec in self.specs if not spec.fallback and spec.matches(alert)]
         return matched or [spec for spec in self.specs if spec.fallback]
 
-    def dispatch(self, alert: Alert) -> DispatchResult:
+    def dispatch(self, alert: Alert) -> DispatchResult | None:
         with self._lock:  # one dispatch at a time per process: correlation must not race
             return self._dispatch(alert)
 
-    def _dispatch(self, alert: Alert) -> DispatchResult:
+    def _dispatch(self, alert: Alert) -> DispatchResult | None:
+        if alert.state == "resolved":
+            return self._resolved(alert)
         matched = self.route(alert)
         typed = [spec.incident_type for spec in matched if spec.incident_type is not None]
         incident_type = alert.incident_type or (typed[0] if typed else None)
@@ -72,6 +78,8 @@ class Dispatcher:
         )
         if created:
             self.store.add_timeline(incident_id, "incident", f"incident opened ({severity.value})")
+        for note in alert.notes:
+            self.store.add_timeline(incident_id, "alert", f"note on alert {alert.id}: {note}")
         if not matched:
             self.store.add_timeline(incident_id, "incident", "no playbook matches this alert; triage by hand")
         elif all(spec.fallback for spec in matched):
@@ -86,6 +94,27 @@ class Dispatcher:
                 self._redrive(incident_id, spec.name, result)
         self.store.mark_alert(alert.id, "dispatched", incident_id=incident_id)
         return result
+
+    def _resolved(self, alert: Alert) -> DispatchResult | None:
+        """The source says its alert is over: on the incident's timeline and in its thread.
+        It never starts, stops or re-runs a playbook: containment is judged by its own checks."""
+        incident_id = self.store.join_open_incident(alert)
+        if incident_id is None:
+            self.store.mark_alert(alert.id, "dispatched", error="resolved: no open incident has this fingerprint")
+            return None
+        message = (
+            f"{alert.source} says its alert is resolved ({alert.id}): {alert.title}. "
+            "aisoar's containment and its checks are unchanged; close the incident when its objectives are met."
+        )
+        self.store.add_timeline(incident_id, "alert", message, data={"alert_id": alert.id, "state": "resolved"})
+        if self.launcher is not None:
+            try:
+                self.launcher.tell(incident_id, message)
+            except Exception as exc:  # telling is on the timeline either way; the next alert tries again
+                log.warning("could not tell %s that its alert is resolved: %s", incident_id, exc)
+                self.store.add_timeline(incident_id, "error", f"could not tell on-call the alert is resolved: {exc}")
+        self.store.mark_alert(alert.id, "dispatched", incident_id=incident_id)
+        return DispatchResult(incident_id=incident_id, new_incident=False)
 
     def _launch(self, incident_id: str, playbook: str, result: DispatchResult) -> None:
         if self.launcher is None:

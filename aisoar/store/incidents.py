@@ -72,6 +72,37 @@ class Incidents(StoreBase):
             conn.execute(inbox.update().where(inbox.c.id == alert.id).values(incident_id=incident_id))
         return incident_id, created
 
+    def join_open_incident(self, alert: Alert) -> str | None:
+        """Attach the alert to the newest incident with its fingerprint that is not closed,
+        without opening one or extending its correlation window (a resolved notification)."""
+        with self._tx() as conn:
+            incident_id = conn.execute(
+                sa.select(incidents.c.id)
+                .where(
+                    incidents.c.fingerprint == alert.fingerprint,
+                    incidents.c.status != IncidentStatus.closed.value,
+                )
+                .order_by(incidents.c.created_at.desc())
+                .limit(1)
+            ).scalar()
+            if incident_id is None:
+                return None
+            exists = conn.execute(
+                sa.select(incident_alerts.c.alert_id).where(
+                    incident_alerts.c.incident_id == incident_id, incident_alerts.c.alert_id == alert.id
+                )
+            ).first()
+            if exists is None:
+                conn.execute(incident_alerts.insert().values(incident_id=incident_id, alert_id=alert.id))
+            conn.execute(inbox.update().where(inbox.c.id == alert.id).values(incident_id=incident_id))
+        return str(incident_id)
+
+    def incident_counts(self) -> dict[str, int]:
+        """How many incidents are in each status."""
+        with self._tx() as conn:
+            rows = conn.execute(sa.select(incidents.c.status, sa.func.count()).group_by(incidents.c.status)).all()
+        return {str(status): int(count) for status, count in rows}
+
     def set_incident_status(self, incident_id: str, status: IncidentStatus) -> None:
         with self._tx() as conn:
             conn.execute(

@@ -1,0 +1,63 @@
+"""Prometheus metrics of the ingress: what came in and how it ended, how long dispatch took,
+and what the store holds now (incidents by status, approvals waiting)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from aisoar.store import Store
+
+OUTCOMES = (
+    "accepted",
+    "duplicate",
+    "ignored",
+    "unknown_source",
+    "not_ready",
+    "forbidden",
+    "rate_limited",
+    "too_large",
+    "unauthenticated",
+    "unsupported_media_type",
+    "malformed",
+    "invalid",
+    "unavailable",
+)
+
+
+class _StoreState(Collector):
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        incidents = GaugeMetricFamily("aisoar_incidents", "incidents by status", labels=["status"])
+        for status, count in sorted(self.store.incident_counts().items()):
+            incidents.add_metric([status], count)
+        yield incidents
+        waiting = GaugeMetricFamily("aisoar_approvals_waiting", "approval requests no one has answered yet")
+        waiting.add_metric([], len(self.store.pending_approvals()))
+        yield waiting
+
+
+class IngressMetrics:
+    def __init__(self, store: Store) -> None:
+        self.registry = CollectorRegistry()
+        self.alerts = Counter(
+            "aisoar_alerts",
+            "webhook deliveries by source and outcome (alerts for accepted ones)",
+            ["source", "outcome"],
+            registry=self.registry,
+        )
+        self.dispatch = Histogram(
+            "aisoar_dispatch_seconds",
+            "from an alert's receipt to its incident and playbook runs",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
+        self.registry.register(_StoreState(store))
+
+    def count(self, source: str, outcome: str, amount: int = 1) -> None:
+        self.alerts.labels(source=source, outcome=outcome).inc(amount)
