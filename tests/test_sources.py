@@ -404,3 +404,14 @@ def test_sources_test_prints_the_alert_and_the_playbooks_without_starting_them(
     broken.write_text('{"alerts": [{"labels": {}}]}')
     assert main(["sources", "test", "alertmanager", str(broken)]) == 1
     assert "mapping" in capsys.readouterr().err
+
+
+def test_every_shipped_source_is_documented_with_its_secret(tmp_path: Path) -> None:
+    from aisoar.ingress.sources import secret_env_names
+
+    doc = (PROJECT_ROOT / "docs" / "sources.md").read_text()
+    shipped = load_sources(make_settings(tmp_path / "data", webhook_secrets={}))
+    assert len(shipped) >= 7
+    for source in shipped.values():
+        assert f"| `{source.name}` | " in doc, source.name
+        assert secret_env_names(source.name)[0] in doc, source.name
