@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aisoar.inert import markdown_text
+from aisoar.inert import markdown_quote, markdown_text
 from aisoar.models import Incident
 from aisoar.outcomes import Verdict
 from aisoar.store import ApprovalRecord, EvidenceRecord
@@ -20,7 +20,7 @@ def incident_report(
     lines = [
         f"# Incident {incident.id}",
         "",
-        f"**{markdown_text(incident.title, 300)}**",
+        f"**Alert:** {markdown_quote(incident.title, 300)}",
         "",
         "| field | value |",
         "|---|---|",
@@ -40,7 +40,7 @@ def incident_report(
     for entry in incident.timeline:
         lines.append(
             f"| {entry.at:%H:%M:%S.%f} | {entry.kind} | {markdown_text(entry.step_id or '-')} "
-            f"| {markdown_text(entry.message, 500)} |"
+            f"| {_entry_text(entry.kind, entry.message)} |"
         )
     lines += ["", "## Approvals", ""]
     if approvals:
@@ -66,6 +66,14 @@ def incident_report(
             f"| {item.collected_at:%Y-%m-%d %H:%M:%S} | `{item.location}` | `{item.entry_hash[:16]}` |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _entry_text(kind: str, message: str) -> str:
+    """A timeline entry; an alert's entry ("alert <id> from <source>: <title>") quotes the title."""
+    head, sep, title = message.partition(": ")
+    if kind == "alert" and sep:
+        return f"{markdown_text(head, 200)}: {markdown_quote(title, 500)}"
+    return markdown_text(message, 500)
 
 
 def _outcome(verdict: Verdict) -> list[str]:

@@ -87,7 +87,9 @@ def bench_aisoar(sandbox: Sandbox, env: dict[str, str], alerts: int) -> tuple[li
     from sandbox.serving import BackgroundServer
 
     values = {k.removeprefix("AISOAR_").lower(): v for k, v in env.items()}
-    settings = Settings.model_validate({**values, "data_dir": WORK / "data", "webhook_secrets": {"generic": SECRET}, "api_token": SECRET})
+    settings = Settings.model_validate(
+        {**values, "data_dir": WORK / "data", "webhook_secrets": {"generic": SECRET}, "api_token": SECRET}
+    )
     svc = build_services(settings)
     runtime = PlaybookRuntime(svc)
     runtime.start()
@@ -135,7 +137,9 @@ def bench_aisoar(sandbox: Sandbox, env: dict[str, str], alerts: int) -> tuple[li
 
             def paused() -> bool:
                 nonlocal run_id
-                status = httpx.get(f"{ingress.url}/alerts/{alert_id}", headers={"Authorization": f"Bearer {SECRET}"}, timeout=5).json()
+                status = httpx.get(
+                    f"{ingress.url}/alerts/{alert_id}", headers={"Authorization": f"Bearer {SECRET}"}, timeout=5
+                ).json()
                 run_id = status["flow_runs"].get("leaked-llm-api-key", "")
                 if not run_id:
                     return False

@@ -25,19 +25,38 @@ from prefect.utilities.engine import propose_state_sync
 from pydantic import Field
 
 from aisoar.actions import ActionInfo
-from aisoar.inert import markdown_text
-from aisoar.models import utcnow
+from aisoar.inert import markdown_quote, markdown_text
+from aisoar.models import SecretFingerprint, utcnow
+from aisoar.secrets import redact, redact_clipped
 from aisoar.specs import Approval, PlaybookSpec, Step
 from aisoar.store import ApprovalRecord
 from flows.services import Services
 from flows.tell import runner_context, tell
 from tasks.base import ActionContext
 
+APPROVER_MAX = 200
+REASON_MAX = 2000
+
 
 class ApprovalForm(RunInput):
     approve: bool = Field(False, description="Tick to approve this exact action. Resuming without it rejects.")
-    approver: str = Field("", max_length=200, description="Your name (recorded on the incident, self-declared)")
-    reason: str = Field("", max_length=2000, description="Why you approve or reject")
+    approver: str = Field(
+        "", max_length=APPROVER_MAX, description="Your name (recorded on the incident, self-declared)"
+    )
+    reason: str = Field("", max_length=REASON_MAX, description="Why you approve or reject")
+
+
+def without_secrets(answer: dict[str, Any]) -> dict[str, Any]:
+    """The form's answer with any secret typed into it replaced by its fingerprint marker
+    (the texts clipped back to the form's limits, markers being longer than secrets)."""
+    found: dict[str, SecretFingerprint] = {}
+    limits = {"approver": APPROVER_MAX, "reason": REASON_MAX}
+    return {
+        key: redact_clipped(value, found, limits[key])
+        if key in limits and isinstance(value, str)
+        else redact(value, found)
+        for key, value in answer.items()
+    }
 
 
 def arguments_sha256(action: str, inputs: dict[str, Any]) -> str:
@@ -73,7 +92,7 @@ def approval_description(
             "Tick **approve**, give your name and a reason, then submit. Submitting without ticking rejects.",
             "",
             f"**Why:** incident {incident.id} ({incident.severity.value}, {incident.status.value}) in playbook "
-            f"*{spec.name}*. Alert (untrusted text): {markdown_text(incident.title, 300)}",
+            f"*{spec.name}*. Alert: {markdown_quote(incident.title, 300)}",
             "",
             "**Done so far:**",
             *(done or ["- nothing"]),
@@ -124,7 +143,7 @@ def suspend_for_answer(description: str, pause_key: str) -> ApprovalForm | None:
     if state.is_running():
         # This pause happened before and the run has been moved on: by an answer, or not.
         value = read_flow_run_input(keyset["response"], flow_run_id=flow_run_id, _sync=True)  # type: ignore[call-arg]
-        return ApprovalForm(**value) if isinstance(value, dict) else None
+        return ApprovalForm(**without_secrets(value)) if isinstance(value, dict) else None
     if not state.is_paused():
         raise RuntimeError(f"the run could not be suspended for approval: Prefect answered {state.type.value}")
     ApprovalForm.with_initial_data(description=description).save(keyset, flow_run_id=flow_run_id, _sync=True)  # type: ignore[call-arg]

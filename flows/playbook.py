@@ -166,7 +166,7 @@ def finish(svc: Services, spec: PlaybookSpec, incident_id: str, run_id: str, sto
         lines.append(f"The incident stays {incident.status.value}; a responder must act. A new alert runs it again.")
     if mine.tracked_only:
         lines.append("Nothing was contained automatically: triage it by hand.")
-    tell(ctx, "\n".join(lines))
+    tell(ctx, " · ".join(lines))  # one line: every message is rendered single-line in Slack and Jira
     verdicts = [mine, *others]
     report = incident_report(
         incident, store.evidence_for(incident_id), store.approvals_for(incident_id), ctx.run_url, verdicts

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from aisoar.actions import Effect
-from aisoar.inert import clip, jira_summary, jira_text
+from aisoar.inert import jira_quote, jira_summary, jira_text, plain_text, quoted
 from aisoar.models import Incident
 from aisoar.taxonomy import CATALOG
 from connectors.jira import ISSUE_KEY, JiraTickets
@@ -114,14 +114,13 @@ def _open_issue(ctx: ActionContext, jira: JiraTickets, inputs: TicketInputs) -> 
         f"*OWASP LLM:* {', '.join(info.owasp) if info and info.owasp else '-'}",
         f"*Playbook run:* {ctx.run_url or '-'}",
         "",
-        "*Alert (verbatim, untrusted):*",
-        jira_text(incident.title),
+        f"*Alert:* {jira_quote(incident.title)}",
     ]
     if inputs.details:
         lines += ["", jira_text(inputs.details)]
     lines += ["", "*Timeline so far:*"]
-    lines += [f"- {jira_text(e.step_id or e.kind)}: {jira_text(e.message, 500)}" for e in incident.timeline]
-    summary = jira_summary(inputs.summary or f"[{incident.severity.value}] {incident.id}: {incident.title}")
+    lines += [f"- {jira_text(e.step_id or e.kind)}: {_entry_text(e.kind, e.message, 500)}" for e in incident.timeline]
+    summary = jira_summary(inputs.summary or f"[{incident.severity.value}] {incident.id}: {quoted(incident.title)}")
     key = jira.create_issue(
         summary=summary,
         description="\n".join(lines),
@@ -130,6 +129,14 @@ def _open_issue(ctx: ActionContext, jira: JiraTickets, inputs: TicketInputs) -> 
     )
     _record(ctx, key, jira.browse_url(key), incident)
     return ok(f"Jira issue {key} opened", issue_key=key, url=jira.browse_url(key))
+
+
+def _entry_text(kind: str, message: str, limit: int) -> str:
+    """A timeline entry; an alert's entry ("alert <id> from <source>: <title>") quotes the title."""
+    head, sep, title = message.partition(": ")
+    if kind == "alert" and sep:
+        return f"{jira_text(head, 200)}: {jira_quote(title, limit)}"
+    return jira_text(message, limit)
 
 
 def _record(ctx: ActionContext, key: str, url: str, incident: Incident) -> None:
@@ -150,7 +157,8 @@ def timeline_comments(incident: Incident, start: int) -> list[tuple[str, int]]:
     first = start + 1
     for number, entry in enumerate(entries, start=start + 1):
         step = f" {jira_text(entry.step_id)}" if entry.step_id else ""
-        line = f"- {entry.at.strftime('%Y-%m-%d %H:%M:%S')} UTC *{entry.kind}*{step}: {jira_text(entry.message, 2000)}"
+        what = _entry_text(entry.kind, entry.message, 2000)
+        line = f"- {entry.at.strftime('%Y-%m-%d %H:%M:%S')} UTC *{entry.kind}*{step}: {what}"
         if lines and sum(len(x) + 1 for x in lines) + len(line) > COMMENT_LIMIT:
             bodies.append((_comment(incident.id, first, number - 1, lines), number - 1))
             lines, first = [], number
@@ -229,7 +237,7 @@ def link_evidence_for(ctx: ActionContext) -> StepOutcome:
             key,
             evidence_global_id(item.sha256),
             url,
-            title=clip(f"Evidence sha256:{item.sha256[:16]} {' '.join(item.description.split())}", 255),
+            title=plain_text(f"Evidence sha256:{item.sha256[:16]} {item.description}", 255),
             summary=f"sha256 {item.sha256}, {item.size} bytes, collected {item.collected_at.isoformat()} "
             f"by {item.collected_by}",
         )

@@ -3,7 +3,8 @@
 The parent is posted once; where it is (channel id and ts) is recorded on the incident
 timeline (kind ``notify``), so every later notification, from any step or playbook, finds
 it again: it updates the parent (``chat.update``) with the incident's current status and
-replies in its thread. Alert-derived text is rendered inert (``slack_text``).
+replies in its thread. Text is rendered inert (``slack_text``); the alert's own text is also
+labelled untrusted and quoted (``slack_quote``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from aisoar.actions import Effect
-from aisoar.inert import clip, slack_text
+from aisoar.inert import clip, slack_quote, slack_text
 from aisoar.models import Incident
 from aisoar.taxonomy import CATALOG
 from connectors.errors import ConnectorError
@@ -69,7 +70,7 @@ def incident_blocks(ctx: ActionContext, incident: Incident, message: str) -> lis
         },
         {
             "type": "section",
-            "text": {"type": "mrkdwn", "verbatim": True, "text": f"*Alert:* {slack_text(incident.title, 500)}"},
+            "text": {"type": "mrkdwn", "verbatim": True, "text": f"*Alert:* {slack_quote(incident.title, 500)}"},
         },
         {
             "type": "section",
@@ -121,7 +122,7 @@ def severity_attachment(incident: Incident) -> list[dict[str, Any]]:
 def _parent_text(incident: Incident) -> str:
     return (
         f"AI incident {incident.id} ({incident.severity.value}, {incident.status.value}): "
-        f"{slack_text(incident.title, 200)}"
+        f"{slack_quote(incident.title, 200)}"
     )
 
 

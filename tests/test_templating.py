@@ -39,7 +39,8 @@ def test_conditions() -> None:
 def test_slack_mentions_and_links_are_inert() -> None:
     text = slack_text("hi <!channel> see <http://evil.example|docs> & <@U123>")
     assert "<" not in text and ">" not in text
-    assert "&lt;!channel&gt;" in text and "&lt;http://evil.example|docs&gt;" in text and "&amp;" in text
+    # The link is also defanged (hxxp, [.]): Slack clients auto-link some bare URLs.
+    assert "&lt;!channel&gt;" in text and "&lt;hxxp://evil[.]example|docs&gt;" in text and "&amp;" in text
 
 
 def test_slack_formatting_cannot_restyle_the_message() -> None:

@@ -97,9 +97,16 @@ def _safe_loc(loc: tuple[Any, ...] | list[Any]) -> list[Any]:
     return [part if isinstance(part, int) or part in SCHEMA_NAMES else "<key>" for part in loc]
 
 
+def _message(error: Any) -> str:
+    """Pydantic's message, except where pydantic quotes the input (an unknown type tag)."""
+    if error["type"] == "union_tag_invalid":
+        return f"unknown type; expected one of: {error.get('ctx', {}).get('expected_tags', '')}"
+    return str(error["msg"])
+
+
 def _errors(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
     # Never echo the offending input back: it may be the secret.
-    return [{"loc": _safe_loc((*prefix, *e["loc"])), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    return [{"loc": _safe_loc((*prefix, *e["loc"])), "msg": _message(e), "type": e["type"]} for e in exc.errors()]
 
 
 def _entity(raw: dict[str, Any], index: int, fingerprint: SecretFingerprint | None) -> Entity:
