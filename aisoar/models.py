@@ -60,8 +60,9 @@ class SecretFingerprint(BaseModel):
     def of(cls, secret: str) -> SecretFingerprint:
         return cls(
             sha256=hashlib.sha256(secret.encode()).hexdigest(),
-            prefix=secret[:6] if len(secret) >= 16 else "",
-            last4=secret[-4:] if len(secret) >= 16 else "",
+            # Shown only where enough stays hidden (>= 14 characters) that they cannot help guess it.
+            prefix=secret[:6] if len(secret) >= 24 else "",
+            last4=secret[-4:] if len(secret) >= 24 else "",
         )
 
 

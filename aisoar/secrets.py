@@ -475,3 +475,27 @@ def redact(value: Any, found: dict[str, SecretFingerprint]) -> Any:
             break
         result = _replace_everywhere(result, across, found)
     return result
+
+
+# For JSON-schema validation where aisoar cannot redact before storage (a Prefect form: the
+# Prefect server stores the answer as typed once it validates): the shapes of the kinds of
+# secret above, as one pattern in the dialect both JSON schema (ECMA 262) and Python read. A
+# field with ``{"not": {"pattern": FORM_SECRET_PATTERN}}`` refuses an answer holding one.
+FORM_SECRET_PATTERN = "|".join(
+    (
+        r"sk-[A-Za-z0-9_\-]{20,}",
+        r"(sk|rk)_(live|test)_[A-Za-z0-9]{16,}",
+        r"gh[pousr]_[A-Za-z0-9]{30,}",
+        r"github_pat_[A-Za-z0-9_]{30,}",
+        r"AIza[0-9A-Za-z_\-]{30,}",
+        r"xox[abposr]-[A-Za-z0-9\-]{10,}",
+        r"hooks\.slack\.com/services/",
+        r"hf_[A-Za-z0-9]{30,}",
+        r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.",
+        r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY",
+        r"(hvs|s)\.[A-Za-z0-9]{24,}",
+        # an AWS secret access key: 40 base64 characters with upper, lower case and digits
+        r"(^|[^A-Za-z0-9/+=])(?=[A-Za-z0-9/+]{0,39}[A-Z])(?=[A-Za-z0-9/+]{0,39}[a-z])"
+        r"(?=[A-Za-z0-9/+]{0,39}[0-9])[A-Za-z0-9/+]{40}([^A-Za-z0-9/+=]|$)",
+    )
+)

@@ -27,7 +27,7 @@ from pydantic import Field
 from aisoar.actions import ActionInfo
 from aisoar.inert import markdown_quote, markdown_text
 from aisoar.models import SecretFingerprint, utcnow
-from aisoar.secrets import redact, redact_clipped
+from aisoar.secrets import FORM_SECRET_PATTERN, redact, redact_clipped
 from aisoar.specs import Approval, PlaybookSpec, Step
 from aisoar.store import ApprovalRecord
 from flows.services import Services
@@ -36,14 +36,25 @@ from tasks.base import ActionContext
 
 APPROVER_MAX = 200
 REASON_MAX = 2000
+# The Prefect server validates an answer against the form's schema before it stores it: an
+# answer holding a secret is refused there, so Prefect's database never holds one.
+NO_SECRETS: dict[str, Any] = {"not": {"pattern": FORM_SECRET_PATTERN}}
 
 
 class ApprovalForm(RunInput):
     approve: bool = Field(False, description="Tick to approve this exact action. Resuming without it rejects.")
     approver: str = Field(
-        "", max_length=APPROVER_MAX, description="Your name (recorded on the incident, self-declared)"
+        "",
+        max_length=APPROVER_MAX,
+        description="Your name (recorded on the incident, self-declared)",
+        json_schema_extra=NO_SECRETS,
     )
-    reason: str = Field("", max_length=REASON_MAX, description="Why you approve or reject")
+    reason: str = Field(
+        "",
+        max_length=REASON_MAX,
+        description="Why you approve or reject. Never paste a key or token: the form refuses one.",
+        json_schema_extra=NO_SECRETS,
+    )
 
 
 def without_secrets(answer: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from aisoar.actions import Effect
+from aisoar.inert import plain_text, quoted
 from aisoar.models import Incident
 from connectors.pagerduty import SYSTEM as PAGERDUTY
 from connectors.pagerduty import PagerSeverity
@@ -32,7 +33,7 @@ def trigger(ctx: ActionContext, incident: Incident) -> str:
     key); returns the dedup key PagerDuty answered."""
     return PAGERDUTY.client(ctx.settings).trigger(
         dedup_key=ctx.links(incident).pagerduty_dedup_key,
-        summary=f"AI incident {incident.id} ({incident.severity.value}): {incident.title}",
+        summary=f"AI incident {incident.id} ({incident.severity.value}): {quoted(plain_text(incident.title, 300))}",
         source=f"aisoar/{ctx.playbook}",
         severity=SEVERITY[incident.severity.value],
         link=ctx.run_url,

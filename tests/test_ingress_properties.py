@@ -45,11 +45,11 @@ from aisoar.taxonomy import IncidentType
 from tasks import catalog
 from tests.conftest import make_settings
 
-SETTINGS = {
-    "deadline": None,
-    "database": None,  # nothing written into the tree; failures print their reproducer
-    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
-}
+SETTINGS = hsettings(
+    deadline=None,
+    database=None,  # nothing written into the tree; a failure prints its reproducer
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
 
 # -- inputs -------------------------------------------------------------------------------
 
@@ -235,10 +235,16 @@ def _entity_fields(kind: str) -> list[str]:
     return sorted(set(model.model_fields) - {"type", "fingerprint"} | ({"secret"} if kind == "llm_api_key" else set()))
 
 
+def _required(kind: str, name: str) -> bool:
+    model = KeyEntityIn if kind == "llm_api_key" else ENTITY_MODELS[kind]
+    return name in model.model_fields and model.model_fields[name].is_required()
+
+
 field_values = st.one_of(st.sampled_from(BLANKS), strings, leaves)
 # An entity's field: mostly a text that passes the ingress's first check (the one that names
 # a field), at its edges (empty, blank, a hex digest, longer once lower-cased), else anything.
 entity_values = st.one_of(
+    st.just(""),
     st.sampled_from(BLANKS),
     st.sampled_from(["openai", " OpenAI ", "a" * 64, "A" * 64, "key_1", "198.51.100.23"]),
     st.text(max_size=20),
@@ -247,7 +253,10 @@ entity_values = st.one_of(
 )
 entities = st.one_of(
     *[
-        st.fixed_dictionaries({"type": st.just(kind)}, optional={name: entity_values for name in _entity_fields(kind)})
+        st.fixed_dictionaries(
+            {"type": st.just(kind)} | {name: entity_values for name in _entity_fields(kind) if _required(kind, name)},
+            optional={name: entity_values for name in _entity_fields(kind) if not _required(kind, name)},
+        )
         for kind in sorted(ENTITY_MODELS)
     ],
     st.dictionaries(st.sampled_from(ENTITY_FIELDS), field_values, max_size=4),
@@ -426,7 +435,7 @@ def assert_parses_or_refuses(body: bytes) -> Any:
 JSONISH = st.text(alphabet='{}[]",:0123456789.eE+- truefalsnu\\\x00', max_size=200).map(str.encode)
 
 
-@hsettings(max_examples=400, **SETTINGS)
+@hsettings(SETTINGS, max_examples=400)
 @given(st.one_of(st.binary(max_size=400), JSONISH, bodies(st.sampled_from(ALL_EXAMPLES))))
 @example(b"[" * 100_000)
 @example(b'{"a":' * 50_000)
@@ -447,7 +456,7 @@ def test_the_limits_refuse_only_with_a_body_error(body: bytes) -> None:
     assert_parses_or_refuses(body)
 
 
-@hsettings(max_examples=300, **SETTINGS)
+@hsettings(SETTINGS, max_examples=300)
 @given(st.one_of(json_values, deep, st.builds(nest, json_values, st.integers(25, 40))), st.booleans())
 def test_the_limits_accept_exactly_the_documents_within_them(document: Any, ascii_only: bool) -> None:
     body = json.dumps(document, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
@@ -489,14 +498,14 @@ def _source_name(fmt: str) -> str:
 
 
 @pytest.mark.parametrize("name", sorted(FORMATS))
-@hsettings(max_examples=60, **SETTINGS)
+@hsettings(SETTINGS, max_examples=60)
 @given(document=json_values, event=EVENTS)
 def test_every_format_reads_any_json_or_refuses_it(name: str, document: Any, event: str) -> None:
     assert_reads_or_refuses(FORMATS[name], encode(document), {"x-github-event": event})
 
 
 @pytest.mark.parametrize("name", sorted(FORMATS))
-@hsettings(max_examples=150, **SETTINGS)
+@hsettings(SETTINGS, max_examples=150)
 @given(data=st.data(), event=EVENTS)
 def test_every_format_reads_mutated_examples_or_refuses_them(name: str, data: st.DataObject, event: str) -> None:
     documents = examples_of(name if name in EXAMPLES else _source_name(name), weight=4)
@@ -504,6 +513,28 @@ def test_every_format_reads_mutated_examples_or_refuses_them(name: str, data: st
         documents = st.one_of(documents, generic_documents)
     document = data.draw(mutations(documents, field_paths(FORMATS[name])), label="document")
     assert_reads_or_refuses(FORMATS[name], encode(document), {"x-github-event": event})
+
+
+# Inputs that once broke a property (found by the tests above), kept so that every run tries them.
+KEY = "Ab3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dF3hJ5kL7n"
+EDGE_CASES: list[tuple[str, Any]] = [
+    ("generic", {"id": "x", "title": "t", "entities": [{"type": "llm_api_key", "provider": "openai", "key_id": ""}]}),
+    ("generic", {"id": "x", "title": "t", "entities": [{"type": "llm_api_key", "provider": "o", "project_id": ""}]}),
+    ("generic", {"id": "x", "title": "t", "entities": [{"type": "llm_api_key", "provider": "\u0130" * 64}]}),
+    (
+        "alertmanager",
+        set_path(copy.deepcopy(EXAMPLES["alertmanager"][0]), "alerts.0.labels.llm_provider", "\u0130" * 64),
+    ),
+    (
+        "github-secret-scanning",
+        {"action": "created", "alert": {"number": 1}, "repository": {"full_name": f"aws_secret_access_key={KEY}"}},
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "document"), EDGE_CASES)
+def test_every_format_reads_the_known_edge_cases_or_refuses_them(name: str, document: Any) -> None:
+    assert_reads_or_refuses(FORMATS[name], encode(document), {"x-github-event": "secret_scanning_alert"})
 
 
 def test_every_format_has_an_example() -> None:
@@ -660,14 +691,17 @@ def deliver(edge: Edge, source: str, body: bytes) -> None:
         assert any(launched == incident_id for launched, _ in edge.recorder.launched), "no playbook was started"
 
 
-@hsettings(max_examples=150, **SETTINGS)
+@hsettings(SETTINGS, max_examples=150)
 @given(body=bodies(st.one_of(examples_of("generic"), generic_documents), field_paths(FORMATS["generic"])))
+@example(body=encode(EDGE_CASES[0][1]))
+@example(body=encode({"id": "x", "title": "t", "entities": [{"type": f"sk-proj-{KEY}"}]}))
 def test_the_app_takes_or_refuses_mutated_generic_deliveries(edge: Edge, body: bytes) -> None:
     deliver(edge, "generic", body)
 
 
-@hsettings(max_examples=150, **SETTINGS)
+@hsettings(SETTINGS, max_examples=150)
 @given(body=bodies(examples_of("alertmanager", weight=6), field_paths(FORMATS["alertmanager"])))
+@example(body=encode(EDGE_CASES[3][1]))
 def test_the_app_takes_or_refuses_mutated_alertmanager_deliveries(edge: Edge, body: bytes) -> None:
     deliver(edge, "alertmanager", body)
 

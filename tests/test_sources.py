@@ -355,6 +355,18 @@ def test_allowlist_rate_limit_and_content_type(tmp_path: Path) -> None:
         assert edge.post("generic", body, plain).status_code == 415
 
 
+def test_a_stranger_cannot_use_up_the_senders_rate_limit(tmp_path: Path) -> None:
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    (folder / "slow.yaml").write_text("name: slow\nformat: generic\nrate_limit_per_minute: 2\n")
+    settings = make_settings(tmp_path / "data", sources_dir=folder, source_slow_secret="s-0123456789")
+    body = (PROJECT_ROOT / "examples/alerts/leaked-openai-key.json").read_bytes()
+    for edge in edge_for(settings):
+        forged = [edge.post("slow", body, signed_headers("guessed-secret", body)).status_code for _ in range(3)]
+        assert forged == [401, 401, 429]
+        assert edge.post("slow", body, signed_headers("s-0123456789", body)).status_code == 202
+
+
 def test_read_endpoints_need_credentials(edge: Edge) -> None:
     body = (PROJECT_ROOT / "examples/alerts/leaked-openai-key.json").read_bytes()
     alert_id = edge.post("generic", body, signed_headers(WEBHOOK_SECRET, body)).json()["alert_id"]

@@ -22,7 +22,7 @@ from aisoar.ingress.builtin import Format
 from aisoar.ingress.limits import BodyError, parse_json
 from aisoar.ingress.mapping import apply
 from aisoar.models import Alert, Entity, LLMApiKey, SecretFingerprint, Severity, utcnow
-from aisoar.secrets import find_secrets, redact
+from aisoar.secrets import find_secrets, redact, redact_clipped
 from aisoar.taxonomy import IncidentType
 
 MAX_EXTRA_BYTES = 16 * 1024
@@ -192,9 +192,10 @@ def _mapped_payload(source: str, candidate: dict[str, Any], prefix: tuple[Any, .
     if not candidate.get("title"):
         candidate["title"] = f"alert from {source}"
         notes.append("the payload has no title where the source's mapping looks for one")
-    candidate["title"] = _clip(candidate["title"], TITLE_MAX)
+    # Cut to the limits only after redaction: a cut must never leave part of a key behind.
+    candidate["title"] = redact_clipped(candidate["title"], {}, TITLE_MAX)
     if "description" in candidate:
-        candidate["description"] = _clip(candidate["description"], DESCRIPTION_MAX)
+        candidate["description"] = redact_clipped(candidate["description"], {}, DESCRIPTION_MAX)
     if candidate.get("severity") not in {s.value for s in Severity} and "severity" in candidate:
         notes.append("the payload's severity is not one aisoar knows; medium is assumed")
         candidate.pop("severity")
@@ -209,16 +210,13 @@ def _mapped_payload(source: str, candidate: dict[str, Any], prefix: tuple[Any, .
         except ValidationError:
             notes.append("the payload's time is not one aisoar reads; the time of receipt stands")
             candidate.pop("occurred_at")
-    candidate["labels"] = {k[:128]: v[:1024] for k, v in list(candidate.get("labels", {}).items())[:64]}
-    candidate["notes"] = [_clip(n, 1000) for n in notes[:10]]
+    labels = list(candidate.get("labels", {}).items())[:64]
+    candidate["labels"] = {redact_clipped(k, {}, 128): redact_clipped(v, {}, 1024) for k, v in labels}
+    candidate["notes"] = [redact_clipped(n, {}, 1000) for n in notes[:10]]
     try:
         return GenericAlertIn.model_validate(candidate)
     except ValidationError as exc:
         raise PayloadError(_errors(exc, prefix)) from None
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def generic_json(source: str, body: bytes, received_at: datetime | None = None) -> Alert:
@@ -283,15 +281,15 @@ def _build(
     for raw in entity_dicts:
         raw.pop("secret", None)
     entities = [_entity(raw, i, declared[i]) for i, raw in enumerate(entity_dicts)]
-    title = _clip(redact(payload.title, found), TITLE_MAX)
-    description = _clip(redact(payload.description, found), DESCRIPTION_MAX)
-    labels = {k[:128]: _clip(v, 1024) for k, v in redact(payload.labels, found).items()}
-    notes = [_clip(redact(n, found), 1000) for n in payload.notes]
+    title = redact_clipped(payload.title, found, TITLE_MAX)
+    description = redact_clipped(payload.description, found, DESCRIPTION_MAX)
+    labels = {redact_clipped(k, found, 128): redact_clipped(v, found, 1024) for k, v in payload.labels.items()}
+    notes = [redact_clipped(n, found, 1000) for n in payload.notes]
     found.clear()
     alert = Alert(
         id=f"ALR-{utcnow():%Y%m%d}-{_secrets.token_hex(6)}",
         source=source,
-        source_id=_clip(redact(payload.id, {}), 256),
+        source_id=redact_clipped(payload.id, {}, 256),
         received_at=received_at or utcnow(),
         title=title,
         description=description,

@@ -1,9 +1,10 @@
 """The webhook app: ``POST /webhooks/{source}``, and the read endpoints.
 
 For each delivery, in this order, and nothing is stored unless every check passes:
-1. the source exists and has its secret; the sender's address is allowed; its rate limit
-   has room (else 429 with Retry-After);
-2. the body is within the size limit, authenticated in the source's scheme, and JSON;
+1. the source exists and has its secret; the sender's address is allowed;
+2. the body is within the size limit, authenticated in the source's scheme (failed attempts
+   have their own rate limit), within the source's rate limit (else 429 with Retry-After),
+   and JSON;
 3. it is read in the source's format into alerts (secrets redacted, every limit applied);
 4. the alerts are persisted in the inbox, then the answer is 202; dispatch happens after it.
 
@@ -137,6 +138,21 @@ def create_app(
         if not source.allows(request.client.host if request.client else None):
             metrics.count(name, "forbidden")
             return _problem(403, "this address may not send to this source (allow_from)")
+        body = await _read_limited(request, settings.ingress_max_body_bytes)
+        if body is None:
+            metrics.count(name, "too_large")
+            return _problem(413, f"body larger than {settings.ingress_max_body_bytes} bytes")
+        try:
+            verified = authenticate(source.credentials, request.headers, body, settings.ingress_replay_window_seconds)
+        except AuthError as exc:
+            # Failed attempts have a bucket of their own: a stranger cannot use up the sender's.
+            wait = source.failures.take()
+            metrics.count(name, "unauthenticated" if wait is None else "rate_limited")
+            if wait is not None:
+                return _problem(
+                    429, "too many failed attempts; retry later", headers={"Retry-After": retry_after(wait)}
+                )
+            return _problem(401, "not authenticated", str(exc))
         wait = source.limit.take()
         if wait is not None:
             metrics.count(name, "rate_limited")
@@ -145,15 +161,6 @@ def create_app(
                 f"more than {source.spec.rate_limit_per_minute} deliveries a minute; retry later",
                 headers={"Retry-After": retry_after(wait)},
             )
-        body = await _read_limited(request, settings.ingress_max_body_bytes)
-        if body is None:
-            metrics.count(name, "too_large")
-            return _problem(413, f"body larger than {settings.ingress_max_body_bytes} bytes")
-        try:
-            verified = authenticate(source.credentials, request.headers, body, settings.ingress_replay_window_seconds)
-        except AuthError as exc:
-            metrics.count(name, "unauthenticated")
-            return _problem(401, "not authenticated", str(exc))
         if not _is_json(request.headers.get("content-type")):
             metrics.count(name, "unsupported_media_type")
             return _problem(415, "send the body as Content-Type: application/json")

@@ -109,10 +109,12 @@ class Source:
     format: Format
     credentials: Credentials | None  # None: its secret is not set yet
     origin: str  # the file that declares it, or the setting
-    limit: RateLimit = field(init=False)
+    limit: RateLimit = field(init=False)  # authenticated deliveries
+    failures: RateLimit = field(init=False)  # failed authentications
 
     def __post_init__(self) -> None:
         self.limit = RateLimit(self.spec.rate_limit_per_minute)
+        self.failures = RateLimit(self.spec.rate_limit_per_minute)
 
     @property
     def name(self) -> str:
