@@ -68,7 +68,7 @@ class SecretFingerprint(BaseModel):
 
 class LLMApiKey(_Entity):
     type: Literal["llm_api_key"] = "llm_api_key"
-    provider: Annotated[_SystemName, Field(max_length=64)] = Field(
+    provider: Annotated[_SystemName, Field(min_length=1, max_length=64)] = Field(
         description="who issued the key: openai, anthropic, litellm ... (lower case)"
     )
     key_id: _ID | None = Field(None, description="the provider's id of the key, when known")
@@ -100,7 +100,7 @@ class Model(_Entity):
 class VectorIndex(_Entity):
     type: Literal["vector_index"] = "vector_index"
     name: _ID
-    store: Annotated[_SystemName, Field(max_length=64)] = "unknown"
+    store: Annotated[_SystemName, Field(min_length=1, max_length=64)] = "unknown"
 
     @property
     def key(self) -> str:
@@ -150,7 +150,9 @@ class CloudCredential(_Entity):
     """A non-LLM credential: a cloud access key, a Vault/OpenBao token (by accessor) or lease."""
 
     type: Literal["cloud_credential"] = "cloud_credential"
-    provider: Annotated[_SystemName, Field(max_length=64)] = Field(description="aws, vault, openbao ... (lower case)")
+    provider: Annotated[_SystemName, Field(min_length=1, max_length=64)] = Field(
+        description="aws, vault, openbao ... (lower case)"
+    )
     credential_id: _ID = Field(description="AWS access key id, Vault token accessor or lease id; never the secret")
     principal: _ID | None = Field(None, description="who the credential belongs to: IAM user, Vault entity ...")
 

@@ -58,10 +58,11 @@ import sqlalchemy as sa  # noqa: E402
 import yaml  # noqa: E402
 
 from aisoar.config import Settings  # noqa: E402
-from aisoar.ingress.adapters import SCHEMA_NAMES  # noqa: E402
+from aisoar.ingress.adapters import SCHEMA_NAMES, KeyEntityIn  # noqa: E402
 from aisoar.ingress.app import create_app  # noqa: E402
 from aisoar.ingress.auth import Scheme, sender_headers, signed_headers  # noqa: E402
 from aisoar.ingress.dispatch import Dispatcher, DispatchResult  # noqa: E402
+from aisoar.ingress.mapping import ENTITY_MODELS  # noqa: E402
 from aisoar.ingress.sources import Source  # noqa: E402
 from aisoar.models import Alert, Severity  # noqa: E402
 from aisoar.specs import load_specs  # noqa: E402
@@ -127,6 +128,17 @@ BLANKS = ["", " ", "\t\n", "\u0130" * 64, "\u0130" * 128, "x" * 257, "x" * 1025]
 ODD_CHARS = (
     "\n\r\t\u200b\u200c\u200d\ufeff\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u00a0\u0130\U0001f600\\\"'"
 )
+
+
+# Every entity type: its fields (an LLM key as a sender reports it, with its secret) and those required.
+ENTITY_FIELDS_BY_TYPE = [
+    (
+        kind,
+        sorted(set((KeyEntityIn if kind == "llm_api_key" else model).model_fields) - {"type", "fingerprint"}),
+        {n for n, f in (KeyEntityIn if kind == "llm_api_key" else model).model_fields.items() if f.is_required()},
+    )
+    for kind, model in sorted(ENTITY_MODELS.items())
+]
 
 
 # -- what a request is -------------------------------------------------------------------
@@ -249,6 +261,31 @@ class Mutator:
         if choice == 1:
             return self.text()[:300]
         return self.text_plain()
+
+    def entity_value(self) -> Any:
+        rng = self.rng
+        choice = rng.randrange(4)
+        if choice == 0:
+            return rng.choice(BLANKS)
+        if choice == 1:
+            return rng.choice(["openai", " OpenAI ", "key_1", "proj_1", "a" * 64, "A" * 64, "198.51.100.23"])
+        return self.text_plain() if choice == 2 else self.value()
+
+    def generic_document(self) -> dict[str, Any]:
+        """A generic alert made up from its schema: typed entities with fields at their edges."""
+        rng = self.rng
+        entities = []
+        for _ in range(rng.randrange(0, 4)):
+            kind = rng.choice(ENTITY_FIELDS_BY_TYPE)
+            fields = {name: self.entity_value() for name in kind[1] if rng.random() < 0.5 or name in kind[2]}
+            entities.append({"type": kind[0], **fields})
+        document: dict[str, Any] = {"id": self.text_plain() or "x", "title": self.text(), "entities": entities}
+        for name in ("description", "severity", "incident_type", "state", "occurred_at", "fingerprint"):
+            if rng.random() < 0.3:
+                document[name] = rng.choice([self.text(), rng.choice(sorted(VOCABULARY)), self.value()])
+        if rng.random() < 0.3:
+            document["labels"] = {self.key(): self.text() for _ in range(rng.randrange(0, 6))}
+        return document
 
     def mutate(self, document: Any, paths: list[str]) -> Any:
         rng = self.rng
@@ -391,6 +428,8 @@ def plan(count: int, rng: random.Random, sources: dict[str, Source], max_body: i
         source = sources[name]
         own = PAYLOADS[name]
         base = rng.choice(own if rng.random() < 0.8 else ALL_PAYLOADS)
+        if name == "generic" and rng.random() < 0.3:
+            base = mutator.generic_document()
         body = mutator.damage(encode(mutator.mutate(base, paths[name])))
         headers = headers_for(source, body, rng)
         if kind == "unsigned":
@@ -454,7 +493,7 @@ def send(client: httpx.Client, url: str, item: Planned, group: int, tally: Tally
             response = client.post(f"{url}/webhooks/{item.source}", content=content, headers=item.headers)
             tally.add(Answer(item.kind, item.source, response.status_code, item.body, response.text, group))
         except httpx.HTTPError as exc:  # the server closed the connection on an oversized body, say
-            tally.add(Answer(item.kind, item.source, -1, item.body, type(exc).__name__, group))
+            tally.add(Answer(item.kind, item.source, -1, item.body, f"{type(exc).__name__}: {exc}", group))
 
     if item.copies == 1:
         post()
@@ -552,11 +591,13 @@ class RecordingDispatcher(Dispatcher):
 
 
 class Unexpected(logging.Handler):
-    """The app's log of unexpected errors (the 500s) by exception type, and the first tracebacks."""
+    """The server's log: the app's unexpected errors (the 500s) by exception type, the first
+    tracebacks, and uvicorn's warnings (an HTTP request it could not read, say) by message."""
 
     def __init__(self) -> None:
-        super().__init__(logging.ERROR)
+        super().__init__(logging.WARNING)
         self.types: Counter[str] = Counter()
+        self.warnings: Counter[str] = Counter()
         self.tracebacks: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -564,6 +605,8 @@ class Unexpected(logging.Handler):
             self.types[str(record.args[-1]) if isinstance(record.args, tuple) else "?"] += 1
         elif record.exc_info and len(self.tracebacks) < 3:
             self.tracebacks.append(logging.Formatter().formatException(record.exc_info)[-3000:])
+        elif record.levelno < logging.ERROR:
+            self.warnings[f"{record.name}: {record.getMessage()[:100]}"] += 1
 
 
 def unthrottled_sources(folder: Path) -> Path:
@@ -614,7 +657,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tally = Tally()
     started = time.monotonic()
     try:
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+        # Idle connections are dropped before uvicorn's keep-alive timeout (5 s) closes them, so
+        # that a request never races the server's close (a "disconnected" that is no answer of the app).
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=2.0)
         with httpx.Client(timeout=60, limits=limits) as client, ThreadPoolExecutor(args.workers) as pool:
             futures = [
                 pool.submit(send, client, server.url, item, group, tally)
@@ -642,6 +687,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "healthz_after": healthy,
         "unexpected_errors": dict(unexpected.types),
         "tracebacks": unexpected.tracebacks,
+        "server_warnings": dict(unexpected.warnings.most_common(10)),
     }
     return figures
 
@@ -763,7 +809,14 @@ def check(
         "by_reason": dict(reasons.most_common(15)),
         "server_errors": len(server_errors),
         "server_error_samples": [
-            {"status": a.status, "source": a.source, "kind": a.kind, "body": a.body[:300].decode("utf-8", "replace")}
+            {
+                "status": a.status,
+                "source": a.source,
+                "kind": a.kind,
+                "answer": a.text[:200],
+                "bytes": len(a.body),
+                "body": a.body[:300].decode("utf-8", "replace"),
+            }
             for a in server_errors[:5]
         ],
         "answers_not_json_error": not_json,
@@ -844,6 +897,8 @@ def report(figures: dict[str, Any], previous: dict[str, Any] | None) -> bool:
         ("duplicate groups stored twice", "duplicate_groups_inconsistent"),
     ):
         row(label, figures[key], old.get(key, ""))
+    if figures["server_warnings"]:
+        print(f"\n  warnings in the server's log: {figures['server_warnings']}")
     if figures["unexpected_errors"]:
         print(f"\n  unexpected errors in the app's log (500s), by type: {figures['unexpected_errors']}")
     places = Counter(e["where"] for e in figures["echo_samples"])

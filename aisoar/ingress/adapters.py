@@ -22,7 +22,7 @@ from aisoar.ingress.builtin import Format
 from aisoar.ingress.limits import BodyError, parse_json
 from aisoar.ingress.mapping import apply
 from aisoar.models import Alert, Entity, LLMApiKey, SecretFingerprint, Severity, utcnow
-from aisoar.secrets import find_secrets, redact, redact_clipped
+from aisoar.secrets import find_secrets, redact, redact_clipped, redaction_marker
 from aisoar.taxonomy import IncidentType
 
 MAX_EXTRA_BYTES = 16 * 1024
@@ -43,9 +43,9 @@ class KeyEntityIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     type: Literal["llm_api_key"]
-    provider: Annotated[str, Field(max_length=64)]
-    key_id: Annotated[str, Field(max_length=256)] | None = None
-    project_id: Annotated[str, Field(max_length=256)] | None = None
+    provider: Annotated[str, Field(min_length=1, max_length=64)]
+    key_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    project_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     secret: Annotated[str, Field(min_length=8, max_length=512)] | None = Field(
         None, description="the leaked key in clear; it is fingerprinted and dropped at once"
     )
@@ -115,13 +115,16 @@ def _entity(raw: dict[str, Any], index: int, fingerprint: SecretFingerprint | No
             key = KeyEntityIn.model_validate({k: v for k, v in raw.items() if k != "secret"})
         except ValidationError as exc:
             raise PayloadError(_errors(exc, ("entities", index))) from None
-        return LLMApiKey(
-            provider=key.provider,
-            key_id=key.key_id,
-            project_id=key.project_id,
-            fingerprint=fingerprint,
-            gateway_key_hash=fingerprint.sha256 if fingerprint else key.gateway_key_hash or key.key_sha256,
-        )
+        try:  # the entity's own rules too (a provider of spaces only, say), never an uncaught error
+            return LLMApiKey(
+                provider=key.provider,
+                key_id=key.key_id,
+                project_id=key.project_id,
+                fingerprint=fingerprint,
+                gateway_key_hash=fingerprint.sha256 if fingerprint else key.gateway_key_hash or key.key_sha256,
+            )
+        except ValidationError as exc:
+            raise PayloadError(_errors(exc, ("entities", index))) from None
     try:
         return _entity_adapter.validate_python(raw)
     except ValidationError as exc:
@@ -158,6 +161,8 @@ def read(fmt: Format, source: str, body: bytes, headers: MappingType[str, str] |
             )
     if fmt.prepare is not None:
         document = fmt.prepare(document)
+    known: dict[str, SecretFingerprint] = {}
+    redact(document, known)  # the secrets anywhere in the delivery, to take out of what is built from it
     candidates = apply(mapping, document)
     if not candidates:
         return Reading(ignored="nothing in this delivery is a finding for this source's mapping")
@@ -165,7 +170,7 @@ def read(fmt: Format, source: str, body: bytes, headers: MappingType[str, str] |
     alerts = []
     for index, (candidate, raw) in enumerate(zip(candidates, items, strict=True)):
         prefix: tuple[Any, ...] = ("mapping",) if len(candidates) == 1 else ("mapping", index)
-        payload = _mapped_payload(source, candidate, prefix)
+        payload = _mapped_payload(source, candidate, prefix, known)
         alerts.append(_build(source, payload, raw, body))
     return Reading(alerts)
 
@@ -181,7 +186,9 @@ def _items(path: str | None, document: Any, count: int) -> list[dict[str, Any]]:
     return [{"item": item, "delivery": around} for item in kept][:count] + [{}] * (count - len(kept))
 
 
-def _mapped_payload(source: str, candidate: dict[str, Any], prefix: tuple[Any, ...]) -> GenericAlertIn:
+def _mapped_payload(
+    source: str, candidate: dict[str, Any], prefix: tuple[Any, ...], known: dict[str, SecretFingerprint]
+) -> GenericAlertIn:
     """A mapped alert, validated; what the sender got wrong is noted, not refused, where a
     sensible default exists (the sender's detection is never lost for an odd severity)."""
     notes: list[str] = list(candidate.get("notes", []))
@@ -193,9 +200,9 @@ def _mapped_payload(source: str, candidate: dict[str, Any], prefix: tuple[Any, .
         candidate["title"] = f"alert from {source}"
         notes.append("the payload has no title where the source's mapping looks for one")
     # Cut to the limits only after redaction: a cut must never leave part of a key behind.
-    candidate["title"] = redact_clipped(candidate["title"], {}, TITLE_MAX)
+    candidate["title"] = redact_clipped(_known(candidate["title"], known), {}, TITLE_MAX)
     if "description" in candidate:
-        candidate["description"] = redact_clipped(candidate["description"], {}, DESCRIPTION_MAX)
+        candidate["description"] = redact_clipped(_known(candidate["description"], known), {}, DESCRIPTION_MAX)
     if candidate.get("severity") not in {s.value for s in Severity} and "severity" in candidate:
         notes.append("the payload's severity is not one aisoar knows; medium is assumed")
         candidate.pop("severity")
@@ -211,8 +218,11 @@ def _mapped_payload(source: str, candidate: dict[str, Any], prefix: tuple[Any, .
             notes.append("the payload's time is not one aisoar reads; the time of receipt stands")
             candidate.pop("occurred_at")
     labels = list(candidate.get("labels", {}).items())[:64]
-    candidate["labels"] = {redact_clipped(k, {}, 128): redact_clipped(v, {}, 1024) for k, v in labels}
-    candidate["notes"] = [redact_clipped(n, {}, 1000) for n in notes[:10]]
+    candidate["labels"] = {
+        redact_clipped(_known(k, known), {}, 128): redact_clipped(_known(v, known), {}, 1024) for k, v in labels
+    }
+    candidate["notes"] = [redact_clipped(_known(n, known), {}, 1000) for n in notes[:10]]
+    candidate["id"] = redact_clipped(_known(candidate["id"], known), {}, 256)
     try:
         return GenericAlertIn.model_validate(candidate)
     except ValidationError as exc:
@@ -281,15 +291,19 @@ def _build(
     for raw in entity_dicts:
         raw.pop("secret", None)
     entities = [_entity(raw, i, declared[i]) for i, raw in enumerate(entity_dicts)]
-    title = redact_clipped(payload.title, found, TITLE_MAX)
-    description = redact_clipped(payload.description, found, DESCRIPTION_MAX)
-    labels = {redact_clipped(k, found, 128): redact_clipped(v, found, 1024) for k, v in payload.labels.items()}
-    notes = [redact_clipped(n, found, 1000) for n in payload.notes]
+    title = redact_clipped(_known(payload.title, found), found, TITLE_MAX)
+    description = redact_clipped(_known(payload.description, found), found, DESCRIPTION_MAX)
+    labels = {
+        redact_clipped(_known(k, found), found, 128): redact_clipped(_known(v, found), found, 1024)
+        for k, v in payload.labels.items()
+    }
+    notes = [redact_clipped(_known(n, found), found, 1000) for n in payload.notes]
+    source_id = redact_clipped(_known(payload.id, found), found, 256)
     found.clear()
     alert = Alert(
         id=f"ALR-{utcnow():%Y%m%d}-{_secrets.token_hex(6)}",
         source=source,
-        source_id=redact_clipped(payload.id, {}, 256),
+        source_id=source_id,
         received_at=received_at or utcnow(),
         title=title,
         description=description,
@@ -308,6 +322,15 @@ def _build(
     if find_secrets(alert.model_dump_json()):
         raise PayloadError([{"loc": [], "msg": "a secret could not be redacted; nothing was stored", "type": "secret"}])
     return alert
+
+
+def _known(text: str, found: dict[str, SecretFingerprint]) -> str:
+    """``text`` with every secret already found in the delivery replaced by its marker, also
+    where its neighbours hide its shape (a mapped field glues payload values together)."""
+    for secret in sorted(found, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, redaction_marker(found[secret]))
+    return text
 
 
 def _scrub(value: Any, clear: list[str]) -> Any:
