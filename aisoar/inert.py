@@ -74,8 +74,9 @@ _WWW = re.compile(r"(www)\.", re.IGNORECASE)
 _EMAIL_AT = re.compile(r"(?<=[\w.+-])@(?=[\w-]+(?:\.|\[\.\]))")
 # A dot before something that could be a top-level domain (2+ letters, or punycode) ends a
 # host name an auto-linker would link: every such dot is defanged. Dots before digits
-# (versions, timestamps) stay.
-_HOST_DOT = re.compile(r"(?<=[\w-])\.(?=(?:[^\W\d_]{2,63}|xn--[\w-]+)(?![^\W_]|-))", re.IGNORECASE)
+# (versions, timestamps) stay, and so do dots before a word with an underscore, which no host
+# name has (action names such as openai.delete_project_key).
+_HOST_DOT = re.compile(r"(?<=[\w-])\.(?=(?:[^\W\d_]{2,63}|xn--[\w-]+)(?![\w-]))", re.IGNORECASE)
 _IPV4 = re.compile(r"(?<![^\W_])(?<!\.)(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?![^\W_]|\.\d)")
 
 

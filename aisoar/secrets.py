@@ -181,7 +181,11 @@ _RULES: tuple[_Rule, ...] = (
     # Custom patterns: kinds detect-secrets has no detector for.
     _Rule(
         "sk- keys: anthropic, openai project/service/admin, others (custom)",
-        (re.compile(r"(?<![A-Za-z0-9_\-])sk-[A-Za-z0-9_\-]{20,}"),),
+        (
+            re.compile(r"(?<![A-Za-z0-9_\-])sk-[A-Za-z0-9_\-]{20,}"),
+            # the distinctive prefixes also where text is glued to them (after an escaped "\n")
+            re.compile(r"sk-(?:ant|proj|svcacct|admin)-[A-Za-z0-9_\-]{20,}"),
+        ),
         needles=("sk-",),
         valid=_sk_key,
     ),

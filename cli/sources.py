@@ -50,11 +50,10 @@ def cmd_list() -> int:
             s.format.name,
             s.spec.auth.scheme.value,
             "ready" if s.missing is None else s.missing,
-            f"/webhooks/{s.name}",
         )
         for s in load(settings).values()
     ]
-    table(("source", "format", "auth", "state", "path"), rows)
+    table(("source (POST /webhooks/<source>)", "format", "auth", "state"), rows)
     return 0
 
 

@@ -427,3 +427,24 @@ def test_every_shipped_source_is_documented_with_its_secret(tmp_path: Path) -> N
     for source in shipped.values():
         assert f"| `{source.name}` | " in doc, source.name
         assert secret_env_names(source.name)[0] in doc, source.name
+
+
+def test_falco_flat_dotted_keys_are_read(edge: Edge) -> None:
+    response = edge.post("falco", example("falco-shell-in-agent.json"), bearer(SECRETS["source_falco_secret"]))
+    assert response.status_code == 202, response.text
+    alert = edge.store.get_alert(response.json()["alert_id"])
+    assert alert.labels["container"] == "agent-runner-7"  # from output_fields["container.name"]
+    assert [e.key for e in alert.entities] == ["agent:support-agent:agent-runner-7"]
+
+
+def test_each_mapped_alert_keeps_its_own_item_as_evidence(edge: Edge) -> None:
+    blocked = json.loads(example("litellm-guardrail-blocked.json"))[0]
+    passed = blocked | {
+        "id": "chatcmpl-PASSED",
+        "guardrail_information": blocked["guardrail_information"] | {"guardrail_status": "success"},
+    }
+    body = json.dumps([passed, blocked]).encode()
+    response = edge.post("litellm-guardrail", body, bearer(SECRETS["source_litellm_guardrail_secret"]))
+    [alert_id] = response.json()["alert_ids"]
+    alert = edge.store.get_alert(alert_id)
+    assert alert.source_id == "chatcmpl-9a8b7c" and alert.raw["item"]["id"] == "chatcmpl-9a8b7c"

@@ -163,27 +163,23 @@ def read(fmt: Format, source: str, body: bytes, headers: MappingType[str, str] |
         document = fmt.prepare(document)
     known: dict[str, SecretFingerprint] = {}
     redact(document, known)  # the secrets anywhere in the delivery, to take out of what is built from it
-    candidates = apply(mapping, document)
-    if not candidates:
+    mapped = apply(mapping, document)
+    if not mapped:
         return Reading(ignored="nothing in this delivery is a finding for this source's mapping")
-    items = _items(mapping.items, document, len(candidates))
     alerts = []
-    for index, (candidate, raw) in enumerate(zip(candidates, items, strict=True)):
-        prefix: tuple[Any, ...] = ("mapping",) if len(candidates) == 1 else ("mapping", index)
+    for index, (candidate, item) in enumerate(mapped):
+        prefix: tuple[Any, ...] = ("mapping",) if len(mapped) == 1 else ("mapping", index)
         payload = _mapped_payload(source, candidate, prefix, known)
-        alerts.append(_build(source, payload, raw, body))
+        alerts.append(_build(source, payload, _raw_record(mapping.items, document, item), body))
     return Reading(alerts)
 
 
-def _items(path: str | None, document: Any, count: int) -> list[dict[str, Any]]:
-    """The raw record kept with each mapped alert: its item, and the delivery around it."""
+def _raw_record(path: str | None, document: Any, item: Any) -> dict[str, Any]:
+    """The raw record kept with a mapped alert: the delivery, or its item and what is around it."""
     if path is None:
-        return [document if isinstance(document, dict) else {"delivery": document}] * count
-    found = document if path == "$" else document.get(path) if isinstance(document, dict) else None
+        return document if isinstance(document, dict) else {"delivery": document}
     around = {k: v for k, v in document.items() if k != path} if isinstance(document, dict) else {}
-    listed = found if isinstance(found, list) else [found]
-    kept = [i for i in listed if isinstance(i, dict)]
-    return [{"item": item, "delivery": around} for item in kept][:count] + [{}] * (count - len(kept))
+    return {"item": item, "delivery": around}
 
 
 def _mapped_payload(

@@ -42,6 +42,9 @@ from aisoar.store import Store
 
 log = logging.getLogger("aisoar.ingress")
 JSON_TYPES = ("application/json",)
+# Answers given before the body is read end the connection: the rest of the body would
+# otherwise be read as the next request on a kept-alive connection.
+CLOSE = {"Connection": "close"}
 
 
 def _problem(status: int, error: str, detail: Any = None, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -129,19 +132,19 @@ def create_app(
         if source is None:
             metrics.count("-", "unknown_source")
             return _problem(
-                404, "no source by that name", "sources are declared in the sources folder (sources/*.yaml)"
+                404, "no source by that name", "sources are declared in the sources folder (sources/*.yaml)", CLOSE
             )
         name = source.name
         if source.credentials is None:
             metrics.count(name, "not_ready")
-            return _problem(404, f"source '{name}' cannot take alerts yet", source.missing)
+            return _problem(404, f"source '{name}' cannot take alerts yet", source.missing, CLOSE)
         if not source.allows(request.client.host if request.client else None):
             metrics.count(name, "forbidden")
-            return _problem(403, "this address may not send to this source (allow_from)")
+            return _problem(403, "this address may not send to this source (allow_from)", headers=CLOSE)
         body = await _read_limited(request, settings.ingress_max_body_bytes)
         if body is None:
             metrics.count(name, "too_large")
-            return _problem(413, f"body larger than {settings.ingress_max_body_bytes} bytes")
+            return _problem(413, f"body larger than {settings.ingress_max_body_bytes} bytes", headers=CLOSE)
         try:
             verified = authenticate(source.credentials, request.headers, body, settings.ingress_replay_window_seconds)
         except AuthError as exc:

@@ -176,16 +176,25 @@ class Mapping(BaseModel):
 
 
 def lookup(document: Any, item: Any, path: str) -> Any:
-    """The value at a dotted path (``$.`` from the document root), or None."""
+    """The value at a dotted path (``$.`` from the document root), or None. A key that itself
+    holds dots (falcosidekick's ``"container.id"``) is found too: the longest key that matches
+    the rest of the path wins."""
     segments = path.strip().split(".")
     value = item
     if segments[0] == "$":
         value, segments = document, segments[1:]
-    for segment in segments:
+    at = 0
+    while at < len(segments):
         if isinstance(value, MappingType):
-            value = value.get(segment)
-        elif isinstance(value, list) and segment.isdigit() and int(segment) < len(value):
-            value = value[int(segment)]
+            for end in range(len(segments), at, -1):
+                key = ".".join(segments[at:end])
+                if key in value:
+                    value, at = value[key], end
+                    break
+            else:
+                return None
+        elif isinstance(value, list) and segments[at].isdigit() and int(segments[at]) < len(value):
+            value, at = value[int(segments[at])], at + 1
         else:
             return None
     return value
@@ -238,14 +247,15 @@ def _has_paths(spec: Value) -> bool:
     return any(_PLACEHOLDER.search(t) for t in templates)
 
 
-def apply(mapping: Mapping, document: Any) -> list[dict[str, Any]]:
-    """The generic alert documents the payload maps to (not yet validated)."""
+def apply(mapping: Mapping, document: Any) -> list[tuple[dict[str, Any], Any]]:
+    """The generic alert documents the payload maps to (not yet validated), each with the item
+    of the payload it comes from."""
     if mapping.items is None:
         items: list[Any] = [document]
     else:
         found = lookup(document, document, mapping.items)
         items = found if isinstance(found, list) else [found] if isinstance(found, MappingType) else []
-    return [_one(mapping, document, item) for item in items if _wanted(mapping, document, item)]
+    return [(_one(mapping, document, item), item) for item in items if _wanted(mapping, document, item)]
 
 
 def _wanted(mapping: Mapping, document: Any, item: Any) -> bool:
