@@ -53,7 +53,8 @@ def cmd_list() -> int:
         )
         for s in load(settings).values()
     ]
-    table(("source (POST /webhooks/<source>)", "format", "auth", "state"), rows)
+    table(("source", "format", "auth", "state"), rows)
+    say("each source posts to /webhooks/<source>; its secret: AISOAR_SOURCE_<SOURCE>_SECRET")
     return 0
 
 
