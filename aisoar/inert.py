@@ -62,6 +62,13 @@ def visible(text: str) -> str:
     return _HIDDEN.sub(_mark, text)
 
 
+def alert_entry(kind: str, message: str) -> tuple[str, str] | None:
+    """A timeline entry of an alert ("alert <id> from <source>: <title>") as (head, title): the
+    title is the alert's text, to quote; None for every other entry."""
+    head, sep, title = message.partition(": ")
+    return (head, title) if kind == "alert" and sep else None
+
+
 # -- defanging ---------------------------------------------------------------------------
 _PERCENT_DOT = re.compile(r"%2e", re.IGNORECASE)
 _WEB_SCHEME = re.compile(r"(h)(tt)(ps?)(?=:)|(f)(t)(ps?)(?=:)", re.IGNORECASE)  # also inside a word

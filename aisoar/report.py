@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aisoar.inert import markdown_quote, markdown_text
+from aisoar.inert import alert_entry, markdown_quote, markdown_text
 from aisoar.models import Incident
 from aisoar.outcomes import Verdict
 from aisoar.store import ApprovalRecord, EvidenceRecord
@@ -69,10 +69,10 @@ def incident_report(
 
 
 def _entry_text(kind: str, message: str) -> str:
-    """A timeline entry; an alert's entry ("alert <id> from <source>: <title>") quotes the title."""
-    head, sep, title = message.partition(": ")
-    if kind == "alert" and sep:
-        return f"{markdown_text(head, 200)}: {markdown_quote(title, 500)}"
+    """A timeline entry; an alert's entry quotes the alert's title."""
+    parts = alert_entry(kind, message)
+    if parts is not None:
+        return f"{markdown_text(parts[0], 200)}: {markdown_quote(parts[1], 500)}"
     return markdown_text(message, 500)
 
 

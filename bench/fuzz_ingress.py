@@ -56,22 +56,21 @@ os.environ.update(
 
 import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
-import yaml  # noqa: E402
 
 from aisoar.config import Settings  # noqa: E402
-from aisoar.ingress.adapters import SCHEMA_NAMES, KeyEntityIn  # noqa: E402
+from aisoar.ingress.adapters import SCHEMA_NAMES  # noqa: E402
 from aisoar.ingress.app import create_app  # noqa: E402
 from aisoar.ingress.auth import Scheme, sender_headers, signed_headers  # noqa: E402
 from aisoar.ingress.dispatch import Dispatcher, DispatchResult  # noqa: E402
 from aisoar.ingress.mapping import ENTITY_MODELS  # noqa: E402
 from aisoar.ingress.sources import Source  # noqa: E402
-from aisoar.models import Alert, Severity  # noqa: E402
+from aisoar.models import Alert  # noqa: E402
 from aisoar.specs import load_specs  # noqa: E402
 from aisoar.store import Store  # noqa: E402
 from aisoar.store.schema import inbox  # noqa: E402
-from aisoar.taxonomy import IncidentType  # noqa: E402
 from sandbox.serving import BackgroundServer  # noqa: E402
 from tasks import catalog  # noqa: E402
+from tests import hostile  # noqa: E402
 
 LAST = HERE / "fuzz_ingress.last.json"
 EXAMPLES = ROOT / "examples"
@@ -87,15 +86,9 @@ SOURCES: dict[str, list[Path]] = {
 PAYLOADS = {name: [json.loads(p.read_text(encoding="utf-8")) for p in paths] for name, paths in SOURCES.items()}
 ALL_PAYLOADS = [payload for payloads in PAYLOADS.values() for payload in payloads]
 PING = json.loads((EXAMPLES / "sources/github-ping.json").read_text(encoding="utf-8"))
-ECHO = 12
 VOCABULARY = (
-    set(SCHEMA_NAMES)
-    | {s.value for s in Severity}
-    | {t.value for t in IncidentType}
-    | {"firing", "resolved", "blocked", "guardrail_intervened", "secret_scanning_alert", "llm_api_key"}
-    | {"vector_index", "cloud_credential", "PromptInjection", "direct_prompt_injection", "application/json"}
+    hostile.AISOAR_WORDS | set(SCHEMA_NAMES) | {"secret_scanning_alert", "direct_prompt_injection", "application/json"}
 )
-ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 TRICKY = [
     "",
     " ",
@@ -125,7 +118,6 @@ TRICKY = [
     "llm_api_key",
     "3",
 ]
-BLANKS = ["", " ", "\t\n", "\u0130" * 64, "\u0130" * 128, "x" * 257, "x" * 1025]
 ODD_CHARS = (
     "\n\r\t\u200b\u200c\u200d\ufeff\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u00a0\u0130\U0001f600\\\"'"
 )
@@ -133,12 +125,7 @@ ODD_CHARS = (
 
 # Every entity type: its fields (an LLM key as a sender reports it, with its secret) and those required.
 ENTITY_FIELDS_BY_TYPE = [
-    (
-        kind,
-        sorted(set((KeyEntityIn if kind == "llm_api_key" else model).model_fields) - {"type", "fingerprint"}),
-        {n for n, f in (KeyEntityIn if kind == "llm_api_key" else model).model_fields.items() if f.is_required()},
-    )
-    for kind, model in sorted(ENTITY_MODELS.items())
+    (kind, hostile.entity_fields(kind), hostile.required_fields(kind)) for kind in sorted(ENTITY_MODELS)
 ]
 
 
@@ -184,7 +171,7 @@ class Mutator:
 
     def secret(self) -> str:
         kind = self.rng.randrange(4)
-        text = "".join(self.rng.choices(ALNUM, k=40))
+        text = "".join(self.rng.choices(hostile.ALNUM, k=40))
         return ["sk-proj-" + text, "sk-ant-api03-" + text, "ghp_" + text[:36], "aws_secret_access_key=" + text][kind]
 
     def text(self) -> str:
@@ -195,12 +182,12 @@ class Mutator:
         if choice == 1:
             return self.secret()
         if choice == 2:
-            return "".join(rng.choices(ODD_CHARS + ALNUM, k=rng.randrange(1, 40)))
+            return "".join(rng.choices(ODD_CHARS + hostile.ALNUM, k=rng.randrange(1, 40)))
         if choice == 3:
             high = 0x2FFFF if rng.random() < 0.2 else 0xD7FF  # now and then an unpaired surrogate
             return "".join(chr(rng.randrange(0x20, high)) for _ in range(rng.randrange(1, 30)))
         if choice == 4:
-            return rng.choice(ALNUM) * rng.choice([255, 256, 257, 1024, 1025, 5000, 20_000, 20_001])
+            return rng.choice(hostile.ALNUM) * rng.choice([255, 256, 257, 1024, 1025, 5000, 20_000, 20_001])
         if choice == 5:
             return f"{self.text_plain()} {self.secret()} {self.text_plain()}"
         if choice == 6:
@@ -208,7 +195,7 @@ class Mutator:
         return self.text_plain()
 
     def text_plain(self) -> str:
-        return "".join(self.rng.choices(ALNUM + " -_.:/", k=self.rng.randrange(0, 30)))
+        return "".join(self.rng.choices(hostile.ALNUM + " -_.:/", k=self.rng.randrange(0, 30)))
 
     def number(self) -> Any:
         rng = self.rng
@@ -246,7 +233,7 @@ class Mutator:
         if choice == 6:
             return {self.key(): self.value(depth + 1) for _ in range(rng.randrange(0, 6))}
         if choice == 7:
-            return nest(self.leaf(), self.depth())
+            return hostile.nest(self.leaf(), self.depth())
         if choice == 8:
             return [self.leaf()] * rng.randrange(20, 61)
         return rng.choice(sorted(VOCABULARY))
@@ -267,7 +254,7 @@ class Mutator:
         rng = self.rng
         choice = rng.randrange(4)
         if choice == 0:
-            return rng.choice(BLANKS)
+            return rng.choice(hostile.BLANKS)
         if choice == 1:
             return rng.choice(["openai", " OpenAI ", "key_1", "proj_1", "a" * 64, "A" * 64, "198.51.100.23"])
         return self.text_plain() if choice == 2 else self.value()
@@ -296,16 +283,16 @@ class Mutator:
                 ["target", "target", "blank", "replace", "drop", "add", "wrap", "nest", "stringify", "repeat"]
             )
             if op == "blank":  # a text at its edges: empty, blank, longer once lower-cased, just too long
-                texts = [(c, k) for c, k in slots(holder["root"]) if isinstance(c[k], str)]
+                texts = [(c, k) for c, k in hostile.slots(holder["root"]) if isinstance(c[k], str)]
                 if texts:
                     container, key = rng.choice(texts)
-                    container[key] = rng.choice(BLANKS)
+                    container[key] = rng.choice(hostile.BLANKS)
                 continue
             if op == "target" and paths:
                 value = rng.choice(TRICKY) if rng.random() < 0.4 else self.value()
-                holder["root"] = set_path(holder["root"], rng.choice(paths), value)
+                holder["root"] = hostile.set_path(holder["root"], rng.choice(paths), value)
                 continue
-            container, key = rng.choice([(holder, "root"), *slots(holder["root"])])
+            container, key = rng.choice([(holder, "root"), *hostile.slots(holder["root"])])
             if op == "replace":
                 container[key] = self.value()
             elif op == "drop" and container is not holder:
@@ -319,7 +306,7 @@ class Mutator:
             elif op == "wrap":
                 container[key] = rng.choice([[container[key]], {"k": container[key]}])
             elif op == "nest":
-                container[key] = nest(container[key], self.depth())
+                container[key] = hostile.nest(container[key], self.depth())
             elif op == "stringify":
                 container[key] = json.dumps(container[key])
             elif op == "repeat":
@@ -339,45 +326,6 @@ class Mutator:
         if choice == 3:
             return b"\xef\xbb\xbf" + body
         return body
-
-
-def nest(value: Any, depth: int) -> Any:
-    for level in range(depth):
-        value = [value] if level % 2 else {"k": value}
-    return value
-
-
-def slots(document: Any) -> list[tuple[Any, Any]]:
-    found: list[tuple[Any, Any]] = []
-    stack = [document]
-    while stack:
-        value = stack.pop()
-        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
-        for key, item in items:
-            found.append((value, key))
-            stack.append(item)
-    return found
-
-
-def set_path(document: Any, path: str, value: Any) -> Any:
-    holder: dict[str, Any] = {"root": document}
-    container: Any = holder
-    key: Any = "root"
-    for segment in path.split("."):
-        current = container[key]
-        if segment.isdigit():
-            if not isinstance(current, list):
-                current = container[key] = [] if current is None else [current]
-            while len(current) <= int(segment):
-                current.append({})
-            container, key = current, int(segment)
-        else:
-            if not isinstance(current, dict):
-                current = container[key] = {}
-            current.setdefault(segment, None)
-            container, key = current, segment
-    container[key] = value
-    return holder["root"]
 
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -401,10 +349,6 @@ def read_paths(source: Source) -> list[str]:
 
 
 # -- the plan ----------------------------------------------------------------------------
-
-
-def encode(document: Any) -> bytes:
-    return json.dumps(document, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
 def headers_for(source: Source, body: bytes, rng: random.Random) -> dict[str, str]:
@@ -431,14 +375,16 @@ def plan(count: int, rng: random.Random, sources: dict[str, Source], max_body: i
         base = rng.choice(own if rng.random() < 0.8 else ALL_PAYLOADS)
         if name == "generic" and rng.random() < 0.3:
             base = mutator.generic_document()
-        body = mutator.damage(encode(mutator.mutate(base, paths[name])))
+        body = mutator.damage(hostile.encode(mutator.mutate(base, paths[name])))
         headers = headers_for(source, body, rng)
         if kind == "unsigned":
             headers = {"Content-Type": "application/json"}
         elif kind == "bad-signature":
             headers = bad_signature(source, body, rng)
         elif kind == "oversized":
-            body = encode({"id": "big", "title": "big", "description": "x" * (max_body + rng.randrange(1, 4096))})
+            body = hostile.encode(
+                {"id": "big", "title": "big", "description": "x" * (max_body + rng.randrange(1, 4096))}
+            )
             headers = headers_for(source, body, rng)
             yield Planned(kind, name, body, headers, chunked=rng.random() < 0.5)
             sent += 1
@@ -451,11 +397,13 @@ def plan(count: int, rng: random.Random, sources: dict[str, Source], max_body: i
             depth = rng.choice([33, 40, 100, 1000, 5000, 100_000])
             body = rng.choice([b"[" * depth + b"]" * depth, b'{"a":' * depth + b"1" + b"}" * depth, b"[" * depth])
             if rng.random() < 0.5 and name == "generic":
-                body = encode({"id": "deep", "title": "deep", "labels": nest("x", depth if depth < 200 else 60)})
+                body = hostile.encode(
+                    {"id": "deep", "title": "deep", "labels": hostile.nest("x", depth if depth < 200 else 60)}
+                )
             headers = headers_for(source, body, rng)
         elif kind == "other-event":  # GitHub events other than secret scanning: acknowledged, not stored
             event = rng.choice(["ping", "push", "", "secret_scanning_alert_location"])
-            body = encode(PING) if event == "ping" else body
+            body = hostile.encode(PING) if event == "ping" else body
             headers = headers_for(source, body, rng) | {"X-GitHub-Event": event}
         elif kind == "unknown-source":
             name = rng.choice(["nope", "GENERIC", "generic.yaml", "x" * 300])
@@ -512,70 +460,12 @@ def send(client: httpx.Client, url: str, item: Planned, group: int, tally: Tally
         thread.join()
 
 
-_LITERAL = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
-
-
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield key
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-
-
-def _grams(text: str) -> set[str]:
-    return {text[i : i + ECHO] for i in range(len(text) - ECHO + 1)}
-
-
 # Text the answers may hold for reasons of their own: aisoar's vocabulary, and the example
 # payloads' own strings (an English phrase of an example may also be in an error message).
-_KNOWN_GRAMS = {
-    gram
-    for text in [*VOCABULARY, *_strings([*ALL_PAYLOADS, PING])]
-    for form in (text, json.dumps(text), json.dumps(text, ensure_ascii=False))
-    for gram in _grams(form)
-}
-
-
-def echoed(body: bytes, answer: str) -> list[str]:
-    """The 12-character pieces of the body's strings that the answer repeats."""
-    grams = _grams(answer) - _KNOWN_GRAMS
-    hits = []
-    for literal in _LITERAL.findall(body.decode("utf-8", "replace")):
-        try:
-            value = json.loads(f'"{literal}"')
-        except ValueError:
-            value = literal
-        for form in {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}:
-            hits += [piece for piece in _grams(form) if piece in grams]
-    return hits
+_KNOWN_GRAMS = hostile.known_grams([*VOCABULARY, *hostile.strings_of([*ALL_PAYLOADS, PING])])
 
 
 # -- the app -----------------------------------------------------------------------------
-
-
-class Recorder:
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.launched: list[tuple[str, str]] = []
-        self.lock = threading.Lock()
-
-    def launch(self, incident_id: str, playbook: str) -> str:
-        with self.lock:
-            self.launched.append((incident_id, playbook))
-            run_id = f"run-{len(self.launched)}"
-        self.store.set_flow_run(incident_id, playbook, run_id)
-        return run_id
-
-    def redrive(self, incident_id: str, playbook: str) -> bool:
-        return False
-
-    def tell(self, incident_id: str, message: str) -> None:
-        pass
 
 
 class RecordingDispatcher(Dispatcher):
@@ -610,15 +500,6 @@ class Unexpected(logging.Handler):
             self.warnings[f"{record.name}: {record.getMessage()[:100]}"] += 1
 
 
-def unthrottled_sources(folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    for path in sorted((ROOT / "sources").glob("*.yaml")):
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-        spec["rate_limit_per_minute"] = 1_000_000
-        (folder / path.name).write_text(yaml.safe_dump(spec), encoding="utf-8")
-    return folder
-
-
 # -- the run -----------------------------------------------------------------------------
 
 
@@ -637,14 +518,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     values: dict[str, Any] = {f"source_{name.replace('-', '_')}_secret": secret for name, secret in secrets.items()}
     values |= {
         "data_dir": WORK / "data",
-        "sources_dir": unthrottled_sources(WORK / "sources"),
+        "sources_dir": hostile.unthrottled_sources(WORK / "sources"),
         "api_token": "fuzz-api-token-0123456789",
         "webhook_secrets": {},
     }
     settings = Settings(_env_file=None, **values)  # no .env: only what this script says
     store = Store(settings.store_url)
     specs = [item.spec for item in load_specs(settings.specs_dir, catalog())]
-    recorder = Recorder(store)
+    recorder = hostile.Recorder(store)
     dispatcher = RecordingDispatcher(store, specs, recorder, timedelta(hours=1))
     app = create_app(settings, store, dispatcher)
     server = BackgroundServer(app)  # configures uvicorn's logging: take it over after
@@ -723,7 +604,7 @@ def reason(text: str) -> str:
 
 
 def check(
-    store: Store, tally: Tally, accepted: set[str], recorder: Recorder, dispatcher: RecordingDispatcher
+    store: Store, tally: Tally, accepted: set[str], recorder: hostile.Recorder, dispatcher: RecordingDispatcher
 ) -> dict[str, Any]:
     by_status = Counter(str(a.status) for a in tally.answers)
     by_source: dict[str, Counter[str]] = {}
@@ -748,7 +629,7 @@ def check(
                 error = None
             if not isinstance(error, str) or not error:
                 not_json += 1
-            repeated = echoed(answer.body, answer.text)
+            repeated = hostile.echoed(answer.body, answer.text, _KNOWN_GRAMS)
             if repeated:
                 echoes.append(
                     {

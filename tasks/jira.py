@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from aisoar.actions import Effect
-from aisoar.inert import jira_quote, jira_summary, jira_text, plain_text, quoted
+from aisoar.inert import alert_entry, jira_quote, jira_summary, jira_text, plain_text, quoted
 from aisoar.models import Incident
 from aisoar.taxonomy import CATALOG
 from connectors.jira import ISSUE_KEY, JiraTickets
@@ -132,10 +132,10 @@ def _open_issue(ctx: ActionContext, jira: JiraTickets, inputs: TicketInputs) -> 
 
 
 def _entry_text(kind: str, message: str, limit: int) -> str:
-    """A timeline entry; an alert's entry ("alert <id> from <source>: <title>") quotes the title."""
-    head, sep, title = message.partition(": ")
-    if kind == "alert" and sep:
-        return f"{jira_text(head, 200)}: {jira_quote(title, limit)}"
+    """A timeline entry; an alert's entry quotes the alert's title."""
+    parts = alert_entry(kind, message)
+    if parts is not None:
+        return f"{jira_text(parts[0], 200)}: {jira_quote(parts[1], limit)}"
     return jira_text(message, limit)
 
 

@@ -19,18 +19,16 @@ import re
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from aisoar.config import PROJECT_ROOT
-from aisoar.ingress.adapters import SCHEMA_NAMES, GenericAlertIn, KeyEntityIn, PayloadError, read
+from aisoar.ingress.adapters import SCHEMA_NAMES, GenericAlertIn, PayloadError, read
 from aisoar.ingress.app import create_app
 from aisoar.ingress.auth import sender_headers
 from aisoar.ingress.builtin import Format, formats
@@ -38,12 +36,27 @@ from aisoar.ingress.dispatch import Dispatcher, DispatchResult
 from aisoar.ingress.limits import MAX_DEPTH, MAX_INT, MAX_KEY, MAX_STRING, MAX_VALUES, BodyError, parse_json
 from aisoar.ingress.mapping import ENTITY_MODELS
 from aisoar.ingress.sources import Source, read_spec
-from aisoar.models import Alert, Severity
+from aisoar.models import Alert
 from aisoar.specs import load_specs
 from aisoar.store import Store
-from aisoar.taxonomy import IncidentType
 from tasks import catalog
 from tests.conftest import make_settings
+from tests.hostile import (
+    AISOAR_WORDS,
+    ALNUM,
+    BLANKS,
+    Recorder,
+    echoed,
+    encode,
+    entity_fields,
+    known_grams,
+    nest,
+    required_fields,
+    set_path,
+    slots,
+    strings_of,
+    unthrottled_sources,
+)
 
 SETTINGS = hsettings(
     deadline=None,
@@ -83,7 +96,6 @@ def _every_format() -> dict[str, Format]:
 
 
 FORMATS = _every_format()
-ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 B64 = ALNUM + "/+"
 # The secrets this file sends, standing alone (as aisoar's detector finds them): at the start
 # of a string or after a character that cannot be part of a token.
@@ -105,11 +117,9 @@ secrets_ = st.one_of(
     _random_text(B64, 40).map(lambda s: "aws_secret_access_key=" + s),
 )
 VOCABULARY = sorted(
-    {s.value for s in Severity}
-    | {t.value for t in IncidentType}
-    | {"firing", "resolved", "blocked", "guardrail_intervened", "false", "true", "created", "publicly_leaked"}
-    | {"openai_api_key", "aws_access_key_id", "PromptInjection", "Secrets", "AML.T0054", "Jailbreak", "3", "4", "99"}
-    | {"llm_api_key", "model", "vector_index", "agent", "tool", "session", "user", "cloud_credential"}
+    AISOAR_WORDS
+    | {"false", "true", "created", "publicly_leaked", "openai_api_key", "aws_access_key_id", "Secrets", "AML.T0054"}
+    | {"Jailbreak", "3", "4", "99", "model", "agent", "tool", "session", "user"}
 )
 DATES = [
     "2026-12-03T06:40:00Z",
@@ -151,7 +161,6 @@ TRICKY = [
     "\\u0000",
     "\U0001f600" * 300,
 ]
-BLANKS = ["", " ", "\t\n", "\u0130" * 64, "\u0130" * 128, "x" * 257, "x" * 1025]
 strings = st.one_of(
     st.sampled_from(TRICKY),
     st.sampled_from(VOCABULARY),
@@ -176,27 +185,8 @@ json_values = st.recursive(
 )
 
 
-def nest(value: Any, depth: int) -> Any:
-    for level in range(depth):
-        value = [value] if level % 2 else {"k": value}
-    return value
-
-
 deep = st.builds(nest, leaves, st.integers(0, 60))
 replacements = st.one_of(leaves, json_values, deep, st.lists(leaves, min_size=20, max_size=60))
-
-
-def _slots(document: Any) -> list[tuple[Any, Any]]:
-    """Every (container, key) in the document, the root's slot first."""
-    found: list[tuple[Any, Any]] = []
-    stack = [document]
-    while stack:
-        value = stack.pop()
-        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
-        for key, item in items:
-            found.append((value, key))
-            stack.append(item)
-    return found
 
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -230,16 +220,6 @@ def field_paths(fmt: Format) -> list[str]:
     return sorted(p.removeprefix("$.") if p.startswith("$.") else prefix + p for p in found)
 
 
-def _entity_fields(kind: str) -> list[str]:
-    model = KeyEntityIn if kind == "llm_api_key" else ENTITY_MODELS[kind]
-    return sorted(set(model.model_fields) - {"type", "fingerprint"} | ({"secret"} if kind == "llm_api_key" else set()))
-
-
-def _required(kind: str, name: str) -> bool:
-    model = KeyEntityIn if kind == "llm_api_key" else ENTITY_MODELS[kind]
-    return name in model.model_fields and model.model_fields[name].is_required()
-
-
 field_values = st.one_of(st.sampled_from(BLANKS), strings, leaves)
 # An entity's field: mostly a text that passes the ingress's first check (the one that names
 # a field), at its edges (empty, blank, a hex digest, longer once lower-cased), else anything.
@@ -254,8 +234,9 @@ entity_values = st.one_of(
 entities = st.one_of(
     *[
         st.fixed_dictionaries(
-            {"type": st.just(kind)} | {name: entity_values for name in _entity_fields(kind) if _required(kind, name)},
-            optional={name: entity_values for name in _entity_fields(kind) if not _required(kind, name)},
+            {"type": st.just(kind)}
+            | {name: entity_values for name in entity_fields(kind) if name in required_fields(kind)},
+            optional={name: entity_values for name in entity_fields(kind) if name not in required_fields(kind)},
         )
         for kind in sorted(ENTITY_MODELS)
     ],
@@ -284,30 +265,6 @@ def examples_of(*names: str, weight: int = 3) -> st.SearchStrategy[Any]:
     return st.sampled_from(own * weight + ALL_EXAMPLES)
 
 
-def set_path(document: Any, path: str, value: Any) -> Any:
-    """The document with ``value`` at the dotted path (containers made on the way)."""
-    segments = path.split(".")
-    holder: dict[str, Any] = {"root": document}
-    container: Any = holder
-    key: Any = "root"
-    for segment in segments:
-        current = container[key]
-        if segment.isdigit():
-            if not isinstance(current, list):
-                current = container[key] = [current] if current is not None else []
-            index = int(segment)
-            while len(current) <= index:
-                current.append({})
-            container, key = current, index
-        else:
-            if not isinstance(current, dict):
-                current = container[key] = {}
-            current.setdefault(segment, None)
-            container, key = current, segment
-    container[key] = value
-    return holder["root"]
-
-
 @st.composite
 def mutations(draw: st.DrawFn, documents: st.SearchStrategy[Any], paths: list[str] | None = None) -> Any:
     """A payload (an example) with random structural and value mutations; with ``paths``,
@@ -317,7 +274,7 @@ def mutations(draw: st.DrawFn, documents: st.SearchStrategy[Any], paths: list[st
     for _ in range(draw(st.integers(0, 8))):
         op = draw(st.sampled_from(ops if paths else ops[1:]))
         if op == "blank":  # a text at its edges: empty, blank, longer once lower-cased, just too long
-            texts = [(c, k) for c, k in _slots(holder["root"]) if isinstance(c[k], str)]
+            texts = [(c, k) for c, k in slots(holder["root"]) if isinstance(c[k], str)]
             if texts:
                 container, key = draw(st.sampled_from(texts))
                 container[key] = draw(st.sampled_from(BLANKS))
@@ -326,8 +283,7 @@ def mutations(draw: st.DrawFn, documents: st.SearchStrategy[Any], paths: list[st
             value = draw(st.one_of(strings, leaves, replacements))
             holder["root"] = set_path(holder["root"], draw(st.sampled_from(paths)), value)
             continue
-        slots = [(holder, "root"), *_slots(holder["root"])]
-        container, key = draw(st.sampled_from(slots))
+        container, key = draw(st.sampled_from([(holder, "root"), *slots(holder["root"])]))
         if op == "replace":
             container[key] = draw(replacements)
         elif op == "drop" and container is not holder:
@@ -347,22 +303,6 @@ def mutations(draw: st.DrawFn, documents: st.SearchStrategy[Any], paths: list[st
         elif op == "repeat":
             container[key] = [copy.deepcopy(container[key]) for _ in range(draw(st.integers(2, 60)))]
     return holder["root"]
-
-
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield key
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-
-
-def encode(document: Any) -> bytes:
-    return json.dumps(document, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
 @st.composite
@@ -484,7 +424,7 @@ def assert_reads_or_refuses(fmt: Format, body: bytes, headers: dict[str, str]) -
         assert all(set(e) == {"loc", "msg", "type"} for e in exc.errors)
         return []
     assert reading.alerts or reading.ignored
-    sent = {secret for text in _strings(json.loads(body)) for secret in SECRET_SHAPES.findall(text)}
+    sent = {secret for text in strings_of(json.loads(body)) for secret in SECRET_SHAPES.findall(text)}
     for alert in reading.alerts:
         dumped = alert.model_dump_json()
         assert Alert.model_validate_json(dumped) == alert
@@ -547,27 +487,6 @@ def test_every_format_has_an_example() -> None:
 AM_TOKEN = "alertmanager-token-0123456789"
 
 
-class Recorder:
-    """A launcher that records what it is asked to do (no Prefect)."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.launched: list[tuple[str, str]] = []
-        self.told: list[str] = []
-
-    def launch(self, incident_id: str, playbook: str) -> str:
-        self.launched.append((incident_id, playbook))
-        run_id = f"run-{len(self.launched)}"
-        self.store.set_flow_run(incident_id, playbook, run_id)
-        return run_id
-
-    def redrive(self, incident_id: str, playbook: str) -> bool:
-        return False
-
-    def tell(self, incident_id: str, message: str) -> None:
-        self.told.append(incident_id)
-
-
 class RecordingDispatcher(Dispatcher):
     """The real dispatcher, keeping every exception it raises (the app only logs them)."""
 
@@ -595,16 +514,6 @@ class Edge:
         return f"Edge(statuses={self.statuses})"
 
 
-def unthrottled_sources(folder: Path) -> Path:
-    """The shipped source files, with a rate limit no property test reaches."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in sorted((PROJECT_ROOT / "sources").glob("*.yaml")):
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-        spec["rate_limit_per_minute"] = 1_000_000
-        (folder / path.name).write_text(yaml.safe_dump(spec), encoding="utf-8")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     root = tmp_path_factory.mktemp("edge")
@@ -620,36 +529,9 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
         yield Edge(client, store, recorder, dispatcher)
 
 
-_STRING_LITERAL = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
-ECHO = 12
-
-
-def _grams(text: str) -> set[str]:
-    return {text[i : i + ECHO] for i in range(len(text) - ECHO + 1)}
-
-
 # Text an answer may hold for reasons of its own: aisoar's vocabulary, and the examples'
 # strings (an English phrase of an example payload may also be in an error message).
-KNOWN_GRAMS = {
-    gram
-    for text in [*SCHEMA_NAMES, *VOCABULARY, *_strings(ALL_EXAMPLES)]
-    for form in (text, json.dumps(text), json.dumps(text, ensure_ascii=False))
-    for gram in _grams(form)
-}
-
-
-def echoes(body: bytes, answer: str) -> list[str]:
-    """Pieces of 12 characters of the strings the sender wrote that the answer repeats."""
-    grams = _grams(answer) - KNOWN_GRAMS
-    repeated = []
-    for literal in _STRING_LITERAL.findall(body.decode("utf-8", "replace")):
-        try:
-            value = json.loads(f'"{literal}"')
-        except ValueError:
-            value = literal
-        for form in {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}:
-            repeated += [piece for piece in _grams(form) if piece in grams]
-    return repeated
+KNOWN_GRAMS = known_grams([*SCHEMA_NAMES, *VOCABULARY, *strings_of(ALL_EXAMPLES)])
 
 
 def wait_dispatched(store: Store, alert_id: str, timeout: float = 15.0) -> tuple[str, str | None, str | None]:
@@ -671,7 +553,7 @@ def deliver(edge: Edge, source: str, body: bytes) -> None:
     if response.status_code >= 400:
         answer = response.json()
         assert isinstance(answer.get("error"), str) and answer["error"]
-        repeated = echoes(body, response.text)
+        repeated = echoed(body, response.text, KNOWN_GRAMS)
         assert not repeated, f"the {response.status_code} answer echoes the body: {repeated[:3]}"
         return
     if response.status_code != 202:

@@ -136,7 +136,7 @@ def test_alertmanager_one_incident_per_alert_and_resolved_never_starts_a_playboo
         assert status["incident_id"] in incidents
     assert len(edge.recorder.launched) == 2  # no new run
     assert {incident for incident, _ in edge.recorder.told} == incidents
-    assert all("says its alert is resolved" in message for _, message in edge.recorder.told)
+    assert all("is resolved (aisoar's containment" in message for _, message in edge.recorder.told)
 
 
 def test_a_resolution_with_no_incident_opens_none(edge: Edge) -> None:

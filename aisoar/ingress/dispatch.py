@@ -102,9 +102,9 @@ class Dispatcher:
         if incident_id is None:
             self.store.mark_alert(alert.id, "dispatched", error="resolved: no open incident has this fingerprint")
             return None
-        message = (
-            f"{alert.source} says its alert is resolved ({alert.id}): {alert.title}. "
-            "aisoar's containment and its checks are unchanged; close the incident when its objectives are met."
+        message = (  # the alert's title last: a renderer quotes what follows ": " as the alert's text
+            f"{alert.source} says alert {alert.id} is resolved (aisoar's containment and its checks are "
+            f"unchanged; close the incident when its objectives are met): {alert.title}"
         )
         self.store.add_timeline(incident_id, "alert", message, data={"alert_id": alert.id, "state": "resolved"})
         if self.launcher is not None:

@@ -62,14 +62,7 @@ class Incidents(StoreBase):
                         correlate_until=now + window,
                     )
                 )
-            exists = conn.execute(
-                sa.select(incident_alerts.c.alert_id).where(
-                    incident_alerts.c.incident_id == incident_id, incident_alerts.c.alert_id == alert.id
-                )
-            ).first()
-            if exists is None:
-                conn.execute(incident_alerts.insert().values(incident_id=incident_id, alert_id=alert.id))
-            conn.execute(inbox.update().where(inbox.c.id == alert.id).values(incident_id=incident_id))
+            _attach(conn, str(incident_id), alert.id)
         return incident_id, created
 
     def join_open_incident(self, alert: Alert) -> str | None:
@@ -87,14 +80,7 @@ class Incidents(StoreBase):
             ).scalar()
             if incident_id is None:
                 return None
-            exists = conn.execute(
-                sa.select(incident_alerts.c.alert_id).where(
-                    incident_alerts.c.incident_id == incident_id, incident_alerts.c.alert_id == alert.id
-                )
-            ).first()
-            if exists is None:
-                conn.execute(incident_alerts.insert().values(incident_id=incident_id, alert_id=alert.id))
-            conn.execute(inbox.update().where(inbox.c.id == alert.id).values(incident_id=incident_id))
+            _attach(conn, str(incident_id), alert.id)
         return str(incident_id)
 
     def incident_counts(self) -> dict[str, int]:
@@ -164,3 +150,15 @@ class Incidents(StoreBase):
     ) -> None:
         with self._tx() as conn:
             conn.execute(timeline_row(incident_id, kind, message, step_id, data))
+
+
+def _attach(conn: sa.Connection, incident_id: str, alert_id: str) -> None:
+    """The alert is one of the incident's (once), and its inbox row says so."""
+    exists = conn.execute(
+        sa.select(incident_alerts.c.alert_id).where(
+            incident_alerts.c.incident_id == incident_id, incident_alerts.c.alert_id == alert_id
+        )
+    ).first()
+    if exists is None:
+        conn.execute(incident_alerts.insert().values(incident_id=incident_id, alert_id=alert_id))
+    conn.execute(inbox.update().where(inbox.c.id == alert_id).values(incident_id=incident_id))
