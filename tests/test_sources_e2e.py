@@ -140,5 +140,7 @@ def test_a_github_secret_scanning_delivery_starts_the_leaked_key_playbook_and_sa
     # says so: not contained, never a green Completed.
     assert not stack.sandbox.litellm.keys[LEAK["key_hash"]].get("blocked")
     assert (run["state"]["type"], run["state"]["name"]) == ("FAILED", "Not contained")
+    told = [str(m["text"]) for m in stack.sandbox.slack.replies]
+    assert any("names no key id and project: nothing can be deleted" in text for text in told), told
     read = httpx.get(f"{stack.ingress}/alerts/{accepted.json()['alert_id']}", headers=READ, timeout=5)
     assert read.status_code == 200 and json.loads(read.text)["source"] == "github"
