@@ -447,7 +447,7 @@ def cmd_incidents(limit: Annotated[int, typer.Option(min=1, help="how many, newe
     found = _store().list_incidents(limit=limit)
     if not is_terminal():
         for incident in found:
-            say(f"{incident.id}  {incident.status.value:9} {incident.severity.value:8} {incident.title[:80]!r}")
+            say(f"{incident.id}  {incident.status.value:13} {incident.severity.value:8} {incident.title[:80]!r}")
     elif found:
         rows = [(i.id, i.status.value, i.severity.value, textwrap.shorten(i.title, 160)) for i in found]
         table(("incident", "status", "severity", "title"), rows, styles=({}, STATUS_STYLES, SEVERITY_STYLES))
