@@ -80,10 +80,10 @@ _OTHER_SCHEME = re.compile(
 _WWW = re.compile(r"(www)\.", re.IGNORECASE)
 _EMAIL_AT = re.compile(r"(?<=[\w.+-])@(?=[\w-]+(?:\.|\[\.\]))")
 # A dot before something that could be a top-level domain (2+ letters, or punycode) ends a
-# host name an auto-linker would link: every such dot is defanged. Dots before digits
-# (versions, timestamps) stay, and so do dots before a word with an underscore, which no host
-# name has (action names such as openai.delete_project_key).
-_HOST_DOT = re.compile(r"(?<=[\w-])\.(?=(?:[^\W\d_]{2,63}|xn--[\w-]+)(?![\w-]))", re.IGNORECASE)
+# host name an auto-linker would link: every such dot is defanged, also before an underscore
+# (an auto-linker may stop the host there), so aisoar's own dotted names show defanged too.
+# Dots before digits (versions, timestamps) stay.
+_HOST_DOT = re.compile(r"(?<=[\w-])\.(?=(?:[^\W\d_]{2,63}|xn--[\w-]+)(?![^\W_]|-))", re.IGNORECASE)
 _IPV4 = re.compile(r"(?<![^\W_])(?<!\.)(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?![^\W_]|\.\d)")
 
 

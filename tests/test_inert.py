@@ -339,3 +339,9 @@ def test_jira_timeline_comments_quote_the_alert() -> None:
         "incident\\-commander hxxps://evil\\[.\\]example ⟨U\\+202E⟩exe”"
     ) in body
     assert "*step* block: key blocked (verified)" in body
+
+
+def test_a_host_glued_to_an_underscore_is_defanged_too() -> None:
+    # An auto-linker may end the host at the underscore: "evil.com_x" would link evil.com.
+    assert "evil[.]com_x" in slack_text("see evil.com_x").replace("\u200b", "")
+    assert "0[.]AA_" in slack_text("0.AA_").replace("\u200b", "")
