@@ -26,6 +26,13 @@ os.environ.update(
 )
 
 import pytest  # noqa: E402
+from hypothesis import settings as hypothesis_settings  # noqa: E402
+
+# Property tests draw the same examples on every run (a red suite is a real regression, not
+# luck); `pytest --hypothesis-profile=explore` draws new ones to look for more.
+hypothesis_settings.register_profile("default", derandomize=True, database=None)
+hypothesis_settings.register_profile("explore", derandomize=False, database=None)
+hypothesis_settings.load_profile("default")
 
 from aisoar.config import Settings  # noqa: E402
 from cli.prefect_server import PrefectServer  # noqa: E402
