@@ -448,3 +448,9 @@ def test_each_mapped_alert_keeps_its_own_item_as_evidence(edge: Edge) -> None:
     [alert_id] = response.json()["alert_ids"]
     alert = edge.store.get_alert(alert_id)
     assert alert.source_id == "chatcmpl-9a8b7c" and alert.raw["item"]["id"] == "chatcmpl-9a8b7c"
+
+
+def test_metrics_without_an_api_token_say_how_to_set_one(tmp_path: Path) -> None:
+    for edge in edge_for(make_settings(tmp_path / "data", api_token=None)):
+        answer = edge.client.get("/metrics", headers={"Authorization": "Bearer anything"})
+        assert answer.status_code == 401 and "set AISOAR_API_TOKEN" in answer.json()["detail"]

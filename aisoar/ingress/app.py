@@ -235,7 +235,12 @@ def create_app(
     @app.get("/metrics")
     def prometheus(request: Request) -> Response:
         if not _authorized_reader(request, None):
-            return _problem(401, "not authenticated", "send Authorization: Bearer AISOAR_API_TOKEN")
+            hint = (
+                "send Authorization: Bearer <AISOAR_API_TOKEN>"
+                if settings.api_token
+                else ("no API token is set: set AISOAR_API_TOKEN on aisoar to read /metrics")
+            )
+            return _problem(401, "not authenticated", hint)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.state.sources = known
