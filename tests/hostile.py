@@ -126,7 +126,7 @@ class Recorder:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.launched: list[tuple[str, str]] = []
-        self.told: list[str] = []
+        self.told: list[tuple[str, str]] = []  # (incident id, message)
         self.lock = threading.Lock()
 
     def launch(self, incident_id: str, playbook: str) -> str:
@@ -141,7 +141,7 @@ class Recorder:
 
     def tell(self, incident_id: str, message: str) -> None:
         with self.lock:
-            self.told.append(incident_id)
+            self.told.append((incident_id, message))
 
 
 # -- echoes: an answer must not repeat what the sender wrote ------------------------------

@@ -27,6 +27,7 @@ from aisoar.store import Store
 from cli.main import main
 from tasks import catalog
 from tests.conftest import API_TOKEN, READ, WEBHOOK_SECRET, make_settings
+from tests.hostile import Recorder
 
 EXAMPLES = PROJECT_ROOT / "examples" / "sources"
 SECRETS = {
@@ -37,22 +38,6 @@ SECRETS = {
     "source_litellm_guardrail_secret": "litellm-token-0123456789",
     "source_falco_secret": "falco-token-0123456789",
 }
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.launched: list[tuple[str, str]] = []
-        self.told: list[tuple[str, str]] = []
-
-    def launch(self, incident_id: str, playbook: str) -> str:
-        self.launched.append((incident_id, playbook))
-        return f"run-{len(self.launched)}"
-
-    def redrive(self, incident_id: str, playbook: str) -> bool:
-        return False
-
-    def tell(self, incident_id: str, message: str) -> None:
-        self.told.append((incident_id, message))
 
 
 class Edge:
@@ -76,7 +61,7 @@ class Edge:
 def edge_for(settings: Settings) -> Iterator[Edge]:
     store = Store(settings.store_url)
     specs = [item.spec for item in load_specs(settings.specs_dir, catalog())]
-    recorder = Recorder()
+    recorder = Recorder(store)
     with TestClient(create_app(settings, store, Dispatcher(store, specs, recorder, timedelta(hours=1)))) as client:
         yield Edge(client, store, recorder)
 
