@@ -81,6 +81,14 @@ class Settings(BaseSettings):
     )
     dedup_window_seconds: int = 3600
 
+    # approvals
+    approvers_file: Path = Field(
+        default=PROJECT_ROOT / "approvers.yaml", description="who may approve: people and the roles playbooks name"
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        None, description="the Slack app's signing secret: the Approve / Reject buttons work only with it"
+    )
+
     # runner
     runner_sweep_seconds: float = Field(
         0.2, description="how often resumed approvals and runs started in the UI are picked up"

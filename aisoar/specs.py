@@ -92,11 +92,41 @@ class Trigger(_Strict):
         return alert.severity.rank >= self.min_severity.rank
 
 
+class Escalation(_Strict):
+    """One step of an unanswered approval's escalation, ``after`` the request opened: remind
+    the allowed approvers again, or page a role in PagerDuty (its people may then approve too)."""
+
+    after_seconds: int = Field(alias="after")
+    remind: bool = False
+    page: str | None = Field(None, description="a role of the approvers directory to page in PagerDuty")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("after_seconds", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> int:
+        return parse_duration(value)
+
+    @model_validator(mode="after")
+    def _one_thing(self) -> Escalation:
+        if self.remind == (self.page is not None):
+            raise ValueError("an escalation step either reminds (remind: true) or pages a role (page: <role>)")
+        return self
+
+    @property
+    def what(self) -> str:
+        return f"page {self.page}" if self.page else "remind the approvers"
+
+
 class Approval(_Strict):
-    approvers: list[str] = Field(min_length=1, description="roles or people who may approve")
-    quorum: int = Field(1, ge=1)
+    approvers: list[str] = Field(min_length=1, description="roles or people (of the approvers directory)")
+    quorum: int = Field(1, ge=1, description="distinct verified people who must approve (2: the two-person rule)")
     timeout_seconds: int = Field(alias="timeout", default=4 * 3600)
     on_timeout: Literal["reject", "approve"] = "reject"
+    escalation: list[Escalation] = Field(default_factory=list, description="what happens while nobody answers")
+    allow_self_approval: bool = Field(
+        False, description="whether the person who started the run by hand may approve its steps"
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -107,8 +137,11 @@ class Approval(_Strict):
 
     @model_validator(mode="after")
     def _quorum_fits(self) -> Approval:
-        if self.quorum > len(self.approvers):
-            raise ValueError(f"quorum {self.quorum} is larger than the {len(self.approvers)} approvers")
+        afters = [e.after_seconds for e in self.escalation]
+        if afters != sorted(afters) or len(set(afters)) != len(afters):
+            raise ValueError("escalation steps must come in order of `after`, each later than the one before")
+        if afters and afters[-1] >= self.timeout_seconds:
+            raise ValueError(f"escalation after {afters[-1]}s comes at or after the timeout ({self.timeout_seconds}s)")
         return self
 
 

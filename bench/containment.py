@@ -6,10 +6,12 @@ Prints p50 / p99 side by side, measured in the same run, for
   plain     the plain Prefect way: run_deployment() to a deployment served with
             flow.serve() and default settings, whose task calls /key/block
   floor     the same /key/block HTTP call made directly
-and, for aisoar, the time from a responder's resume (the UI's API call) until the
-approved step's request reaches the provider.
+and, for aisoar, the time from a responder's resume (the UI's API call: the approval form
+answered with the one-time code Slack sent them by DM) until the approved step's request
+reaches the provider.
 
-Everything runs on loopback: a real Prefect server (SQLite) and the sandbox fakes.
+Everything runs on loopback: a real Prefect server (SQLite, locked with basic auth as
+`aisoar up` locks its own) and the sandbox fakes.
 Usage: python bench/containment.py [--alerts 50] [--baseline-runs 20]
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -29,27 +32,37 @@ HERE = Path(__file__).resolve().parent
 WORK = Path(tempfile.mkdtemp(prefix="aisoar-bench-"))
 sys.path.insert(0, str(HERE.parent))
 
+from cli.prefect_auth import basic_auth, credential  # noqa: E402
 from sandbox.serving import free_port  # noqa: E402
 
 PREFECT_PORT = free_port()
+# The bench's Prefect server is locked as `aisoar up` locks its own; every client sends this.
+PREFECT_AUTH = credential(WORK).auth_string
+PREFECT_HEADERS = basic_auth(PREFECT_AUTH)  # for the raw API calls below (what the UI sends)
+os.environ.pop("PREFECT_API_KEY", None)
 os.environ.update(
     {
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
         "PREFECT_HOME": str(WORK / "prefect-client"),
         "PREFECT_API_URL": f"http://127.0.0.1:{PREFECT_PORT}/api",
+        "PREFECT_API_AUTH_STRING": PREFECT_AUTH,
         "PREFECT_LOGGING_LEVEL": "WARNING",
     }
 )
 
 import httpx  # noqa: E402
 
-from aisoar.config import Settings  # noqa: E402
+from aisoar.config import PROJECT_ROOT, Settings  # noqa: E402
 from aisoar.ingress.auth import signed_headers  # noqa: E402
 from cli.prefect_server import PrefectServer  # noqa: E402
-from sandbox.stack import DEMO_PROJECT, Sandbox  # noqa: E402
+from sandbox.stack import DEMO_PROJECT, SANDBOX_PEOPLE, Sandbox  # noqa: E402
 
 SECRET = "bench-webhook-secret"
+APPROVERS = PROJECT_ROOT / "sandbox" / "approvers.yaml"  # alice: incident-commander, may approve the deletion
+APPROVER_SLACK_ID = "U0ALICE"
+GATED_STEP = "delete-key-at-provider"
+CODE = re.compile(r"\*([A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4})\*")  # as in the DM (tests/approvals.py)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -64,6 +77,30 @@ def wait_for(predicate: object, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(what)
         time.sleep(0.002)
+
+
+def approval_code(sandbox: Sandbox, incident_id: str, timeout: float = 30) -> str:
+    """The one-time code the approver got by Slack DM for the gated step of ``incident_id``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for message in reversed(sandbox.slack.dms_to(APPROVER_SLACK_ID)):
+            text = str(message.get("text", ""))
+            found = CODE.search(text)
+            if found and f"`{GATED_STEP}`" in text and f"of incident {incident_id}:" in text:
+                return found.group(1)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no approval code for {incident_id} in the approver's DMs")
+        time.sleep(0.01)
+
+
+def run_state(run_id: str) -> str:
+    """The flow run's state type, as the API (with the credential) says; "" while a Prefect
+    server on SQLite answers 503 "database is locked"."""
+    run = httpx.get(f"{os.environ['PREFECT_API_URL']}/flow_runs/{run_id}", headers=PREFECT_HEADERS, timeout=10)
+    if run.status_code == 503:
+        return ""
+    run.raise_for_status()
+    return str(run.json()["state"]["type"])
 
 
 def arrival(requests: list[dict[str, object]], path: str, marker: str) -> float | None:
@@ -88,7 +125,13 @@ def bench_aisoar(sandbox: Sandbox, env: dict[str, str], alerts: int) -> tuple[li
 
     values = {k.removeprefix("AISOAR_").lower(): v for k, v in env.items()}
     settings = Settings.model_validate(
-        {**values, "data_dir": WORK / "data", "webhook_secrets": {"generic": SECRET}, "api_token": SECRET}
+        {
+            **values,
+            "data_dir": WORK / "data",
+            "webhook_secrets": {"generic": SECRET},
+            "api_token": SECRET,
+            "approvers_file": APPROVERS,
+        }
     )
     svc = build_services(settings)
     runtime = PlaybookRuntime(svc)
@@ -99,7 +142,7 @@ def bench_aisoar(sandbox: Sandbox, env: dict[str, str], alerts: int) -> tuple[li
     containment: list[float] = []
     resume: list[float] = []
     busy_answers.clear()
-    paused_runs: list[tuple[str, str]] = []
+    paused_runs: list[tuple[str, str, str]] = []
     try:
         # Phase 1: alerts one after another; each run is contained and then waits for approval.
         for i in range(alerts + 1):  # the first one warms up imports and connections
@@ -133,41 +176,44 @@ def bench_aisoar(sandbox: Sandbox, env: dict[str, str], alerts: int) -> tuple[li
             blocked = arrival(sandbox.litellm.requests, "/key/block", key_hash)
             assert blocked is not None
             alert_id = response.json()["alert_id"]
-            run_id = ""
+            run_id = incident_id = ""
 
             def paused() -> bool:
-                nonlocal run_id
+                nonlocal run_id, incident_id
                 status = httpx.get(
                     f"{ingress.url}/alerts/{alert_id}", headers={"Authorization": f"Bearer {SECRET}"}, timeout=5
                 ).json()
                 run_id = status["flow_runs"].get("leaked-llm-api-key", "")
+                incident_id = status.get("incident_id") or ""
                 if not run_id:
                     return False
-                return bool(httpx.get(f"{api}/flow_runs/{run_id}").json()["state"]["type"] == "PAUSED")
+                return run_state(run_id) == "PAUSED"
 
             wait_for(paused, 30, "pause")
-            paused_runs.append((run_id, key_id))
+            paused_runs.append((run_id, incident_id, key_id))
             if i > 0:
                 containment.append(blocked - started)
-        # Phase 2: a responder approves each waiting run in turn.
-        for index, (run_id, key_id) in enumerate(paused_runs):
+        # Phase 2: a responder approves each waiting run in turn, in the UI's form, with the
+        # one-time code Slack sent them (read before the clock starts: the person has it already).
+        for index, (run_id, incident_id, key_id) in enumerate(paused_runs):
             path = f"/v1/organization/projects/{DEMO_PROJECT}/api_keys/{key_id}"
+            form = {"decision": "approve", "code": approval_code(sandbox, incident_id), "reason": "bench"}
             resumed = time.time()
             while True:  # a Prefect server on SQLite may answer 503 "database is locked"; retry like a person
                 answer = httpx.post(
-                    f"{api}/flow_runs/{run_id}/resume", json={"run_input": {"approve": True, "approver": "bench"}}
+                    f"{api}/flow_runs/{run_id}/resume", json={"run_input": form}, headers=PREFECT_HEADERS
                 )
                 if answer.status_code != 503:
                     answer.raise_for_status()
+                    if answer.json()["status"] != "ACCEPT":
+                        raise RuntimeError(f"Prefect refused the approval of {run_id}: {answer.json()}")
                     break
                 busy_answers.append(run_id)
                 time.sleep(0.05)
             wait_for(lambda: arrival(sandbox.openai.requests, path, key_id), 30, "delete")
             deleted = arrival(sandbox.openai.requests, path, key_id)
             assert deleted is not None
-            wait_for(
-                lambda: httpx.get(f"{api}/flow_runs/{run_id}").json()["state"]["type"] == "COMPLETED", 30, "completed"
-            )
+            wait_for(lambda: run_state(run_id) == "COMPLETED", 30, "completed")
             if index > 0:
                 resume.append(deleted - resumed)
                 if run_id not in busy_answers:
@@ -196,6 +242,7 @@ def bench_plain_prefect(sandbox: Sandbox, env: dict[str, str], runs: int) -> lis
             found = httpx.post(
                 f"{os.environ['PREFECT_API_URL']}/deployments/filter",
                 json={"deployments": {"name": {"any_": ["plain-block"]}}},
+                headers=PREFECT_HEADERS,
             ).json()
             if found:
                 break
@@ -245,8 +292,10 @@ def main() -> int:
     parser.add_argument("--alerts", type=int, default=50)
     parser.add_argument("--baseline-runs", type=int, default=20)
     args = parser.parse_args()
-    server = PrefectServer(WORK / "prefect-server", port=PREFECT_PORT).start()
+    server = PrefectServer(WORK / "prefect-server", auth_string=PREFECT_AUTH, port=PREFECT_PORT).start()
     sandbox = Sandbox.create()
+    for person in SANDBOX_PEOPLE:  # the Slack workspace's people: the approvers get their codes by DM
+        sandbox.slack.add_user(**person._asdict())
     try:
         env = sandbox.start()
         floor = bench_floor(sandbox, env, args.alerts)

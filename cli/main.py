@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli import sources
+from cli import approve, sources
 from cli.terminal import Failure, PipeClosed, complain, is_terminal, markdown, say, spinner, table, working
 
 if TYPE_CHECKING:
@@ -30,11 +30,13 @@ if TYPE_CHECKING:
     from aisoar.actions import ActionInfo
     from aisoar.config import Settings
     from aisoar.store import Store
+    from cli.prefect_auth import Credential
     from cli.prefect_server import PrefectServer
     from connectors.system import StandIn
     from tasks.inventory import ConnectorStatus
 
 PROJECT_PACKAGES = ("flows", "tasks", "connectors", "cli", "sandbox")
+SANDBOX_APPROVERS = Path(__file__).resolve().parent.parent / "sandbox" / "approvers.yaml"
 BANNER_TEXT = (
     "Nothing real is blocked, paged or filed.",
     "Configure AISOAR_* settings (see README) to use real systems.",
@@ -53,6 +55,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(sources.app, name="sources")
+approve.register(app)
 
 
 def banner(names: tuple[str, ...], servers: tuple[str, ...] = ()) -> str:
@@ -111,7 +114,6 @@ def cmd_up(
     """Run everything locally: Prefect server + UI, ingress, runtime, sandbox."""
     _quiet()
     from aisoar.config import get_settings, reset_settings, sandbox_env_file
-    from cli.prefect_server import PrefectServer
 
     # SIGTERM stops everything as Ctrl-C does: the servers started here (their own process
     # groups) are stopped when `running` closes, never left behind.
@@ -121,27 +123,68 @@ def cmd_up(
     sandbox_file.unlink(missing_ok=True)  # stand-ins are new each time; real settings win
     reset_settings()
     settings = get_settings()
+    login = _prefect_credential(settings.data_dir)
     with ExitStack() as running:
-        server = _start_prefect(PrefectServer(settings.data_dir / "prefect", port=prefect_port), running)
+        server = _start_prefect(local_prefect_server(settings.data_dir, login, prefect_port), running)
         generated = {"AISOAR_PREFECT_UI_URL": server.url, **sources.generated_secrets(settings)}
         if not no_sandbox:
             generated |= _start_sandbox(settings, running)
+            if not settings.approvers_file.exists() and "AISOAR_APPROVERS_FILE" not in os.environ:
+                # The sandbox's people (in its Slack stand-in) approve, until approvers.yaml names yours.
+                generated["AISOAR_APPROVERS_FILE"] = str(SANDBOX_APPROVERS)
         _write_env_file(sandbox_file, generated)
         os.environ.update(generated)
         reset_settings()
-        return _serve(get_settings(), announce=f"Prefect UI: {server.url}")
+        announce = (
+            f"Prefect UI: {server.url} (locked: log in there first)\n"
+            f"  UI login:  the whole line of {login.path} ({login.user}:<password>); asked once per browser"
+        )
+        return _serve(get_settings(), announce=announce)
+
+
+def _prefect_credential(data_dir: Path) -> Credential:
+    """The local Prefect server's credential (made on the first start, then reused)."""
+    from cli.prefect_auth import CredentialError, credential
+
+    try:
+        login = credential(data_dir)
+    except (CredentialError, OSError) as exc:
+        raise Failure(str(exc)) from exc
+    if login.replaced:
+        say(login.replaced, style="yellow")
+    return login
+
+
+def local_prefect_server(data_dir: Path, login: Credential, port: int) -> PrefectServer:
+    """The Prefect server `aisoar up` starts: its data in ``<data_dir>/prefect``, locked with
+    ``login``."""
+    from cli.prefect_server import PrefectServer
+
+    return PrefectServer(data_dir / "prefect", auth_string=login.auth_string, port=port)
 
 
 def _start_prefect(server: PrefectServer, running: ExitStack) -> PrefectServer:
     """Start the local Prefect server, this process's API from now on; ``running`` stops it."""
+    assert server.auth_string is not None, "aisoar up never starts an open Prefect server"
+    # This process's Prefect client: set before anything imports Prefect (it reads its settings then).
+    os.environ["PREFECT_API_URL"] = server.api_url
+    os.environ["PREFECT_API_AUTH_STRING"] = server.auth_string
+    _refuse_cloud_key()
     running.callback(server.stop)
     with working(f"starting the Prefect server on {server.url} (data in {server.home})"):
         try:
             server.start()
         except (RuntimeError, TimeoutError) as exc:  # the port is taken; the server died or hangs
             raise Failure(str(exc)) from exc
-    os.environ["PREFECT_API_URL"] = server.api_url
     return server
+
+
+def _refuse_cloud_key() -> None:
+    from cli.prefect_auth import client_problem
+
+    problem = client_problem()
+    if problem:
+        raise Failure(problem, code=2)
 
 
 def _start_sandbox(settings: Settings, running: ExitStack) -> dict[str, str]:
@@ -153,7 +196,7 @@ def _start_sandbox(settings: Settings, running: ExitStack) -> dict[str, str]:
     servers = _unconfigured(settings, StandIn.server)
     generated: dict[str, str] = {}
     if fakes:
-        generated |= _start_stand_ins(fakes, running)
+        generated |= _start_stand_ins(fakes, running, settings)
     if servers:
         generated |= _start_real_servers(servers, settings.data_dir, running)
     if generated:
@@ -161,13 +204,15 @@ def _start_sandbox(settings: Settings, running: ExitStack) -> dict[str, str]:
     return generated
 
 
-def _start_stand_ins(names: tuple[str, ...], running: ExitStack) -> dict[str, str]:
-    """Start the sandbox's stand-ins for ``names``; ``running`` stops them."""
-    from sandbox.stack import Sandbox
+def _start_stand_ins(names: tuple[str, ...], running: ExitStack, settings: Settings) -> dict[str, str]:
+    """Start the sandbox's stand-ins for ``names``; ``running`` stops them. The Slack stand-in's
+    button clicks go to this ingress, as a Slack app's Request URL says."""
+    from sandbox.stack import SLACK_INTERACTIVITY_PATH, Sandbox
 
     sandbox = Sandbox.create()
     running.callback(sandbox.stop)
     sandbox.seed_demo()
+    sandbox.set_slack_request_url(f"http://{settings.ingress_host}:{settings.ingress_port}{SLACK_INTERACTIVITY_PATH}")
     return sandbox.start(names) | {"AISOAR_SANDBOX": "true"}
 
 
@@ -196,8 +241,21 @@ def cmd_serve() -> int:
     if not os.environ.get("PREFECT_API_URL"):
         raise Failure("set PREFECT_API_URL to the Prefect server's API, e.g. http://127.0.0.1:4200/api", code=2)
     from aisoar.config import get_settings
+    from cli.prefect_auth import CredentialError, api_access, configured_auth_string
 
-    return _serve(get_settings(), announce=f"Prefect API: {os.environ['PREFECT_API_URL']}")
+    _refuse_cloud_key()
+    api_url = os.environ["PREFECT_API_URL"]
+    try:
+        access = api_access(api_url, configured_auth_string())
+    except CredentialError as exc:
+        raise Failure(str(exc), code=2) from exc
+    if access == "open":
+        say(
+            f"the Prefect server at {api_url} takes requests without credentials: anyone who reaches it can "
+            "resume approvals; set PREFECT_SERVER_API_AUTH_STRING on it (deployments/README.md)",
+            style="yellow",
+        )
+    return _serve(get_settings(), announce=f"Prefect API: {api_url}")
 
 
 def _serve(settings: Settings, announce: str) -> int:
@@ -205,25 +263,37 @@ def _serve(settings: Settings, announce: str) -> int:
     with working("starting the playbook runtime"):
         import uvicorn
 
+        from aisoar.approvers import DirectoryError
         from aisoar.ingress.app import create_app
         from aisoar.ingress.dispatch import Dispatcher
         from flows.runtime import PlaybookRuntime
         from flows.services import build_services
 
-        svc = build_services(settings)
+        try:
+            svc = build_services(settings)
+        except DirectoryError as exc:
+            hint = "(approvers.example.yaml shows the file; AISOAR_APPROVERS_FILE names it)"
+            raise Failure(f"{exc}\n{hint}", 2) from None
         runtime = PlaybookRuntime(svc)
         runtime.start()
     try:
         dispatcher = Dispatcher(
             svc.store, list(svc.specs.values()), runtime, timedelta(seconds=settings.dedup_window_seconds)
         )
-        ingress = create_app(settings, svc.store, dispatcher, known)
+        ingress = create_app(settings, svc.store, dispatcher, known, desk=runtime.desk)
         ready = sorted(name for name, source in known.items() if source.missing is None)
+        base = f"http://{settings.ingress_host}:{settings.ingress_port}"
+        buttons = (
+            f"Slack buttons answer at {base}/slack/interactivity"
+            if settings.slack_signing_secret
+            else "Slack buttons are off (no AISOAR_SLACK_SIGNING_SECRET); codes by DM still work"
+        )
         say(
             f"aisoar is up. {announce}\n"
-            f"  ingress:   http://{settings.ingress_host}:{settings.ingress_port}/webhooks/<source>\n"
+            f"  ingress:   {base}/webhooks/<source>\n"
             f"  sources:   {', '.join(ready) or 'none has its secret yet (aisoar sources list)'}\n"
             f"  playbooks: {', '.join(sorted(svc.specs))}\n"
+            f"  approvers: {len(svc.approvers.people)} people in {settings.approvers_file}; {buttons}\n"
             f"  data:      {settings.data_dir}\n"
             "  Ctrl-C stops everything."
         )
@@ -503,6 +573,58 @@ def cmd_sandbox() -> int:
     if jira.url:
         for issue in _sandbox_json(f"{jira.url.rstrip('/')}/_sandbox/issues"):
             say(f"jira {issue['key']}: {issue['fields']['summary']}")
+    return 0
+
+
+@app.command("sandbox-click")
+def cmd_sandbox_click(
+    person: Annotated[str, typer.Argument(help="who clicks: a sandbox Slack user (alice, bob, mallory, ...)")],
+    step: Annotated[str, typer.Argument(help="the step whose approval request to click, e.g. delete-key-at-provider")],
+    reject: Annotated[bool, typer.Option("--reject", help="click Reject instead of Approve")] = False,
+) -> int:
+    """Click Approve (or --reject) on an approval request in the sandbox's Slack, as PERSON: the
+    stand-in signs the click as Slack does and posts it to aisoar's /slack/interactivity."""
+    import httpx
+
+    from aisoar.config import get_settings
+    from connectors.slack import SYSTEM as SLACK
+
+    settings = get_settings()
+    slack = SLACK.settings_of(settings)
+    if not settings.sandbox or not slack.token:
+        raise Failure("the sandbox's Slack is not running (start it with `make up`)")
+    base = slack.base_url.rstrip("/").removesuffix("/api")
+    user = next((u for u in _sandbox_json(f"{base}/_sandbox/users") if person in (u["name"], u["id"])), None)
+    if user is None:
+        raise Failure(f"no sandbox Slack user '{person}'")
+    requests = [
+        r
+        for r in _sandbox_json(f"{base}/_sandbox/replies")
+        if any(str(b.get("block_id", "")).startswith("approval-request:") for b in r.get("blocks", []))
+        and f"`{step}`" in json.dumps(r.get("blocks"))
+    ]
+    if not requests:
+        raise Failure(f"no approval request for step '{step}' in the sandbox's Slack (`aisoar approvals` lists them)")
+    message = requests[-1]
+    click = {
+        "user": user["id"],
+        "channel": message["channel"],
+        "message_ts": message["ts"],
+        "action_id": "aisoar_reject" if reject else "aisoar_approve",
+    }
+    before = len(_sandbox_json(f"{base}/_sandbox/ephemeral?user={user['id']}"))
+    answer = httpx.post(f"{base}/_sandbox/click", json=click, timeout=15)
+    if answer.status_code != 200:
+        raise Failure(f"Slack could not click: {answer.json().get('detail', answer.text)[:300]}")
+    delivered = answer.json()
+    if delivered.get("status") != 200:
+        raise Failure(f"aisoar answered the click with {delivered.get('status')}: {str(delivered.get('body'))[:300]}")
+    time.sleep(1.0)  # a refusal is told privately just after Slack's 200
+    private = [e["text"] for e in _sandbox_json(f"{base}/_sandbox/ephemeral?user={user['id']}")][before:]
+    if private:
+        say(f"{user['name']} clicked {'Reject' if reject else 'Approve'}; Slack showed them: {private[-1]}")
+        return 3
+    say(f"{user['name']} clicked {'Reject' if reject else 'Approve'} on the request for {step}: accepted.")
     return 0
 
 

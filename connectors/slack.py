@@ -31,6 +31,8 @@ class SlackSettings(SystemSettings):
     base_url: str = "https://slack.com/api/"
     token: SecretStr | None = None
     channel: str | None = Field(None, description="the incident channel (name or id)")
+
+
 TS = re.compile(r"^\d{1,12}\.\d{1,9}$")
 CHANNEL_ID = re.compile(r"^[CDG][A-Z0-9]{2,30}$")
 
@@ -169,6 +171,26 @@ class SlackNotifier:
             args["attachments"] = attachments
         answer = self._call("chat.update", where, "chat.update", **args)
         return {"channel": str(answer.get("channel", channel)), "ts": str(answer.get("ts", ts))}
+
+    def open_dm(self, user: str) -> str:
+        """The id of the direct-message channel with ``user`` (``conversations.open``)."""
+        self._guard("conversations.open", f"user {user}", "open a direct message")
+        answer = self._call("conversations.open", f"user {user}", "conversations.open", users=user)
+        channel = answer.get("channel")
+        channel_id = channel.get("id") if isinstance(channel, dict) else None
+        if not isinstance(channel_id, str) or not CHANNEL_ID.match(channel_id):
+            raise ConnectorError(TITLE, "conversations.open", f"user {user}", "ok", "Slack returned no channel id")
+        return channel_id
+
+    def post_ephemeral(self, channel: str, user: str, text: str, thread_ts: str | None = None) -> None:
+        """A message only ``user`` sees (``chat.postEphemeral``): a refusal, say."""
+        where = f"channel {channel}"
+        self._guard("chat.postEphemeral", where, f"to {user}: {text[:200]}")
+        args: dict[str, Any] = {"channel": channel, "user": user, "text": text}
+        if thread_ts:
+            _check_ts(thread_ts)
+            args["thread_ts"] = thread_ts
+        self._call("chat.postEphemeral", where, "chat.postEphemeral", **args)
 
 
 def _check_ts(ts: str) -> None:

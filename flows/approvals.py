@@ -1,8 +1,11 @@
-"""Approval gates: a typed form in the Prefect UI, backed by an approval record.
+"""Approval gates: a typed form in the Prefect UI and buttons in Slack, backed by one record.
 
-The record (action, hash of the exact arguments, approvers, quorum, expiry, default,
-answers) is the source of truth; the suspended Prefect run and its form are its view.
-Pause keys are deterministic, so a run executed again finds the answers already given.
+The record (action, hash of the exact arguments, the people who may answer, quorum, expiry,
+default, every answer) is the source of truth; the suspended Prefect run with its form, and
+the request in the incident's Slack thread, are its views. An answer counts only from a
+verified person: a Slack click (Slack signs the clicker's id) or a one-time code sent to
+that person (typed into the form or given to ``aisoar approve``). Pause keys are
+deterministic, so a run executed again finds the forms already answered.
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
@@ -25,16 +29,20 @@ from prefect.utilities.engine import propose_state_sync
 from pydantic import Field
 
 from aisoar.actions import ActionInfo
+from aisoar.approval_codes import CODE_PATTERN
 from aisoar.inert import markdown_quote, markdown_text
 from aisoar.models import SecretFingerprint, utcnow
 from aisoar.secrets import FORM_SECRET_PATTERN, redact, redact_clipped
-from aisoar.specs import Approval, PlaybookSpec, Step
-from aisoar.store import ApprovalRecord
+from aisoar.specs import PlaybookSpec, Step
+from aisoar.store import ApprovalAnswer, ApprovalRecord
+from connectors.errors import NotConfigured, Planned
+from flows.answers import FOOTER, AnswerDesk, request_lines, status_line, when, who_may
 from flows.services import Services
 from flows.tell import runner_context, tell
 from tasks.base import ActionContext
+from tasks.incident import failed_to_tell
+from tasks.slack import post_approval_request
 
-APPROVER_MAX = 200
 REASON_MAX = 2000
 # The Prefect server validates an answer against the form's schema before it stores it: an
 # answer holding a secret is refused there, so Prefect's database never holds one.
@@ -42,11 +50,17 @@ NO_SECRETS: dict[str, Any] = {"not": {"pattern": FORM_SECRET_PATTERN}}
 
 
 class ApprovalForm(RunInput):
-    approve: bool = Field(False, description="Tick to approve this exact action. Resuming without it rejects.")
-    approver: str = Field(
-        "",
-        max_length=APPROVER_MAX,
-        description="Your name (recorded on the incident, self-declared)",
+    decision: Literal["approve", "reject"] = Field(
+        title="Decision",
+        description="Approve runs this exact action (once the quorum is met); reject does not run it.",
+    )
+    code: str = Field(
+        title="Your one-time approval code",
+        max_length=40,
+        pattern=CODE_PATTERN,
+        description="Twelve letters and digits, like K7QX-M2PA-9RTE, sent to you by Slack direct message when "
+        "the approval was requested. It says who you are: without a valid code the answer is refused (and "
+        "recorded).",
         json_schema_extra=NO_SECRETS,
     )
     reason: str = Field(
@@ -61,7 +75,7 @@ def without_secrets(answer: dict[str, Any]) -> dict[str, Any]:
     """The form's answer with any secret typed into it replaced by its fingerprint marker
     (the texts clipped back to the form's limits, markers being longer than secrets)."""
     found: dict[str, SecretFingerprint] = {}
-    limits = {"approver": APPROVER_MAX, "reason": REASON_MAX}
+    limits = {"reason": REASON_MAX}
     return {
         key: redact_clipped(value, found, limits[key])
         if key in limits and isinstance(value, str)
@@ -78,49 +92,53 @@ def arguments_sha256(action: str, inputs: dict[str, Any]) -> str:
 def approval_description(
     svc: Services, spec: PlaybookSpec, step: Step, info: ActionInfo, inputs: dict[str, Any], record: ApprovalRecord
 ) -> str:
+    """The form's text: the decision and its deadline first, then what and why, then the past."""
     incident = svc.store.get_incident(record.incident_id)
     assets = "; ".join(f"{markdown_text(k)} = {markdown_text(str(v), 200)}" for k, v in inputs.items()) or "none"
     done = [
-        f"- {markdown_text(e.step_id or '')}: {markdown_text(e.message, 200)}"
+        f"- {markdown_text(e.step_id or '')}: {markdown_text(e.message, 120)}"
         for e in incident.timeline
         if e.kind == "step"  # each step's outcome (a change's says "(verified)")
     ]
-    gate = step.approval
-    assert gate is not None
-    default = "**rejected**" if gate.on_timeout == "reject" else "**approved**"
+    default = "**rejected** (reversible containment stays)" if record.on_timeout == "reject" else "**approved**"
     return "\n".join(
         [
-            f"### Approval needed: {markdown_text(step.title or step.id)}",
+            f"### Decide: {markdown_text(step.title or step.id)} ({incident.id})",
             "",
-            f"**What will be done:** `{info.name}`: {markdown_text(info.summary)}",
+            f"**Expires** {when(record.expires_at)}; unanswered, it is {default}.",
             "",
-            f"**To which asset:** {assets}",
+            f"**Who may approve:** {markdown_text(who_may(svc.approvers, record))}.",
             "",
-            f"**Until when:** this request expires at {record.expires_at:%Y-%m-%d %H:%M:%S} UTC; "
-            f"unanswered, it is {default}.",
+            "Choose **approve** or **reject** (click the arrow of the Decision box), enter the one-time code "
+            "sent to you by Slack direct message, and submit. The Approve / Reject buttons in the incident's "
+            "Slack thread need no code.",
             "",
-            f"**Who may approve:** {markdown_text(', '.join(gate.approvers))} (quorum {gate.quorum}). "
-            "Tick **approve**, give your name and a reason, then submit. Submitting without ticking rejects.",
+            f"**What will be done:** `{info.name}` on {assets}: {markdown_text(info.summary)}",
             "",
-            f"**Why:** incident {incident.id} ({incident.severity.value}, {incident.status.value}) in playbook "
+            f"**Why:** incident {incident.id} ({incident.severity.value}, {incident.status.value}), playbook "
             f"*{spec.name}*. Alert: {markdown_quote(incident.title, 300)}",
             "",
             "**Done so far:**",
-            *(done or ["- nothing"]),
+            *(done[-5:] or ["- nothing"]),
+            *(["- (and earlier steps: see the timeline)"] if len(done) > 5 else []),
             "",
-            f"Arguments sha256 `{record.args_sha256[:16]}`.",
+            f"Arguments sha256 `{record.args_sha256[:16]}` · request {record.id}.",
         ]
     )
 
 
-def _expire(svc: Services, ctx: ActionContext, record: ApprovalRecord, gate: Approval) -> ApprovalRecord:
-    status = "approved" if gate.on_timeout == "approve" else "rejected"
+def _expire(svc: Services, ctx: ActionContext, record: ApprovalRecord) -> ApprovalRecord:
+    status = "approved" if record.on_timeout == "approve" else "rejected"
     decided = svc.store.decide_approval(
         record.id, status, "timeout", f"no answer before {record.expires_at:%Y-%m-%d %H:%M:%S} UTC"
     )
-    message = f"approval of {record.action} EXPIRED unanswered: {status} by default"
+    if decided.decided_by != "timeout":
+        return decided  # answered at the last moment
+    keep = "; reversible containment stays, the step does not run" if status == "rejected" else ""
+    message = f"approval of {record.action} EXPIRED unanswered: {status} by default{keep}"
     svc.store.add_timeline(record.incident_id, "approval", message, step_id=record.step_id)
     tell(ctx, f"Step {record.step_id}: {message}")
+    AnswerDesk(svc).refresh_message(decided)
     return decided
 
 
@@ -168,85 +186,157 @@ def await_approval(
     info: ActionInfo,
     inputs: dict[str, Any],
     incident_id: str,
+    requested_by: str | None = None,
 ) -> ApprovalRecord:
-    """Return the step's decision, suspending the run until a responder gives it.
+    """Return the step's decision, suspending the run until verified people give it.
 
-    The first time, the run is suspended: it ends in the "Awaiting approval" state with the
-    form up, and no process is held while it waits. Resuming it in the UI reschedules it; the
-    runtime runs it again from the top, the recorded steps are skipped, and here the same
-    pause key returns the answer. Only an answer decides: a run moved on without one gets
-    the form again, under a new pause key.
+    The first time, the request is presented (the Slack message with its buttons, a code
+    for each approver) and the run is suspended: it ends in the "Awaiting approval" state
+    with the form up, and no process is held while it waits. An answer in Slack or the CLI
+    wakes it once it decides; an answer in the form resumes it. Executed again from the
+    top, the run finds the record decided, or counts the form's answer and waits again.
     """
     gate = step.approval
     assert gate is not None
     args_hash = arguments_sha256(info.name, inputs)
-    record, created = svc.store.open_approval(
+    record, _ = svc.store.open_approval(
         incident_id,
         spec.name,
         step.id,
         info.name,
         args_hash,
         list(gate.approvers),
+        svc.approvers.members(list(gate.approvers)),
         gate.quorum,
         timedelta(seconds=gate.timeout_seconds),
         gate.on_timeout,
+        requested_by=svc.approvers.resolve(requested_by) if requested_by else None,
+        allow_self=gate.allow_self_approval,
+        flow_run_id=_run_id(),
     )
-    if record.status != "pending":
-        return record
-    if record.args_sha256 != args_hash:
-        return svc.store.decide_approval(
+    ctx = runner_context(svc, incident_id, spec.name, _run_id(), step.id)
+    desk = AnswerDesk(svc)
+    if record.status == "pending" and record.args_sha256 != args_hash:
+        record = svc.store.decide_approval(
             record.id, "rejected", "aisoar", "the step's arguments changed after approval was requested"
         )
-    ctx = runner_context(svc, incident_id, spec.name, _run_id(), step.id)
-    if created:
-        message = (
-            f"approval requested for {info.name} from {', '.join(gate.approvers)} "
-            f"(expires {record.expires_at:%Y-%m-%d %H:%M:%S} UTC; unanswered, it is "
-            f"{'rejected' if gate.on_timeout == 'reject' else 'approved'})"
-        )
-        svc.store.add_timeline(incident_id, "approval", message, step_id=step.id)
-        tell(ctx, f"Approval needed for step {step.id}: {message}. Answer it on the run page.")
+    if record.status == "pending" and "presented" not in record.forms:
+        present(svc, desk, ctx, record, step, info)
     description = approval_description(svc, spec, step, info, inputs, record)
-    given: list[str] = []
-    reasons: list[str] = []
     attempt = 0
-    while len(given) < gate.quorum:
+    while True:
+        record = _current(svc, record.id)
+        if record.status != "pending":
+            return _decided(svc, record)
         if record.expires_at <= utcnow():
-            return _expire(svc, ctx, record, gate)
+            return _decided(svc, _expire(svc, ctx, record))
         key = f"approval-{step.id}-{attempt}"
         attempt += 1
         get_run_logger().info("waiting for approval of %s (%s)", step.id, info.name)
         answer = suspend_for_answer(description, key)
-        if answer is None:
-            if key not in record.answers and record.expires_at > utcnow():
-                record = svc.store.add_approval_answer(record.id, key, "", None, "")
-                svc.store.add_timeline(
-                    incident_id,
-                    "approval",
-                    "the run was moved on without an answer; the approval form is up again",
-                    step_id=step.id,
-                )
+        if key in record.forms:
+            continue  # counted (or found empty) by an earlier execution of this run
+        svc.store.note_form(record.id, key, {"answered": answer is not None})
+        if answer is not None:
+            desk.answer_with_code(record, answer.code, answer.decision, answer.reason, "prefect-ui", f"form:{key}")
             continue
-        name = " ".join(answer.approver.split())[:200] or "anonymous (self-declared)"
-        first_time = key not in record.answers
-        if first_time:
-            record = svc.store.add_approval_answer(record.id, key, name, answer.approve, answer.reason)
-        if not answer.approve:
-            decided = svc.store.decide_approval(record.id, "rejected", name, answer.reason or "rejected in the UI")
-            svc.store.add_timeline(incident_id, "approval", f"rejected by {name}: {answer.reason}", step_id=step.id)
-            tell(ctx, f"Step {step.id} ({info.name}) was REJECTED by {name}: {answer.reason or 'no reason given'}")
-            return decided
-        if name in given:
-            if first_time:
-                svc.store.add_timeline(
-                    incident_id, "approval", f"{name} approved twice; quorum needs others", step_id=step.id
-                )
-            continue
-        given.append(name)
-        reasons.append(answer.reason)
-        if first_time:
-            svc.store.add_timeline(incident_id, "approval", f"approved by {name}: {answer.reason}", step_id=step.id)
-    return svc.store.decide_approval(record.id, "approved", ", ".join(given), " / ".join(r for r in reasons if r))
+        record = _current(svc, record.id)
+        if record.status == "pending" and record.expires_at > utcnow():
+            svc.store.add_timeline(
+                incident_id,
+                "approval",
+                "the run was moved on without an answer; the approval form is up again",
+                step_id=step.id,
+            )
+
+
+def present(
+    svc: Services, desk: AnswerDesk, ctx: ActionContext, record: ApprovalRecord, step: Step, info: ActionInfo
+) -> None:
+    """Ask: the request with its buttons in the incident's thread, a code to each approver."""
+    svc.store.note_form(record.id, "presented", {})
+    default = "rejected" if record.on_timeout == "reject" else "approved"
+    message = (
+        f"approval requested for {info.name}: {who_may(svc.approvers, record)}; expires "
+        f"{when(record.expires_at)}, unanswered it is {default}"
+    )
+    svc.store.add_timeline(record.incident_id, "approval", message, step_id=step.id)
+    lines = request_lines(svc.approvers, record, step.title or step.id, info.summary)
+    lines.append(status_line(svc.approvers, record))
+    footer = f"{FOOTER} <{ctx.run_url}|Open the run in the Prefect UI>" if ctx.run_url else FOOTER
+    try:
+        text = f"Approval needed for step {step.id}: {info.name}"
+        posted = post_approval_request(ctx, text, lines, record.id, footer)
+        svc.store.set_approval_message(record.id, posted["channel"], posted["ts"])
+    except (NotConfigured, Planned):
+        tell(ctx, f"Approval needed for step {step.id}: {message}. Answer it on the run page with your code.")
+    except Exception as exc:
+        failed_to_tell(ctx, "Slack (the approval request)", exc)
+    said = desk.send_codes(record, record.allowed, "aisoar asks you to approve a step.")
+    svc.store.add_timeline(
+        record.incident_id,
+        "approval",
+        "one-time codes: " + ("; ".join(said) or "none sent (every approver has one already)"),
+        step_id=step.id,
+    )
+    reached = [line for line in said if line.endswith("code sent by Slack DM")]
+    on_slack = _current(svc, record.id).slack_ts is not None
+    if not reached and not (on_slack and svc.settings.slack_signing_secret is not None):
+        warning = (
+            f"NOBODY CAN APPROVE step {step.id}: no approver got a code and there are no Slack buttons "
+            f"({'; '.join(said)}); unanswered, the request is {default} at {when(record.expires_at)}"
+        )
+        svc.store.add_timeline(record.incident_id, "error", warning, step_id=step.id)
+        tell(ctx, warning)
+
+
+def _current(svc: Services, approval_id: str) -> ApprovalRecord:
+    found = svc.store.get_approval(approval_id)
+    assert found is not None
+    return found
+
+
+def _decided(svc: Services, record: ApprovalRecord) -> ApprovalRecord:
+    """The run has seen the decision: it says so on its own page (once), and needs no waking."""
+    if "reported" not in record.forms:
+        svc.store.note_form(record.id, "reported", {})
+        lines = [
+            f"# {record.step_id}: {record.status.upper()}",
+            "",
+            f"**Decided by:** {markdown_text(_by(svc, record))} at {when(record.decided_at or utcnow())}",
+            "",
+            f"**Reason:** {markdown_text(record.reason or '-', 500)}",
+            "",
+            f"**Action:** `{record.action}` · arguments sha256 `{record.args_sha256[:16]}` · request {record.id}",
+            "",
+            "| When (UTC) | Via | Who | Answer | Counted |",
+            "|---|---|---|---|---|",
+            *(_answer_row(svc, a) for a in record.answers),
+        ]
+        try:
+            create_markdown_artifact(
+                markdown="\n".join(lines),
+                key=f"approval-{record.step_id}-{record.id[-8:]}".lower().replace("_", "-"),
+                description=f"Approval of {record.step_id}: {record.status} by {_by(svc, record)}",
+            )
+        except Exception:
+            get_run_logger().warning("could not publish the approval's decision as an artifact")
+        get_run_logger().info("approval of %s: %s by %s", record.step_id, record.status, _by(svc, record))
+    if record.wake_pending:
+        svc.store.woken(record.id)
+    return record
+
+
+def _answer_row(svc: Services, answer: ApprovalAnswer) -> str:
+    who = svc.approvers.label(answer.person) if answer.person else answer.claimed
+    counted = "yes" if answer.counted else "no: " + markdown_text(answer.refusal or "", 120)
+    return f"| {answer.at:%H:%M:%S} | {answer.channel} | {markdown_text(who, 80)} | {answer.decision} | {counted} |"
+
+
+def _by(svc: Services, record: ApprovalRecord) -> str:
+    if record.status == "approved" and record.approved_by:
+        return ", ".join(svc.approvers.label(p) for p in record.approved_by)
+    return svc.approvers.label(record.decided_by or "?")
 
 
 def _run_id() -> str | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import Flow, flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
@@ -57,6 +57,12 @@ def template_context(svc: Services, spec: PlaybookSpec, incident_id: str, flow_r
     }
 
 
+def playbook_flow(spec: PlaybookSpec) -> Flow[..., State[Any]]:
+    """The runner as a flow named after the playbook, so Prefect's lists (the dashboard's failed
+    runs, the flows page) tell playbooks apart; every playbook runs the same code."""
+    return run_playbook.with_options(name=spec.name, description=f"aisoar playbook: {spec.title}")
+
+
 def steps_to_run(spec: PlaybookSpec) -> list[Step]:
     """The spec's steps, with the announcement first where the spec does not place it."""
     if spec.announces:
@@ -73,7 +79,9 @@ def steps_to_run(spec: PlaybookSpec) -> list[Step]:
     log_prints=False,
     description="Runs one aisoar playbook spec for one incident.",
 )
-def run_playbook(incident_id: str, playbook: str) -> State[Any]:
+def run_playbook(incident_id: str, playbook: str, requested_by: str = "") -> State[Any]:
+    """``requested_by``: who starts this run by hand (a person of the approvers directory, their
+    Slack id or email); unless a gate allows it, they may not approve its steps."""
     svc = services()
     logger = get_run_logger()
     if playbook not in svc.specs:
@@ -81,10 +89,13 @@ def run_playbook(incident_id: str, playbook: str) -> State[Any]:
     spec = svc.specs[playbook]
     run_id = str(flow_run.get_id())
     context = template_context(svc, spec, incident_id, run_id)
+    context["run"]["requested_by"] = requested_by.strip()[:256]
     resumed = any(svc.store.step_result(incident_id, spec.name, step.id) for step in spec.steps)
     svc.store.add_timeline(
         incident_id, "run", f"playbook {spec.name} {'resumed' if resumed else 'running'}", data={"flow_run_id": run_id}
     )
+    if not resumed:
+        publish_report(svc, incident_id, run_id)  # the report link in Slack and Jira works from the start
     if spec.objectives and svc.store.get_incident(incident_id).status in (
         IncidentStatus.open,
         IncidentStatus.not_contained,
@@ -167,12 +178,29 @@ def finish(svc: Services, spec: PlaybookSpec, incident_id: str, run_id: str, sto
     if mine.tracked_only:
         lines.append("Nothing was contained automatically: triage it by hand.")
     tell(ctx, " · ".join(lines))  # one line: every message is rendered single-line in Slack and Jira
-    verdicts = [mine, *others]
-    report = incident_report(
-        incident, store.evidence_for(incident_id), store.approvals_for(incident_id), ctx.run_url, verdicts
-    )
-    create_markdown_artifact(markdown=report, key=report_key(incident_id), description=f"Incident report {incident_id}")
+    publish_report(svc, incident_id, run_id, [mine, *others])
     return state
+
+
+def publish_report(svc: Services, incident_id: str, run_id: str, verdicts: list[Verdict] | None = None) -> None:
+    """The incident report as it stands, as a new version of the incident's report artifact,
+    attached to this run (its Artifacts tab) and found by key from any link."""
+    store = svc.store
+    incident = store.get_incident(incident_id)
+    judged = verdicts if verdicts is not None else verdicts_of(svc, incident_id)
+    report = incident_report(
+        incident,
+        store.evidence_for(incident_id),
+        store.approvals_for(incident_id),
+        run_url(svc.settings.prefect_ui_url, run_id),
+        judged,
+    )
+    create_markdown_artifact(
+        markdown=report,
+        key=report_key(incident_id),
+        description=f"Incident report {incident_id} ({incident.status.value})",
+        _sync=True,  # type: ignore[call-arg]
+    )
 
 
 def final_state(mine: Verdict, status: IncidentStatus, resolution: str) -> State[Any]:

@@ -54,7 +54,10 @@ from prefect.states import Crashed, Pending, Scheduled
 
 from aisoar.models import utcnow
 from aisoar.store import ApprovalRecord
-from flows.playbook import NOT_CONTAINED, run_playbook
+from flows.answers import AnswerDesk
+from flows.console import ensure_saved_searches
+from flows.escalation import escalate_due
+from flows.playbook import NOT_CONTAINED, playbook_flow, run_playbook
 from flows.quick_create import QuickRunCreator
 from flows.services import Services, use_services
 from flows.tell import runner_context, tell
@@ -81,6 +84,7 @@ class PlaybookRuntime:
         self._sweeper: threading.Thread | None = None
         self._last_slow_sweep = 0.0
         self._forms_seen: set[tuple[str, str]] = set()  # (run, form key) known to be up
+        self.desk = AnswerDesk(svc, waker=self.wake)
         use_services(svc)
 
     # -- life cycle -----------------------------------------------------------------
@@ -89,6 +93,7 @@ class PlaybookRuntime:
         self._client.__enter__()
         self._creator = QuickRunCreator(self._client)
         self.register_deployments()
+        ensure_saved_searches(self._client)  # the UI's "Awaiting approval" runs filter (flows/console.py)
         self._sweeper = threading.Thread(target=self._sweep_forever, name="aisoar-sweep", daemon=True)
         self._sweeper.start()
 
@@ -114,7 +119,7 @@ class PlaybookRuntime:
         for name, spec in sorted(self.svc.specs.items()):
             deployment = cast(
                 RunnerDeployment,
-                run_playbook.to_deployment(  # type: ignore[call-arg]
+                playbook_flow(spec).to_deployment(  # type: ignore[call-arg]
                     name=name,
                     description=f"{spec.title}\n\n{spec.description}".strip(),
                     tags=["aisoar", spec.incident_type.value if spec.incident_type else "triage", *spec.atlas],
@@ -196,9 +201,9 @@ class PlaybookRuntime:
         finished = True
         try:
             with self._slots:
-                state = run_flow_sync(
-                    run_playbook, flow_run=flow_run, parameters=flow_run.parameters, return_type="state"
-                )
+                spec = self.svc.specs.get(str(flow_run.parameters.get("playbook", "")))
+                runner = playbook_flow(spec) if spec is not None else run_playbook
+                state = run_flow_sync(runner, flow_run=flow_run, parameters=flow_run.parameters, return_type="state")
             log.info("playbook run %s ended %s", run_id, getattr(state, "name", state))
         except Pause:
             finished = False  # waiting for approval; resuming reschedules it
@@ -261,6 +266,8 @@ class PlaybookRuntime:
             self._recover_orphans()
             self._wake_expired_approvals()
             self._watch_pending_approvals()
+            self._wake_decided()
+            escalate_due(self.svc, self.desk, utcnow())
 
     def _start_scheduled(self) -> None:
         if not self.deployments:
@@ -310,6 +317,33 @@ class PlaybookRuntime:
             if flow_run is not None and flow_run.state is not None and flow_run.state.is_paused():
                 log.info("approval %s expired; waking run %s to apply the default", approval.id, run_id)
                 self.client.set_flow_run_state(flow_run.id, Scheduled(), force=True)
+
+    def wake(self, approval: ApprovalRecord) -> bool:
+        """Reschedule the run of a decided approval so it carries on; True when nothing more
+        is to be done now (woken, or not waiting), False when Prefect refused (tried again)."""
+        run_id = approval.flow_run_id or self.svc.store.flow_run_of(approval.incident_id, approval.playbook)
+        flow_run = self._read(run_id) if run_id else None
+        if flow_run is None or flow_run.state is None or flow_run.state.is_final():
+            self.svc.store.woken(approval.id)
+            return True
+        if not flow_run.state.is_paused():
+            return True  # it runs, and reads the decision when it reaches the gate (or the sweep wakes it)
+        result: OrchestrationResult[Any] = self.client.set_flow_run_state(
+            flow_run.id, Scheduled(name="Resuming"), force=True
+        )
+        if result.status != SetStateStatus.ACCEPT:
+            return False
+        log.info("approval %s %s; woke run %s", approval.id, approval.status, run_id)
+        self.svc.store.woken(approval.id)
+        return True
+
+    def _wake_decided(self) -> None:
+        """Decided approvals whose runs still sleep (Prefect was busy when the answer came)."""
+        for approval in self.svc.store.to_wake():
+            try:
+                self.wake(approval)
+            except Exception as exc:
+                log.warning("could not wake the run of approval %s yet: %s", approval.id, exc)
 
     def _read(self, run_id: str) -> FlowRun | None:
         """The flow run, or None when Prefect no longer has it (deleted): one missing run

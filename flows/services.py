@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from aisoar.approvers import ApproverDirectory, DirectoryError, gate_problems, load_directory
 from aisoar.config import Settings, get_settings
 from aisoar.evidence import EvidenceStore
 from aisoar.specs import PlaybookSpec, load_specs
@@ -18,6 +19,7 @@ class Services:
     store: Store
     evidence: EvidenceStore
     specs: dict[str, PlaybookSpec]
+    approvers: ApproverDirectory
 
 
 _lock = threading.Lock()
@@ -27,7 +29,16 @@ _services: Services | None = None
 def build_services(settings: Settings) -> Services:
     store = Store(settings.store_url)
     specs = {loaded.spec.name: loaded.spec for loaded in load_specs(settings.specs_dir, catalog())}
-    return Services(settings=settings, store=store, evidence=EvidenceStore(settings.evidence_dir, store), specs=specs)
+    approvers = load_directory(settings.approvers_file)
+    if problems := gate_problems(specs.values(), approvers):
+        raise DirectoryError("nobody could answer some approval gates:\n  " + "\n  ".join(problems))
+    return Services(
+        settings=settings,
+        store=store,
+        evidence=EvidenceStore(settings.evidence_dir, store),
+        specs=specs,
+        approvers=approvers,
+    )
 
 
 def services() -> Services:

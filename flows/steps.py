@@ -167,18 +167,23 @@ def _decide_and_run(
     if step.approval is not None and svc.settings.plan_mode:
         # A plan waits for nobody and never runs a gated step, even in plan mode: it says who
         # would be asked and what would then run.
-        who = ", ".join(step.approval.approvers)
+        people = [svc.approvers.label(p) for p in svc.approvers.members(list(step.approval.approvers))]
+        who = f"{', '.join(step.approval.approvers)} ({', '.join(people) or 'nobody in the approvers directory'})"
         return StepOutcome(
             status=Outcome.planned,
             summary=f"plan: would ask {who} to approve {action.name} on {_describe(inputs)}; nothing was changed",
             output={"planned": {"action": action.name, "approvers": list(step.approval.approvers)}},
         ), False
     if step.approval is not None:
-        decision = await_approval(svc, spec, step, action.info, inputs.model_dump(mode="json"), incident_id)
+        requester = str(context.get("run", {}).get("requested_by") or "") or None
+        decision = await_approval(
+            svc, spec, step, action.info, inputs.model_dump(mode="json"), incident_id, requested_by=requester
+        )
         if decision.status != "approved":
             expired = decision.decided_by == "timeout"
             status = Outcome.expired if expired else Outcome.rejected
-            what = "approval expired unanswered" if expired else f"approval rejected by {decision.decided_by}"
+            who = svc.approvers.label(decision.decided_by or "?")
+            what = "approval expired unanswered" if expired else f"approval rejected by {who}"
             reason = f": {decision.reason}" if decision.reason else ""
             return StepOutcome(status=status, summary=f"{what}{reason}; not done"), False
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from connectors.system import StandIn
 from connectors.systems import BY_NAME, SYSTEMS
@@ -24,6 +24,30 @@ DEMO_PROJECT = "proj_sandbox"
 DEMO_KEY_ID = "key_sandbox_leaked"
 SLACK_CHANNEL = "ai-incidents"
 JIRA_PROJECT = "SEC"
+# Where aisoar's ingress takes Slack's button clicks: the Slack app's Request URL is
+# http://<ingress host:port> + this path.
+SLACK_INTERACTIVITY_PATH = "/slack/interactivity"
+
+
+class SandboxPerson(NamedTuple):
+    """A member of the sandbox Slack workspace (``users.info``, ``users.lookupByEmail``)."""
+
+    id: str  # the Slack user id: what a signed button click names
+    name: str  # the handle
+    real_name: str
+    email: str
+    title: str
+
+
+# The people of the sandbox workspace; an approvers file for the demo names them by these ids.
+SANDBOX_PEOPLE: tuple[SandboxPerson, ...] = (
+    SandboxPerson("U0ALICE", "alice", "Alice Ng", "alice@example.com", "Incident commander"),
+    SandboxPerson("U0BOB", "bob", "Bob Okafor", "bob@example.com", "Security engineer"),
+    SandboxPerson("U0CAROL", "carol", "Carol Haddad", "carol@example.com", "Platform security lead"),
+    SandboxPerson("U0DAVE", "dave", "Dave Kim", "dave@example.com", "Security manager"),
+    SandboxPerson("U0ERIN", "erin", "Erin Walsh", "erin@example.com", "CISO"),
+    SandboxPerson("U0MALLORY", "mallory", "Mallory Voss", "mallory@example.com", "Contractor"),
+)
 
 DEMO_ANTHROPIC_SECRET = "sk-ant-api03-SANDBOXdemoLEAKEDkey00000000000000000000000001"  # noqa: S105 - sandbox-only
 DEMO_ANTHROPIC_KEY_ID = "apikey_01SandboxLeakedKey000001"
@@ -64,6 +88,7 @@ class Sandbox:
             slack=slack_fake.SlackState(
                 token=f"xoxb-sandbox-{secrets.token_hex(12)}",
                 channels={SLACK_CHANNEL: "C0AISOAR01", "C0AISOAR01": "C0AISOAR01"},
+                signing_secret=secrets.token_hex(16),  # Slack's are 32 hex digits
             ),
             jira=jira_fake.JiraState(user="aisoar-bot", token=secrets.token_hex(16), projects=[JIRA_PROJECT]),
             pagerduty=pagerduty_fake.PagerDutyState(),
@@ -78,6 +103,8 @@ class Sandbox:
         self.openai.add_key(DEMO_PROJECT, DEMO_SECRET, name="prod-chatbot", key_id=DEMO_KEY_ID)
         self.anthropic.add_key(DEMO_ANTHROPIC_SECRET, name="prod-support-bot", key_id=DEMO_ANTHROPIC_KEY_ID)
         agent_runtime.seed_demo(self.agent)
+        for person in SANDBOX_PEOPLE:
+            self.slack.add_user(**person._asdict())
         # A knowledge base served through the alias "kb": kb-v2 is current, kb-v1 the known-good fallback.
         for name, poisoned in (("kb-v1", False), ("kb-v2", True)):
             self.qdrant.add_collection(name)
@@ -100,7 +127,10 @@ class Sandbox:
             case "openai":
                 return {"url": f"{url}/v1", "admin_key": self.openai.admin_key}
             case "slack":
-                return {"base_url": f"{url}/api/", "token": self.slack.token, "channel": SLACK_CHANNEL}
+                values = {"base_url": f"{url}/api/", "token": self.slack.token, "channel": SLACK_CHANNEL}
+                if "signing_secret" in BY_NAME["slack"].settings.model_fields:
+                    values["signing_secret"] = self.slack.signing_secret
+                return values
             case "jira":
                 return {"url": url, "user": self.jira.user, "token": self.jira.token, "project": JIRA_PROJECT}
             case "pagerduty":
@@ -125,7 +155,15 @@ class Sandbox:
             server = BackgroundServer(self.app(name)).start()
             self.servers[name] = server
             env |= BY_NAME[name].env_of(self.values(name, server.url))
+            if name == "slack":  # AISOAR_SLACK_SIGNING_SECRET, whether or not the settings declare it yet
+                env.setdefault(BY_NAME["slack"].env("signing_secret"), self.slack.signing_secret)
         return env
+
+    def set_slack_request_url(self, url: str | None) -> None:
+        """Point the Slack stand-in's button clicks at the app: its Request URL, e.g.
+        ``http://127.0.0.1:8000`` + ``SLACK_INTERACTIVITY_PATH`` once the ingress has its port.
+        Takes effect at once, also on a running stand-in."""
+        self.slack.request_url = url
 
     def stop(self) -> None:
         for server in self.servers.values():

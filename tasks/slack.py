@@ -259,3 +259,91 @@ def notify_oncall(ctx: ActionContext, inputs: NotifyInputs) -> StepOutcome:
 def post_update(ctx: ActionContext, inputs: UpdateInputs) -> StepOutcome:
     result = notify(ctx, inputs.message, reply=True)
     return ok(f"update posted in the incident's Slack thread ({result['channel']})", **result)
+
+
+# -- approvals: the request with its buttons, its updates, codes by DM, refusals ------------
+APPROVE_ACTION = "aisoar_approve"
+REJECT_ACTION = "aisoar_reject"
+
+
+def approval_blocks(lines: list[str], approval_id: str, buttons: bool, footer: str) -> list[dict[str, Any]]:
+    """The approval request in the incident's thread: what, to which asset, who, until when;
+    Approve / Reject buttons while it is open (Slack signs each click with the clicker's id)."""
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "section",
+            "block_id": f"approval-request:{approval_id}",
+            "text": {"type": "mrkdwn", "verbatim": True, "text": clip("\n".join(lines), 3000)},
+        }
+    ]
+    if buttons:
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": f"approval:{approval_id}",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": APPROVE_ACTION,
+                        "text": {"type": "plain_text", "text": "Approve"},
+                        "style": "primary",
+                        "value": approval_id,
+                        "confirm": {
+                            "title": {"type": "plain_text", "text": "Approve this action?"},
+                            "text": {"type": "mrkdwn", "text": "It runs as soon as the quorum is met."},
+                            "confirm": {"type": "plain_text", "text": "Approve"},
+                            "deny": {"type": "plain_text", "text": "Cancel"},
+                        },
+                    },
+                    {
+                        "type": "button",
+                        "action_id": REJECT_ACTION,
+                        "text": {"type": "plain_text", "text": "Reject"},
+                        "style": "danger",
+                        "value": approval_id,
+                    },
+                ],
+            }
+        )
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": clip(footer, 3000)}]})
+    return blocks
+
+
+def post_approval_request(
+    ctx: ActionContext, text: str, lines: list[str], approval_id: str, footer: str
+) -> dict[str, str]:
+    """Reply in the incident's thread (starting it if needed) with the request and its buttons."""
+    slack: SlackNotifier = SLACK.client(ctx.settings)
+    with _incident_lock(ctx.incident_id):
+        thread = ctx.links().slack
+        if thread is None:
+            started = _notify(ctx, slack, "", reply=False)
+            channel, thread_ts = started["channel"], started["thread_ts"]
+        else:
+            channel, thread_ts = thread.channel, thread.ts
+    return slack.post(
+        text=slack_text(text, 300),
+        blocks=approval_blocks(lines, approval_id, True, footer),
+        thread_ts=thread_ts,
+        channel=channel,
+    )
+
+
+def update_approval_request(
+    ctx: ActionContext, channel: str, ts: str, text: str, lines: list[str], approval_id: str, open_: bool, footer: str
+) -> None:
+    SLACK.client(ctx.settings).update(
+        channel, ts, text=slack_text(text, 300), blocks=approval_blocks(lines, approval_id, open_, footer)
+    )
+
+
+def direct_message(ctx: ActionContext, user: str, text: str) -> None:
+    """A direct message to one person (their one-time code, a reminder)."""
+    slack: SlackNotifier = SLACK.client(ctx.settings)
+    channel = slack.open_dm(user)
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": clip(text, 3000)}}]
+    slack.post(text=text, blocks=blocks, channel=channel)
+
+
+def ephemeral(ctx: ActionContext, channel: str, user: str, text: str, thread_ts: str | None = None) -> None:
+    SLACK.client(ctx.settings).post_ephemeral(channel, user, text, thread_ts)

@@ -11,15 +11,20 @@ from pathlib import Path
 # Prefect reads its settings when it is first imported: point it at this session's
 # server before anything imports it.
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="aisoar-tests-"))
+from cli.prefect_auth import credential  # noqa: E402
 from sandbox.serving import free_port  # noqa: E402
 
 _PREFECT_PORT = free_port()
+# The session's Prefect server is locked as `aisoar up` locks its own; every client sends this.
+PREFECT_AUTH = credential(_SESSION_DIR).auth_string
+os.environ.pop("PREFECT_API_KEY", None)
 os.environ.update(
     {
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
         "PREFECT_HOME": str(_SESSION_DIR / "prefect-client"),
         "PREFECT_API_URL": f"http://127.0.0.1:{_PREFECT_PORT}/api",
+        "PREFECT_API_AUTH_STRING": PREFECT_AUTH,
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "PREFECT_LOGGING_TO_API_ENABLED": "true",
     }
@@ -41,6 +46,7 @@ from sandbox.stack import Sandbox  # noqa: E402
 WEBHOOK_SECRET = "test-webhook-secret-0123456789"
 API_TOKEN = "test-api-token-0123456789"
 READ = {"Authorization": f"Bearer {API_TOKEN}"}  # what a reader of /alerts and /metrics sends
+SANDBOX_APPROVERS = Path(__file__).resolve().parent.parent / "sandbox" / "approvers.yaml"
 
 # Session fixtures that start the real servers (OpenBao, moto, MLflow, Chroma) on demand.
 pytest_plugins = ["tests.servers.openbao", "tests.servers.moto", "tests.servers.mlflow", "tests.servers.chroma"]
@@ -48,7 +54,7 @@ pytest_plugins = ["tests.servers.openbao", "tests.servers.moto", "tests.servers.
 
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[PrefectServer]:
-    server = PrefectServer(_SESSION_DIR / "prefect-server", port=_PREFECT_PORT).start()
+    server = PrefectServer(_SESSION_DIR / "prefect-server", auth_string=PREFECT_AUTH, port=_PREFECT_PORT).start()
     yield server
     server.stop()
 
@@ -79,6 +85,7 @@ def make_settings(data_dir: Path, env: dict[str, str] | None = None, **overrides
         "api_token": API_TOKEN,
         "runner_sweep_seconds": 0.25,
         "prefect_ui_url": "http://127.0.0.1:4200",
+        "approvers_file": SANDBOX_APPROVERS,
         # Steps retried after a transient failure quickly here; the default budget (minutes) is
         # exercised where a test says so (test_outcomes: a gateway down for 90 s).
         "step_retry_delays": [0.2, 0.2],

@@ -8,21 +8,46 @@ from typing import Any
 
 import httpx
 
+from cli.prefect_auth import basic_auth
+
 
 def api() -> str:
     return os.environ["PREFECT_API_URL"].rstrip("/")
+
+
+def headers() -> dict[str, str]:
+    """What Prefect's client and UI send to a locked server: ``Basic base64(PREFECT_API_AUTH_STRING)``."""
+    return basic_auth(os.environ["PREFECT_API_AUTH_STRING"])
 
 
 def _call(method: str, path: str, **kwargs: Any) -> Any:
     """One API call. A Prefect server on SQLite answers 503 ("database is locked") under
     write contention; like Prefect's own client, try again a few times."""
     for attempt in range(6):
-        response = httpx.request(method, f"{api()}{path}", timeout=10, **kwargs)
+        response = httpx.request(method, f"{api()}{path}", headers=headers(), timeout=10, **kwargs)
         if response.status_code != 503 or attempt == 5:
             break
         time.sleep(0.2 * (attempt + 1))
     response.raise_for_status()
     return response.json()
+
+
+def filter_runs(body: dict[str, Any]) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = _call("POST", "/flow_runs/filter", json=body)
+    return result
+
+
+def create_run(deployment_id: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """What the UI's Run button sends: a run of the deployment with these parameters."""
+    result: dict[str, Any] = _call(
+        "POST", f"/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters}
+    )
+    return result
+
+
+def flow(flow_id: str) -> dict[str, Any]:
+    result: dict[str, Any] = _call("GET", f"/flows/{flow_id}")
+    return result
 
 
 def flow_run(run_id: str) -> dict[str, Any]:
@@ -83,6 +108,16 @@ def task_runs(run_id: str, names: list[str], timeout: float = 30) -> dict[str, d
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
+def filter_artifacts(run_id: str) -> list[dict[str, Any]]:
+    """The artifacts attached to a flow run (what its Artifacts tab lists)."""
+    result: list[dict[str, Any]] = _call(
+        "POST", "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}
+    )
+    return result
+
+
 def artifact(key: str) -> dict[str, Any] | None:
-    found = _call("POST", "/artifacts/filter", json={"artifacts": {"key": {"any_": [key]}}})
+    """The newest version of the artifact ``key`` (what the UI shows under that key). Without a
+    sort the API orders by id, a random UUID: any version."""
+    found = _call("POST", "/artifacts/filter", json={"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC"})
     return found[0] if found else None

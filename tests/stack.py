@@ -19,7 +19,7 @@ from aisoar.ingress.dispatch import Dispatcher
 from flows.runtime import PlaybookRuntime
 from flows.services import Services, build_services
 from sandbox.serving import BackgroundServer
-from sandbox.stack import Sandbox
+from sandbox.stack import SLACK_INTERACTIVITY_PATH, Sandbox
 from tests.conftest import READ, WEBHOOK_SECRET, make_settings
 
 SAMPLE: dict[str, Any] = json.loads((PROJECT_ROOT / "examples/alerts/leaked-openai-key.json").read_text())
@@ -33,6 +33,7 @@ class Stack:
     runtime: PlaybookRuntime
     sandbox: Sandbox
     server: BackgroundServer = field(repr=False)
+    env: dict[str, str] = field(default_factory=dict, repr=False)  # the sandbox's AISOAR_* settings
 
     @property
     def ingress(self) -> str:
@@ -64,10 +65,12 @@ class Stack:
 def start_stack(
     sandbox: Sandbox, data_dir: Path, connectors: tuple[str, ...] = ALL_CONNECTORS, **overrides: object
 ) -> Stack:
-    settings = make_settings(data_dir, env=sandbox.start(connectors), **overrides)
+    env = sandbox.start(connectors)
+    settings = make_settings(data_dir, env=env, **overrides)
     svc = build_services(settings)
     runtime = PlaybookRuntime(svc)
     runtime.start()
     dispatcher = Dispatcher(svc.store, list(svc.specs.values()), runtime, timedelta(hours=1))
-    server = BackgroundServer(create_app(settings, svc.store, dispatcher)).start()
-    return Stack(settings, svc, runtime, sandbox, server)
+    server = BackgroundServer(create_app(settings, svc.store, dispatcher, desk=runtime.desk)).start()
+    sandbox.set_slack_request_url(f"{server.url}{SLACK_INTERACTIVITY_PATH}")
+    return Stack(settings, svc, runtime, sandbox, server, env)

@@ -15,7 +15,7 @@ import pytest
 from cli.prefect_server import PrefectServer
 from sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT, DEMO_SECRET, Sandbox
 from tasks.incident import report_key
-from tests import prefect_api
+from tests import approvals, prefect_api
 from tests.e2e_specs import spec_variant
 from tests.stack import SAMPLE, Stack, start_stack
 
@@ -75,12 +75,17 @@ def test_leaked_key_is_contained_approved_and_deleted(stack: Stack) -> None:
     assert set(STEPS) <= set(names)
     description = pause_description(paused)
     assert "openai.delete_project_key" in description and "key\\_sandbox\\_leaked" in description
-    assert "irreversible" in description and "expires at" in description and "rejected" in description
+    assert "irreversible" in description and "**Expires**" in description and "rejected" in description
+    assert "Alice Ng \\(alice\\), Bob Okafor \\(bob\\)" in description
+    # The decision comes first, is required and has no default; the code says who answers.
     schema = prefect_api.run_input(run_id, paused["state"]["state_details"]["run_input_keyset"]["schema"])
-    assert schema["properties"]["approve"]["default"] is False
+    assert list(schema["properties"])[:2] == ["decision", "code"]
+    assert {"decision", "code"} <= set(schema["required"]) and "default" not in schema["properties"]["decision"]
+    assert schema["properties"]["decision"]["enum"] == ["approve", "reject"]
 
+    code = approvals.code_for(sandbox, "alice", "delete-key-at-provider")
     resumed_at = time.monotonic()
-    answer = prefect_api.resume(run_id, {"approve": True, "approver": "alice (IC)", "reason": "confirmed leak"})
+    answer = approvals.answer_form(run_id, "approve", code, "confirmed leak")
     assert answer["status"] == "ACCEPT"
     while DEMO_KEY_ID in sandbox.openai.projects[DEMO_PROJECT]:
         assert time.monotonic() - resumed_at < 5, "the approved step did not run within 5 s"
@@ -95,8 +100,9 @@ def test_leaked_key_is_contained_approved_and_deleted(stack: Stack) -> None:
     assert gone.status_code == 401
     incident = stack.svc.store.get_incident(incident_id)
     assert incident.status.value == "closed"
-    approvals = stack.svc.store.approvals_for(incident_id)
-    assert [(a.status, a.decided_by) for a in approvals] == [("approved", "alice (IC)")]
+    decided = stack.svc.store.approvals_for(incident_id)
+    assert [(a.status, a.decided_by) for a in decided] == [("approved", "alice")]
+    assert [(a.channel, a.person, a.counted) for a in decided[0].answers] == [("prefect-ui", "alice", True)]
     verified = [e.message for e in incident.timeline if e.kind == "verify"]
     containment = [m for m in verified if not m.startswith(("Slack shows", "Jira issue", "the incident is"))]
     assert containment == [
@@ -131,24 +137,28 @@ def test_the_same_alert_twice_starts_one_run(stack: Stack) -> None:
     run_id = first["flow_runs"]["leaked-llm-api-key"]
     # Launching again (a retried dispatch) is deduplicated by Prefect's idempotency key.
     assert stack.runtime.launch(first["incident_id"], "leaked-llm-api-key") == run_id
-    response = httpx.post(
-        f"{prefect_api.api()}/flow_runs/filter",
-        json={"flow_runs": {"tags": {"all_": [f"incident:{first['incident_id']}"]}}},
-    )
-    assert [r["id"] for r in response.json()] == [run_id]
+    found = prefect_api.filter_runs({"flow_runs": {"tags": {"all_": [f"incident:{first['incident_id']}"]}}})
+    assert [r["id"] for r in found] == [run_id]
     prefect_api.wait_for_state(run_id, "PAUSED")
-    prefect_api.resume(run_id, {"approve": False, "approver": "bob", "reason": "test"})
+    assert approvals.click(stack.sandbox, "bob", "delete-key-at-provider", approvals.REJECT)["status"] == 200
     prefect_api.wait_for_state(run_id, "COMPLETED")
     assert len(stack.sandbox.slack.messages) == 1
 
 
-def test_an_empty_resume_rejects_and_nothing_is_deleted(stack: Stack) -> None:
+def test_an_empty_or_unproven_answer_decides_nothing_and_nothing_is_deleted(stack: Stack) -> None:
     status = stack.dispatched(stack.fire(SAMPLE))
     run_id = status["flow_runs"]["leaked-llm-api-key"]
     first = prefect_api.wait_for_state(run_id, "PAUSED")
     assert first["state"]["name"] == "Awaiting approval"
-    # Resuming without an answer decides nothing: the form comes back (a new pause key).
-    prefect_api.resume(run_id, {})
+    # Without a decision and a code the form is refused by Prefect itself: the run stays put.
+    for answer in ({}, {"decision": "approve"}, {"code": "ABCD-EFGH-JKMN"}, {"approve": True, "approver": "alice"}):
+        refused = prefect_api.resume(run_id, answer)
+        assert refused["status"] == "REJECT", answer
+    assert prefect_api.flow_run(run_id)["state"]["state_details"]["run_input_keyset"] == (
+        first["state"]["state_details"]["run_input_keyset"]
+    )
+    # A name typed with a made-up code proves nothing: refused, recorded, told; the form comes back.
+    assert approvals.answer_form(run_id, "approve", "ABCD-EFGH-JKMN", "I am alice")["status"] == "ACCEPT"
     deadline = time.monotonic() + 30
     again = first
     while again["state"]["state_details"]["run_input_keyset"] == first["state"]["state_details"]["run_input_keyset"]:
@@ -156,23 +166,25 @@ def test_an_empty_resume_rejects_and_nothing_is_deleted(stack: Stack) -> None:
         time.sleep(0.1)
         again = prefect_api.wait_for_state(run_id, "PAUSED")
     assert DEMO_KEY_ID in stack.sandbox.openai.projects[DEMO_PROJECT]
-    approvals = stack.svc.store.approvals_for(status["incident_id"])
-    assert [a.status for a in approvals] == ["pending"]
+    recorded = stack.svc.store.approvals_for(status["incident_id"])
+    assert [a.status for a in recorded] == ["pending"]
+    assert [(a.channel, a.person, a.counted) for a in recorded[0].answers] == [("prefect-ui", None, False)]
     timeline = [e.message for e in stack.svc.store.get_incident(status["incident_id"]).timeline]
-    assert "the run was moved on without an answer; the approval form is up again" in timeline
+    assert any(m.startswith("answer refused (the Prefect UI): an answer with a wrong code") for m in timeline)
+    assert any("wrong code" in r["text"] for r in stack.sandbox.slack.replies)
     # A real "no" decides: the step is Rejected (not a green Skipped), the key stays blocked.
-    prefect_api.resume(run_id, {"approve": False, "approver": "bob", "reason": "not our key"})
+    approvals.reject_in_form(stack.sandbox, run_id, "delete-key-at-provider", "bob", "not our key")
     prefect_api.wait_for_state(run_id, "COMPLETED")
     assert DEMO_KEY_ID in stack.sandbox.openai.projects[DEMO_PROJECT]
     names = prefect_api.task_runs(run_id, [*STEPS, "delete-key-at-provider", "close"])
     rejected = names["delete-key-at-provider"]["state"]
     assert rejected["name"] == "Rejected" and rejected["type"] == "CANCELLED"
-    assert "approval rejected by bob: not our key; not done" in rejected["message"]
+    assert "approval rejected by Bob Okafor (bob): not our key; not done" in rejected["message"]
     incident = stack.svc.store.get_incident(status["incident_id"])
     assert incident.status.value == "closed"  # the objective (refused at the gateway) is met and verified
     closed = next(e.message for e in incident.timeline if e.message.startswith("closed:"))
-    assert "not done: delete-key-at-provider: approval rejected by bob: not our key; not done" in closed
-    assert any("REJECTED by bob" in r["text"] for r in stack.sandbox.slack.replies)
+    assert "not done: delete-key-at-provider: approval rejected by Bob Okafor (bob): not our key; not done" in closed
+    assert any("rejected by Bob Okafor (bob) via the Prefect UI" in r["text"] for r in stack.sandbox.slack.replies)
 
 
 def test_hostile_alert_text_stays_inert(stack: Stack) -> None:
@@ -191,7 +203,7 @@ def test_hostile_alert_text_stays_inert(stack: Stack) -> None:
     assert "{noformat}" not in jira and "[x]" not in jira
     description = pause_description(paused)
     assert "](http" not in description and "<http" not in description
-    prefect_api.resume(run_id, {"approve": False})
+    approvals.click(stack.sandbox, "bob", "delete-key-at-provider", approvals.REJECT)
     prefect_api.wait_for_state(run_id, "COMPLETED")
 
 
@@ -209,7 +221,7 @@ def test_an_unconfigured_connector_is_skipped_visibly(
         assert ticket["message"].startswith("skipped: not configured (Jira is not configured")
         timeline = stack.svc.store.get_incident(status["incident_id"]).timeline
         assert any(e.step_id == "open-ticket" and e.message.startswith("skipped: not configured") for e in timeline)
-        prefect_api.resume(run_id, {"approve": False})
+        approvals.click(sandbox, "bob", "delete-key-at-provider", approvals.REJECT)
         prefect_api.wait_for_state(run_id, "COMPLETED")
     finally:
         stack.stop()
@@ -225,36 +237,52 @@ def test_an_unanswered_approval_expires_to_the_default(
         run_id = status["flow_runs"]["leaked-llm-api-key"]
         prefect_api.wait_for_state(run_id, "PAUSED")
         prefect_api.wait_for_state(run_id, "COMPLETED", timeout=30)  # nobody answers
-        approvals = stack.svc.store.approvals_for(status["incident_id"])
-        assert [(a.status, a.decided_by) for a in approvals] == [("rejected", "timeout")]
+        decided = stack.svc.store.approvals_for(status["incident_id"])
+        assert [(a.status, a.decided_by) for a in decided] == [("rejected", "timeout")]
         assert DEMO_KEY_ID in sandbox.openai.projects[DEMO_PROJECT]
         timeline = [e.message for e in stack.svc.store.get_incident(status["incident_id"]).timeline]
-        assert "approval of openai.delete_project_key EXPIRED unanswered: rejected by default" in timeline
+        assert (
+            "approval of openai.delete_project_key EXPIRED unanswered: rejected by default; "
+            "reversible containment stays, the step does not run"
+        ) in timeline
         replies = [r["text"] for r in sandbox.slack.replies]
-        assert any("Approval needed for step delete-key-at-provider" in r for r in replies)
+        request = approvals.approval_message(sandbox, "delete-key-at-provider")
+        assert "Expired unanswered" in str(request["blocks"]) and "rejected: reversible containment stays" in str(
+            request["blocks"]
+        )
+        assert not [b for b in request["blocks"] if b["type"] == "actions"]  # the buttons are gone
         assert any("EXPIRED unanswered" in r for r in replies)
     finally:
         stack.stop()
 
 
 def test_a_quorum_needs_distinct_approvers(prefect_server: PrefectServer, sandbox: Sandbox, tmp_path: Path) -> None:
-    gate = "    gate: {approval: {approvers: [incident-commander, legal], quorum: 2, timeout: 1h}}\n"
+    gate = "    gate: {approval: {approvers: [incident-commander, ml-platform-on-call], quorum: 2, timeout: 1h}}\n"
     stack = start_stack(sandbox, tmp_path / "data", specs_dir=spec_variant(tmp_path, gate))
+    step = "delete-key-at-provider"
     try:
         status = stack.dispatched(stack.fire(SAMPLE))
         run_id = status["flow_runs"]["leaked-llm-api-key"]
-        for approver in ("alice", "alice", "bob"):
-            prefect_api.wait_for_state(run_id, "PAUSED")
-            assert DEMO_KEY_ID in sandbox.openai.projects[DEMO_PROJECT], f"deleted before {approver} answered"
-            prefect_api.resume(run_id, {"approve": True, "approver": approver, "reason": "ok"})
-            deadline = time.monotonic() + 10
-            while prefect_api.flow_run(run_id)["state"]["type"] == "PAUSED" and time.monotonic() < deadline:
-                time.sleep(0.05)
+        prefect_api.wait_for_state(run_id, "PAUSED")
+        # One person, twice (a click and a code in the form): one approval, never a quorum of two.
+        assert approvals.click(sandbox, "alice", step)["status"] == 200
+        approvals.approve_in_form(sandbox, run_id, step, "alice")
+        deadline = time.monotonic() + 10
+        while len(stack.svc.store.approvals_for(status["incident_id"])[0].answers) < 2:
+            assert time.monotonic() < deadline, "the form's answer was not recorded"
+            time.sleep(0.05)
+        prefect_api.wait_for_state(run_id, "PAUSED")
+        assert DEMO_KEY_ID in sandbox.openai.projects[DEMO_PROJECT], "deleted on one person's word"
+        assert approvals.click(sandbox, "bob", step)["status"] == 200
         prefect_api.wait_for_state(run_id, "COMPLETED")
         assert DEMO_KEY_ID not in sandbox.openai.projects[DEMO_PROJECT]
-        approvals = stack.svc.store.approvals_for(status["incident_id"])
-        assert [(a.status, a.decided_by) for a in approvals] == [("approved", "alice, bob")]
-        assert len(approvals[0].answers) == 3
+        decided = stack.svc.store.approvals_for(status["incident_id"])
+        assert [(a.status, a.decided_by) for a in decided] == [("approved", "alice, bob")]
+        assert [(a.person, a.channel, a.counted) for a in decided[0].answers] == [
+            ("alice", "slack", True),
+            ("alice", "prefect-ui", False),
+            ("bob", "slack", True),
+        ]
     finally:
         stack.stop()
 
@@ -273,7 +301,7 @@ def test_a_failed_notification_is_told_and_tried_again_when_the_run_runs_again(s
     assert not stack.sandbox.jira.issues
 
     stack.sandbox.jira.token = real_token
-    prefect_api.resume(run_id, {"approve": False, "approver": "bob", "reason": "keep it"})
+    approvals.reject_in_form(stack.sandbox, run_id, "delete-key-at-provider", "bob", "keep it")
     prefect_api.wait_for_state(run_id, "COMPLETED")
     assert len(stack.sandbox.slack.messages) == 1  # one thread, never a second parent
     assert [r["path"] for r in stack.sandbox.litellm.requests].count("/key/block") == 1  # done once

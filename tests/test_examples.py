@@ -1,7 +1,9 @@
 """Every example alert, fired at the stack `make up` starts (`aisoar up` in its own process:
 Prefect server on SQLite, stand-ins, real OpenBao, moto, MLflow and Chroma), every approval
-answered yes: each run ends in the state docs/playbooks.md documents, each incident is closed,
-and each target really changed (read back from the target, not from aisoar)."""
+answered yes as a responder answers it in the Prefect UI (the decision and the one-time code
+the Slack stand-in's DM gave them): each run ends in the state docs/playbooks.md documents,
+each incident is closed, each approval names the person who gave it, and each target really
+changed (read back from the target, not from aisoar)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import pytest
 
 from aisoar.config import PROJECT_ROOT, Settings
 from aisoar.store import Store
+from cli.prefect_auth import basic_auth, credential
 from connectors.agent import SYSTEM as AGENT
 from connectors.anthropic import SYSTEM as ANTHROPIC
 from connectors.aws import SYSTEM as AWS
@@ -40,6 +43,12 @@ from tests.conftest import make_settings
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = sorted((PROJECT_ROOT / "examples" / "alerts").glob("*.json"))
+# The DM that carries an approver's code (flows/answers.py send_codes).
+CODE_DM = re.compile(
+    r"code for step `(?P<step>[^`]+)` \(.*?\) of incident (?P<incident>INC-\S+): "
+    r"\*(?P<code>[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4})\*"
+)
+PAUSE_KEY = re.compile(r"approval-(?P<step>.+)-\d+")  # flows/approvals.py: one per form put up
 ROW = re.compile(r"^\| `(?P<file>[a-z0-9-]+\.json)` \| (?P<playbook>[^|]+) \| (?P<waits>[^|]+) \| (?P<ends>[^|]+) \|")
 
 
@@ -69,15 +78,33 @@ class Up:
         return done.stdout.decode()
 
     def settings(self) -> Settings:
-        values = dict(
+        return make_settings(self.data, env=self.sandbox_env())
+
+    def sandbox_env(self) -> dict[str, str]:
+        return dict(
             line.split("=", 1)
             for line in (self.data / "sandbox.env").read_text().splitlines()
             if line and not line.startswith("#")
         )
-        return make_settings(self.data, env=values)
+
+    def codes(self) -> dict[tuple[str, str], list[str]]:
+        """(incident, step) -> the one-time codes the Slack stand-in's DMs carry, one per person
+        who may approve (sandbox/approvers.yaml), as each reads theirs in Slack."""
+        slack = self.sandbox_env()["AISOAR_SLACK_BASE_URL"].removesuffix("/").removesuffix("/api")
+        found: dict[tuple[str, str], list[str]] = {}
+        for dm in httpx.get(f"{slack}/_sandbox/dms", timeout=10).json():
+            if match := CODE_DM.search(str(dm.get("text", ""))):
+                found.setdefault((match["incident"], match["step"]), []).append(match["code"])
+        return found
+
+    def prefect_headers(self) -> dict[str, str]:
+        """The credential `aisoar up` locked its Prefect server with (in the data dir)."""
+        return basic_auth(credential(self.data).auth_string)
 
     def runs(self) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = httpx.post(f"{self.prefect}/api/flow_runs/filter", json={}, timeout=10).json()
+        found: list[dict[str, Any]] = httpx.post(
+            f"{self.prefect}/api/flow_runs/filter", json={}, headers=self.prefect_headers(), timeout=10
+        ).json()
         return found
 
 
@@ -122,6 +149,7 @@ def test_every_example_alert_ends_as_documented_and_changes_its_target(up: Up) -
         incidents[path.name] = re.search(r"^incident (INC-\S+)$", out, re.M).group(1)  # type: ignore[union-attr]
 
     answered: set[tuple[str, str]] = set()
+    used: set[str] = set()  # codes work once
     deadline = time.monotonic() + 240
     while True:
         runs = up.runs()
@@ -129,13 +157,26 @@ def test_every_example_alert_ends_as_documented_and_changes_its_target(up: Up) -
         if len(runs) >= len(EXAMPLES) and not waiting:
             break
         assert time.monotonic() < deadline, [(r["name"], r["state"]["name"]) for r in waiting]
+        codes = up.codes()
         for run in waiting:
-            key = (run["id"], json.dumps(run["state"]["state_details"].get("run_input_keyset")))
-            if run["state"]["type"] == "PAUSED" and key not in answered:
-                answer = {"approve": True, "approver": "alice (IC)", "reason": "confirmed"}
-                resumed = httpx.post(f"{up.prefect}/api/flow_runs/{run['id']}/resume", json={"run_input": answer})
-                if resumed.status_code in (200, 201) and resumed.json().get("status") == "ACCEPT":
-                    answered.add(key)
+            details = run["state"]["state_details"]
+            key = (run["id"], json.dumps(details.get("run_input_keyset")))
+            form = PAUSE_KEY.fullmatch(details.get("pause_key") or "")
+            if run["state"]["name"] != "Awaiting approval" or form is None or key in answered:
+                continue
+            incident = run["name"].split(" · ")[1]
+            unused = [code for code in codes.get((incident, form["step"]), []) if code not in used]
+            if not unused:
+                continue  # the DMs are on their way
+            answer = {"decision": "approve", "code": unused[0], "reason": "confirmed"}
+            resumed = httpx.post(
+                f"{up.prefect}/api/flow_runs/{run['id']}/resume",
+                json={"run_input": answer},
+                headers=up.prefect_headers(),
+            )
+            if resumed.status_code in (200, 201) and resumed.json().get("status") == "ACCEPT":
+                answered.add(key)
+                used.add(unused[0])
         time.sleep(0.5)
 
     ended = {(r["name"].split(" · ")[0], r["name"].split(" · ")[1]): r["state"] for r in up.runs()}
@@ -144,6 +185,13 @@ def test_every_example_alert_ends_as_documented_and_changes_its_target(up: Up) -
         state = ended[(playbook, incidents[file])]
         assert state["name"] == name, f"{file}: {playbook} ended {state['name']}: {state['message']}"
         assert store.get_incident(incidents[file]).status.value == "closed", file
+        # Each approval was given by a verified person, through the form, with their own code.
+        for record in store.approvals_for(incidents[file]):
+            assert (record.status, record.decided_by in record.allowed) == ("approved", True), (file, record)
+            assert [(a.channel, a.person, a.counted) for a in record.answers] == [
+                ("prefect-ui", record.decided_by, True)
+            ], (file, record.answers)
+    assert used, "no approval was answered: the examples' gates were not reached"
     check_targets(up)
 
 

@@ -2,8 +2,8 @@
 target's state, the incident's status, the run's final state (its type and name, what a
 responder reads on the run page), the Slack thread and the Jira issue.
 
-The happy path, a rejection that leaves the key blocked, an empty resume and a failed
-notification are in test_e2e.py; an expiry too. Here: a rejection that leaves nothing
+The happy path, a rejection that leaves the key blocked, an empty or unproven answer and a
+failed notification are in test_e2e.py; an expiry too. Here: a rejection that leaves nothing
 contained, a Cancel while an approval waits, a target down for 90 s then back, a target down
 for good (and a new alert that drives the run again), an alert no playbook answers, a run
 suspended without its form, a deleted flow run during a sweep, and a 404 from something that
@@ -26,7 +26,7 @@ from connectors.errors import ConnectorError
 from connectors.litellm import LiteLLMGateway
 from connectors.openai import SYSTEM as OPENAI
 from sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT, DEMO_SECRET, Sandbox
-from tests import prefect_api
+from tests import approvals, prefect_api
 from tests.e2e_specs import spec_variant, with_approval_timeout
 from tests.faults import fault_proxy
 from tests.servers.openbao import OpenBao
@@ -90,7 +90,8 @@ def test_a_rejection_that_leaves_nothing_contained_ends_red_and_open(stacks: Any
     assert len(stack.sandbox.slack.messages) == 1
     assert any("Approval needed for step revoke-token" in r for r in replies(stack))
 
-    prefect_api.resume(run_id, {"approve": False, "approver": "carol", "reason": "it is our CI runner"})
+    # Carol (platform-security-on-call, an approver of this gate) says no with her code.
+    approvals.reject_in_form(stack.sandbox, run_id, "revoke-token", "carol", "it is our CI runner")
     state = final_state(run_id, "FAILED")
     assert state["name"] == "Rejected", state
     assert "NOT contained: NOT met: the token is revoked" in state["message"]
@@ -99,7 +100,11 @@ def test_a_rejection_that_leaves_nothing_contained_ends_red_and_open(stacks: Any
     incident = stack.svc.store.get_incident(status["incident_id"])
     assert incident.status.value == "not contained"  # never closed by a spec's text
     assert not any(e.message.startswith("closed") for e in incident.timeline)
-    assert any("REJECTED by carol" in r for r in replies(stack))
+    decided = stack.svc.store.approvals_for(status["incident_id"])
+    assert [(a.status, a.decided_by) for a in decided] == [("rejected", "carol")]
+    assert [(a.channel, a.person, a.counted) for a in decided[0].answers] == [("prefect-ui", "carol", True)]
+    assert "revoke-token: approval rejected by Carol Haddad (carol): it is our CI runner" in state["message"]
+    assert any("rejected by Carol Haddad (carol) via the Prefect UI" in r for r in replies(stack))
     assert any("ended *Rejected*" in r and "stays not contained" in r for r in replies(stack)), replies(stack)
     issue = next(iter(stack.sandbox.jira.issues.values()))
     assert issue["fields"]["status"]["name"] != "Done"
@@ -121,9 +126,9 @@ def test_cancel_while_an_approval_waits_is_a_recorded_rejection(stacks: Any) -> 
     assert state["name"] == "Contained"  # blocked at the gateway and verified; the deletion was not approved
     assert "delete-key-at-provider: approval rejected by a Prefect UI user who cancelled the run" in state["message"]
     assert DEMO_KEY_ID in stack.sandbox.openai.projects[DEMO_PROJECT]
-    approvals = stack.svc.store.approvals_for(status["incident_id"])
-    assert [a.status for a in approvals] == ["rejected"]
-    assert approvals[0].decided_by is not None and "cancelled the run" in approvals[0].decided_by
+    decided = stack.svc.store.approvals_for(status["incident_id"])
+    assert [a.status for a in decided] == ["rejected"]
+    assert decided[0].decided_by is not None and "cancelled the run" in decided[0].decided_by
     assert any("REJECTED: the run was cancelled in the Prefect UI" in r for r in replies(stack))
     names = prefect_api.task_runs(run_id, ["delete-key-at-provider"])
     assert names["delete-key-at-provider"]["state"]["name"] == "Rejected"
@@ -145,7 +150,7 @@ def test_a_gateway_down_for_90_seconds_is_ridden_out(stacks: Any, sandbox: Sandb
         assert len(tries) >= 3 and "trying again" in tries[0] and "HTTP 503" in tries[0], tries
         step = prefect_api.task_runs(run_id, ["preserve-key-record"])["preserve-key-record"]
         assert step["run_count"] >= 4 and step["state"]["type"] == "COMPLETED"  # retried in the UI, then done
-        prefect_api.resume(run_id, {"approve": False, "approver": "dan", "reason": "blocking is enough"})
+        approvals.reject_in_form(sandbox, run_id, "delete-key-at-provider", "bob", "blocking is enough")
         assert final_state(run_id, "COMPLETED")["name"] == "Contained"
 
 
@@ -183,7 +188,7 @@ def test_a_gateway_down_for_good_is_not_contained_and_a_new_alert_drives_the_run
         assert any("CONTAINED (verified at the target)" in r for r in replies(stack))
         timeline = [e.message for e in stack.svc.store.get_incident(status["incident_id"]).timeline]
         assert "a new alert runs playbook leaked-llm-api-key again: the incident is not contained" in timeline
-        prefect_api.resume(run_id, {"approve": False, "approver": "dan", "reason": "blocking is enough"})
+        approvals.reject_in_form(sandbox, run_id, "delete-key-at-provider", "bob", "blocking is enough")
         assert final_state(run_id, "COMPLETED")["name"] == "Contained"
 
 
@@ -221,7 +226,9 @@ def test_a_run_suspended_without_its_form_gets_the_form_back(stacks: Any) -> Non
     details = {"pause_key": "approval-delete-key-at-provider-7", "pause_reschedule": True, "run_input_keyset": keyset}
     lost = {"type": "PAUSED", "name": "Awaiting approval", "state_details": details}
     assert prefect_api._call("POST", f"/flow_runs/{run_id}/set_state", json={"state": lost, "force": True})
-    refused = prefect_api.resume(run_id, {"approve": True, "approver": "x", "reason": "y"})
+    # A well-formed answer with a real code: Prefect itself refuses it, there is no form to check it against.
+    code = approvals.code_for(stack.sandbox, "alice", "delete-key-at-provider")
+    refused = approvals.answer_form(run_id, "approve", code, "y")
     assert refused["status"] == "REJECT" and "schema not found" in refused["details"]["reason"]
     deadline = time.monotonic() + 30
     while True:
@@ -232,9 +239,13 @@ def test_a_run_suspended_without_its_form_gets_the_form_back(stacks: Any) -> Non
         assert time.monotonic() < deadline, "the form was not put back"
         time.sleep(0.2)
     prefect_api.run_input(run_id, new_keyset["schema"])
-    answer = prefect_api.resume(run_id, {"approve": True, "approver": "erin", "reason": "leak confirmed"})
+    # The refused answer never reached aisoar: the same code still works in the form put back.
+    answer = approvals.answer_form(run_id, "approve", code, "leak confirmed")
     assert answer["status"] == "ACCEPT", answer
     assert final_state(run_id, "COMPLETED")["name"] == "Contained"
+    decided = stack.svc.store.approvals_for(status["incident_id"])
+    assert [(a.status, a.decided_by) for a in decided] == [("approved", "alice")]
+    assert [(a.channel, a.person, a.counted) for a in decided[0].answers] == [("prefect-ui", "alice", True)]
     assert DEMO_KEY_ID not in stack.sandbox.openai.projects[DEMO_PROJECT]
     timeline = [e.message for e in stack.svc.store.get_incident(status["incident_id"]).timeline]
     assert "the run was suspended without its approval form; the form is put back" in timeline
@@ -251,7 +262,8 @@ def test_a_deleted_flow_run_does_not_stop_the_sweep(stacks: Any, tmp_path: Path)
     final_state(deleted, "PAUSED")
     final_state(kept, "PAUSED")
     for _ in range(20):  # the SQLite server answers 503 "database is locked" now and then
-        if (gone := httpx.delete(f"{prefect_api.api()}/flow_runs/{deleted}")).status_code != 503:
+        gone = httpx.delete(f"{prefect_api.api()}/flow_runs/{deleted}", headers=prefect_api.headers())
+        if gone.status_code != 503:
             break
         time.sleep(0.2)
     assert gone.status_code == 204, gone.text
@@ -259,8 +271,8 @@ def test_a_deleted_flow_run_does_not_stop_the_sweep(stacks: Any, tmp_path: Path)
     # The sweep goes on: the other run's approval still expires and its run ends.
     state = final_state(kept, "COMPLETED", timeout=30)
     assert state["name"] == "Contained"
-    approvals = stack.svc.store.approvals_for(second["incident_id"])
-    assert [(a.status, a.decided_by) for a in approvals] == [("rejected", "timeout")]
+    decided = stack.svc.store.approvals_for(second["incident_id"])
+    assert [(a.status, a.decided_by) for a in decided] == [("rejected", "timeout")]
 
 
 def test_a_404_counts_as_no_such_key_only_from_the_proven_gateway(sandbox: Sandbox) -> None:
@@ -295,7 +307,7 @@ def test_after_a_crash_mid_deletion_the_record_credits_the_earlier_request(stack
         headers={"Authorization": f"Bearer {admin.get_secret_value()}"},
     )
     assert deleted.status_code == 200, deleted.text
-    prefect_api.resume(run_id, {"approve": True, "approver": "erin", "reason": "leak confirmed"})
+    approvals.approve_in_form(stack.sandbox, run_id, "delete-key-at-provider", "alice", "leak confirmed")
     final_state(run_id, "COMPLETED")
     recorded = stack.svc.store.step_result(incident_id, PLAYBOOK, "delete-key-at-provider")
     assert recorded is not None and recorded.status == "ok"

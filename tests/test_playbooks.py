@@ -1,6 +1,7 @@
 """Every shipped playbook, end to end: a signed alert through the ingress, the playbook's
 steps as Prefect tasks on the real Prefect server, approvals answered through the API the
-UI uses, and the containment checked at the target (real server or stand-in)."""
+UI uses (with the one-time code Slack sent an allowed approver), and the containment checked
+at the target (real server or stand-in)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from aisoar.config import PROJECT_ROOT
 from cli.prefect_server import PrefectServer
 from sandbox.agent import DEMO_POISONED_MEMORY_ID
 from sandbox.stack import DEMO_ANTHROPIC_KEY_ID, DEMO_ANTHROPIC_SECRET, Sandbox
-from tests import prefect_api
+from tests import approvals, prefect_api
 from tests.servers.chroma import ChromaServer
 from tests.servers.mlflow import MlflowServer
 from tests.servers.moto import Moto
@@ -34,23 +35,39 @@ def example(name: str) -> dict[str, Any]:
 
 
 def run_playbook(stack: Stack, alert: dict[str, Any], playbook: str, approve: bool = True) -> str:
-    """Fire ``alert``, answer every approval of ``playbook``'s run, wait for it to complete;
-    returns the incident id."""
+    """Fire ``alert``, answer every approval of ``playbook``'s run in the Prefect UI's form (as
+    the first person the gate allows, with the one-time code Slack sent them), wait for the run
+    to complete; returns the incident id."""
     status = stack.dispatched(stack.fire(alert))
     assert playbook in status["flow_runs"], f"{playbook} did not start; started: {sorted(status['flow_runs'])}"
-    run_id = status["flow_runs"][playbook]
+    run_id, incident_id = status["flow_runs"][playbook], str(status["incident_id"])
     answered: set[str] = set()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         run = prefect_api.wait_for_state(run_id, "PAUSED", "COMPLETED", timeout=90)
         if run["state"]["type"] == "COMPLETED":
-            return str(status["incident_id"])
+            for record in stack.svc.store.approvals_for(incident_id):  # each answer counted, from the code's owner
+                if record.playbook != playbook:
+                    continue
+                assert record.status == ("approved" if approve else "rejected"), record
+                assert [(a.channel, a.person, a.counted) for a in record.answers] == [
+                    ("prefect-ui", record.allowed[0], True)
+                ], record.answers
+            return incident_id
         keyset = json.dumps(run["state"]["state_details"].get("run_input_keyset"), sort_keys=True)
         if keyset in answered:  # resumed, not yet picked up again
             time.sleep(0.1)
             continue
-        decision = {"approve": approve, "approver": "alice (IC)", "reason": "confirmed by the responder"}
-        answer = prefect_api.resume(run_id, decision)
+        # The step that waits: the run's one pending approval (a form answer is counted when
+        # the run resumes, before it goes on to the next gate).
+        waiting = [
+            a for a in stack.svc.store.pending_approvals() if a.incident_id == incident_id and a.playbook == playbook
+        ]
+        assert len(waiting) == 1, waiting
+        record = waiting[0]
+        assert record.allowed, f"nobody may approve {record.step_id}"
+        code = approvals.code_for(stack.sandbox, record.allowed[0], record.step_id)
+        answer = approvals.answer_form(run_id, "approve" if approve else "reject", code, "confirmed by the responder")
         assert answer["status"] == "ACCEPT", answer
         answered.add(keyset)
     raise AssertionError(f"{playbook} did not complete within 120 s")

@@ -22,11 +22,12 @@ from aisoar.store import Store
 from cli.prefect_server import PrefectServer
 from sandbox.serving import free_port
 from sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT, Sandbox
-from tests import prefect_api
-from tests.conftest import API_TOKEN, READ, WEBHOOK_SECRET
+from tests import approvals, prefect_api
+from tests.conftest import API_TOKEN, READ, SANDBOX_APPROVERS, WEBHOOK_SECRET
 
 SAMPLE = (PROJECT_ROOT / "examples/alerts/leaked-openai-key.json").read_bytes()
 pytestmark = pytest.mark.e2e
+STEP = "delete-key-at-provider"  # the gated step; incident-commander (alice) or ml-platform-on-call (bob) approve
 
 
 class Service:
@@ -77,6 +78,7 @@ def services(prefect_server: PrefectServer, sandbox: Sandbox, tmp_path: Path) ->
         "AISOAR_INGRESS_PORT": str(port),
         "AISOAR_WEBHOOK_SECRETS__generic": WEBHOOK_SECRET,
         "AISOAR_API_TOKEN": API_TOKEN,
+        "AISOAR_APPROVERS_FILE": str(SANDBOX_APPROVERS),
         "AISOAR_RUNNER_SWEEP_SECONDS": "0.3",
         "AISOAR_RUNNER_STALE_SECONDS": "1.5",
     }
@@ -111,7 +113,9 @@ def assert_finished_once(sandbox: Sandbox, data_dir: Path, incident_id: str, run
     assert len(sandbox.jira.issues) == 1
     assert [r["path"] for r in sandbox.litellm.requests].count("/key/block") == 1
     store = Store(f"sqlite:///{data_dir / 'aisoar.db'}")
-    assert [(a.status, a.decided_by) for a in store.approvals_for(incident_id)] == [("approved", approver)]
+    decided = store.approvals_for(incident_id)
+    assert [(a.status, a.decided_by) for a in decided] == [("approved", approver)]
+    assert [(a.channel, a.person, a.counted) for a in decided[0].answers] == [("prefect-ui", approver, True)]
     assert store.get_incident(incident_id).status.value == "closed"
     steps = [e.step_id for e in store.get_incident(incident_id).timeline if e.kind == "step"]
     assert len(steps) == len(set(steps)), json.dumps(steps)
@@ -124,11 +128,11 @@ def test_an_answer_given_while_no_runner_is_up_is_not_lost(
     first.start()
     incident_id, run_id = start_paused_run(first)
     first.kill()
-    # A responder approves in the UI while nothing is running the flow.
-    assert prefect_api.resume(run_id, {"approve": True, "approver": "carol", "reason": "go"})["status"] == "ACCEPT"
+    # A responder approves in the UI, with the code Slack sent them, while nothing is running the flow.
+    approvals.approve_in_form(sandbox, run_id, STEP, "bob", "go")
     assert DEMO_KEY_ID in sandbox.openai.projects[DEMO_PROJECT]
     second.start()
-    assert_finished_once(sandbox, tmp_path / "data", incident_id, run_id, "carol")
+    assert_finished_once(sandbox, tmp_path / "data", incident_id, run_id, "bob")
 
 
 def test_a_new_runner_keeps_the_form_up_and_acts_on_the_answer(
@@ -141,5 +145,5 @@ def test_a_new_runner_keeps_the_form_up_and_acts_on_the_answer(
     second.start()
     time.sleep(2.5)  # past the stale heartbeat: nothing takes the suspended run before it is answered
     assert prefect_api.flow_run(run_id)["state"]["type"] == "PAUSED"
-    assert prefect_api.resume(run_id, {"approve": True, "approver": "dave", "reason": "go"})["status"] == "ACCEPT"
-    assert_finished_once(sandbox, tmp_path / "data", incident_id, run_id, "dave")
+    approvals.approve_in_form(sandbox, run_id, STEP, "alice", "go")
+    assert_finished_once(sandbox, tmp_path / "data", incident_id, run_id, "alice")

@@ -20,7 +20,7 @@ import pytest
 from aisoar.config import PROJECT_ROOT
 from cli.prefect_server import PrefectServer
 from sandbox.stack import DEMO_SECRET, Sandbox
-from tests import prefect_api
+from tests import approvals, prefect_api
 from tests.stack import SAMPLE, Stack, start_stack
 
 AM_TOKEN = "alertmanager-token-leaks-0123456789"
@@ -84,16 +84,22 @@ def test_no_secret_of_any_kind_is_kept_in_clear_anywhere(
 
     # A responder pastes secrets into the approval form: the Prefect server refuses the answer
     # (the form's schema), so its database never holds it; the form stays open.
-    for approver, reason in (
-        (f"bob {leaked['github']}", "not sure"),
-        ("bob", f"not sure; the token was {leaked['slack_token']} and {leaked['google']}"),
+    code = approvals.code_for(stack.sandbox, "bob", "delete-key-at-provider")
+    for typed_code, reason in (
+        (code, f"not sure {leaked['github']}"),
+        (code, f"not sure; the token was {leaked['slack_token']} and {leaked['google']}"),
+        (leaked["github"], "not sure"),  # pasted where the code goes
     ):
-        refused = prefect_api.resume(run_id, {"approve": False, "approver": approver, "reason": reason})
+        refused = approvals.answer_form(run_id, "reject", typed_code, reason)
         assert refused["status"] == "REJECT", refused
         assert prefect_api.flow_run(run_id)["state"]["type"] == "PAUSED"
-    answer = prefect_api.resume(run_id, {"approve": False, "approver": "bob", "reason": "not sure"})
+    answer = approvals.answer_form(run_id, "reject", code, "not sure")
     assert answer["status"] == "ACCEPT"
     prefect_api.wait_for_state(run_id, "FAILED", "COMPLETED", timeout=60)
+    # Only the clean answer reached aisoar, counted for the code's owner.
+    decided = stack.svc.store.approvals_for(status["incident_id"])
+    assert [(a.status, a.decided_by, a.reason) for a in decided] == [("rejected", "bob", "not sure")]
+    assert [(a.channel, a.person, a.counted) for a in decided[0].answers] == [("prefect-ui", "bob", True)]
 
     # Alertmanager-shaped delivery, secrets in its annotations.
     delivery = json.loads((PROJECT_ROOT / "examples/sources/alertmanager-leaked-key.json").read_text())
@@ -117,7 +123,7 @@ def test_no_secret_of_any_kind_is_kept_in_clear_anywhere(
     places["captured logs"] = caplog.text.encode()
     sandbox = stack.sandbox
     stand_ins = {
-        "slack": [sandbox.slack.messages, sandbox.slack.replies],
+        "slack": [sandbox.slack.messages, sandbox.slack.replies, sandbox.slack.dms, sandbox.slack.ephemeral],
         "jira": sandbox.jira.issues,
         "pagerduty": getattr(sandbox.pagerduty, "events", []),
         "litellm": sandbox.litellm.requests,

@@ -35,7 +35,7 @@ from aisoar.secrets import (
     redaction_marker,
     shannon_entropy,
 )
-from flows.approvals import APPROVER_MAX, REASON_MAX, ApprovalForm, without_secrets
+from flows.approvals import REASON_MAX, ApprovalForm, without_secrets
 
 ALNUM = string.ascii_letters + string.digits
 _random = random.Random(20261125)
@@ -290,15 +290,16 @@ def test_a_clip_that_leaves_a_key_standing_alone_is_redacted_again() -> None:
 
 def test_the_approval_form_keeps_only_fingerprints() -> None:
     token = SAMPLES["github classic token"]()
-    answer = {"approve": True, "approver": f"alice {token}", "reason": "x" * 1990 + " " + token}
+    answer = {"decision": "approve", "code": "ABCD-EFGH-JKMN", "reason": "x" * 1990 + " " + token}
     clean = without_secrets(answer)
     form = ApprovalForm(**clean)
-    assert form.approve is True and token not in form.approver + form.reason
-    assert form.approver == "alice " + redaction_marker(SecretFingerprint.of(token))
-    assert len(form.reason) <= REASON_MAX and len(form.approver) <= APPROVER_MAX
-    assert without_secrets({"approve": False, "approver": "bob", "reason": "no"}) == {
-        "approve": False,
-        "approver": "bob",
+    assert form.decision == "approve" and token not in form.reason
+    assert len(form.reason) <= REASON_MAX
+    short = without_secrets({"decision": "reject", "code": "ABCD-EFGH-JKMN", "reason": f"leaked {token} here"})
+    assert short["reason"] == f"leaked {redaction_marker(SecretFingerprint.of(token))} here"
+    assert without_secrets({"decision": "reject", "code": "ABCD-EFGH-JKMN", "reason": "no"}) == {
+        "decision": "reject",
+        "code": "ABCD-EFGH-JKMN",
         "reason": "no",
     }
 

@@ -19,7 +19,8 @@ import asyncio
 import hashlib
 import logging
 import secrets as _secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -36,6 +37,8 @@ from aisoar.ingress.auth import AuthError, authenticate
 from aisoar.ingress.dispatch import Dispatcher
 from aisoar.ingress.limits import BodyError
 from aisoar.ingress.metrics import IngressMetrics
+from aisoar.ingress.slack_actions import MAX_BODY as MAX_SLACK_BODY
+from aisoar.ingress.slack_actions import ClickDesk, SlackRequestError, clicks, verify
 from aisoar.ingress.sources import Source, load_sources, retry_after
 from aisoar.models import Alert, utcnow
 from aisoar.store import Store
@@ -80,7 +83,11 @@ def _item_delivery(delivery_id: str, index: int) -> str:
 
 
 def create_app(
-    settings: Settings, store: Store, dispatcher: Dispatcher, sources: dict[str, Source] | None = None
+    settings: Settings,
+    store: Store,
+    dispatcher: Dispatcher,
+    sources: dict[str, Source] | None = None,
+    desk: ClickDesk | None = None,
 ) -> FastAPI:
     known = load_sources(settings) if sources is None else sources
     metrics = IngressMetrics(store)
@@ -104,6 +111,8 @@ def create_app(
             except Exception:
                 log.exception("inbox retry failed")
 
+    followers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="aisoar-click")
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(dispatcher.dispatch_pending)
@@ -113,6 +122,7 @@ def create_app(
         finally:
             for task in tasks:
                 task.cancel()
+            followers.shutdown(wait=False)
 
     app = FastAPI(title="aisoar ingress", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -195,6 +205,33 @@ def create_app(
         metrics.count(name, "accepted", len(created))
         return JSONResponse(status_code=202, content={"status": "accepted", "alert_id": ids[0], "alert_ids": ids})
 
+    @app.post("/slack/interactivity")
+    async def slack_interactivity(request: Request) -> Response:
+        """Slack's Request URL: the Approve / Reject buttons of approval requests."""
+        secret = settings.slack_signing_secret
+        if secret is None or desk is None:
+            return _problem(404, "Slack interactivity is not set up", "set AISOAR_SLACK_SIGNING_SECRET", CLOSE)
+        body = await _read_limited(request, MAX_SLACK_BODY)
+        if body is None:
+            return _problem(413, f"body larger than {MAX_SLACK_BODY} bytes", headers=CLOSE)
+        try:
+            verify(secret.get_secret_value(), body, request.headers)
+            found = clicks(body)
+        except SlackRequestError as exc:
+            return _problem(exc.status, exc.detail)
+        for click in found:
+            try:
+                # Recorded before Slack gets its 200; the rest (updating the message, telling the
+                # thread, waking the run) happens after the answer: Slack waits 3 seconds at most.
+                follow_up = await run_in_threadpool(desk.record_click, click)
+            except sa.exc.OperationalError:
+                return _problem(503, "the store is busy; click again", headers={"Retry-After": "2"})
+            if follow_up is not None:
+                # On workers of their own: telling Slack and Jira and waking runs must never hold
+                # up the recording of the next clicks (a burst of them waits for these threads).
+                followers.submit(_logged, follow_up)
+        return Response(status_code=200)
+
     def _authorized_reader(request: Request, alert_source: str | None) -> bool:
         token = settings.api_token.get_secret_value() if settings.api_token else None
         given = request.headers.get("authorization", "")
@@ -246,6 +283,13 @@ def create_app(
     app.state.sources = known
     app.state.metrics = metrics
     return app
+
+
+def _logged(work: Callable[[], None]) -> None:
+    try:
+        work()
+    except Exception:
+        log.exception("the follow-up of a Slack click failed (the click itself is recorded)")
 
 
 def _accept(store: Store, alerts: list[Alert], delivery_id: str) -> list[tuple[Alert, str, bool]]:

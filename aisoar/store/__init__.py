@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from aisoar.store.approvals import ApprovalRecord, Approvals
+from aisoar.store.approvals import AnswerOutcome, ApprovalAnswer, ApprovalRecord, Approvals
 from aisoar.store.evidence import EvidenceLedger, EvidenceRecord, custody_hash
 from aisoar.store.inbox import Inbox
 from aisoar.store.incidents import Incidents
@@ -40,12 +40,22 @@ class Store(Inbox, Incidents, Runs, Approvals, EvidenceLedger, StoreBase):
                 cursor.execute("PRAGMA synchronous=NORMAL")
                 cursor.execute("PRAGMA busy_timeout=30000")
                 cursor.close()
+                dbapi_conn.isolation_level = None  # transactions begin as below, not in the driver
+
+            @sa.event.listens_for(self.engine, "begin")
+            def _immediate(conn: sa.Connection) -> None:
+                # A transaction that reads and then writes would fail at once with "database is
+                # locked" when another writer got in between (SQLite does not wait then); taking
+                # the write lock at the start makes concurrent writers wait their turn instead.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             self.engine = sa.create_engine(url, pool_pre_ping=True)
         upgrade(self.engine)
 
 
 __all__ = [
+    "AnswerOutcome",
+    "ApprovalAnswer",
     "ApprovalRecord",
     "EvidenceRecord",
     "StepResult",

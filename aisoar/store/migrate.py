@@ -27,6 +27,8 @@ def _unversioned_revision(connection: sa.Connection) -> str | None:
     tables = set(inspector.get_table_names())
     if "alembic_version" in tables or "incidents" not in tables:
         return None
+    if "approval_codes" in tables:
+        return "0003"
     columns = {column["name"] for column in inspector.get_columns("evidence_items")}
     return "0002" if "asset" in columns else "0001"
 

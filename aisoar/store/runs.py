@@ -53,6 +53,16 @@ class Runs(StoreBase):
         if self.claim_playbook_run(incident_id, playbook):
             self.set_flow_run(incident_id, playbook, flow_run_id)
         with self._tx() as conn:
+            # Claimed by a dispatch whose launch never happened: this run is the incident's run.
+            conn.execute(
+                playbook_runs.update()
+                .where(
+                    playbook_runs.c.incident_id == incident_id,
+                    playbook_runs.c.playbook == playbook,
+                    playbook_runs.c.flow_run_id.is_(None),
+                )
+                .values(flow_run_id=flow_run_id)
+            )
             conn.execute(
                 playbook_runs.update().where(playbook_runs.c.flow_run_id == flow_run_id).values(finished=False)
             )

@@ -108,7 +108,43 @@ approvals = sa.Table(
     sa.Column("reason", sa.Text),
     sa.Column("decided_at", _ts),
     sa.Column("answers_json", sa.Text, nullable=False, default="{}"),
+    sa.Column("allowed_json", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("requested_by", sa.String(64)),
+    sa.Column("allow_self", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("flow_run_id", sa.String(40)),
+    sa.Column("opened_at", _ts),
+    sa.Column("escalation_level", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("slack_channel", sa.String(32)),
+    sa.Column("slack_ts", sa.String(32)),
+    sa.Column("wake_pending", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.UniqueConstraint("incident_id", "playbook", "step_id", name="uq_approval_step"),
+)
+
+approval_answers = sa.Table(
+    "approval_answers",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("approval_id", sa.String(40), nullable=False, index=True),
+    sa.Column("at", _ts, nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("claimed", sa.String(256), nullable=False),
+    sa.Column("person", sa.String(64)),
+    sa.Column("decision", sa.String(8), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("counted", sa.Boolean, nullable=False),
+    sa.Column("refusal", sa.Text),
+    sa.Column("dedup_key", sa.String(200), nullable=False),
+    sa.UniqueConstraint("approval_id", "dedup_key", name="uq_approval_answer"),
+)
+
+approval_codes_table = sa.Table(
+    "approval_codes",
+    metadata,
+    sa.Column("approval_id", sa.String(40), primary_key=True),
+    sa.Column("person", sa.String(64), primary_key=True),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("expires_at", _ts, nullable=False),
+    sa.Column("used_at", _ts),
 )
 
 evidence_items = sa.Table(
