@@ -130,11 +130,12 @@ class AnswerDesk:
         approve = click.action_id == APPROVE_ACTION
         who = f"Slack user {click.user_id} (@{click.user_name})"
         try:
+            person = self.directory.by_slack(click.user_id)
             outcome = self.svc.store.record_answer(
                 click.approval_id,
                 channel="slack",
                 claimed=who,
-                person=self.directory.by_slack(click.user_id),
+                person=person,
                 decision="approve" if approve else "reject",
                 reason=f"{'Approve' if approve else 'Reject'} clicked in Slack",
                 dedup_key=f"slack:{click.user_id}:{click.action_ts}",
@@ -164,6 +165,8 @@ class AnswerDesk:
     ) -> AnswerOutcome:
         """An answer proved by a one-time code (the Prefect UI form, the CLI)."""
         person, problem = self.svc.store.use_code(record.id, record.args_sha256, code)
+        if person is not None and person not in self.directory.people:
+            problem = f"{person} is no longer in the approvers directory"
         outcome = self.svc.store.record_answer(
             record.id,
             channel="cli" if channel == "cli" else "prefect-ui",
@@ -196,7 +199,7 @@ class AnswerDesk:
         self.svc.store.add_timeline(
             record.incident_id,
             "approval",
-            f"{verb} by {label} via {via}{reason} ({status_line(self.directory, record).lstrip('✅⛔⏳ ')})",
+            f"{verb} by {label} via {via}{reason} ({_state_text(self.directory, record)})",
             step_id=record.step_id,
             data={"person": answer.person if answer else None, "channel": via},
         )

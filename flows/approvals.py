@@ -220,6 +220,11 @@ def await_approval(
         record = svc.store.decide_approval(
             record.id, "rejected", "aisoar", "the step's arguments changed after approval was requested"
         )
+    elif record.status == "approved" and record.args_sha256 != args_hash:
+        # An approval is for the exact action it was given for, never for what the step now renders.
+        void = "the step's arguments changed after it was approved; the approval does not cover them"
+        svc.store.add_timeline(incident_id, "approval", f"approval VOID: {void}", step_id=step.id)
+        return record.model_copy(update={"status": "rejected", "decided_by": "aisoar", "reason": void})
     if record.status == "pending" and "presented" not in record.forms:
         present(svc, desk, ctx, record, step, info)
     description = approval_description(svc, spec, step, info, inputs, record)
@@ -232,10 +237,10 @@ def await_approval(
             return _decided(svc, _expire(svc, ctx, record))
         key = f"approval-{step.id}-{attempt}"
         attempt += 1
+        if key in record.forms:
+            continue  # counted (or found empty) by an earlier execution of this run: never asked again
         get_run_logger().info("waiting for approval of %s (%s)", step.id, info.name)
         answer = suspend_for_answer(description, key)
-        if key in record.forms:
-            continue  # counted (or found empty) by an earlier execution of this run
         svc.store.note_form(record.id, key, {"answered": answer is not None})
         if answer is not None:
             desk.answer_with_code(record, answer.code, answer.decision, answer.reason, "prefect-ui", f"form:{key}")

@@ -321,7 +321,7 @@ class PlaybookRuntime:
     def wake(self, approval: ApprovalRecord) -> bool:
         """Reschedule the run of a decided approval so it carries on; True when nothing more
         is to be done now (woken, or not waiting), False when Prefect refused (tried again)."""
-        run_id = approval.flow_run_id or self.svc.store.flow_run_of(approval.incident_id, approval.playbook)
+        run_id = self.svc.store.flow_run_of(approval.incident_id, approval.playbook) or approval.flow_run_id
         flow_run = self._read(run_id) if run_id else None
         if flow_run is None or flow_run.state is None or flow_run.state.is_final():
             self.svc.store.woken(approval.id)

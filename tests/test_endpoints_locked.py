@@ -66,3 +66,17 @@ def test_a_stranger_is_refused(client: TestClient, route: tuple[str, str], expec
 def test_the_probe_says_nothing_else(client: TestClient) -> None:
     answer = client.get("/healthz")
     assert answer.status_code == 200 and answer.json() == {"status": "ok"}
+
+
+def test_a_malformed_slack_timestamp_is_refused_not_an_error(client: TestClient) -> None:
+    for stamp in ("abc", "1" * 40, "-5"):
+        answer = client.post(
+            "/slack/interactivity",
+            content=b"payload=%7B%7D",
+            headers={
+                "content-type": "application/x-www-form-urlencoded",
+                "x-slack-request-timestamp": stamp,
+                "x-slack-signature": "v0=" + "0" * 64,
+            },
+        )
+        assert answer.status_code == 401, (stamp, answer.text)

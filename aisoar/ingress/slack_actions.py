@@ -57,6 +57,8 @@ def verify(signing_secret: str, body: bytes, headers: Any) -> None:
     signature = headers.get("x-slack-signature", "")
     if not timestamp or not signature:
         raise SlackRequestError(401, "missing X-Slack-Request-Timestamp or X-Slack-Signature")
+    if not timestamp.isdigit() or len(timestamp) > 12:
+        raise SlackRequestError(401, "X-Slack-Request-Timestamp is not a Unix time")
     if not SignatureVerifier(signing_secret).is_valid(body=body, timestamp=timestamp, signature=signature):
         raise SlackRequestError(401, "the Slack signature does not verify, or the request is older than 5 minutes")
 
