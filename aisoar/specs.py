@@ -113,10 +113,6 @@ class Escalation(_Strict):
             raise ValueError("an escalation step either reminds (remind: true) or pages a role (page: <role>)")
         return self
 
-    @property
-    def what(self) -> str:
-        return f"page {self.page}" if self.page else "remind the approvers"
-
 
 class Approval(_Strict):
     approvers: list[str] = Field(min_length=1, description="roles or people (of the approvers directory)")

@@ -171,7 +171,6 @@ def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
         "AISOAR_DATA_DIR": str(stack.settings.data_dir),
         "AISOAR_APPROVERS_FILE": str(SANDBOX_APPROVERS),
         "AISOAR_SPECS_DIR": str(stack.settings.specs_dir),
-        "COLUMNS": "200",  # a wide terminal: the table keeps ids on one line
     }
     return subprocess.run(
         [sys.executable, "-m", "cli.main", *args], env=env, capture_output=True, text=True, timeout=120
