@@ -80,6 +80,14 @@ class Settings(BaseSettings):
         None, description="bearer token for the read endpoints (/alerts/{id}, /metrics); `aisoar up` makes one"
     )
     dedup_window_seconds: int = 3600
+    dispatch_workers: int = Field(
+        8, ge=1, le=256, description="alerts dispatched (correlated, their runs created) at once by this process"
+    )
+    dispatch_queue: int = Field(
+        5000,
+        ge=1,
+        description="accepted alerts waiting for a dispatch worker; beyond it deliveries get 429 + Retry-After",
+    )
 
     # approvals
     approvers_file: Path = Field(
@@ -94,7 +102,14 @@ class Settings(BaseSettings):
         0.2, description="how often resumed approvals and runs started in the UI are picked up"
     )
     runner_stale_seconds: float = Field(
-        15.0, description="a run whose runner has not heartbeated for this long is taken over"
+        8.0,
+        description="a run (or an alert being dispatched) whose holder has not heartbeated for this long "
+        "is taken over; holders heartbeat every second",
+    )
+    replica_id: str | None = Field(
+        None,
+        description="this process's name among the replicas sharing the store; stable across restarts, "
+        "so that a restarted replica takes back its own runs at once (`aisoar up`/`serve`: host:port)",
     )
     runner_max_concurrent_runs: int = 32
     step_retry_delays: list[float] = Field(

@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from aisoar.models import Alert
 from aisoar.store import EvidenceRecord, Store
 
 
@@ -29,17 +30,8 @@ class EvidenceStore:
     def path_for(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
 
-    def put(
-        self,
-        incident_id: str,
-        content: bytes,
-        description: str,
-        collected_by: str,
-        media_type: str = "application/json",
-        asset: str | None = None,
-    ) -> EvidenceRecord:
-        """Store ``content`` once and append its custody entry; ``asset`` names what it is about
-        (the same reference the changing steps on that asset use)."""
+    def write(self, content: bytes) -> tuple[str, Path]:
+        """The bytes on disk, once, read-only, under their hash: (sha256, path)."""
         sha256 = hashlib.sha256(content).hexdigest()
         path = self.path_for(sha256)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,6 +51,20 @@ class EvidenceStore:
                 self.verify_file(sha256)
             finally:
                 tmp.unlink(missing_ok=True)
+        return sha256, path
+
+    def put(
+        self,
+        incident_id: str,
+        content: bytes,
+        description: str,
+        collected_by: str,
+        media_type: str = "application/json",
+        asset: str | None = None,
+    ) -> EvidenceRecord:
+        """Store ``content`` once and append its custody entry; ``asset`` names what it is about
+        (the same reference the changing steps on that asset use)."""
+        sha256, path = self.write(content)
         return self.store.record_evidence(
             incident_id=incident_id,
             sha256=sha256,
@@ -75,6 +81,32 @@ class EvidenceStore:
     ) -> EvidenceRecord:
         content = json.dumps(document, sort_keys=True, indent=2, default=str).encode()
         return self.put(incident_id, content, description, collected_by, asset=asset)
+
+    def put_alerts(self, incident_id: str, alerts: list[Alert], collected_by: str) -> EvidenceRecord | None:
+        """Alerts of one incident preserved as one evidence item: one file, one custody entry.
+
+        Payloads are kept once per content hash (a storm repeats one payload), each with the ids
+        and receipt times of the alerts that carried it. Only alerts not yet preserved (by their
+        incident's run or another batch) count; None when every one already was."""
+        by_payload: dict[str, dict[str, Any]] = {}
+        for alert in sorted(alerts, key=lambda a: (a.received_at, a.id)):
+            entry = by_payload.setdefault(
+                alert.raw_sha256, {"raw_sha256": alert.raw_sha256, "alert": alert.model_dump(mode="json"), "copies": []}
+            )
+            entry["copies"].append({"alert_id": alert.id, "received_at": alert.received_at.isoformat()})
+        document = {"incident_id": incident_id, "alerts": len(alerts), "payloads": list(by_payload.values())}
+        content = json.dumps(document, sort_keys=True, indent=2, default=str).encode()
+        sha256, path = self.write(content)
+        sources = ", ".join(sorted({a.source for a in alerts}))
+        return self.store.preserve_alerts(
+            [a.id for a in alerts],
+            incident_id=incident_id,
+            sha256=sha256,
+            size=len(content),
+            description=f"{len(alerts)} alert(s) from {sources} ({len(by_payload)} distinct payload(s))",
+            location=str(path),
+            collected_by=collected_by,
+        )
 
     def verify_file(self, sha256: str) -> None:
         actual = hashlib.sha256(self.path_for(sha256).read_bytes()).hexdigest()

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sys
 import textwrap
 import time
@@ -269,6 +270,9 @@ def _serve(settings: Settings, announce: str) -> int:
         from flows.runtime import PlaybookRuntime
         from flows.services import build_services
 
+        if settings.replica_id is None:
+            # Stable across restarts: a restarted `aisoar up`/`serve` takes back its own runs at once.
+            settings = settings.model_copy(update={"replica_id": f"{socket.gethostname()}:{settings.ingress_port}"})
         try:
             svc = build_services(settings)
         except DirectoryError as exc:
@@ -278,9 +282,22 @@ def _serve(settings: Settings, announce: str) -> int:
         runtime.start()
     try:
         dispatcher = Dispatcher(
-            svc.store, list(svc.specs.values()), runtime, timedelta(seconds=settings.dedup_window_seconds)
+            svc.store,
+            list(svc.specs.values()),
+            runtime,
+            timedelta(seconds=settings.dedup_window_seconds),
+            owner=runtime.owner,
+            lease=runtime.stale_after,
         )
-        ingress = create_app(settings, svc.store, dispatcher, known, desk=runtime.desk)
+        ingress = create_app(
+            settings,
+            svc.store,
+            dispatcher,
+            known,
+            desk=runtime.desk,
+            evidence=svc.evidence,
+            prefect_problem=runtime.prefect_problem,
+        )
         ready = sorted(name for name, source in known.items() if source.missing is None)
         base = f"http://{settings.ingress_host}:{settings.ingress_port}"
         buttons = (

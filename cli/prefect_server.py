@@ -65,7 +65,8 @@ def is_healthy(api_url: str, timeout: float = 1.0, auth_string: str | None = Non
 class PrefectServer:
     """A Prefect server in its own process group. ``auth_string`` is its credential
     (cli/prefect_auth.py's ``credential``); None, said explicitly, starts it open to anyone who
-    can reach the port."""
+    can reach the port. ``database_url``: its database (``postgresql+asyncpg://...``); None, its
+    own SQLite file in ``home`` (``sqlite_url``)."""
 
     def __init__(
         self,
@@ -75,8 +76,10 @@ class PrefectServer:
         host: str = "127.0.0.1",
         port: int = 4200,
         log_file: Path | None = None,
+        database_url: str | None = None,
     ) -> None:
         self.home = home
+        self.database_url = database_url
         self.auth_string = auth_string
         self.host = host
         self.port = port
@@ -101,9 +104,12 @@ class PrefectServer:
         if is_healthy(self.api_url, auth_string=self.auth_string):
             raise RuntimeError(f"something already answers on {self.url}; stop it or choose another port")
         log = open(self.log_file, "ab")
+        env = server_env(self.home, self.api_url, self.auth_string)
+        if self.database_url is not None:
+            env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = self.database_url
         self.process = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)],
-            env=server_env(self.home, self.api_url, self.auth_string),
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

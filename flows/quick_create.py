@@ -22,6 +22,8 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY, PREFECT_API_URL
 from prefect.states import to_state_create
 
+from aisoar.prefect_retries import note_retry
+
 
 def _headers() -> dict[str, str]:
     headers = {"Content-Type": "application/json"}
@@ -71,6 +73,7 @@ class QuickRunCreator:
                 return FlowRun.model_validate(response.json())
             if response.status_code != 503:
                 break
+            note_retry("503", "(creating a run)")
             time.sleep(delay)
             delay *= 2
         return self.fallback.create_flow_run_from_deployment(

@@ -53,11 +53,13 @@ from prefect.flow_engine import run_flow_sync
 from prefect.states import Crashed, Pending, Scheduled
 
 from aisoar.models import utcnow
+from aisoar.prefect_retries import watch_retries
 from aisoar.store import ApprovalRecord
 from flows.answers import AnswerDesk
 from flows.console import ensure_saved_searches
 from flows.escalation import escalate_due
 from flows.playbook import NOT_CONTAINED, playbook_flow, run_playbook
+from flows.prefect_watch import PrefectWatch
 from flows.quick_create import QuickRunCreator
 from flows.services import Services, use_services
 from flows.tell import runner_context, tell
@@ -69,7 +71,9 @@ FORM_GRACE_SECONDS = 5.0  # a Suspended run younger than this may still be writi
 class PlaybookRuntime:
     def __init__(self, svc: Services) -> None:
         self.svc = svc
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        # A replica id names this runtime across restarts: started again, it takes back at once
+        # the runs it held (without one, a new id each time: they wait until stale).
+        self.owner = svc.settings.replica_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.stale_after = timedelta(
             seconds=max(svc.settings.runner_stale_seconds, svc.settings.runner_sweep_seconds * 3)
         )
@@ -82,6 +86,8 @@ class PlaybookRuntime:
         self._client: SyncPrefectClient | None = None
         self._creator: QuickRunCreator | None = None
         self._sweeper: threading.Thread | None = None
+        self._beater: threading.Thread | None = None
+        self.watch: PrefectWatch | None = None
         self._last_slow_sweep = 0.0
         self._forms_seen: set[tuple[str, str]] = set()  # (run, form key) known to be up
         self.desk = AnswerDesk(svc, waker=self.wake)
@@ -92,15 +98,23 @@ class PlaybookRuntime:
         self._client = get_client(sync_client=True)
         self._client.__enter__()
         self._creator = QuickRunCreator(self._client)
+        watch_retries()
+        self.watch = PrefectWatch().start()
         self.register_deployments()
         ensure_saved_searches(self._client)  # the UI's "Awaiting approval" runs filter (flows/console.py)
+        self._beater = threading.Thread(target=self._beat_forever, name="aisoar-heartbeat", daemon=True)
+        self._beater.start()
+        self._recover_orphans(own=True)  # what this replica ran before it stopped, at once
         self._sweeper = threading.Thread(target=self._sweep_forever, name="aisoar-sweep", daemon=True)
         self._sweeper.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._sweeper is not None:
-            self._sweeper.join(timeout=10)
+        for thread in (self._sweeper, self._beater):
+            if thread is not None:
+                thread.join(timeout=10)
+        if self.watch is not None:
+            self.watch.stop()
         self.svc.store.release_runs(self.owner)
         if self._creator is not None:
             self._creator.close()
@@ -108,6 +122,10 @@ class PlaybookRuntime:
         if self._client is not None:
             self._client.__exit__(None, None, None)
             self._client = None
+
+    def prefect_problem(self) -> str | None:
+        """Why runs cannot be created now (Prefect does not answer), or None."""
+        return self.watch.problem if self.watch is not None else "the playbook runtime is not started"
 
     @property
     def client(self) -> SyncPrefectClient:
@@ -139,6 +157,8 @@ class PlaybookRuntime:
         """
         if self._creator is None:
             raise RuntimeError("the playbook runtime is not started")
+        if problem := self.prefect_problem():
+            raise RuntimeError(problem)  # fail at once: the alert waits in the inbox for Prefect
         held = self.svc.store.take_playbook_run(incident_id, playbook, self.owner, utcnow() - self.stale_after)
         flow_run = self._creator.create(
             self.deployments[playbook],
@@ -245,6 +265,18 @@ class PlaybookRuntime:
             log.exception("could not record the crash of playbook run %s", flow_run.id)
 
     # -- the sweep ------------------------------------------------------------------
+    def _beat_forever(self) -> None:
+        """The runs this runtime executes are held: a heartbeat every second, in a thread of its
+        own (a slow sweep must not make them look abandoned)."""
+        every = min(1.0, self.stale_after.total_seconds() / 4)
+        while not self._stop.wait(every):
+            with self._lock:
+                held = sorted(self._active)
+            try:
+                self.svc.store.heartbeat(self.owner, held)
+            except Exception:
+                log.exception("heartbeat failed; trying again")
+
     def _sweep_forever(self) -> None:
         while not self._stop.wait(self.svc.settings.runner_sweep_seconds):
             try:
@@ -260,9 +292,6 @@ class PlaybookRuntime:
         slow_every = max(self.svc.settings.runner_sweep_seconds, min(2.0, self.stale_after.total_seconds() / 3))
         if now - self._last_slow_sweep >= slow_every:
             self._last_slow_sweep = now
-            with self._lock:
-                held = sorted(self._active)
-            self.svc.store.heartbeat(self.owner, held)
             self._recover_orphans()
             self._wake_expired_approvals()
             self._watch_pending_approvals()
@@ -288,10 +317,11 @@ class PlaybookRuntime:
             self.svc.store.ensure_playbook_run(incident_id, playbook, str(flow_run.id))
             self._claim_and_start(flow_run)
 
-    def _recover_orphans(self) -> None:
-        """Runs whose runner stopped mid-step (Pending or Running with nobody behind)."""
+    def _recover_orphans(self, own: bool = False) -> None:
+        """Runs whose runner stopped mid-step (Pending or Running with nobody behind); with
+        ``own``, also those this replica held before a restart."""
         stale_before = utcnow() - self.stale_after
-        for run_id in self.svc.store.orphaned_runs(self.owner, stale_before):
+        for run_id in self.svc.store.orphaned_runs(self.owner, stale_before, own=own):
             with self._lock:
                 if run_id in self._active:
                     continue

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pydantic import BaseModel, ConfigDict
 
 from aisoar.actions import Effect
@@ -21,15 +23,25 @@ class NoInputs(BaseModel):
     collects_evidence=True,
 )
 def capture_alerts(ctx: ActionContext, inputs: NoInputs) -> StepOutcome:
+    """Each alert of the incident in a file of its own, unless it is evidence already (an
+    earlier run, or the batches that keep the alerts of a storm as they arrive)."""
     incident = ctx.store.get_incident(ctx.incident_id)
     hashes = []
     for alert_id in incident.alert_ids:
         alert = ctx.store.get_alert(alert_id)
-        record = ctx.evidence.put_json(
-            ctx.incident_id,
-            alert.model_dump(mode="json"),
-            f"alert {alert.id} from {alert.source} (payload sha256 {alert.raw_sha256})",
-            ctx.actor,
+        content = json.dumps(alert.model_dump(mode="json"), sort_keys=True, indent=2, default=str).encode()
+        sha256, path = ctx.evidence.write(content)
+        record = ctx.store.preserve_alerts(
+            [alert.id],
+            incident_id=ctx.incident_id,
+            sha256=sha256,
+            size=len(content),
+            description=f"alert {alert.id} from {alert.source} (payload sha256 {alert.raw_sha256})",
+            location=str(path),
+            collected_by=ctx.actor,
         )
-        hashes.append(record.sha256)
-    return ok(f"{len(hashes)} alert(s) preserved", evidence_sha256=hashes)
+        if record is not None:
+            hashes.append(record.sha256)
+    earlier = len(incident.alert_ids) - len(hashes)
+    kept = f"; {earlier} were preserved before" if earlier else ""
+    return ok(f"{len(hashes)} alert(s) preserved{kept}", evidence_sha256=hashes)

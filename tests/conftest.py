@@ -48,8 +48,14 @@ API_TOKEN = "test-api-token-0123456789"
 READ = {"Authorization": f"Bearer {API_TOKEN}"}  # what a reader of /alerts and /metrics sends
 SANDBOX_APPROVERS = Path(__file__).resolve().parent.parent / "sandbox" / "approvers.yaml"
 
-# Session fixtures that start the real servers (OpenBao, moto, MLflow, Chroma) on demand.
-pytest_plugins = ["tests.servers.openbao", "tests.servers.moto", "tests.servers.mlflow", "tests.servers.chroma"]
+# Session fixtures that start the real servers (OpenBao, moto, MLflow, Chroma, PostgreSQL) on demand.
+pytest_plugins = [
+    "tests.servers.openbao",
+    "tests.servers.moto",
+    "tests.servers.mlflow",
+    "tests.servers.chroma",
+    "tests.servers.postgres",
+]
 
 
 @pytest.fixture(scope="session")

@@ -70,7 +70,17 @@ def start_stack(
     svc = build_services(settings)
     runtime = PlaybookRuntime(svc)
     runtime.start()
-    dispatcher = Dispatcher(svc.store, list(svc.specs.values()), runtime, timedelta(hours=1))
-    server = BackgroundServer(create_app(settings, svc.store, dispatcher, desk=runtime.desk)).start()
+    dispatcher = Dispatcher(
+        svc.store, list(svc.specs.values()), runtime, timedelta(hours=1), owner=runtime.owner, lease=runtime.stale_after
+    )
+    app = create_app(
+        settings,
+        svc.store,
+        dispatcher,
+        desk=runtime.desk,
+        evidence=svc.evidence,
+        prefect_problem=runtime.prefect_problem,
+    )
+    server = BackgroundServer(app).start()
     sandbox.set_slack_request_url(f"{server.url}{SLACK_INTERACTIVITY_PATH}")
     return Stack(settings, svc, runtime, sandbox, server, env)

@@ -249,6 +249,10 @@ def test_silence_escalates_tier_by_tier(prefect_server: PrefectServer, sandbox: 
         assert "paged ciso in PagerDuty" in steps[2]
         pages = [e for e in sandbox.pagerduty.events if "approval needed" in str(e.get("payload", {}))]
         assert [p["payload"]["summary"].split("]")[0] for p in pages] == ["[security-manager", "[ciso"]
+        # The level is recorded before the thread is told: give the last reply its moment.
+        deadline = time.monotonic() + 10
+        while sum("ESCALATED" in r["text"] for r in sandbox.slack.replies) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
         replies = [r["text"] for r in sandbox.slack.replies]
         assert any("REMINDER" in r for r in replies) and sum("ESCALATED" in r for r in replies) == 2
         # The paged tiers may answer now: Dave got a code, and his click counts.

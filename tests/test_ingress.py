@@ -20,27 +20,17 @@ from aisoar.specs import load_specs
 from aisoar.store import Store
 from tasks import catalog
 from tests.conftest import READ, WEBHOOK_SECRET
+from tests.hostile import Recorder
 
 SAMPLE = (PROJECT_ROOT / "examples/alerts/leaked-openai-key.json").read_bytes()
 LEAKED = json.loads(SAMPLE)["entities"][0]["secret"]
-
-
-class Recorder:
-    """A launcher that records what it was asked to start."""
-
-    def __init__(self) -> None:
-        self.launched: list[tuple[str, str]] = []
-
-    def launch(self, incident_id: str, playbook: str) -> str:
-        self.launched.append((incident_id, playbook))
-        return f"run-{len(self.launched)}"
 
 
 @pytest.fixture()
 def edge(settings: Settings) -> Iterator[tuple[TestClient, Store, Recorder]]:
     store = Store(settings.store_url)
     specs = [item.spec for item in load_specs(settings.specs_dir, catalog())]
-    recorder = Recorder()
+    recorder = Recorder(store)
     dispatcher = Dispatcher(store, specs, recorder, timedelta(hours=1))
     with TestClient(create_app(settings, store, dispatcher)) as client:
         yield client, store, recorder
@@ -193,7 +183,7 @@ def test_accepted_alerts_survive_a_restart(settings: Settings, tmp_path: Path) -
     alert = generic_json("generic", SAMPLE)
     store.accept_alert(alert, "delivery-1")
     specs = [item.spec for item in load_specs(settings.specs_dir, catalog())]
-    recorder = Recorder()
+    recorder = Recorder(store)
     with TestClient(create_app(settings, store, Dispatcher(store, specs, recorder, timedelta(hours=1)))):
         pass
     status = store.alert_status(alert.id)

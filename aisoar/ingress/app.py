@@ -6,23 +6,25 @@ For each delivery, in this order, and nothing is stored unless every check passe
    have their own rate limit), within the source's rate limit (else 429 with Retry-After),
    and JSON;
 3. it is read in the source's format into alerts (secrets redacted, every limit applied);
-4. the alerts are persisted in the inbox, then the answer is 202; dispatch happens after it.
+4. the alerts are persisted in the inbox, then the answer is 202; dispatch happens after it,
+   on the dispatch workers (aisoar/ingress/workers.py). When their queue is full the answer
+   is 429 with Retry-After before anything is stored.
 
-Answers never echo what the sender wrote. ``/healthz`` is open; ``/alerts/{id}`` and
+Answers never echo what the sender wrote. ``/healthz`` is open (200 "ok"; 200 "degraded" with
+the reasons while Prefect is unreachable: alerts are still taken and wait in the inbox; 503
+while the store is unreachable: nothing can be taken); ``/alerts/{id}`` and
 ``/metrics`` need the API token (``/alerts/{id}`` also takes the credentials of the
 source that sent the alert).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import secrets as _secrets
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,6 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from aisoar.config import Settings
+from aisoar.evidence import EvidenceStore
 from aisoar.ingress.adapters import PayloadError, read
 from aisoar.ingress.auth import AuthError, authenticate
 from aisoar.ingress.dispatch import Dispatcher
@@ -40,6 +43,7 @@ from aisoar.ingress.metrics import IngressMetrics
 from aisoar.ingress.slack_actions import MAX_BODY as MAX_SLACK_BODY
 from aisoar.ingress.slack_actions import ClickDesk, SlackRequestError, clicks, verify
 from aisoar.ingress.sources import Source, load_sources, retry_after
+from aisoar.ingress.workers import DispatchPool
 from aisoar.models import Alert, utcnow
 from aisoar.store import Store
 
@@ -88,40 +92,34 @@ def create_app(
     dispatcher: Dispatcher,
     sources: dict[str, Source] | None = None,
     desk: ClickDesk | None = None,
+    *,
+    evidence: EvidenceStore | None = None,
+    prefect_problem: Callable[[], str | None] = lambda: None,
 ) -> FastAPI:
+    """``evidence``: where the alerts of a storm are kept as they arrive; ``prefect_problem``:
+    why runs cannot start now (the runtime's watch on Prefect), for /healthz and the retries."""
     known = load_sources(settings) if sources is None else sources
     metrics = IngressMetrics(store)
-    queue: asyncio.Queue[Alert] = asyncio.Queue()
-
-    async def dispatch_loop() -> None:
-        while True:
-            alert = await queue.get()
-            try:
-                await run_in_threadpool(dispatcher.dispatch, alert)
-                metrics.dispatch.observe((utcnow() - alert.received_at).total_seconds())
-            except Exception:
-                log.exception("dispatch of %s failed; it stays in the inbox and is retried", alert.id)
-
-    async def retry_loop() -> None:
-        while True:
-            await asyncio.sleep(max(settings.runner_sweep_seconds, 1.0) * 5)
-            try:
-                await run_in_threadpool(dispatcher.dispatch_pending, timedelta(seconds=30))
-                await run_in_threadpool(dispatcher.retry_unlaunched)
-            except Exception:
-                log.exception("inbox retry failed")
-
+    pool = DispatchPool(
+        dispatcher,
+        workers=settings.dispatch_workers,
+        capacity=settings.dispatch_queue,
+        observe=lambda alert: metrics.dispatch.observe((utcnow() - alert.received_at).total_seconds()),
+        evidence=evidence,
+        ready=prefect_problem,
+    )
+    metrics.watch(pool_depth=lambda: pool.depth)
     followers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="aisoar-click")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(dispatcher.dispatch_pending)
-        tasks = [asyncio.create_task(dispatch_loop()), asyncio.create_task(retry_loop())]
+        pool.start()
+        # What waited in the inbox (a restart, an outage): queued at once, not after a timer.
+        await run_in_threadpool(pool.upkeep, True)
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
+            await run_in_threadpool(pool.stop)
             followers.shutdown(wait=False)
 
     app = FastAPI(title="aisoar ingress", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -133,8 +131,20 @@ def create_app(
         return _problem(500, f"internal error (reference {ref} in aisoar's log); the delivery was not stored")
 
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    def healthz() -> JSONResponse:
+        try:
+            store.pending_count()
+        except sa.exc.SQLAlchemyError as exc:
+            problem = f"the store is unreachable ({type(exc).__name__}): alerts cannot be taken"
+            return JSONResponse(status_code=503, content={"status": "unavailable", "problems": [problem]})
+        problems = []
+        if reason := prefect_problem():
+            problems.append(f"{reason}: alerts are taken and wait in the inbox until it answers")
+        if pool.full:
+            problems.append("the dispatch queue is full: deliveries get 429 until it drains")
+        if problems:
+            return JSONResponse({"status": "degraded", "problems": problems})
+        return JSONResponse({"status": "ok"})
 
     @app.post("/webhooks/{source_name}", status_code=202)
     async def receive(source_name: str, request: Request) -> Response:
@@ -174,6 +184,11 @@ def create_app(
                 f"more than {source.spec.rate_limit_per_minute} deliveries a minute; retry later",
                 headers={"Retry-After": retry_after(wait)},
             )
+        if pool.full:
+            metrics.count(name, "queue_full")
+            return _problem(
+                429, "aisoar is dispatching a burst; retry later (nothing was stored)", headers={"Retry-After": "2"}
+            )
         if not _is_json(request.headers.get("content-type")):
             metrics.count(name, "unsupported_media_type")
             return _problem(415, "send the body as Content-Type: application/json")
@@ -197,7 +212,7 @@ def create_app(
             return _problem(503, "the inbox is unavailable; retry", headers={"Retry-After": "5"})
         created = [alert for alert, _, new in accepted if new]
         for alert in created:
-            queue.put_nowait(alert)
+            pool.offer(alert)  # else it waits in the inbox: the upkeep queues it when there is room
         ids = [alert_id for _, alert_id, _ in accepted]
         if not created:
             metrics.count(name, "duplicate")
@@ -282,6 +297,7 @@ def create_app(
 
     app.state.sources = known
     app.state.metrics = metrics
+    app.state.pool = pool
     return app
 
 

@@ -1,14 +1,24 @@
 """From a persisted alert to running playbooks: correlate, route, launch.
 
-Each step is idempotent, so an alert can be dispatched again after a crash: it joins the
-same incident, a playbook already claimed for that incident is not claimed again, and the
-launcher dedupes on ``<incident id>:<playbook>``.
+Many dispatches run at once, in one process and across replicas sharing the store; what
+keeps them apart is the store, not a lock of this process:
+* an alert is leased to one dispatcher at a time (``claim_alert``); a lease whose holder
+  stopped goes stale and another dispatcher takes the alert over;
+* correlation holds the fingerprint for its transaction (one incident per fingerprint);
+* a playbook is claimed for an incident once (the table's key), and the launcher dedupes
+  the run on ``<incident id>:<playbook>``.
+Each step is idempotent, so an alert can be dispatched again after a crash or a failed
+launch: it keeps the incident it joined (its timeline entries are not written twice), and
+a playbook selected but never started is started. An alert stays ``pending`` until every
+run it selected exists.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+import os
+import secrets
+import socket
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol
@@ -16,6 +26,7 @@ from typing import Protocol
 from aisoar.models import Alert, Severity, utcnow
 from aisoar.specs import PlaybookSpec
 from aisoar.store import Store
+from aisoar.store.incidents import Note
 
 log = logging.getLogger("aisoar.dispatch")
 
@@ -45,12 +56,22 @@ class DispatchResult:
 
 
 class Dispatcher:
-    def __init__(self, store: Store, specs: list[PlaybookSpec], launcher: Launcher | None, window: timedelta) -> None:
+    def __init__(
+        self,
+        store: Store,
+        specs: list[PlaybookSpec],
+        launcher: Launcher | None,
+        window: timedelta,
+        *,
+        owner: str | None = None,
+        lease: timedelta = timedelta(seconds=15),
+    ) -> None:
         self.store = store
         self.specs = specs
         self.launcher = launcher
         self.window = window
-        self._lock = threading.Lock()
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.lease = lease  # a claim on an alert older than this is taken over (refresh_claims renews it)
 
     def route(self, alert: Alert) -> list[PlaybookSpec]:
         """The playbooks that answer the alert; none match: the fallback (triage) playbooks."""
@@ -58,42 +79,60 @@ class Dispatcher:
         return matched or [spec for spec in self.specs if spec.fallback]
 
     def dispatch(self, alert: Alert) -> DispatchResult | None:
-        with self._lock:  # one dispatch at a time per process: correlation must not race
+        """Dispatch the alert unless it is done or another dispatcher holds it now (None then)."""
+        if not self.store.claim_alert(alert.id, self.owner, utcnow() - self.lease):
+            return None
+        try:
             return self._dispatch(alert)
+        except Exception as exc:
+            self.store.mark_alert(alert.id, "pending", error=f"dispatch failed, retried: {str(exc)[:400]}")
+            raise
 
     def _dispatch(self, alert: Alert) -> DispatchResult | None:
         if alert.state == "resolved":
             return self._resolved(alert)
         matched = self.route(alert)
-        typed = [spec.incident_type for spec in matched if spec.incident_type is not None]
-        incident_type = alert.incident_type or (typed[0] if typed else None)
-        severity = max([alert.severity, *(s.severity_floor for s in matched)], key=lambda s: Severity(s).rank)
-        incident_id, created = self.store.correlate(alert, incident_type, severity, self.window)
+        incident_id = self.store.alert_incident(alert.id)  # set: correlated by an earlier try
+        created = False
+        if incident_id is None:
+            incident_id, created = self._correlate(alert, matched)
         result = DispatchResult(incident_id=incident_id, new_incident=created)
-        self.store.add_timeline(
-            incident_id,
-            "alert",
-            f"alert {alert.id} from {alert.source}: {alert.title}",
-            data={"alert_id": alert.id, "raw_sha256": alert.raw_sha256},
-        )
-        if created:
-            self.store.add_timeline(incident_id, "incident", f"incident opened ({severity.value})")
-        for note in alert.notes:
-            self.store.add_timeline(incident_id, "alert", f"note on alert {alert.id}: {note}")
-        if not matched:
-            self.store.add_timeline(incident_id, "incident", "no playbook matches this alert; triage by hand")
-        elif all(spec.fallback for spec in matched):
-            self.store.add_timeline(
-                incident_id, "incident", "no playbook answers this alert: the triage playbook tells on-call"
-            )
         for spec in matched:
             if self.store.claim_playbook_run(incident_id, spec.name):
                 self.store.add_timeline(incident_id, "run", f"playbook {spec.name} selected")
                 self._launch(incident_id, spec.name, result)
-            elif not created:
-                self._redrive(incident_id, spec.name, result)
-        self.store.mark_alert(alert.id, "dispatched", incident_id=incident_id)
+                continue
+            found = self.store.playbook_run_state(incident_id, spec.name)
+            if found is not None and found[0] is None:
+                self._launch(incident_id, spec.name, result)  # selected before; its run was never created
+            elif found is not None and found[1] and not created:
+                self._redrive(incident_id, spec.name, result)  # ended; did it contain the incident?
+        if result.failed:
+            waiting = "; ".join(f"{name}: {error}" for name, error in result.failed.items())
+            self.store.mark_alert(alert.id, "pending", error=f"waiting to start its runs ({waiting})"[:500])
+        else:
+            self.store.mark_alert(alert.id, "dispatched")
         return result
+
+    def _correlate(self, alert: Alert, matched: list[PlaybookSpec]) -> tuple[str, bool]:
+        """The incident the alert joins or opens, with its timeline entries written with it."""
+        typed = [spec.incident_type for spec in matched if spec.incident_type is not None]
+        incident_type = alert.incident_type or (typed[0] if typed else None)
+        severity = max([alert.severity, *(s.severity_floor for s in matched)], key=lambda s: Severity(s).rank)
+        entries: list[Note] = [
+            (
+                "alert",
+                f"alert {alert.id} from {alert.source}: {alert.title}",
+                {"alert_id": alert.id, "raw_sha256": alert.raw_sha256},
+            )
+        ]
+        opened: list[Note] = [("incident", f"incident opened ({severity.value})", None)]
+        entries += [("alert", f"note on alert {alert.id}: {note}", None) for note in alert.notes]
+        if not matched:
+            opened.append(("incident", "no playbook matches this alert; triage by hand", None))
+        elif all(spec.fallback for spec in matched):
+            opened.append(("incident", "no playbook answers this alert: the triage playbook tells on-call", None))
+        return self.store.correlate(alert, incident_type, severity, self.window, entries, opened)
 
     def _resolved(self, alert: Alert) -> DispatchResult | None:
         """The source says its alert is over: on the incident's timeline and in its thread.
@@ -142,24 +181,24 @@ class Dispatcher:
             log.warning("could not run playbook %s again for %s: %s", playbook, incident_id, exc)
             result.failed[playbook] = str(exc)
 
-    def dispatch_pending(self, grace: timedelta = timedelta(0)) -> int:
-        """Dispatch alerts still pending in the inbox (after a restart, or a failure).
-
-        ``grace`` leaves alone alerts younger than that, which the ingress is dispatching now.
-        """
+    def dispatch_pending(self, grace: timedelta = timedelta(0), limit: int = 200) -> int:
+        """Dispatch alerts still pending in the inbox: after a restart, a failed launch, or a
+        dispatcher that stopped. ``grace`` leaves alone unheld alerts younger than that (they are
+        on their way through a dispatch queue); how many were dispatched."""
         count = 0
-        for alert in self.store.pending_alerts(received_before=utcnow() - grace):
+        now = utcnow()
+        for alert in self.store.redrivable_alerts(self.owner, now - grace, now - self.lease, limit):
             try:
-                self.dispatch(alert)
-                count += 1
-            except Exception as exc:
+                if self.dispatch(alert) is not None:
+                    count += 1
+            except Exception:
                 log.exception("dispatch of alert %s failed; it stays pending", alert.id)
-                self.store.mark_alert(alert.id, "pending", error=str(exc)[:500])
         return count
 
-    def retry_unlaunched(self) -> int:
+    def retry_unlaunched(self, age: timedelta = timedelta(seconds=5)) -> int:
+        """Start the runs selected at least ``age`` ago whose flow run was never created."""
         count = 0
-        for incident_id, playbook in self.store.runs_without_flow_run(utcnow() - timedelta(seconds=30)):
+        for incident_id, playbook in self.store.runs_without_flow_run(utcnow() - age):
             result = DispatchResult(incident_id=incident_id, new_incident=False)
             self._launch(incident_id, playbook, result)
             count += len(result.launched)

@@ -3,12 +3,13 @@ and what the store holds now (incidents by status, approvals waiting)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from aisoar.prefect_retries import RETRIES
 from aisoar.store import Store
 
 OUTCOMES = (
@@ -25,6 +26,7 @@ OUTCOMES = (
     "malformed",
     "invalid",
     "unavailable",
+    "queue_full",
 )
 
 
@@ -40,6 +42,29 @@ class _StoreState(Collector):
         waiting = GaugeMetricFamily("aisoar_approvals_waiting", "approval requests no one has answered yet")
         waiting.add_metric([], len(self.store.pending_approvals()))
         yield waiting
+        pending = GaugeMetricFamily("aisoar_alerts_pending", "alerts in the inbox whose runs have not all started")
+        pending.add_metric([], self.store.pending_count())
+        yield pending
+
+
+class _Process(Collector):
+    """This process's dispatch queue, and Prefect's retries its clients made here."""
+
+    def __init__(self, pool_depth: Callable[[], int]) -> None:
+        self.pool_depth = pool_depth
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        depth = GaugeMetricFamily("aisoar_dispatch_queue", "accepted alerts waiting for a dispatch worker")
+        depth.add_metric([], self.pool_depth())
+        yield depth
+        retries = CounterMetricFamily(
+            "aisoar_prefect_retries",
+            "requests to Prefect that its server asked to retry (e.g. 503 database is locked), by reason",
+            labels=["reason"],
+        )
+        for reason, count in sorted(RETRIES.items()):
+            retries.add_metric([reason], count)
+        yield retries
 
 
 class IngressMetrics:
@@ -58,6 +83,9 @@ class IngressMetrics:
             registry=self.registry,
         )
         self.registry.register(_StoreState(store))
+
+    def watch(self, pool_depth: Callable[[], int]) -> None:
+        self.registry.register(_Process(pool_depth))
 
     def count(self, source: str, outcome: str, amount: int = 1) -> None:
         self.alerts.labels(source=source, outcome=outcome).inc(amount)

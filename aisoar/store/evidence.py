@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 
 from aisoar.models import utcnow
-from aisoar.store.schema import StoreBase, aware, evidence_items
+from aisoar.store.schema import StoreBase, aware, evidence_items, inbox
 
 
 class EvidenceRecord(BaseModel):
@@ -64,25 +64,86 @@ class EvidenceLedger(StoreBase):
     ) -> EvidenceRecord:
         """Append a custody entry, chained to the previous entry's hash."""
         with self._custody_lock, self._tx() as conn:
-            prev = conn.execute(
-                sa.select(evidence_items.c.entry_hash).order_by(evidence_items.c.id.desc()).limit(1)
-            ).scalar()
-            entry: dict[str, Any] = dict(
-                incident_id=incident_id,
-                sha256=sha256,
-                size=size,
-                media_type=media_type,
-                description=description,
-                location=location,
-                collected_by=collected_by,
-                collected_at=utcnow(),
+            return self._append_custody(
+                conn, incident_id, sha256, size, media_type, description, location, collected_by, asset
             )
-            if asset is not None:
-                entry["asset"] = asset
-            prev_hash = str(prev) if prev else GENESIS
-            entry_hash = custody_hash(prev_hash, entry)
-            conn.execute(evidence_items.insert().values(**entry, prev_hash=prev_hash, entry_hash=entry_hash))
+
+    def _append_custody(
+        self,
+        conn: sa.Connection,
+        incident_id: str,
+        sha256: str,
+        size: int,
+        media_type: str,
+        description: str,
+        location: str,
+        collected_by: str,
+        asset: str | None = None,
+    ) -> EvidenceRecord:
+        """The custody entry, in the caller's transaction. The chain is one for the whole store:
+        every process appends to it in turn (a fork would break it)."""
+        self._serialize(conn, "custody-chain")
+        prev = conn.execute(
+            sa.select(evidence_items.c.entry_hash).order_by(evidence_items.c.id.desc()).limit(1)
+        ).scalar()
+        entry: dict[str, Any] = dict(
+            incident_id=incident_id,
+            sha256=sha256,
+            size=size,
+            media_type=media_type,
+            description=description,
+            location=location,
+            collected_by=collected_by,
+            collected_at=utcnow(),
+        )
+        if asset is not None:
+            entry["asset"] = asset
+        prev_hash = str(prev) if prev else GENESIS
+        entry_hash = custody_hash(prev_hash, entry)
+        conn.execute(evidence_items.insert().values(**entry, prev_hash=prev_hash, entry_hash=entry_hash))
         return EvidenceRecord(**entry, prev_hash=prev_hash, entry_hash=entry_hash)
+
+    def preserve_alerts(
+        self,
+        alert_ids: list[str],
+        *,
+        incident_id: str,
+        sha256: str,
+        size: int,
+        description: str,
+        location: str,
+        collected_by: str,
+    ) -> EvidenceRecord | None:
+        """Mark the alerts preserved and append the custody entry of the file that holds them,
+        in one transaction; None (and no entry) when another writer preserved them all first."""
+        with self._custody_lock, self._tx() as conn:
+            marked = conn.execute(
+                inbox.update().where(inbox.c.id.in_(alert_ids), inbox.c.preserved.is_(False)).values(preserved=True)
+            ).rowcount
+            if not marked:
+                return None
+            return self._append_custody(
+                conn, incident_id, sha256, size, "application/json", description, location, collected_by
+            )
+
+    def unpreserved_alerts(self, received_before: datetime, limit: int = 500) -> dict[str, list[str]]:
+        """Alerts received before ``received_before`` that joined an incident and whose payload
+        is not evidence yet, by incident."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(inbox.c.id, inbox.c.incident_id)
+                .where(
+                    inbox.c.incident_id.is_not(None),
+                    inbox.c.preserved.is_(False),
+                    inbox.c.received_at < received_before,
+                )
+                .order_by(inbox.c.received_at)
+                .limit(limit)
+            ).all()
+        found: dict[str, list[str]] = {}
+        for row in rows:
+            found.setdefault(str(row.incident_id), []).append(str(row.id))
+        return found
 
     def evidence_for(self, incident_id: str, asset: str | None = None) -> list[EvidenceRecord]:
         """The incident's evidence; with ``asset``, only what was collected about that asset."""

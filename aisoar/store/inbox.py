@@ -7,7 +7,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from aisoar.models import Alert
+from aisoar.models import Alert, utcnow
 from aisoar.store.schema import StoreBase, inbox
 
 
@@ -66,6 +66,52 @@ class Inbox(StoreBase):
             ).all()
         return [Alert.model_validate_json(row.alert_json) for row in rows]
 
+    def claim_alert(self, alert_id: str, owner: str, stale_before: datetime) -> bool:
+        """Become the dispatcher of a pending alert unless a live one holds it (its claim is
+        younger than ``stale_before``): each alert is dispatched by one dispatcher at a time."""
+        with self._tx() as conn:
+            result = conn.execute(
+                inbox.update()
+                .where(
+                    inbox.c.id == alert_id,
+                    inbox.c.status == "pending",
+                    sa.or_(inbox.c.owner.is_(None), inbox.c.owner == owner, inbox.c.claimed_at < stale_before),
+                )
+                .values(owner=owner, claimed_at=utcnow())
+            )
+        return bool(result.rowcount)
+
+    def refresh_claims(self, owner: str) -> None:
+        """The alerts this dispatcher is working on are still held (its heartbeat)."""
+        with self._tx() as conn:
+            conn.execute(
+                inbox.update().where(inbox.c.owner == owner, inbox.c.status == "pending").values(claimed_at=utcnow())
+            )
+
+    def redrivable_alerts(
+        self, owner: str, received_before: datetime, stale_before: datetime, limit: int = 200
+    ) -> list[Alert]:
+        """Pending alerts to dispatch (again): nobody holds them and they are older than
+        ``received_before`` (younger ones are on their way through a dispatch queue), or their
+        dispatcher stopped (its claim went stale), or this owner held them before a restart."""
+        condition = sa.and_(
+            inbox.c.status == "pending",
+            sa.or_(
+                sa.and_(inbox.c.owner.is_(None), inbox.c.received_at < received_before),
+                inbox.c.owner == owner,
+                inbox.c.claimed_at < stale_before,
+            ),
+        )
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(inbox.c.alert_json).where(condition).order_by(inbox.c.received_at).limit(limit)
+            ).all()
+        return [Alert.model_validate_json(row.alert_json) for row in rows]
+
+    def pending_count(self) -> int:
+        with self._tx() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).where(inbox.c.status == "pending")).scalar() or 0)
+
     def alert_record(self, alert_id: str) -> InboxRecord | None:
         with self._tx() as conn:
             row = conn.execute(
@@ -83,10 +129,19 @@ class Inbox(StoreBase):
         return (row.status, row.incident_id, row.error) if row else None
 
     def mark_alert(self, alert_id: str, status: str, incident_id: str | None = None, error: str | None = None) -> None:
+        """The alert's dispatch ended (``dispatched``), or it waits for the next try (``pending``,
+        with the reason in ``error``); either way no dispatcher holds it any more."""
+        values: dict[str, object] = {"status": status, "error": error, "owner": None, "claimed_at": None}
+        if incident_id is not None:
+            values["incident_id"] = incident_id
         with self._tx() as conn:
-            conn.execute(
-                inbox.update().where(inbox.c.id == alert_id).values(status=status, incident_id=incident_id, error=error)
-            )
+            conn.execute(inbox.update().where(inbox.c.id == alert_id).values(**values))
+
+    def alert_incident(self, alert_id: str) -> str | None:
+        """The incident the alert joined (its correlation is done), if any yet."""
+        with self._tx() as conn:
+            value = conn.execute(sa.select(inbox.c.incident_id).where(inbox.c.id == alert_id)).scalar()
+        return str(value) if value else None
 
     def get_alert(self, alert_id: str) -> Alert:
         with self._tx() as conn:

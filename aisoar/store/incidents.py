@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -22,15 +23,29 @@ from aisoar.store.schema import (
 )
 from aisoar.taxonomy import IncidentType
 
+Note = tuple[str, str, dict[str, Any] | None]  # a timeline entry: kind, message, data
+
 
 class Incidents(StoreBase):
     # -- incidents -----------------------------------------------------------------------
     def correlate(
-        self, alert: Alert, incident_type: IncidentType | None, severity: Severity, window: timedelta
+        self,
+        alert: Alert,
+        incident_type: IncidentType | None,
+        severity: Severity,
+        window: timedelta,
+        entries: Sequence[Note] = (),
+        opened: Sequence[Note] = (),
     ) -> tuple[str, bool]:
-        """Attach the alert to the open incident with its fingerprint inside the window, or open one."""
+        """Attach the alert to the open incident with its fingerprint inside the window, or open one.
+
+        In the same transaction: ``entries`` on the incident's timeline, and ``opened`` too when
+        the incident is new. Two alerts with one fingerprint correlate one after the other, in
+        this process or any other using the store, so they never open two incidents.
+        """
         now = utcnow()
         with self._tx() as conn:
+            self._serialize(conn, f"fingerprint:{alert.fingerprint}")
             row = conn.execute(
                 sa.select(incidents.c.id, incidents.c.severity)
                 .where(
@@ -63,6 +78,8 @@ class Incidents(StoreBase):
                     )
                 )
             _attach(conn, str(incident_id), alert.id)
+            for kind, message, data in [*entries, *(opened if created else [])]:
+                conn.execute(timeline_row(str(incident_id), kind, message, data=data))
         return incident_id, created
 
     def join_open_incident(self, alert: Alert) -> str | None:

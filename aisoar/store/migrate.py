@@ -27,6 +27,8 @@ def _unversioned_revision(connection: sa.Connection) -> str | None:
     tables = set(inspector.get_table_names())
     if "alembic_version" in tables or "incidents" not in tables:
         return None
+    if "preserved" in {column["name"] for column in inspector.get_columns("inbox")}:
+        return "0004"
     if "approval_codes" in tables:
         return "0003"
     columns = {column["name"] for column in inspector.get_columns("evidence_items")}
@@ -36,6 +38,10 @@ def _unversioned_revision(connection: sa.Connection) -> str | None:
 def upgrade(engine: Engine) -> None:
     """Bring the store's schema to the newest revision."""
     with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            # Replicas starting together migrate one after the other (the others then find
+            # nothing to do); PostgreSQL's DDL is transactional, the lock ends with it.
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(7243501877)"))
         config = _config(connection)
         found = _unversioned_revision(connection)
         if found is not None:

@@ -22,22 +22,22 @@ class StepResult(BaseModel):
 class Runs(StoreBase):
     # -- playbook runs ------------------------------------------------------------------
     def claim_playbook_run(self, incident_id: str, playbook: str) -> bool:
-        """Record that this incident gets this playbook; False when it already has it."""
+        """Record that this incident gets this playbook; False when it already has it (also
+        when another dispatcher, in this process or another replica, claimed it a moment ago)."""
         with self._tx() as conn:
-            exists = conn.execute(
-                sa.select(playbook_runs.c.incident_id).where(
+            return self._insert_new(
+                conn, playbook_runs, incident_id=incident_id, playbook=playbook, created_at=utcnow(), finished=False
+            )
+
+    def playbook_run_state(self, incident_id: str, playbook: str) -> tuple[str | None, bool] | None:
+        """(flow run id, finished) of an incident's playbook run; None when it has none."""
+        with self._tx() as conn:
+            row = conn.execute(
+                sa.select(playbook_runs.c.flow_run_id, playbook_runs.c.finished).where(
                     playbook_runs.c.incident_id == incident_id, playbook_runs.c.playbook == playbook
                 )
             ).first()
-            if exists:
-                return False
-            try:
-                conn.execute(
-                    playbook_runs.insert().values(incident_id=incident_id, playbook=playbook, created_at=utcnow())
-                )
-            except sa.exc.IntegrityError:
-                return False  # claimed by a concurrent dispatch
-        return True
+        return (str(row.flow_run_id) if row.flow_run_id else None, bool(row.finished)) if row else None
 
     def set_flow_run(self, incident_id: str, playbook: str, flow_run_id: str) -> None:
         with self._tx() as conn:
@@ -118,17 +118,17 @@ class Runs(StoreBase):
         with self._tx() as conn:
             conn.execute(playbook_runs.update().where(playbook_runs.c.flow_run_id == flow_run_id).values(finished=True))
 
-    def orphaned_runs(self, owner: str, stale_before: datetime) -> list[str]:
-        """Unfinished runs that no live runner holds."""
+    def orphaned_runs(self, owner: str, stale_before: datetime, *, own: bool = False) -> list[str]:
+        """Unfinished runs that no live runner holds; with ``own``, also those this owner held
+        before (a runtime restarted with the same replica id takes its runs back at once)."""
+        held_by_others = sa.and_(playbook_runs.c.owner != owner, playbook_runs.c.heartbeat_at < stale_before)
+        holder = sa.or_(playbook_runs.c.owner.is_(None), held_by_others)
+        if own:
+            holder = sa.or_(holder, playbook_runs.c.owner == owner)
         with self._tx() as conn:
             rows = conn.execute(
                 sa.select(playbook_runs.c.flow_run_id).where(
-                    playbook_runs.c.flow_run_id.is_not(None),
-                    playbook_runs.c.finished.is_(False),
-                    sa.or_(
-                        playbook_runs.c.owner.is_(None),
-                        sa.and_(playbook_runs.c.owner != owner, playbook_runs.c.heartbeat_at < stale_before),
-                    ),
+                    playbook_runs.c.flow_run_id.is_not(None), playbook_runs.c.finished.is_(False), holder
                 )
             ).all()
         return [str(r.flow_run_id) for r in rows]

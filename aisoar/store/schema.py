@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import threading
@@ -11,6 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
 from aisoar.models import utcnow
@@ -31,7 +34,12 @@ inbox = sa.Table(
     sa.Column("status", sa.String(16), nullable=False, default="pending"),
     sa.Column("incident_id", sa.String(40)),
     sa.Column("error", sa.Text),
+    sa.Column("owner", sa.String(128)),  # the dispatcher that holds the alert now
+    sa.Column("claimed_at", _ts),
+    sa.Column("preserved", sa.Boolean, nullable=False, default=False),  # its payload is evidence
     sa.UniqueConstraint("source", "delivery_id", name="uq_inbox_delivery"),
+    sa.Index("ix_inbox_status", "status"),
+    sa.Index("ix_inbox_incident_preserved", "incident_id", "preserved"),
 )
 
 incidents = sa.Table(
@@ -200,3 +208,28 @@ class StoreBase:
     def _tx(self) -> Iterator[Connection]:
         with self.engine.begin() as conn:
             yield conn
+
+    @property
+    def shared(self) -> bool:
+        """Whether several processes (replicas) may use this store at once: PostgreSQL."""
+        return self.engine.dialect.name == "postgresql"
+
+    def _serialize(self, conn: Connection, key: str) -> None:
+        """Hold ``key`` until the transaction ends, across every process using the store.
+
+        On PostgreSQL a transaction-scoped advisory lock; on SQLite nothing is needed: every
+        transaction begins IMMEDIATE (one writer at a time, aisoar/store/__init__.py)."""
+        if self.shared:
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_key(key))))
+
+    def _insert_new(self, conn: Connection, table: sa.Table, **values: Any) -> bool:
+        """Insert the row unless one with its key exists; whether it was inserted. Never an
+        error that would end the transaction (PostgreSQL aborts one on a failed insert)."""
+        dialect = sqlite_insert if self.engine.dialect.name == "sqlite" else postgresql_insert
+        result = conn.execute(dialect(table).values(**values).on_conflict_do_nothing())
+        return bool(result.rowcount)
+
+
+def lock_key(key: str) -> int:
+    """A stable signed 64-bit number for ``key`` (PostgreSQL's advisory lock ids)."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)

@@ -1,0 +1,149 @@
+"""The ingress's dispatch workers and its upkeep.
+
+Accepted alerts go on a bounded queue that several worker threads take from, so a burst of
+alerts is dispatched (and its runs created) concurrently, not one after the other. The queue
+is bounded: when it is full the ingress answers 429 with Retry-After before storing anything,
+and an alert stored but not queued waits in the inbox, where the upkeep finds it.
+
+The upkeep, once a second: renews this dispatcher's leases on the alerts it is working on,
+queues again the alerts that wait (a failed launch, a dispatcher that stopped, a restart),
+starts runs selected but never created, and keeps as evidence the alerts that joined an
+incident after its run preserved the first ones (a storm).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from aisoar.evidence import EvidenceStore
+from aisoar.ingress.dispatch import Dispatcher
+from aisoar.models import Alert, utcnow
+
+log = logging.getLogger("aisoar.dispatch")
+
+UPKEEP_SECONDS = 1.0
+QUEUE_GRACE = timedelta(seconds=2)  # an unheld pending alert younger than this is still on its way
+EVIDENCE_DELAY = timedelta(seconds=5)  # the incident's run preserves the first alerts itself
+
+
+class DispatchPool:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        workers: int,
+        capacity: int,
+        observe: Callable[[Alert], None] = lambda alert: None,
+        evidence: EvidenceStore | None = None,
+        ready: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.capacity = capacity
+        self.observe = observe
+        self.evidence = evidence
+        self.ready = ready  # why runs cannot be started now (Prefect unreachable), or None
+        self._queue: queue.Queue[Alert | None] = queue.Queue(maxsize=capacity)
+        self._queued: set[str] = set()
+        self._guard = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"aisoar-dispatch-{i}", daemon=True) for i in range(workers)
+        ]
+        self._threads.append(threading.Thread(target=self._upkeep, name="aisoar-dispatch-upkeep", daemon=True))
+
+    def start(self) -> DispatchPool:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking work, finishing what is queued within ``timeout``; whatever is left stays
+        pending in the inbox for the next start (or another replica)."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for _ in range(len(self._threads) - 1):  # one end mark per worker, after the queued alerts
+            try:
+                self._queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Full:
+                break
+        for thread in self._threads:
+            thread.join(timeout=max(0.1, deadline - time.monotonic()))
+
+    @property
+    def full(self) -> bool:
+        return self._queue.full()
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def offer(self, alert: Alert) -> bool:
+        """Queue the alert for dispatch; False when the queue is full or it is queued already
+        (it waits in the inbox then)."""
+        with self._guard:
+            if alert.id in self._queued:
+                return False
+            try:
+                self._queue.put_nowait(alert)
+            except queue.Full:
+                return False
+            self._queued.add(alert.id)
+        return True
+
+    def _work(self) -> None:
+        while True:
+            alert = self._queue.get()
+            if alert is None:
+                return
+            with self._guard:
+                self._queued.discard(alert.id)
+            try:
+                if self.dispatcher.dispatch(alert) is not None:
+                    self.observe(alert)
+            except Exception:
+                log.exception("dispatch of %s failed; it stays in the inbox and is retried", alert.id)
+
+    def _upkeep(self) -> None:
+        while not self._stop.wait(UPKEEP_SECONDS):
+            try:
+                self.upkeep()
+            except Exception:
+                log.exception("dispatch upkeep failed; trying again")
+
+    def upkeep(self, starting: bool = False) -> None:
+        """``starting``: every alert left pending is queued, however young (nothing of this
+        process is on its way yet)."""
+        store = self.dispatcher.store
+        store.refresh_claims(self.dispatcher.owner)
+        now = utcnow()
+        if self.ready() is None:
+            for alert in store.redrivable_alerts(
+                self.dispatcher.owner,
+                now if starting else now - QUEUE_GRACE,
+                now - self.dispatcher.lease,
+                limit=self.capacity,
+            ):
+                if not self.offer(alert):
+                    break
+            self.dispatcher.retry_unlaunched()
+        if self.evidence is not None:
+            preserve_joined(store_evidence=self.evidence, received_before=now - EVIDENCE_DELAY)
+
+
+def preserve_joined(store_evidence: EvidenceStore, received_before: datetime, limit: int = 500) -> int:
+    """Keep as evidence, in one item per incident and batch, the alerts that joined incidents and
+    are not evidence yet; how many alerts were preserved."""
+    store = store_evidence.store
+    preserved = 0
+    for incident_id, alert_ids in store.unpreserved_alerts(received_before, limit).items():
+        alerts = [store.get_alert(alert_id) for alert_id in alert_ids]
+        if store_evidence.put_alerts(incident_id, alerts, "aisoar ingress") is not None:
+            preserved += len(alerts)
+            store.add_timeline(
+                incident_id, "evidence", f"{len(alerts)} more alert(s) of this incident preserved as evidence"
+            )
+    return preserved
