@@ -43,5 +43,7 @@ def capture_alerts(ctx: ActionContext, inputs: NoInputs) -> StepOutcome:
         if record is not None:
             hashes.append(record.sha256)
     earlier = len(incident.alert_ids) - len(hashes)
-    kept = f"; {earlier} were preserved before" if earlier else ""
+    if not hashes:
+        return ok(f"all {earlier} alert(s) were preserved before (as they arrived); nothing new", evidence_sha256=[])
+    kept = f"; {earlier} more were preserved before (as they arrived)" if earlier else ""
     return ok(f"{len(hashes)} alert(s) preserved{kept}", evidence_sha256=hashes)

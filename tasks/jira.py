@@ -8,7 +8,6 @@ the transition by the issue's status category.
 
 from __future__ import annotations
 
-import threading
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -56,15 +55,6 @@ def incident_label(incident_id: str) -> str:
     return f"aisoar-{incident_id.lower()}"
 
 
-_LOCKS: dict[str, threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
-
-
-def _incident_lock(incident_id: str) -> threading.Lock:
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault(incident_id, threading.Lock())
-
-
 def find_issue(ctx: ActionContext, jira: JiraTickets | None = None) -> str | None:
     """The incident's issue: as recorded when it was opened (Jira's search index may lag
     behind a new issue), else by its label."""
@@ -94,7 +84,7 @@ def _probe_issue_open(ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> 
 )
 def open_issue(ctx: ActionContext, inputs: TicketInputs) -> StepOutcome:
     jira = JIRA.client(ctx.settings)
-    with _incident_lock(ctx.incident_id):  # two playbooks of one incident open one issue
+    with ctx.store.hold(f"jira-issue:{ctx.incident_id}"):  # two playbooks of one incident open one issue
         return _open_issue(ctx, jira, inputs)
 
 

@@ -9,7 +9,6 @@ labelled untrusted and quoted (``slack_quote``).
 
 from __future__ import annotations
 
-import threading
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -143,15 +142,6 @@ def reply_blocks(ctx: ActionContext, incident: Incident, message: str) -> list[d
     return blocks
 
 
-_LOCKS: dict[str, threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
-
-
-def _incident_lock(incident_id: str) -> threading.Lock:
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault(incident_id, threading.Lock())
-
-
 def notify(ctx: ActionContext, message: str, *, reply: bool) -> dict[str, Any]:
     """Post the parent (first time) or update it and reply in its thread.
 
@@ -161,7 +151,7 @@ def notify(ctx: ActionContext, message: str, *, reply: bool) -> dict[str, Any]:
     share one parent.
     """
     slack: SlackNotifier = SLACK.client(ctx.settings)
-    with _incident_lock(ctx.incident_id):
+    with ctx.store.hold(f"slack-thread:{ctx.incident_id}"):
         return _notify(ctx, slack, message, reply)
 
 
@@ -314,7 +304,7 @@ def post_approval_request(
 ) -> dict[str, str]:
     """Reply in the incident's thread (starting it if needed) with the request and its buttons."""
     slack: SlackNotifier = SLACK.client(ctx.settings)
-    with _incident_lock(ctx.incident_id):
+    with ctx.store.hold(f"slack-thread:{ctx.incident_id}"):
         thread = ctx.links().slack
         if thread is None:
             started = _notify(ctx, slack, "", reply=False)

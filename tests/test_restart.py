@@ -101,7 +101,9 @@ def start_paused_run(service: Service) -> tuple[str, str]:
             break
         time.sleep(0.05)
     run_id = status["flow_runs"]["leaked-llm-api-key"]
-    prefect_api.wait_for_state(run_id, "PAUSED", timeout=60)
+    paused = prefect_api.wait_for_state(run_id, "PAUSED", timeout=60)
+    # The form is saved just after the run is suspended: the run waits for an answer once it is up.
+    prefect_api.run_input(run_id, paused["state"]["state_details"]["run_input_keyset"]["schema"])
     return status["incident_id"], run_id
 
 

@@ -222,12 +222,41 @@ class StoreBase:
         if self.shared:
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_key(key))))
 
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        """Hold ``key`` for the block, across every process using the store (PostgreSQL: a
+        session advisory lock on a connection of its own); on SQLite, across this process's
+        threads (SQLite is one machine, one aisoar process). For work outside the store that
+        must not run twice at once, e.g. starting an incident's one Slack thread."""
+        if not self.shared:
+            with _local_lock(key):
+                yield
+            return
+        number = lock_key(key)
+        with self.engine.connect() as conn:
+            conn.execute(sa.select(sa.func.pg_advisory_lock(number)))
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(sa.select(sa.func.pg_advisory_unlock(number)))
+                conn.commit()
+
     def _insert_new(self, conn: Connection, table: sa.Table, **values: Any) -> bool:
         """Insert the row unless one with its key exists; whether it was inserted. Never an
         error that would end the transaction (PostgreSQL aborts one on a failed insert)."""
         dialect = sqlite_insert if self.engine.dialect.name == "sqlite" else postgresql_insert
         result = conn.execute(dialect(table).values(**values).on_conflict_do_nothing())
         return bool(result.rowcount)
+
+
+_LOCAL: dict[str, threading.Lock] = {}
+_LOCAL_GUARD = threading.Lock()
+
+
+def _local_lock(key: str) -> threading.Lock:
+    with _LOCAL_GUARD:
+        return _LOCAL.setdefault(key, threading.Lock())
 
 
 def lock_key(key: str) -> int:
