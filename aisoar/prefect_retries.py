@@ -28,7 +28,7 @@ def note_retry(reason: str, detail: str = "") -> None:
         if now - _last_logged < _RETRY_LOG_EVERY:
             return
         _last_logged = now
-    log.warning("Prefect asked its clients to retry (%s) %s; %d retries so far in this process", reason, detail, total)
+    log.warning("a request to Prefect is being retried (%s) %s; %d retries in this process", reason, detail, total)
 
 
 class _RetryFilter(logging.Filter):

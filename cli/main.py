@@ -116,9 +116,7 @@ def cmd_up(
     _quiet()
     from aisoar.config import get_settings, reset_settings, sandbox_env_file
 
-    # SIGTERM stops everything as Ctrl-C does: the servers started here (their own process
-    # groups) are stopped when `running` closes, never left behind.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    _exit_on_sigterm()  # the servers started here (their own process groups) are stopped when `running` closes
 
     sandbox_file = sandbox_env_file()
     sandbox_file.unlink(missing_ok=True)  # stand-ins are new each time; real settings win
@@ -141,6 +139,15 @@ def cmd_up(
             f"  UI login:  the whole line of {login.path} ({login.user}:<password>); asked once per browser"
         )
         return _serve(get_settings(), announce=announce)
+
+
+def _exit_on_sigterm() -> None:
+    """SIGTERM (systemd, a container runtime, `kill`) stops the command as Ctrl-C does: it raises
+    SystemExit(143), so every ``finally`` and ExitStack cleanup runs (the runtime releases its
+    runs, `up` stops the servers it started). uvicorn takes SIGTERM while it serves, shuts down,
+    then raises it again under the handler it found (uvicorn/server.py, ``capture_signals``):
+    under the default handler the process would die right there, before any cleanup."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
 
 def _prefect_credential(data_dir: Path) -> Credential:
@@ -239,6 +246,7 @@ def _start_real_servers(names: tuple[str, ...], data_dir: Path, running: ExitSta
 def cmd_serve() -> int:
     """Ingress + runtime against the Prefect server in PREFECT_API_URL (production, several replicas)."""
     _quiet()
+    _exit_on_sigterm()  # its runs are released on the way out: another replica takes them over at once
     if not os.environ.get("PREFECT_API_URL"):
         raise Failure("set PREFECT_API_URL to the Prefect server's API, e.g. http://127.0.0.1:4200/api", code=2)
     from aisoar.config import get_settings

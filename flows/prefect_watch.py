@@ -21,9 +21,11 @@ log = logging.getLogger("aisoar.prefect")
 
 
 class PrefectWatch:
-    def __init__(self, every: float = 1.0, timeout: float = 2.0) -> None:
+    def __init__(self, every: float = 1.0, timeout: float = 5.0, failures_before_down: int = 3) -> None:
         self.every = every
         self.timeout = timeout
+        self.failures_before_down = failures_before_down
+        self._failures = 0
         self.problem: str | None = None  # why Prefect cannot take runs now, or None
         self.down_since: float | None = None
         self._stop = threading.Event()
@@ -45,15 +47,25 @@ class PrefectWatch:
         self._http.close()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.every):
+        # While Prefect is down, looked at four times as often: its return starts what waited.
+        while not self._stop.wait(self.every if self.problem is None else self.every / 4):
             self.check()
 
     def check(self) -> str | None:
+        """One look. Prefect counts as down when it refuses connections, or when it has not
+        answered for ``failures_before_down`` looks in a row: a server busy with a burst answers
+        slowly, and treating it as down would hold back the very runs the burst needs."""
         try:
             response = self._http.get("/health")
-            problem = None if response.status_code == 200 else f"Prefect's API answers {response.status_code}"
+            failure = None if response.status_code == 200 else f"Prefect's API answers {response.status_code}"
+            refused = False
         except httpx.HTTPError as exc:
-            problem = f"Prefect's API is unreachable ({type(exc).__name__})"
+            failure = f"Prefect's API is unreachable ({type(exc).__name__})"
+            refused = isinstance(exc, httpx.ConnectError)
+        self._failures = self._failures + 1 if failure else 0
+        problem = failure if failure and (refused or self._failures >= self.failures_before_down) else None
+        if failure and not problem:
+            return self.problem
         if problem and self.problem is None:
             self.down_since = time.monotonic()
             log.warning("%s: new runs wait, their alerts stay pending in the inbox", problem)

@@ -1,9 +1,12 @@
 """Several `aisoar serve` replicas, each its own process, sharing one PostgreSQL store, one
 Prefect server on PostgreSQL and one evidence directory: the production shape that
-deployments/README.md describes, on loopback."""
+deployments/README.md describes, on loopback. Without PostgreSQL: one replica (or more, taking
+turns) on the default SQLite store with a Prefect server of its own on SQLite, which a test can
+stop and start again on the same port and data."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,12 +14,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from aisoar.ingress.auth import signed_headers
 from cli.prefect_server import PrefectServer
 from sandbox.serving import free_port
-from tests.conftest import API_TOKEN, SANDBOX_APPROVERS, WEBHOOK_SECRET
+from sandbox.stack import DEMO_PROJECT, Sandbox
+from tests.conftest import API_TOKEN, READ, SANDBOX_APPROVERS, WEBHOOK_SECRET
 from tests.servers.postgres import Postgres, fresh_database
 
 AISOAR = str(Path(sys.executable).parent / "aisoar")
@@ -33,7 +39,7 @@ rate_limit_per_minute: 1000000
 class Replica:
     name: str
     port: int
-    log: Path
+    log: Path = field(default_factory=Path)  # its home's serve.log, set when it is started
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -50,10 +56,28 @@ class Replica:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)
 
+    def post(self, alert: dict[str, Any], source: str = "generic") -> httpx.Response:
+        """Deliver ``alert`` as the detection source signs it."""
+        body = json.dumps(alert).encode()
+        return httpx.post(
+            f"{self.url}/webhooks/{source}", content=body, headers=signed_headers(WEBHOOK_SECRET, body), timeout=10
+        )
+
+    def health(self) -> dict[str, Any]:
+        answer: dict[str, Any] = httpx.get(f"{self.url}/healthz", timeout=5).json()
+        return answer
+
+    def alert(self, alert_id: str) -> dict[str, Any]:
+        """``GET /alerts/{id}``: its status, incident, runs and error."""
+        answer: dict[str, Any] = httpx.get(f"{self.url}/alerts/{alert_id}", headers=READ, timeout=5).json()
+        return answer
+
 
 @dataclass
 class Cluster:
-    """A Prefect server on PostgreSQL and the replicas' shared settings."""
+    """A Prefect server and the replicas' shared settings: on PostgreSQL (a store and a Prefect
+    database of their own), or, without ``postgres``, on the default SQLite store in the shared
+    data directory and a Prefect server on its own SQLite file."""
 
     workdir: Path
     prefect: PrefectServer
@@ -62,17 +86,21 @@ class Cluster:
     replicas: list[Replica] = field(default_factory=list)
 
     @classmethod
-    def create(cls, postgres: Postgres, workdir: Path, auth_string: str, systems: dict[str, str]) -> Cluster:
+    def create(cls, postgres: Postgres | None, workdir: Path, auth_string: str, systems: dict[str, str]) -> Cluster:
+        """``systems``: AISOAR_* settings the replicas get (the sandbox's, and any other setting)."""
         prefect = PrefectServer(
             workdir / "prefect",
             auth_string=auth_string,
             port=free_port(),
-            database_url=fresh_database(postgres, "asyncpg"),
+            database_url=fresh_database(postgres, "asyncpg") if postgres is not None else None,
         ).start()
         sources = workdir / "sources"
         sources.mkdir(parents=True, exist_ok=True)
         (sources / "generic.yaml").write_text(GENERIC_SOURCE)
-        store_url = fresh_database(postgres)
+        # Without PostgreSQL: AISOAR_DATABASE_URL unset, the default store (aisoar.db in the data dir).
+        store_url = (
+            fresh_database(postgres) if postgres is not None else f"sqlite:///{workdir / 'shared' / 'aisoar.db'}"
+        )
         env = {
             key: value
             for key, value in os.environ.items()
@@ -84,7 +112,7 @@ class Cluster:
             "PREFECT_API_URL": prefect.api_url,
             "PREFECT_API_AUTH_STRING": auth_string,
             "PREFECT_LOGGING_LEVEL": "WARNING",
-            "AISOAR_DATABASE_URL": store_url,
+            **({"AISOAR_DATABASE_URL": store_url} if postgres is not None else {}),
             "AISOAR_DATA_DIR": str(workdir / "shared"),  # the evidence files: a shared volume
             "AISOAR_SOURCES_DIR": str(sources),
             "AISOAR_WEBHOOK_SECRETS__generic": WEBHOOK_SECRET,
@@ -96,22 +124,25 @@ class Cluster:
         return cls(workdir, prefect, store_url, env)
 
     def start(self, count: int, timeout: float = 90) -> list[Replica]:
-        started = [self._spawn(f"replica-{len(self.replicas) + i + 1}") for i in range(count)]
+        started = [self._spawn(Replica(f"replica-{len(self.replicas) + i + 1}", free_port())) for i in range(count)]
+        self.replicas += started
         deadline = time.monotonic() + timeout
         for replica in started:
-            while not _healthy(replica):
-                assert replica.process is not None
-                if replica.process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"{replica.name} did not start:\n{replica.log.read_text()[-3000:]}")
-                time.sleep(0.2)
-        self.replicas += started
+            _wait_healthy(replica, deadline)
         return started
 
-    def _spawn(self, name: str) -> Replica:
-        port = free_port()
-        home = self.workdir / name
+    def restart(self, replica: Replica, timeout: float = 90) -> float:
+        """Start ``replica`` again (after a kill or a stop): same name (its AISOAR_REPLICA_ID),
+        same port, same home. Returns the monotonic time its /healthz first answered 200."""
+        assert not replica.alive, f"{replica.name} is still running"
+        self._spawn(replica)
+        return _wait_healthy(replica, time.monotonic() + timeout, every=0.05)
+
+    def _spawn(self, replica: Replica) -> Replica:
+        home = self.workdir / replica.name
         home.mkdir(parents=True, exist_ok=True)
-        replica = Replica(name, port, home / "serve.log")
+        replica.log = home / "serve.log"
+        port, name = replica.port, replica.name
         env = {
             **self.env,
             "PREFECT_HOME": str(home / "prefect-client"),
@@ -143,3 +174,29 @@ def _healthy(replica: Replica) -> bool:
         return httpx.get(f"{replica.url}/healthz", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _wait_healthy(replica: Replica, deadline: float, every: float = 0.2) -> float:
+    """Wait until the replica's /healthz answers 200 (ok or degraded); when it did (monotonic)."""
+    while not _healthy(replica):
+        assert replica.process is not None
+        if replica.process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"{replica.name} did not start:\n{replica.log.read_text()[-3000:]}")
+        time.sleep(every)
+    return time.monotonic()
+
+
+def leaked_key_alert(sandbox: Sandbox, label: str, index: int) -> tuple[dict[str, Any], str]:
+    """An alert for a key that exists at the gateway and the provider; (alert, gateway token hash)."""
+    secret = f"sk-proj-{label.upper()}{index:05d}" + "x" * 32
+    key_id = f"key_{label}_{index}"
+    token = sandbox.litellm.add_key(secret, alias=f"{label}-{index}", spend=1.0)
+    sandbox.openai.add_key(DEMO_PROJECT, secret, key_id=key_id)
+    entity = {"type": "llm_api_key", "provider": "openai", "project_id": DEMO_PROJECT, "key_id": key_id}
+    return {
+        "id": f"{label}-{index}",
+        "title": f"leaked key {label} {index}",
+        "severity": "high",
+        "incident_type": "api_abuse",
+        "entities": [{**entity, "secret": secret}],
+    }, token

@@ -25,9 +25,9 @@ from aisoar.models import utcnow
 from aisoar.store import Store
 from aisoar.store.schema import inbox, incidents, playbook_runs
 from cli.prefect_auth import basic_auth
-from sandbox.stack import DEMO_PROJECT, Sandbox
+from sandbox.stack import Sandbox
 from tests.conftest import PREFECT_AUTH, WEBHOOK_SECRET
-from tests.replicas import Cluster, Replica
+from tests.replicas import Cluster, Replica, leaked_key_alert
 from tests.servers.postgres import Postgres
 
 DISTINCT = 300
@@ -43,22 +43,6 @@ def cluster(postgres: Postgres, sandbox: Sandbox, tmp_path: Path) -> Iterator[Cl
         yield started
     finally:
         started.stop()
-
-
-def leaked_key_alert(sandbox: Sandbox, label: str, index: int) -> tuple[dict[str, Any], str]:
-    """An alert for a key that exists at the gateway and the provider; (alert, gateway token hash)."""
-    secret = f"sk-proj-{label.upper()}{index:05d}" + "x" * 32
-    key_id = f"key_{label}_{index}"
-    token = sandbox.litellm.add_key(secret, alias=f"{label}-{index}", spend=1.0)
-    sandbox.openai.add_key(DEMO_PROJECT, secret, key_id=key_id)
-    entity = {"type": "llm_api_key", "provider": "openai", "project_id": DEMO_PROJECT, "key_id": key_id}
-    return {
-        "id": f"{label}-{index}",
-        "title": f"leaked key {label} {index}",
-        "severity": "high",
-        "incident_type": "api_abuse",
-        "entities": [{**entity, "secret": secret}],
-    }, token
 
 
 class Sender:
@@ -151,9 +135,22 @@ def test_three_replicas_lose_nothing_and_do_nothing_twice_when_one_is_killed(
                 status
                 for (status,) in conn.execute(sa.select(inbox.c.status).where(inbox.c.id.in_(sender.accepted))).all()
             )
-        return statuses == Counter({"dispatched": len(deliveries)}) or f"{dict(statuses)}"
+        if statuses == Counter({"dispatched": len(deliveries)}):
+            return True
+        with engine.connect() as conn:
+            waiting = Counter(
+                f"{owner or 'unheld'}: {(error or '')[:120]}"
+                for owner, error in conn.execute(
+                    sa.select(inbox.c.owner, inbox.c.error).where(inbox.c.status == "pending")
+                ).all()
+            )
+        return f"{dict(statuses)}; pending: {waiting.most_common(5)}"
 
-    wait_until("every accepted alert dispatched by the surviving replicas", all_dispatched, 180)
+    posted = time.monotonic()
+    # Generous: on a 2-core machine the replicas, Prefect, PostgreSQL, the stand-ins and this
+    # sender share the cores; the figures are printed (bench/burst.py measures speed).
+    wait_until("every accepted alert dispatched by the surviving replicas", all_dispatched, 600)
+    print(f"all {len(deliveries)} alerts dispatched {time.monotonic() - posted:.1f} s after the last post")
 
     # 0 lost: every accepted alert is in the store, on an incident; 0 duplicate incidents.
     with engine.connect() as conn:
@@ -180,8 +177,9 @@ def test_three_replicas_lose_nothing_and_do_nothing_twice_when_one_is_killed(
             all(sandbox.litellm.keys[t]["blocked"] for t in tokens)
             or f"{sum(not sandbox.litellm.keys[t]['blocked'] for t in tokens)} not blocked; {diagnose()}"
         ),
-        120,
+        600,
     )
+    print(f"every key blocked {time.monotonic() - posted:.1f} s after the last post")
 
     # The killed replica's runs were finished by the others: every run waits for its approval
     # (the provider-side delete), none is stuck Running or Pending, none crashed.
@@ -189,7 +187,8 @@ def test_three_replicas_lose_nothing_and_do_nothing_twice_when_one_is_killed(
         states = Counter(run["state"]["type"] for run in prefect_runs(cluster))
         return states == Counter({"PAUSED": DISTINCT + 1}) or diagnose()
 
-    wait_until("every run waiting for approval", runs_settled, 180)
+    wait_until("every run waiting for approval", runs_settled, 600)
+    print(f"every run waiting for approval {time.monotonic() - posted:.1f} s after the last post")
     runs = prefect_runs(cluster)
     per_incident = Counter(run["parameters"]["incident_id"] for run in runs)
     assert set(per_incident.values()) == {1}  # 0 duplicate runs

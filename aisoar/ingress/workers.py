@@ -28,7 +28,8 @@ log = logging.getLogger("aisoar.dispatch")
 
 UPKEEP_SECONDS = 1.0
 QUEUE_GRACE = timedelta(seconds=2)  # an unheld pending alert younger than this is still on its way
-EVIDENCE_DELAY = timedelta(seconds=5)  # the incident's run preserves the first alerts itself
+EVIDENCE_DELAY = timedelta(seconds=5)
+UNLAUNCHED_EVERY = 30  # upkeeps  # the incident's run preserves the first alerts itself
 
 
 class DispatchPool:
@@ -49,6 +50,7 @@ class DispatchPool:
         self._queue: queue.Queue[Alert | None] = queue.Queue(maxsize=capacity)
         self._queued: set[str] = set()
         self._guard = threading.Lock()
+        self._upkeeps = 0
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._work, name=f"aisoar-dispatch-{i}", daemon=True) for i in range(workers)
@@ -108,11 +110,18 @@ class DispatchPool:
                 log.exception("dispatch of %s failed; it stays in the inbox and is retried", alert.id)
 
     def _upkeep(self) -> None:
-        while not self._stop.wait(UPKEEP_SECONDS):
-            try:
-                self.upkeep()
-            except Exception:
-                log.exception("dispatch upkeep failed; trying again")
+        """Every second, and at once when Prefect answers again after an outage."""
+        last, was_ready = time.monotonic(), True
+        while not self._stop.wait(0.1):
+            ready = self.ready() is None
+            now = time.monotonic()
+            if now - last >= UPKEEP_SECONDS or (ready and not was_ready):
+                last = now
+                try:
+                    self.upkeep()
+                except Exception:
+                    log.exception("dispatch upkeep failed; trying again")
+            was_ready = ready
 
     def upkeep(self, starting: bool = False) -> None:
         """``starting``: every alert left pending is queued, however young (nothing of this
@@ -129,7 +138,11 @@ class DispatchPool:
             ):
                 if not self.offer(alert):
                     break
-            self.dispatcher.retry_unlaunched()
+            self._upkeeps += 1
+            if self._upkeeps % UNLAUNCHED_EVERY == 0:
+                # A run selected whose alert was dispatched yet has no flow run (an older
+                # release marked alerts dispatched before their runs existed): rare, so seldom.
+                self.dispatcher.retry_unlaunched()
         if self.evidence is not None:
             preserve_joined(store_evidence=self.evidence, received_before=now - EVIDENCE_DELAY)
 
