@@ -12,6 +12,7 @@ verified outcomes only (``aisoar.outcomes``): "Contained" (Completed) or "Not co
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from prefect import Flow, flow, get_run_logger
@@ -59,8 +60,14 @@ def template_context(svc: Services, spec: PlaybookSpec, incident_id: str, flow_r
 
 def playbook_flow(spec: PlaybookSpec) -> Flow[..., State[Any]]:
     """The runner as a flow named after the playbook, so Prefect's lists (the dashboard's failed
-    runs, the flows page) tell playbooks apart; every playbook runs the same code."""
-    return run_playbook.with_options(name=spec.name, description=f"aisoar playbook: {spec.title}")
+    runs, the flows page) tell playbooks apart; every playbook runs the same code. Made once per
+    name and title (making a Prefect flow is dear: every run of a burst asks for it)."""
+    return _named_flow(spec.name, spec.title)
+
+
+@functools.lru_cache(maxsize=256)
+def _named_flow(name: str, title: str) -> Flow[..., State[Any]]:
+    return run_playbook.with_options(name=name, description=f"aisoar playbook: {title}")
 
 
 def steps_to_run(spec: PlaybookSpec) -> list[Step]:

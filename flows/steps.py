@@ -10,12 +10,15 @@ one outcome, recorded with the step's result in one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, cast
 
 from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
+from prefect.utilities.annotations import quote
 from pydantic import ValidationError
 
 from aisoar.specs import PlaybookSpec, Step
@@ -38,40 +41,63 @@ def note_step(outcome: StepOutcome) -> State[StepOutcome]:
     return state_of(outcome)
 
 
-def _retry_when_transient(store: Store, incident_id: str, step: Step, tries: int) -> Callable[..., bool]:
+@dataclass(frozen=True)
+class _Trying:
+    """What the retry condition of the step being run needs (set around the task's call)."""
+
+    store: Store
+    incident_id: str
+    step_id: str
+    tries: int
+
+
+_TRYING: ContextVar[_Trying] = ContextVar("aisoar_step_trying")
+
+
+def _retry_when_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
     """Prefect's retry condition: only a target that is unreachable or overloaded (and did
     not act) is tried again; each new try is on the timeline, so a responder sees it."""
+    error = state.result(raise_on_failure=False)
+    if not (isinstance(error, ConnectorError) and error.transient):
+        return False
+    trying = _TRYING.get()
+    attempt = task_run.run_count
+    if attempt <= trying.tries:
+        trying.store.add_timeline(
+            trying.incident_id,
+            "error",
+            f"try {attempt} of {trying.tries + 1} failed ({error}); trying again",
+            step_id=trying.step_id,
+            data={"retry": attempt},
+        )
+    return True
 
-    def condition(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
-        error = state.result(raise_on_failure=False)
-        if not (isinstance(error, ConnectorError) and error.transient):
-            return False
-        attempt = task_run.run_count
-        if attempt <= tries:
-            store.add_timeline(
-                incident_id,
-                "error",
-                f"try {attempt} of {tries + 1} failed ({error}); trying again",
-                step_id=step.id,
-                data={"retry": attempt},
-            )
-        return True
 
-    return condition
+@functools.lru_cache(maxsize=1024)
+def _step_task(action_name: str, step_id: str, delays: tuple[float, ...]) -> Task[..., Any]:
+    """The action's task named after the step, with its retries; made once per action, step and
+    retry delays (making a Prefect task builds pydantic models: too dear for every run)."""
+    return REGISTRY[action_name].task.with_options(
+        name=step_id,
+        task_run_name=step_id,
+        retries=len(delays),
+        retry_delay_seconds=list(delays) or 0,
+        retry_condition_fn=_retry_when_transient,
+    )
 
 
 def _invoke(action: Action, step: Step, ctx: ActionContext, inputs: Any) -> StepOutcome:
     """Run the action's task (retried while its target is unreachable); a missing
     configuration or a connector failure becomes an outcome."""
-    delays = list(ctx.settings.step_retry_delays)
-    prefect_task = action.task.with_options(
-        name=step.id,
-        task_run_name=step.id,
-        retries=len(delays),
-        retry_delay_seconds=delays or 0,
-        retry_condition_fn=_retry_when_transient(ctx.store, ctx.incident_id, step, len(delays)),
-    )
-    state: State[Any] = cast(State[Any], prefect_task(ctx, inputs, return_state=True))
+    delays = tuple(ctx.settings.step_retry_delays)
+    prefect_task = _step_task(action.name, step.id, delays)
+    token = _TRYING.set(_Trying(ctx.store, ctx.incident_id, step.id, len(delays)))
+    try:
+        # ``quote``: Prefect would otherwise walk the whole context (settings, store, spec) looking
+        # for futures, for every task run: measured as a tenth of a burst's CPU.
+        state: State[Any] = cast(State[Any], prefect_task(quote(ctx), inputs, return_state=True))
+    finally:
+        _TRYING.reset(token)
     result = state.result(raise_on_failure=False)
     if isinstance(result, StepOutcome):
         return result
@@ -81,10 +107,20 @@ def _invoke(action: Action, step: Step, ctx: ActionContext, inputs: Any) -> Step
     return StepOutcome(status=Outcome.failed, summary=f"{type(result).__name__}: {result}")
 
 
-def _verify(action: Action, step: Step, ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> ProbeResult:
+@functools.lru_cache(maxsize=1024)
+def _probe_task(action_name: str, step_id: str) -> Task[..., ProbeResult]:
+    """The probe as a task, made once per action and step (making a Prefect task builds pydantic
+    models: too dear to repeat for every run)."""
+    action = REGISTRY[action_name]
     assert action.probe is not None
-    probe = task(name=f"{step.id}.verify", cache_policy=NO_CACHE, persist_result=False)(action.probe)
-    state: State[Any] = probe.with_options(task_run_name=f"{step.id}.verify")(ctx, inputs, outcome, return_state=True)
+    return task(
+        name=f"{step_id}.verify", task_run_name=f"{step_id}.verify", cache_policy=NO_CACHE, persist_result=False
+    )(action.probe)
+
+
+def _verify(action: Action, step: Step, ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> ProbeResult:
+    probe = _probe_task(action.name, step.id)
+    state = cast(State[Any], probe(quote(ctx), inputs, outcome, return_state=True))
     if state.is_completed():
         result = state.result()
         assert isinstance(result, ProbeResult)
