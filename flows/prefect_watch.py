@@ -26,6 +26,7 @@ class PrefectWatch:
         self.timeout = timeout
         self.failures_before_down = failures_before_down
         self._failures = 0
+        self._first_failure = 0.0
         self.problem: str | None = None  # why Prefect cannot take runs now, or None
         self.down_since: float | None = None
         self._stop = threading.Event()
@@ -63,11 +64,13 @@ class PrefectWatch:
             failure = f"Prefect's API is unreachable ({type(exc).__name__})"
             refused = isinstance(exc, httpx.ConnectError)
         self._failures = self._failures + 1 if failure else 0
+        if self._failures == 1:
+            self._first_failure = time.monotonic()
         problem = failure if failure and (refused or self._failures >= self.failures_before_down) else None
         if failure and not problem:
             return self.problem
         if problem and self.problem is None:
-            self.down_since = time.monotonic()
+            self.down_since = self._first_failure
             log.warning("%s: new runs wait, their alerts stay pending in the inbox", problem)
         elif problem is None and self.problem is not None:
             down = time.monotonic() - (self.down_since or time.monotonic())

@@ -64,7 +64,7 @@ class Dispatcher:
         window: timedelta,
         *,
         owner: str | None = None,
-        lease: timedelta = timedelta(seconds=15),
+        lease: timedelta = timedelta(seconds=8),
     ) -> None:
         self.store = store
         self.specs = specs
