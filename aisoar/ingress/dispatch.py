@@ -93,7 +93,7 @@ class Dispatcher:
             return self._resolved(alert)
         matched = self.route(alert)
         incident_id = self.store.alert_incident(alert.id)  # set: correlated by an earlier try
-        created = False
+        again, created = incident_id is not None, False
         if incident_id is None:
             incident_id, created = self._correlate(alert, matched)
         result = DispatchResult(incident_id=incident_id, new_incident=created)
@@ -103,8 +103,11 @@ class Dispatcher:
                 self._launch(incident_id, spec.name, result)
                 continue
             found = self.store.playbook_run_state(incident_id, spec.name)
-            if found is not None and found[0] is None:
-                self._launch(incident_id, spec.name, result)  # selected before; its run was never created
+            if found is not None and found[0] is None and again:
+                # This alert selected it on an earlier try whose launch failed. (An alert that only
+                # joins while another one's launch is under way leaves the launch to that one: a
+                # storm would otherwise ask Prefect for the same run a thousand times.)
+                self._launch(incident_id, spec.name, result)
             elif found is not None and found[1] and not created:
                 self._redrive(incident_id, spec.name, result)  # ended; did it contain the incident?
         if result.failed:
