@@ -74,7 +74,7 @@ class PrefectWatch:
             log.warning("%s: new runs wait, their alerts stay pending in the inbox", problem)
         elif problem is None and self.problem is not None:
             down = time.monotonic() - (self.down_since or time.monotonic())
-            log.warning("Prefect answers again after %.0f s: starting the runs that waited", down)
+            log.warning("Prefect answers again after %.0f s: the alerts that waited are dispatched now", down)
             self.down_since = None
         self.problem = problem
         return problem

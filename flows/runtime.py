@@ -108,14 +108,25 @@ class PlaybookRuntime:
         self._sweeper = threading.Thread(target=self._sweep_forever, name="aisoar-sweep", daemon=True)
         self._sweeper.start()
 
-    def stop(self) -> None:
+    def stop(self, drain_seconds: float = 5.0) -> None:
+        """Stop starting runs; give the ones executing here ``drain_seconds`` to reach a stop (an
+        approval, their end), then release the rest of this runtime's runs for the others. A run
+        still executing is not released (it would run twice at once): it goes stale instead."""
         self._stop.set()
         for thread in (self._sweeper, self._beater):
             if thread is not None:
                 thread.join(timeout=10)
         if self.watch is not None:
             self.watch.stop()
-        self.svc.store.release_runs(self.owner)
+        deadline = time.monotonic() + drain_seconds
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._active:
+                    break
+            time.sleep(0.05)
+        with self._lock:
+            still = sorted(self._active)
+        self.svc.store.release_runs(self.owner, keep=still)
         if self._creator is not None:
             self._creator.close()
             self._creator = None
@@ -157,6 +168,8 @@ class PlaybookRuntime:
         """
         if self._creator is None:
             raise RuntimeError("the playbook runtime is not started")
+        if self._stop.is_set():
+            raise RuntimeError("the playbook runtime is stopping")  # the alert waits in the inbox
         if problem := self.prefect_problem():
             raise RuntimeError(problem)  # fail at once: the alert waits in the inbox for Prefect
         held = self.svc.store.take_playbook_run(incident_id, playbook, self.owner, utcnow() - self.stale_after)
@@ -171,7 +184,7 @@ class PlaybookRuntime:
         run_id = str(flow_run.id)
         self.svc.store.set_flow_run(incident_id, playbook, run_id)
         if held and flow_run.state is not None and flow_run.state.is_pending():
-            self._start(flow_run)
+            self._start(flow_run, again=False)  # started here already: not a second time
         return run_id
 
     def redrive(self, incident_id: str, playbook: str) -> bool:
@@ -205,13 +218,16 @@ class PlaybookRuntime:
         self._start(flow_run)
         return True
 
-    def _start(self, flow_run: FlowRun) -> None:
+    def _start(self, flow_run: FlowRun, again: bool = True) -> None:
+        """Execute the run in a thread; ``again``: if it is executing here now, once more after
+        that (a resumed run whose previous execution is still winding down)."""
         run_id = str(flow_run.id)
         with self._lock:
             if run_id in self._active:
                 # The previous execution is still winding down (a suspended or failed run's
                 # engine exits after ~1 s); run it again as soon as that thread is done.
-                self._again.add(run_id)
+                if again:
+                    self._again.add(run_id)
                 return
             self._active.add(run_id)
         threading.Thread(target=self._execute, args=(flow_run,), name=f"playbook-{run_id[:8]}", daemon=True).start()
@@ -319,9 +335,11 @@ class PlaybookRuntime:
 
     def _recover_orphans(self, own: bool = False) -> None:
         """Runs whose runner stopped mid-step (Pending or Running with nobody behind); with
-        ``own``, also those this replica held before a restart."""
-        stale_before = utcnow() - self.stale_after
-        for run_id in self.svc.store.orphaned_runs(self.owner, stale_before, own=own):
+        ``own``, also those this replica held before a restart (silent for two heartbeats)."""
+        now = utcnow()
+        stale_before = now - self.stale_after
+        own_silent_since = now - timedelta(seconds=2) if own else None
+        for run_id in self.svc.store.orphaned_runs(self.owner, stale_before, own_silent_since=own_silent_since):
             with self._lock:
                 if run_id in self._active:
                     continue

@@ -490,7 +490,7 @@ def test_a_full_dispatch_queue_answers_429_stores_nothing_and_loses_nothing_acce
     wait_for("the retried alert dispatched", lambda: _all_dispatched(client, accepted), 15)
     assert _stored(store) == len(accepted) == len(set(accepted)) == 4
     assert store.pending_count() == 0
-    assert len(set(launcher.launched)) == 4  # one run per alert's incident, none lost
+    assert len(launcher.launched) == len(set(launcher.launched)) == 4  # one launch per alert, none lost, none twice
     assert client.get("/healthz").json() == {"status": "ok"}
 
 
@@ -510,3 +510,29 @@ def test_metrics_show_the_alerts_pending_and_the_dispatch_queue(held: tuple[Test
     wait_for("every accepted alert dispatched", lambda: _all_dispatched(client, accepted), 15)
     metrics = _metrics(client)
     assert metrics["aisoar_alerts_pending"] == 0 and metrics["aisoar_dispatch_queue"] == 0, metrics
+
+
+class SlowLauncher(Recorder):
+    """Records launches like ``Recorder``; each takes longer than the upkeep's second (a busy
+    Prefect), so the upkeep looks at the inbox while the alerts are being dispatched."""
+
+    def launch(self, incident_id: str, playbook: str) -> str:
+        time.sleep(2.5)
+        return super().launch(incident_id, playbook)
+
+
+def test_an_alert_being_dispatched_is_not_dispatched_again_by_another_worker(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", dispatch_workers=4)
+    store = Store(settings.store_url)
+    specs = [item.spec for item in load_specs(settings.specs_dir, catalog())]
+    launcher = SlowLauncher(store)
+    dispatcher = Dispatcher(store, specs, launcher, timedelta(hours=1))
+    with TestClient(create_app(settings, store, dispatcher)) as client:
+        alert_ids = [_post(client, _alert(100 + i)).json()["alert_id"] for i in range(2)]
+        wait_for("both alerts dispatched", lambda: _all_dispatched(client, alert_ids) or None, 30)
+        time.sleep(1.5)  # an upkeep more: nothing is queued again
+    assert len(launcher.launched) == 2, launcher.launched  # one launch per alert, never two at once
+    for alert_id in alert_ids:
+        incident = store.get_incident(str(store.alert_incident(alert_id)))
+        assert [e.message for e in incident.timeline].count(f"playbook {PLAYBOOK} selected") == 1
+        assert sum(e.message.startswith(f"alert {alert_id} from") for e in incident.timeline) == 1

@@ -85,7 +85,9 @@ class Dispatcher:
         try:
             return self._dispatch(alert)
         except Exception as exc:
-            self.store.mark_alert(alert.id, "pending", error=f"dispatch failed, retried: {str(exc)[:400]}")
+            self.store.mark_alert(
+                alert.id, "pending", error=f"dispatch failed, retried: {str(exc)[:400]}", owner=self.owner
+            )
             raise
 
     def _dispatch(self, alert: Alert) -> DispatchResult | None:
@@ -112,9 +114,11 @@ class Dispatcher:
                 self._redrive(incident_id, spec.name, result)  # ended; did it contain the incident?
         if result.failed:
             waiting = "; ".join(f"{name}: {error}" for name, error in result.failed.items())
-            self.store.mark_alert(alert.id, "pending", error=f"waiting to start its runs ({waiting})"[:500])
+            self.store.mark_alert(
+                alert.id, "pending", error=f"waiting to start its runs ({waiting})"[:500], owner=self.owner
+            )
         else:
-            self.store.mark_alert(alert.id, "dispatched")
+            self.store.mark_alert(alert.id, "dispatched", owner=self.owner)
         return result
 
     def _correlate(self, alert: Alert, matched: list[PlaybookSpec]) -> tuple[str, bool]:
@@ -142,7 +146,9 @@ class Dispatcher:
         It never starts, stops or re-runs a playbook: containment is judged by its own checks."""
         incident_id = self.store.join_open_incident(alert)
         if incident_id is None:
-            self.store.mark_alert(alert.id, "dispatched", error="resolved: no open incident has this fingerprint")
+            self.store.mark_alert(
+                alert.id, "dispatched", error="resolved: no open incident has this fingerprint", owner=self.owner
+            )
             return None
         message = (  # the alert's title last: a renderer quotes what follows ": " as the alert's text
             f"{alert.source} says alert {alert.id} is resolved (aisoar's containment and its checks are "
@@ -155,7 +161,7 @@ class Dispatcher:
             except Exception as exc:  # telling is on the timeline either way; the next alert tries again
                 log.warning("could not tell %s that its alert is resolved: %s", incident_id, exc)
                 self.store.add_timeline(incident_id, "error", f"could not tell on-call the alert is resolved: {exc}")
-        self.store.mark_alert(alert.id, "dispatched", incident_id=incident_id)
+        self.store.mark_alert(alert.id, "dispatched", incident_id=incident_id, owner=self.owner)
         return DispatchResult(incident_id=incident_id, new_incident=False)
 
     def _launch(self, incident_id: str, playbook: str, result: DispatchResult) -> None:
@@ -172,17 +178,24 @@ class Dispatcher:
     def _redrive(self, incident_id: str, playbook: str, result: DispatchResult) -> None:
         if self.launcher is None:
             return
+        if not self.store.reopen_run(incident_id, playbook):
+            return  # another dispatcher (alerts of one incident come in bursts) looks at it now
         try:
-            if self.launcher.redrive(incident_id, playbook):
-                self.store.add_timeline(
-                    incident_id, "run", f"a new alert runs playbook {playbook} again: the incident is not contained"
-                )
-                flow_run_id = self.store.flow_run_of(incident_id, playbook)
-                if flow_run_id:
-                    result.launched[playbook] = flow_run_id
-        except Exception as exc:  # the alert is on the incident; the next alert tries again
+            again = self.launcher.redrive(incident_id, playbook)
+        except Exception as exc:  # the alert waits, pending; its next try looks again
+            self.store.reopen_run(incident_id, playbook, finished=True)
             log.warning("could not run playbook %s again for %s: %s", playbook, incident_id, exc)
             result.failed[playbook] = str(exc)
+            return
+        if not again:  # running, waiting, contained, or decided by a person: it stays as it ended
+            self.store.reopen_run(incident_id, playbook, finished=True)
+            return
+        self.store.add_timeline(
+            incident_id, "run", f"a new alert runs playbook {playbook} again: the incident is not contained"
+        )
+        flow_run_id = self.store.flow_run_of(incident_id, playbook)
+        if flow_run_id:
+            result.launched[playbook] = flow_run_id
 
     def dispatch_pending(self, grace: timedelta = timedelta(0), limit: int = 200) -> int:
         """Dispatch alerts still pending in the inbox: after a restart, a failed launch, or a
@@ -190,7 +203,7 @@ class Dispatcher:
         on their way through a dispatch queue); how many were dispatched."""
         count = 0
         now = utcnow()
-        for alert in self.store.redrivable_alerts(self.owner, now - grace, now - self.lease, limit):
+        for alert in self.store.redrivable_alerts(now - grace, now - self.lease, limit):
             try:
                 if self.dispatch(alert) is not None:
                     count += 1

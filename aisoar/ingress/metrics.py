@@ -59,7 +59,8 @@ class _Process(Collector):
         yield depth
         retries = CounterMetricFamily(
             "aisoar_prefect_retries",
-            "requests to Prefect that its server asked to retry (e.g. 503 database is locked), by reason",
+            "requests to Prefect its clients tried again, by reason: a retryable answer (503 database is locked) "
+            "or a transport error (Prefect down or slow)",
             labels=["reason"],
         )
         for reason, count in sorted(RETRIES.items()):

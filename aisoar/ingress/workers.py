@@ -56,6 +56,10 @@ class DispatchPool:
             threading.Thread(target=self._work, name=f"aisoar-dispatch-{i}", daemon=True) for i in range(workers)
         ]
         self._threads.append(threading.Thread(target=self._upkeep, name="aisoar-dispatch-upkeep", daemon=True))
+        # Leases renewed by a thread of their own: slow upkeep work must not let them go stale.
+        self._threads.append(threading.Thread(target=self._renew, name="aisoar-dispatch-leases", daemon=True))
+        self._workers = workers
+        self._deadline: float | None = None
 
     def start(self) -> DispatchPool:
         for thread in self._threads:
@@ -67,7 +71,8 @@ class DispatchPool:
         pending in the inbox for the next start (or another replica)."""
         self._stop.set()
         deadline = time.monotonic() + timeout
-        for _ in range(len(self._threads) - 1):  # one end mark per worker, after the queued alerts
+        self._deadline = deadline  # past it, workers leave what is still queued in the inbox
+        for _ in range(self._workers):  # one end mark per worker, after the queued alerts
             try:
                 self._queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
             except queue.Full:
@@ -101,13 +106,23 @@ class DispatchPool:
             alert = self._queue.get()
             if alert is None:
                 return
-            with self._guard:
-                self._queued.discard(alert.id)
             try:
+                if self._deadline is not None and time.monotonic() > self._deadline:
+                    continue  # stopping: it stays pending in the inbox for the next start or a replica
                 if self.dispatcher.dispatch(alert) is not None:
                     self.observe(alert)
             except Exception:
                 log.exception("dispatch of %s failed; it stays in the inbox and is retried", alert.id)
+            finally:
+                with self._guard:  # only now: the upkeep must not queue it again while it is dispatched
+                    self._queued.discard(alert.id)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(UPKEEP_SECONDS):
+            try:
+                self.dispatcher.store.refresh_claims(self.dispatcher.owner)
+            except Exception:
+                log.exception("could not renew this dispatcher's leases; trying again")
 
     def _upkeep(self) -> None:
         """Every second, and at once when Prefect answers again after an outage."""
@@ -127,17 +142,18 @@ class DispatchPool:
         """``starting``: every alert left pending is queued, however young (nothing of this
         process is on its way yet)."""
         store = self.dispatcher.store
-        store.refresh_claims(self.dispatcher.owner)
         now = utcnow()
+        if starting:
+            # What this replica held when it stopped is free at once (not after the lease); a
+            # live twin under the same name would have renewed its claims within the second.
+            store.release_claims(self.dispatcher.owner, claimed_before=now - 2 * timedelta(seconds=UPKEEP_SECONDS))
         if self.ready() is None:
             for alert in store.redrivable_alerts(
-                self.dispatcher.owner,
-                now if starting else now - QUEUE_GRACE,
-                now - self.dispatcher.lease,
-                limit=self.capacity,
+                now if starting else now - QUEUE_GRACE, now - self.dispatcher.lease, limit=self.capacity
             ):
-                if not self.offer(alert):
+                if self.full:
                     break
+                self.offer(alert)  # False: queued already, or being dispatched by a worker here
             self._upkeeps += 1
             if self._upkeeps % UNLAUNCHED_EVERY == 0:
                 # A run selected whose alert was dispatched yet has no flow run (an older

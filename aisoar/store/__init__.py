@@ -49,7 +49,12 @@ class Store(Inbox, Incidents, Runs, Approvals, EvidenceLedger, StoreBase):
                 # the write lock at the start makes concurrent writers wait their turn instead.
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
-            self.engine = sa.create_engine(url, pool_pre_ping=True)
+            # A replica's threads (up to 32 runs, the dispatch workers, the sweep, heartbeats and
+            # leases) each hold a connection for a moment: a pool that leaves none waiting.
+            self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=80)
+            # ``hold`` keeps a session lock for the length of a call to Slack or Jira: on a
+            # connection of its own, outside the pool the store's transactions draw from.
+            self._lock_engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
         upgrade(self.engine)
 
 

@@ -67,15 +67,16 @@ class Inbox(StoreBase):
         return [Alert.model_validate_json(row.alert_json) for row in rows]
 
     def claim_alert(self, alert_id: str, owner: str, stale_before: datetime) -> bool:
-        """Become the dispatcher of a pending alert unless a live one holds it (its claim is
-        younger than ``stale_before``): each alert is dispatched by one dispatcher at a time."""
+        """Become the dispatcher of a pending alert unless someone holds it (its claim is younger
+        than ``stale_before``), this dispatcher's other workers included: each alert is
+        dispatched by one worker at a time."""
         with self._tx() as conn:
             result = conn.execute(
                 inbox.update()
                 .where(
                     inbox.c.id == alert_id,
                     inbox.c.status == "pending",
-                    sa.or_(inbox.c.owner.is_(None), inbox.c.owner == owner, inbox.c.claimed_at < stale_before),
+                    sa.or_(inbox.c.owner.is_(None), inbox.c.claimed_at < stale_before),
                 )
                 .values(owner=owner, claimed_at=utcnow())
             )
@@ -88,17 +89,25 @@ class Inbox(StoreBase):
                 inbox.update().where(inbox.c.owner == owner, inbox.c.status == "pending").values(claimed_at=utcnow())
             )
 
-    def redrivable_alerts(
-        self, owner: str, received_before: datetime, stale_before: datetime, limit: int = 200
-    ) -> list[Alert]:
+    def release_claims(self, owner: str, claimed_before: datetime) -> int:
+        """A restarted dispatcher lets go at once of the alerts it held before it stopped (claims
+        older than ``claimed_before``: a live twin with the same name renews its own every second)."""
+        with self._tx() as conn:
+            result = conn.execute(
+                inbox.update()
+                .where(inbox.c.owner == owner, inbox.c.status == "pending", inbox.c.claimed_at < claimed_before)
+                .values(owner=None, claimed_at=None)
+            )
+        return int(result.rowcount or 0)
+
+    def redrivable_alerts(self, received_before: datetime, stale_before: datetime, limit: int = 200) -> list[Alert]:
         """Pending alerts to dispatch (again): nobody holds them and they are older than
         ``received_before`` (younger ones are on their way through a dispatch queue), or their
-        dispatcher stopped (its claim went stale), or this owner held them before a restart."""
+        dispatcher stopped (its claim went stale)."""
         condition = sa.and_(
             inbox.c.status == "pending",
             sa.or_(
                 sa.and_(inbox.c.owner.is_(None), inbox.c.received_at < received_before),
-                inbox.c.owner == owner,
                 inbox.c.claimed_at < stale_before,
             ),
         )
@@ -128,14 +137,26 @@ class Inbox(StoreBase):
             ).first()
         return (row.status, row.incident_id, row.error) if row else None
 
-    def mark_alert(self, alert_id: str, status: str, incident_id: str | None = None, error: str | None = None) -> None:
+    def mark_alert(
+        self,
+        alert_id: str,
+        status: str,
+        incident_id: str | None = None,
+        error: str | None = None,
+        owner: str | None = None,
+    ) -> bool:
         """The alert's dispatch ended (``dispatched``), or it waits for the next try (``pending``,
-        with the reason in ``error``); either way no dispatcher holds it any more."""
+        with the reason in ``error``); either way no dispatcher holds it any more. With ``owner``,
+        only while that dispatcher still holds it (a lease taken over is the new holder's to end);
+        whether it was marked."""
         values: dict[str, object] = {"status": status, "error": error, "owner": None, "claimed_at": None}
         if incident_id is not None:
             values["incident_id"] = incident_id
+        condition = inbox.c.id == alert_id
+        if owner is not None:
+            condition = sa.and_(condition, inbox.c.owner == owner)
         with self._tx() as conn:
-            conn.execute(inbox.update().where(inbox.c.id == alert_id).values(**values))
+            return bool(conn.execute(inbox.update().where(condition).values(**values)).rowcount)
 
     def alert_incident(self, alert_id: str) -> str | None:
         """The incident the alert joined (its correlation is done), if any yet."""

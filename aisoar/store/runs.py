@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +39,21 @@ class Runs(StoreBase):
                 )
             ).first()
         return (str(row.flow_run_id) if row.flow_run_id else None, bool(row.finished)) if row else None
+
+    def reopen_run(self, incident_id: str, playbook: str, finished: bool = False) -> bool:
+        """Flip an incident's playbook run between finished and not (compare-and-set): of the
+        dispatchers that see a run end uncontained, exactly one runs it again."""
+        with self._tx() as conn:
+            result = conn.execute(
+                playbook_runs.update()
+                .where(
+                    playbook_runs.c.incident_id == incident_id,
+                    playbook_runs.c.playbook == playbook,
+                    playbook_runs.c.finished.is_(not finished),
+                )
+                .values(finished=finished)
+            )
+        return bool(result.rowcount)
 
     def set_flow_run(self, incident_id: str, playbook: str, flow_run_id: str) -> None:
         with self._tx() as conn:
@@ -106,11 +122,14 @@ class Runs(StoreBase):
                 .values(heartbeat_at=utcnow())
             )
 
-    def release_runs(self, owner: str, flow_run_id: str | None = None) -> None:
-        """Let another runner (or this one after a restart) take over at once."""
+    def release_runs(self, owner: str, flow_run_id: str | None = None, keep: Sequence[str] = ()) -> None:
+        """Let another runner (or this one after a restart) take over at once; ``keep``: runs
+        still executing here, left to go stale rather than be run twice at once."""
         condition = playbook_runs.c.owner == owner
         if flow_run_id is not None:
             condition = sa.and_(condition, playbook_runs.c.flow_run_id == flow_run_id)
+        if keep:
+            condition = sa.and_(condition, playbook_runs.c.flow_run_id.not_in(list(keep)))
         with self._tx() as conn:
             conn.execute(playbook_runs.update().where(condition).values(owner=None))
 
@@ -118,13 +137,18 @@ class Runs(StoreBase):
         with self._tx() as conn:
             conn.execute(playbook_runs.update().where(playbook_runs.c.flow_run_id == flow_run_id).values(finished=True))
 
-    def orphaned_runs(self, owner: str, stale_before: datetime, *, own: bool = False) -> list[str]:
-        """Unfinished runs that no live runner holds; with ``own``, also those this owner held
-        before (a runtime restarted with the same replica id takes its runs back at once)."""
+    def orphaned_runs(
+        self, owner: str, stale_before: datetime, *, own_silent_since: datetime | None = None
+    ) -> list[str]:
+        """Unfinished runs that no live runner holds; with ``own_silent_since``, also those this
+        owner held and has not heartbeated since then (a runtime restarted under its replica id
+        takes its runs back at once; a live twin under the same name heartbeats every second)."""
         held_by_others = sa.and_(playbook_runs.c.owner != owner, playbook_runs.c.heartbeat_at < stale_before)
         holder = sa.or_(playbook_runs.c.owner.is_(None), held_by_others)
-        if own:
-            holder = sa.or_(holder, playbook_runs.c.owner == owner)
+        if own_silent_since is not None:
+            holder = sa.or_(
+                holder, sa.and_(playbook_runs.c.owner == owner, playbook_runs.c.heartbeat_at < own_silent_since)
+            )
         with self._tx() as conn:
             rows = conn.execute(
                 sa.select(playbook_runs.c.flow_run_id).where(

@@ -202,6 +202,7 @@ class StoreBase:
     """What every aggregate's methods share: the engine and one short transaction per call."""
 
     engine: Engine
+    _lock_engine: Engine  # PostgreSQL only: connections for ``hold``
     _custody_lock: threading.Lock
 
     @contextmanager
@@ -233,7 +234,7 @@ class StoreBase:
                 yield
             return
         number = lock_key(key)
-        with self.engine.connect() as conn:
+        with self._lock_engine.connect() as conn:
             conn.execute(sa.select(sa.func.pg_advisory_lock(number)))
             conn.commit()
             try:

@@ -21,9 +21,15 @@ def upgrade() -> None:
         batch.add_column(sa.Column("preserved", sa.Boolean, nullable=False, server_default=sa.false()))
         batch.create_index("ix_inbox_status", ["status"])
         batch.create_index("ix_inbox_incident_preserved", ["incident_id", "preserved"])
-    # Alerts stored before this revision were preserved by their incident's runs (or never will be).
-    op.execute(sa.text("UPDATE inbox SET preserved = :yes").bindparams(yes=True))
-
+    # Before this revision an incident's run preserved all its alerts in its evidence step: an
+    # alert of an incident with evidence was kept then. The others (still pending, or whose run
+    # has not reached that step) stay unmarked and are preserved like any new alert.
+    op.execute(
+        sa.text(
+            "UPDATE inbox SET preserved = :yes WHERE status = 'dispatched' "
+            "AND incident_id IN (SELECT incident_id FROM evidence_items)"
+        ).bindparams(yes=True)
+    )
 
 def downgrade() -> None:
     with op.batch_alter_table("inbox") as batch:
