@@ -110,8 +110,9 @@ class PlaybookRuntime:
 
     def stop(self, drain_seconds: float = 5.0) -> None:
         """Stop starting runs; give the ones executing here ``drain_seconds`` to reach a stop (an
-        approval, their end), then release the rest of this runtime's runs for the others. A run
-        still executing is not released (it would run twice at once): it goes stale instead."""
+        approval, their end), then release this runtime's runs for the others to take at once.
+        A run still mid-step then is released too: the process exits right after, and waiting
+        for it to go stale would hold its containment back by ``runner_stale_seconds``."""
         self._stop.set()
         for thread in (self._sweeper, self._beater):
             if thread is not None:
@@ -124,9 +125,7 @@ class PlaybookRuntime:
                 if not self._active:
                     break
             time.sleep(0.05)
-        with self._lock:
-            still = sorted(self._active)
-        self.svc.store.release_runs(self.owner, keep=still)
+        self.svc.store.release_runs(self.owner)
         if self._creator is not None:
             self._creator.close()
             self._creator = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -122,14 +121,11 @@ class Runs(StoreBase):
                 .values(heartbeat_at=utcnow())
             )
 
-    def release_runs(self, owner: str, flow_run_id: str | None = None, keep: Sequence[str] = ()) -> None:
-        """Let another runner (or this one after a restart) take over at once; ``keep``: runs
-        still executing here, left to go stale rather than be run twice at once."""
+    def release_runs(self, owner: str, flow_run_id: str | None = None) -> None:
+        """Let another runner (or this one after a restart) take over at once."""
         condition = playbook_runs.c.owner == owner
         if flow_run_id is not None:
             condition = sa.and_(condition, playbook_runs.c.flow_run_id == flow_run_id)
-        if keep:
-            condition = sa.and_(condition, playbook_runs.c.flow_run_id.not_in(list(keep)))
         with self._tx() as conn:
             conn.execute(playbook_runs.update().where(condition).values(owner=None))
 
