@@ -27,7 +27,8 @@ def capture_alerts(ctx: ActionContext, inputs: NoInputs) -> StepOutcome:
     earlier run, or the batches that keep the alerts of a storm as they arrive)."""
     incident = ctx.store.get_incident(ctx.incident_id)
     hashes = []
-    for alert_id in incident.alert_ids:
+    waiting = ctx.store.not_preserved(incident.alert_ids)
+    for alert_id in [a for a in incident.alert_ids if a in waiting]:
         alert = ctx.store.get_alert(alert_id)
         content = json.dumps(alert.model_dump(mode="json"), sort_keys=True, indent=2, default=str).encode()
         sha256, path = ctx.evidence.write(content)

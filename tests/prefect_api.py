@@ -87,7 +87,7 @@ def run_input(run_id: str, key: str) -> Any:
             time.sleep(0.05)
 
 
-def task_runs(run_id: str, names: list[str], timeout: float = 30) -> dict[str, dict[str, Any]]:
+def task_runs(run_id: str, names: list[str], timeout: float = 60) -> dict[str, dict[str, Any]]:
     """Task runs of a flow run by name, once every name in ``names`` has a final state.
 
     Task runs reach the server through events, a little after they ran: wait for them."""

@@ -126,6 +126,14 @@ class EvidenceLedger(StoreBase):
                 conn, incident_id, sha256, size, "application/json", description, location, collected_by
             )
 
+    def not_preserved(self, alert_ids: list[str]) -> set[str]:
+        """Which of these alerts are not evidence yet."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(inbox.c.id).where(inbox.c.id.in_(alert_ids), inbox.c.preserved.is_(False))
+            ).all()
+        return {str(row.id) for row in rows}
+
     def unpreserved_alerts(self, received_before: datetime, limit: int = 500) -> dict[str, list[str]]:
         """Alerts received before ``received_before`` that joined an incident and whose payload
         is not evidence yet, by incident."""
