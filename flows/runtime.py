@@ -355,6 +355,15 @@ class PlaybookRuntime:
             if not self.svc.store.take_run(run_id, self.owner, stale_before):
                 continue
             log.warning("taking over playbook run %s (%s) from a runner that stopped", run_id, state.type.value)
+            incident_id = str(flow_run.parameters.get("incident_id", ""))
+            if incident_id:
+                self.svc.store.add_timeline(
+                    incident_id,
+                    "run",
+                    f"run {run_id} taken over by {self.owner}: its runner stopped mid-step; it runs again from "
+                    "the top, skipping the steps recorded as done",
+                    data={"flow_run_id": run_id, "taken_over": True},
+                )
             self._start(flow_run)
 
     def _wake_expired_approvals(self) -> None:

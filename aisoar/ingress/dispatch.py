@@ -110,8 +110,8 @@ class Dispatcher:
                 # joins while another one's launch is under way leaves the launch to that one: a
                 # storm would otherwise ask Prefect for the same run a thousand times.)
                 self._launch(incident_id, spec.name, result)
-            elif found is not None and found[1] and not created:
-                self._redrive(incident_id, spec.name, result)  # ended; did it contain the incident?
+            elif found is not None and found[0] is not None and not created:
+                self._redrive(incident_id, spec.name, result, ended=found[1])  # did it contain the incident?
         if result.failed:
             waiting = "; ".join(f"{name}: {error}" for name, error in result.failed.items())
             self.store.mark_alert(
@@ -175,20 +175,25 @@ class Dispatcher:
             return
         result.launched[playbook] = flow_run_id  # the launcher recorded it in the store
 
-    def _redrive(self, incident_id: str, playbook: str, result: DispatchResult) -> None:
+    def _redrive(self, incident_id: str, playbook: str, result: DispatchResult, ended: bool) -> None:
+        """``ended``: the runtime recorded the run's end. Then exactly one dispatcher looks
+        (compare-and-set); otherwise the launcher reads the run's state itself (its engine may
+        still be winding down after a Not contained end)."""
         if self.launcher is None:
             return
-        if not self.store.reopen_run(incident_id, playbook):
+        if ended and not self.store.reopen_run(incident_id, playbook):
             return  # another dispatcher (alerts of one incident come in bursts) looks at it now
         try:
             again = self.launcher.redrive(incident_id, playbook)
         except Exception as exc:  # the alert waits, pending; its next try looks again
-            self.store.reopen_run(incident_id, playbook, finished=True)
+            if ended:
+                self.store.reopen_run(incident_id, playbook, finished=True)
             log.warning("could not run playbook %s again for %s: %s", playbook, incident_id, exc)
             result.failed[playbook] = str(exc)
             return
-        if not again:  # running, waiting, contained, or decided by a person: it stays as it ended
-            self.store.reopen_run(incident_id, playbook, finished=True)
+        if not again:  # running, waiting, contained, or decided by a person: it stays as it is
+            if ended:
+                self.store.reopen_run(incident_id, playbook, finished=True)
             return
         self.store.add_timeline(
             incident_id, "run", f"a new alert runs playbook {playbook} again: the incident is not contained"
