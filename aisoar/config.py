@@ -112,6 +112,11 @@ class Settings(BaseSettings):
         "so that a restarted replica takes back its own runs at once (`aisoar up`/`serve`: host:port)",
     )
     runner_max_concurrent_runs: int = 32
+    head_start: bool = Field(
+        True,
+        description="a playbook's leading evidence and reversible containment run as soon as its incident is "
+        "claimed, before its Prefect run is created (the run then records them)",
+    )
     step_retry_delays: list[float] = Field(
         default_factory=lambda: [5.0, 10.0, 20.0, 40.0, 60.0, 60.0],
         description="seconds between the tries of a step whose target is unreachable or answers 429/5xx "

@@ -46,6 +46,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +59,7 @@ import yaml  # noqa: E402
 
 from aisoar.config import PROJECT_ROOT  # noqa: E402
 from aisoar.ingress.auth import signed_headers  # noqa: E402
-from aisoar.store.schema import inbox  # noqa: E402
+from aisoar.store.schema import aware, inbox, timeline  # noqa: E402
 from bench.common import (  # noqa: E402
     FAILED_STATES,
     LEAKED_KEY_PLAYBOOK,
@@ -190,6 +191,7 @@ def burst_aisoar(
         blocked = blocked_after(sandbox, [k.gateway_hash for k in keys], t0, timeout)
         runs = settled_runs(bench.client, deployment, n, SETTLE_S, before=warm)
         counts = state_counts(runs)
+        phases = burst_phases(stack, t0)
     finally:
         stack.stop()
     acks = [seconds for seconds, status in answers if status == "202"]
@@ -203,7 +205,49 @@ def burst_aisoar(
         "run_states": counts,
         "failed_runs": sum(counts.get(s, 0) for s in FAILED_STATES),
         "settings": {k: str(v) for k, v in settings.items()},
+        "phases": phases,
     }
+
+
+PHASES = (
+    ("received", "correlated", "waiting for a dispatch worker"),
+    ("correlated", "blocked", "correlation, claim, head start up to the verified block"),
+    ("blocked", "run_running", "the run created and started after the block"),
+)
+
+
+def burst_phases(stack: AisoarStack, t0: float) -> dict[str, dict[str, float]]:
+    """Where a burst's time goes, per incident, from the store: the alert received, correlated
+    (its first timeline entry), the key's block recorded, the run's start recorded."""
+    since = datetime.fromtimestamp(t0, UTC)
+    marks: dict[str, dict[str, datetime]] = {}
+    with stack.services.store.engine.connect() as conn:
+        for row in conn.execute(
+            sa.select(inbox.c.incident_id, inbox.c.received_at).where(inbox.c.incident_id.is_not(None))
+        ):
+            received = aware(row.received_at)
+            if received >= since:
+                marks.setdefault(row.incident_id, {}).setdefault("received", received)
+        rows = conn.execute(
+            sa.select(timeline.c.incident_id, timeline.c.at, timeline.c.kind, timeline.c.step_id, timeline.c.message)
+            .where(timeline.c.incident_id.in_(list(marks)))
+            .order_by(timeline.c.seq)
+        )
+        for row in rows:
+            mark = marks[row.incident_id]
+            at = aware(row.at)
+            if row.kind == "alert":
+                mark.setdefault("correlated", at)
+            elif row.kind == "step" and row.step_id == "block-key-at-gateway":
+                mark.setdefault("blocked", at)
+            elif row.kind == "run" and row.message.startswith(f"playbook {LEAKED_KEY_PLAYBOOK} running"):
+                mark.setdefault("run_running", at)
+    out: dict[str, dict[str, float]] = {}
+    for start, end, _ in PHASES:
+        spans = sorted((m[end] - m[start]).total_seconds() for m in marks.values() if start in m and end in m)
+        if spans:
+            out[f"{start}->{end}"] = {"n": len(spans), "p50": spans[len(spans) // 2], "max": spans[-1]}
+    return out
 
 
 def _statuses(answers: list[tuple[float, str]]) -> dict[str, int]:
@@ -342,6 +386,10 @@ def show_burst(result: dict[str, Any], timeout: float) -> None:
             f"  aisoar ingress ack (202): p50 {percentile(aisoar['ack_s'], 0.5) * 1000:.0f} ms, "
             f"p99 {percentile(aisoar['ack_s'], 0.99) * 1000:.0f} ms; answers {aisoar['acks']}"
         )
+    for start, end, what in PHASES:
+        span = aisoar.get("phases", {}).get(f"{start}->{end}")
+        if span:
+            print(f"  aisoar {start} -> {end} ({what}): p50 {span['p50']:.2f} s, max {span['max']:.2f} s")
     if plain is not None and plain["call_s"]:
         print(
             f"  plain run_deployment() returned: p50 {percentile(plain['call_s'], 0.5) * 1000:.0f} ms, "

@@ -28,16 +28,17 @@ from aisoar.outcomes import Verdict, incident_status, judge
 from aisoar.report import incident_report
 from aisoar.specs import ANNOUNCE_ACTION, PlaybookSpec, Step
 from flows.services import Services, services
-from flows.steps import run_step
+from flows.steps import HEAD_START, run_step
 from flows.tell import runner_context, tell
-from tasks.base import Outcome
+from tasks.base import Outcome, StepOutcome
 from tasks.registry import REGISTRY
 
 CLOSE_ACTION = "incident.close"
 NOT_CONTAINED = "Not contained"  # the final state of a run that failed: a new alert runs it again
 
 
-def template_context(svc: Services, spec: PlaybookSpec, incident_id: str, flow_run_id: str) -> dict[str, Any]:
+def template_context(svc: Services, spec: PlaybookSpec, incident_id: str, flow_run_id: str | None) -> dict[str, Any]:
+    """What a step's templates read; ``flow_run_id`` None before the run exists (the head start)."""
     incident = svc.store.get_incident(incident_id)
     alerts = sorted((svc.store.get_alert(alert_id) for alert_id in incident.alert_ids), key=lambda a: a.received_at)
     picked = spec.pick_entities([entity for alert in alerts for entity in alert.entities])
@@ -53,7 +54,7 @@ def template_context(svc: Services, spec: PlaybookSpec, incident_id: str, flow_r
         },
         "entities": entities,
         "steps": {},
-        "run": {"id": flow_run_id, "url": run_url(ui, flow_run_id)},
+        "run": {"id": flow_run_id or "", "url": run_url(ui, flow_run_id) if flow_run_id else ""},
         "spec": {"name": spec.name, "title": spec.title},
     }
 
@@ -97,10 +98,13 @@ def run_playbook(incident_id: str, playbook: str, requested_by: str = "") -> Sta
     run_id = str(flow_run.get_id())
     context = template_context(svc, spec, incident_id, run_id)
     context["run"]["requested_by"] = requested_by.strip()[:256]
-    resumed = any(svc.store.step_result(incident_id, spec.name, step.id) for step in spec.steps)
-    svc.store.add_timeline(
-        incident_id, "run", f"playbook {spec.name} {'resumed' if resumed else 'running'}", data={"flow_run_id": run_id}
-    )
+    results = svc.store.step_results(incident_id, spec.name)
+    ahead = [s.id for s in steps_to_run(spec) if s.id in results and results[s.id].output.get(HEAD_START)]
+    resumed = len(ahead) < len(results)  # a step of this run (an earlier execution) is recorded
+    started = "resumed" if resumed else "running"
+    if ahead and not resumed:
+        started += f"; done before it was created (the head start): {', '.join(ahead)}"
+    svc.store.add_timeline(incident_id, "run", f"playbook {spec.name} {started}", data={"flow_run_id": run_id})
     if not resumed:
         publish_report(svc, incident_id, run_id)  # the report link in Slack and Jira works from the start
     if spec.objectives and svc.store.get_incident(incident_id).status in (
@@ -113,8 +117,8 @@ def run_playbook(incident_id: str, playbook: str, requested_by: str = "") -> Sta
         effect = REGISTRY[step.action].info.effect
         if stopped_at is not None and (effect is not Effect.notifies or step.action == CLOSE_ACTION):
             continue  # after a stop, only the steps that tell people still run
-        outcome = run_step(svc, spec, step, context, incident_id, run_id)
-        context["steps"][step.id] = {**outcome.output, "status": outcome.status.value, "summary": outcome.summary}
+        outcome = run_step(svc, spec, step, context, incident_id, run_id, show_head_start=not resumed)
+        remember(context, step, outcome)
         logger.info("step %s: %s: %s", step.id, outcome.status.label, outcome.summary)
         if outcome.status is Outcome.ok and any(step.id in o.any_of for o in spec.objectives):
             announce_containment(svc, spec, incident_id, run_id, step.id)
@@ -133,6 +137,11 @@ def run_playbook(incident_id: str, playbook: str, requested_by: str = "") -> Sta
                     step_id=step.id,
                 )
     return finish(svc, spec, incident_id, run_id, stopped_at)
+
+
+def remember(context: dict[str, Any], step: Step, outcome: StepOutcome) -> None:
+    """The step's outcome, for the templates of the steps after it (``steps['id'].field``)."""
+    context["steps"][step.id] = {**outcome.output, "status": outcome.status.value, "summary": outcome.summary}
 
 
 def announce_containment(svc: Services, spec: PlaybookSpec, incident_id: str, run_id: str, step_id: str) -> None:

@@ -58,6 +58,7 @@ from aisoar.store import ApprovalRecord
 from flows.answers import AnswerDesk
 from flows.console import ensure_saved_searches
 from flows.escalation import escalate_due
+from flows.head_start import head_start
 from flows.playbook import NOT_CONTAINED, playbook_flow, run_playbook
 from flows.prefect_watch import PrefectWatch
 from flows.quick_create import QuickRunCreator
@@ -66,6 +67,8 @@ from flows.tell import runner_context, tell
 
 log = logging.getLogger("aisoar.runtime")
 FORM_GRACE_SECONDS = 5.0  # a Suspended run younger than this may still be writing its form
+HEAD_START_FIRST_SECONDS = 30.0  # the longest a new run waits for the head starts of a burst
+HEAD_START_GAP_SECONDS = 0.3  # a burst's head starts follow each other closer than this
 
 
 class PlaybookRuntime:
@@ -79,6 +82,8 @@ class PlaybookRuntime:
         )
         self.deployments: dict[str, UUID] = {}
         self._active: set[str] = set()
+        self._leading: set[tuple[str, str]] = set()  # (incident, playbook) whose head start runs here
+        self._led_at = 0.0  # when the last head start here ended (monotonic)
         self._again: set[str] = set()
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(svc.settings.runner_max_concurrent_runs)
@@ -122,7 +127,7 @@ class PlaybookRuntime:
         deadline = time.monotonic() + drain_seconds
         while time.monotonic() < deadline:
             with self._lock:
-                if not self._active:
+                if not self._active and not self._leading:
                     break
             time.sleep(0.05)
         self.svc.store.release_runs(self.owner)
@@ -159,19 +164,24 @@ class PlaybookRuntime:
 
     # -- starting runs --------------------------------------------------------------
     def launch(self, incident_id: str, playbook: str) -> str:
-        """Create (or find, by idempotency key) the run and execute it here at once.
+        """Run the playbook's head start, then create (or find, by idempotency key) its run and
+        execute it here at once.
 
-        The run is created already ``Pending``: no sweep or worker picks it up. Only the
-        runtime that holds the incident's playbook run in the store starts it; if this
-        process dies first, the orphan recovery of another one takes it over.
+        Only the runtime that holds the incident's playbook run in the store runs the head start
+        and starts the run (if this process dies first, another one takes it over). The head
+        start does not need Prefect: while Prefect is down it still contains, and the alert
+        waits in the inbox for its run. The run is created already ``Pending``: no sweep or
+        worker picks it up.
         """
         if self._creator is None:
             raise RuntimeError("the playbook runtime is not started")
         if self._stop.is_set():
             raise RuntimeError("the playbook runtime is stopping")  # the alert waits in the inbox
-        if problem := self.prefect_problem():
-            raise RuntimeError(problem)  # fail at once: the alert waits in the inbox for Prefect
         held = self.svc.store.take_playbook_run(incident_id, playbook, self.owner, utcnow() - self.stale_after)
+        if held:
+            self._head_start(incident_id, playbook)
+        if problem := self.prefect_problem():
+            raise RuntimeError(problem)  # the alert waits in the inbox for Prefect
         flow_run = self._creator.create(
             self.deployments[playbook],
             parameters={"incident_id": incident_id, "playbook": playbook},
@@ -185,6 +195,21 @@ class PlaybookRuntime:
         if held and flow_run.state is not None and flow_run.state.is_pending():
             self._start(flow_run, again=False)  # started here already: not a second time
         return run_id
+
+    def _head_start(self, incident_id: str, playbook: str) -> None:
+        """The spec's lead steps, held by this runtime's heartbeat while they run."""
+        spec = self.svc.specs.get(playbook)
+        if spec is None:
+            return
+        lead = (incident_id, playbook)
+        with self._lock:
+            self._leading.add(lead)
+        try:
+            head_start(self.svc, spec, incident_id)
+        finally:
+            with self._lock:
+                self._leading.discard(lead)
+                self._led_at = time.monotonic()
 
     def redrive(self, incident_id: str, playbook: str) -> bool:
         """A new alert for an incident whose run ended without containing it: schedule that
@@ -235,6 +260,7 @@ class PlaybookRuntime:
         run_id = str(flow_run.id)
         finished = True
         try:
+            self._yield_to_head_starts()
             with self._slots:
                 spec = self.svc.specs.get(str(flow_run.parameters.get("playbook", "")))
                 runner = playbook_flow(spec) if spec is not None else run_playbook
@@ -257,6 +283,17 @@ class PlaybookRuntime:
                     self.svc.store.finish_run(run_id)
                 else:
                     self.svc.store.release_runs(self.owner, run_id)
+
+    def _yield_to_head_starts(self) -> None:
+        """In a burst, containment first: a run's engine costs several times the CPU of a head
+        start, so a run waits to start while head starts run here (at most
+        ``HEAD_START_FIRST_SECONDS``; it is held by this runtime meanwhile)."""
+        deadline = time.monotonic() + HEAD_START_FIRST_SECONDS
+        while (now := time.monotonic()) < deadline and not self._stop.is_set():
+            with self._lock:
+                if not self._leading and now - self._led_at > HEAD_START_GAP_SECONDS:
+                    return
+            time.sleep(0.02)
 
     def _crashed(self, flow_run: FlowRun, exc: BaseException) -> None:
         """The engine itself failed: the run says Crashed with the reason, and people hear."""
@@ -286,9 +323,9 @@ class PlaybookRuntime:
         every = min(1.0, self.stale_after.total_seconds() / 4)
         while not self._stop.wait(every):
             with self._lock:
-                held = sorted(self._active)
+                held, leading = sorted(self._active), sorted(self._leading)
             try:
-                self.svc.store.heartbeat(self.owner, held)
+                self.svc.store.heartbeat(self.owner, held, leading)
             except Exception:
                 log.exception("heartbeat failed; trying again")
 

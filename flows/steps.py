@@ -6,11 +6,17 @@ asset; a destructive step only behind an approval); every step that writes outsi
 (a change, a notification) is checked by its probe; an unreachable target is tried again
 with backoff before the step fails; everything lands on the incident timeline with exactly
 one outcome, recorded with the step's result in one transaction.
+
+A step runs either inside the playbook's Prefect run (a task run, retried while its target is
+unreachable) or directly, before the run exists (the head start, ``flows/head_start.py``: one
+try, recorded with the ``head_start`` mark; the run then shows it and skips it).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, cast
@@ -18,6 +24,7 @@ from typing import Any, cast
 from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
+from prefect.states import Completed, Failed
 from prefect.utilities.annotations import quote
 from pydantic import ValidationError
 
@@ -32,6 +39,8 @@ from tasks.base import ActionContext, AssetInputs, Outcome, ProbeResult, StepOut
 from tasks.registry import REGISTRY, Action, state_of
 
 SENDING = "sending"  # timeline marker: a changing request of this step is about to be sent
+HEAD_START = "head_start"  # step output mark: run before the playbook's Prefect run existed
+log = logging.getLogger("aisoar.steps")
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -39,6 +48,14 @@ def note_step(outcome: StepOutcome) -> State[StepOutcome]:
     """Shows a step whose action did not run in the UI: its outcome as the state's name, the
     reason as its message."""
     return state_of(outcome)
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def note_verified(ok: bool, detail: str) -> State[bool]:
+    """Shows the check of a step done before its run existed (the head start) in the UI."""
+    if ok:
+        return Completed(name="Verified", message=detail, data=True)
+    return Failed(name="Not verified", message=detail, data=False)
 
 
 @dataclass(frozen=True)
@@ -129,6 +146,45 @@ def _verify(action: Action, step: Step, ctx: ActionContext, inputs: Any, outcome
     return ProbeResult(ok=False, detail=f"the probe could not check: {error}")
 
 
+def _invoke_direct(action: Action, step: Step, ctx: ActionContext, inputs: Any) -> StepOutcome:
+    """The action called as a plain function: one try, no task run (the head start)."""
+    try:
+        result = action.task.fn(ctx, inputs)
+    except ConnectorError as exc:
+        return StepOutcome(status=Outcome.failed, summary=f"{exc} (one try before the run was created)")
+    except Exception as exc:
+        log.exception("step %s raised before the run was created", step.id)
+        return StepOutcome(status=Outcome.failed, summary=f"{type(exc).__name__}: {exc}")
+    if isinstance(result, StepOutcome):
+        return result
+    data = result.data  # the state that names a non-ok outcome carries it
+    if isinstance(data, StepOutcome):
+        return data
+    return StepOutcome(status=Outcome.failed, summary=f"{action.name} returned {type(data).__name__}")
+
+
+def _verify_direct(action: Action, step: Step, ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> ProbeResult:
+    assert action.probe is not None
+    try:
+        return action.probe(ctx, inputs, outcome)
+    except Exception as exc:
+        return ProbeResult(ok=False, detail=f"the probe could not check: {type(exc).__name__}: {exc}")
+
+
+@dataclass(frozen=True)
+class Calls:
+    """How a step's action and probe are called: as task runs of the playbook's Prefect run, or
+    directly before the run exists (the head start)."""
+
+    invoke: Callable[[Action, Step, ActionContext, Any], StepOutcome]
+    verify: Callable[[Action, Step, ActionContext, Any, StepOutcome], ProbeResult]
+    in_run: bool
+
+
+IN_RUN = Calls(_invoke, _verify, in_run=True)
+DIRECT = Calls(_invoke_direct, _verify_direct, in_run=False)
+
+
 def _describe(inputs: Any) -> str:
     if isinstance(inputs, AssetInputs):
         return inputs.asset
@@ -136,9 +192,19 @@ def _describe(inputs: Any) -> str:
 
 
 def run_step(
-    svc: Services, spec: PlaybookSpec, step: Step, context: dict[str, Any], incident_id: str, flow_run_id: str
+    svc: Services,
+    spec: PlaybookSpec,
+    step: Step,
+    context: dict[str, Any],
+    incident_id: str,
+    flow_run_id: str | None,
+    *,
+    calls: Calls = IN_RUN,
+    show_head_start: bool = False,
 ) -> StepOutcome:
-    logger = get_run_logger()
+    """Run the step unless it is recorded with a final outcome. ``show_head_start``: a step the
+    head start recorded gets its task run in this run (the run is the record of every step)."""
+    logger = get_run_logger() if calls.in_run else log
     store = svc.store
     results = store.step_results(incident_id, spec.name)
     recorded = results.get(step.id)
@@ -146,7 +212,23 @@ def run_step(
         logger.info("step %s already done (%s); not running it again", step.id, recorded.status)
         output = dict(recorded.output)
         summary = str(output.pop("summary", "recorded earlier"))
-        return StepOutcome(status=Outcome(recorded.status), summary=summary, output=output)
+        outcome = StepOutcome(status=Outcome(recorded.status), summary=summary, output=output)
+        if calls.in_run and show_head_start and output.get(HEAD_START):
+            at = recorded.at.strftime("%H:%M:%S.%f")[:-3]
+            shown = StepOutcome(
+                status=outcome.status,
+                summary=f"{summary} [done at {at} UTC, before this run was created: the head start]",
+                output=output,
+            )
+            note_step.with_options(name=step.id, task_run_name=step.id)(shown, return_state=True)
+            if "verified" in output:
+                name = f"{step.id}.verify"
+                checked = "checked at the target" if output["verified"] else "the check at the target failed"
+                detail = f"{checked} at {at} UTC, before this run was created (the head start)"
+                note_verified.with_options(name=name, task_run_name=name)(
+                    bool(output["verified"]), detail, return_state=True
+                )
+        return outcome
 
     action = REGISTRY[step.action]
     ctx = ActionContext(
@@ -159,17 +241,14 @@ def run_step(
         evidence=svc.evidence,
         spec=spec,
     )
-    outcome, ran = _decide_and_run(svc, spec, step, action, ctx, context, results)
-    if not ran:
+    outcome, ran = _decide_and_run(svc, spec, step, action, ctx, context, results, calls)
+    if not ran and calls.in_run:
         note_step.with_options(name=step.id, task_run_name=step.id)(outcome, return_state=True)
-    store.record_step(
-        incident_id,
-        spec.name,
-        step.id,
-        outcome.status.value,
-        {**outcome.output, "summary": outcome.summary},
-        timeline=(outcome.summary, {"action": action.name, "status": outcome.status.value, "playbook": spec.name}),
-    )
+    output = {**outcome.output, "summary": outcome.summary}
+    data: dict[str, Any] = {"action": action.name, "status": outcome.status.value, "playbook": spec.name}
+    if not calls.in_run:
+        output[HEAD_START] = data[HEAD_START] = True
+    store.record_step(incident_id, spec.name, step.id, outcome.status.value, output, timeline=(outcome.summary, data))
     return outcome
 
 
@@ -181,6 +260,7 @@ def _decide_and_run(
     ctx: ActionContext,
     context: dict[str, Any],
     results: dict[str, StepResult],
+    calls: Calls,
 ) -> tuple[StepOutcome, bool]:
     """Returns the outcome and whether the action's task ran."""
     store, incident_id = svc.store, ctx.incident_id
@@ -211,6 +291,8 @@ def _decide_and_run(
             output={"planned": {"action": action.name, "approvers": list(step.approval.approvers)}},
         ), False
     if step.approval is not None:
+        if not calls.in_run:
+            raise RuntimeError(f"step {step.id} waits for an approval: only its playbook run may run it")
         requester = str(context.get("run", {}).get("requested_by") or "") or None
         decision = await_approval(
             svc, spec, step, action.info, inputs.model_dump(mode="json"), incident_id, requested_by=requester
@@ -232,7 +314,7 @@ def _decide_and_run(
             step_id=step.id,
             data={SENDING: True, "playbook": spec.name},
         )
-    outcome = _invoke(action, step, ctx, inputs)
+    outcome = calls.invoke(action, step, ctx, inputs)
     if outcome.status is Outcome.ok and sent_before and outcome.output.get("already"):
         # The target was already in the wanted state because this very step asked for it
         # before the run was interrupted: credit that request, not somebody else.
@@ -242,7 +324,7 @@ def _decide_and_run(
             output={**outcome.output, "done_by_earlier_request": True},
         )
     if outcome.status is Outcome.ok and action.probe is not None and action.info.writes:
-        probe = _verify(action, step, ctx, inputs, outcome)
+        probe = calls.verify(action, step, ctx, inputs, outcome)
         store.add_timeline(incident_id, "verify", probe.detail, step_id=step.id, data={"ok": probe.ok})
         outcome.output["verified"] = probe.ok
         if not probe.ok:
@@ -262,8 +344,7 @@ def _decide_and_run(
 
 
 def _sent_before(store: Store, incident_id: str, playbook: str, step_id: str) -> bool:
-    incident = store.get_incident(incident_id)
     return any(
-        entry.step_id == step_id and entry.data.get(SENDING) and entry.data.get("playbook") == playbook
-        for entry in incident.timeline
+        data.get(SENDING) and data.get("playbook") == playbook
+        for data in store.timeline_data(incident_id, "request", step_id)
     )

@@ -1,8 +1,9 @@
-"""Recovery, measured on real servers on loopback: alerts taken while Prefect is down wait in
-the inbox and start within seconds of its return; a replica killed mid-flight and started again
-under its name finishes its own work at once (not after the stale timeout); `aisoar up` stopped
-with SIGTERM leaves no Prefect server behind; a full dispatch queue answers 429 and loses nothing
-it accepted; /metrics shows the inbox and the queue."""
+"""Recovery, measured on real servers on loopback: alerts taken while Prefect is down are
+contained by the head start, wait in the inbox and their runs start within seconds of its
+return; a replica killed mid-flight and started again under its name finishes its own work at
+once (not after the stale timeout); `aisoar up` stopped with SIGTERM leaves no Prefect server
+behind; a full dispatch queue answers 429 and loses nothing it accepted; /metrics shows the
+inbox and the queue."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ pytestmark = pytest.mark.e2e
 T = TypeVar("T")
 CONNECTORS = ("litellm", "openai", "slack", "jira")
 PLAYBOOK = "leaked-llm-api-key"
-BACK_WITHIN = 5.0  # seconds: from Prefect (or the replica) answering again to the key blocked
+BACK_WITHIN = 5.0  # seconds: from Prefect (or the replica) answering again to the run (or the key blocked)
 
 
 def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: float = 0.05) -> T:
@@ -145,9 +146,12 @@ def clusters(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], Cluster]]:
 # -- 1. Prefect outage --------------------------------------------------------------------
 
 
-def test_an_alert_taken_while_prefect_is_down_waits_and_starts_when_it_returns(
+def test_while_prefect_is_down_the_key_is_blocked_and_the_run_starts_within_seconds_of_its_return(
     clusters: Callable[[dict[str, str]], Cluster], sandbox: Sandbox
 ) -> None:
+    """The head start does not need Prefect: the key is blocked (and verified) during the outage;
+    the alert stays pending, saying why, until its run exists; the run then records the blocked
+    key as a task run of its own and carries on (tells on-call, waits for the approval)."""
     cluster = clusters(sandbox.start(CONNECTORS))
     (replica,) = cluster.start(1)
     assert replica.health() == {"status": "ok"}
@@ -159,31 +163,68 @@ def test_an_alert_taken_while_prefect_is_down_waits_and_starts_when_it_returns(
     assert any("Prefect" in problem for problem in health["problems"]), health
 
     alert, token = leaked_key_alert(sandbox, "outage", 0)
+    posted_at = time.monotonic()
     answer = replica.post(alert)
     assert answer.status_code == 202, answer.text
     alert_id = answer.json()["alert_id"]
+    wait_for("the key blocked while Prefect is down", lambda: blocked(sandbox, [token]), 30, every=0.02)
+    print(f"\nPrefect down: key blocked at the gateway {time.monotonic() - posted_at:.2f} s after the post")
     wait_for("the alert says why it waits", lambda: replica.alert(alert_id)["error"], 10)
-    time.sleep(1.5)  # several upkeep rounds: still nothing can start
+    time.sleep(1.5)  # several upkeep rounds: still no run can start
     status = replica.alert(alert_id)
     assert status["status"] == "pending", status
     assert "wait" in status["error"] and "Prefect" in status["error"], status
     assert status["incident_id"] and status["flow_runs"] == {}, status
-    assert not sandbox.litellm.keys[token]["blocked"]
+    assert sandbox.slack.messages == [], "nobody can be told before the run: the announcement is its step"
+    block_requests = [r for r in sandbox.litellm.requests if r["path"] == "/key/block"]
+    assert len(block_requests) == 1, block_requests  # the alert's retried launches did not block it again
 
     healthy_at, healthy_wall = start_again(cluster.prefect)
-    wait_for("the key blocked after Prefect returned", lambda: blocked(sandbox, [token]), 60, every=0.02)
-    outage_to_blocked = time.monotonic() - healthy_at
-    print(f"\nPrefect healthy again -> key blocked at the gateway: {outage_to_blocked:.2f} s")
-    where = timeline(cluster, sandbox, healthy_wall)
-    print(f"after Prefect answered: {where}")
-
     status = wait_for(
-        "the alert dispatched", lambda: (s := replica.alert(alert_id))["status"] == "dispatched" and s, 10
+        "the alert's run created", lambda: (s := replica.alert(alert_id))["status"] == "dispatched" and s, 30, 0.02
     )
+    outage_to_run = time.monotonic() - healthy_at
+    print(f"Prefect healthy again -> the alert's run created: {outage_to_run:.2f} s")
+    print(f"after Prefect answered: {timeline(cluster, sandbox, healthy_wall)}")
     assert status["flow_runs"].keys() == {PLAYBOOK} and status["error"] is None, status
+    run_id = status["flow_runs"][PLAYBOOK]
+    wait_for("the run waiting for approval", lambda: run_state(cluster, run_id) == "PAUSED", 60, every=0.1)
+    steps = task_runs_of(cluster, run_id)
+    block = steps["block-key-at-gateway"]["state"]
+    assert block["type"] == "COMPLETED" and block["name"] == "Done", block
+    assert "before this run was created" in block["message"], block
+    assert steps["block-key-at-gateway.verify"]["state"]["name"] == "Verified", steps["block-key-at-gateway.verify"]
+    assert "notify-oncall" in steps, sorted(steps)  # told on-call once it could
+    assert len([r for r in sandbox.litellm.requests if r["path"] == "/key/block"]) == 1  # not blocked twice
     wait_for("/healthz ok again", lambda: replica.health() == {"status": "ok"}, 5)
     assert flow_runs_by_incident(cluster) == Counter({status["incident_id"]: 1})
-    assert outage_to_blocked <= BACK_WITHIN, f"{outage_to_blocked:.2f} s from Prefect's return to the block: {where}"
+    assert outage_to_run <= BACK_WITHIN, f"{outage_to_run:.2f} s from Prefect's return to the run"
+
+
+def run_state(cluster: Cluster, run_id: str) -> str | None:
+    answer = httpx.get(f"{cluster.prefect.api_url}/flow_runs/{run_id}", headers=basic_auth(PREFECT_AUTH), timeout=30)
+    answer.raise_for_status()
+    state = answer.json()["state"]
+    return str(state["type"]) if state else None
+
+
+def task_runs_of(cluster: Cluster, run_id: str) -> dict[str, dict[str, Any]]:
+    """The run's task runs by name, once their events reached the server (final states)."""
+
+    def final() -> dict[str, dict[str, Any]] | None:
+        answer = httpx.post(
+            f"{cluster.prefect.api_url}/task_runs/filter",
+            json={"flow_runs": {"id": {"any_": [run_id]}}, "limit": 200},
+            headers=basic_auth(PREFECT_AUTH),
+            timeout=30,
+        )
+        answer.raise_for_status()
+        runs = {r["name"]: r for r in answer.json()}
+        names = ("block-key-at-gateway", "block-key-at-gateway.verify", "notify-oncall")
+        done = all(n in runs and runs[n]["state"] and runs[n]["state"]["type"] != "RUNNING" for n in names)
+        return runs if done else None
+
+    return wait_for("the run's task runs on the server", final, 60, every=0.2)
 
 
 # -- 2. a replica killed and started again under its name ----------------------------------

@@ -168,6 +168,17 @@ class Incidents(StoreBase):
         with self._tx() as conn:
             conn.execute(timeline_row(incident_id, kind, message, step_id, data))
 
+    def timeline_data(self, incident_id: str, kind: str, step_id: str) -> list[dict[str, Any]]:
+        """The data of the incident's timeline entries of this kind about this step, oldest first
+        (without reading the whole incident)."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(timeline.c.data_json)
+                .where(timeline.c.incident_id == incident_id, timeline.c.kind == kind, timeline.c.step_id == step_id)
+                .order_by(timeline.c.seq)
+            ).all()
+        return [json.loads(row.data_json) for row in rows]
+
 
 def _attach(conn: sa.Connection, incident_id: str, alert_id: str) -> None:
     """The alert is one of the incident's (once), and its inbox row says so."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -111,13 +112,20 @@ class Runs(StoreBase):
             )
         return bool(result.rowcount)
 
-    def heartbeat(self, owner: str, flow_run_ids: list[str]) -> None:
-        if not flow_run_ids:
+    def heartbeat(self, owner: str, flow_run_ids: list[str], leading: Sequence[tuple[str, str]] = ()) -> None:
+        """This owner still runs these flow runs, and the head starts of these (incident,
+        playbook) pairs (their flow run is not created yet)."""
+        if not flow_run_ids and not leading:
             return
+        held: list[sa.ColumnElement[bool]] = [playbook_runs.c.flow_run_id.in_(flow_run_ids)] if flow_run_ids else []
+        held += [
+            sa.and_(playbook_runs.c.incident_id == incident_id, playbook_runs.c.playbook == playbook)
+            for incident_id, playbook in leading
+        ]
         with self._tx() as conn:
             conn.execute(
                 playbook_runs.update()
-                .where(playbook_runs.c.owner == owner, playbook_runs.c.flow_run_id.in_(flow_run_ids))
+                .where(playbook_runs.c.owner == owner, sa.or_(*held))
                 .values(heartbeat_at=utcnow())
             )
 
