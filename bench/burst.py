@@ -67,6 +67,7 @@ from bench.common import (  # noqa: E402
     SECRET,
     AisoarStack,
     PrefectClientEnv,
+    ServedAisoar,
     ServedPlainFlow,
     flow_runs,
     leaked_key_alert,
@@ -170,7 +171,8 @@ def burst_aisoar(
 ) -> dict[str, Any]:
     n, timeout = bench.args.alerts, bench.args.timeout
     overrides = {"database_url": store_url} if store_url else {}
-    stack = AisoarStack(work, env, **overrides).start()
+    kind = ServedAisoar if bench.args.serve else AisoarStack
+    stack = kind(work, env, **overrides).start()
     try:
         settings = runtime_settings(stack.settings)
         if not bench.settings_shown:
@@ -191,7 +193,7 @@ def burst_aisoar(
         blocked = blocked_after(sandbox, [k.gateway_hash for k in keys], t0, timeout)
         runs = settled_runs(bench.client, deployment, n, SETTLE_S, before=warm)
         counts = state_counts(runs)
-        phases = burst_phases(stack, t0)
+        phases = burst_phases(stack.store if isinstance(stack, ServedAisoar) else stack.services.store, t0)
     finally:
         stack.stop()
     acks = [seconds for seconds, status in answers if status == "202"]
@@ -206,6 +208,7 @@ def burst_aisoar(
         "failed_runs": sum(counts.get(s, 0) for s in FAILED_STATES),
         "settings": {k: str(v) for k, v in settings.items()},
         "phases": phases,
+        "served": bench.args.serve,
     }
 
 
@@ -216,12 +219,12 @@ PHASES = (
 )
 
 
-def burst_phases(stack: AisoarStack, t0: float) -> dict[str, dict[str, float]]:
+def burst_phases(store: Any, t0: float) -> dict[str, dict[str, float]]:
     """Where a burst's time goes, per incident, from the store: the alert received, correlated
     (its first timeline entry), the key's block recorded, the run's start recorded."""
     since = datetime.fromtimestamp(t0, UTC)
     marks: dict[str, dict[str, datetime]] = {}
-    with stack.services.store.engine.connect() as conn:
+    with store.engine.connect() as conn:
         for row in conn.execute(
             sa.select(inbox.c.incident_id, inbox.c.received_at).where(inbox.c.incident_id.is_not(None))
         ):
@@ -368,7 +371,8 @@ def show_burst(result: dict[str, Any], timeout: float) -> None:
     print()
     title = f"burst on {database}: first post -> each /key/block"
     print(f"{title:50} {'n':>4} {'blocked':>8} {'first s':>8} {'p50 s':>7} {'max s':>7} {'failed/crashed runs':>20}")
-    rows = [("aisoar (ingress -> in-process runtime)", aisoar)]
+    shape = "`aisoar serve` process" if aisoar.get("served") else "in the bench process"
+    rows = [(f"aisoar ({shape})", aisoar)]
     if plain is not None:
         rows.append(("plain Prefect (run_deployment -> serve())", plain))
     for name, row in rows:
@@ -802,6 +806,12 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=180, help="seconds after the first post: not blocked")
     parser.add_argument("--warmup", type=int, default=1, help="alerts (and plain runs) before the burst")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain Prefect burst")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="the bursts against `aisoar serve` in a process of its own (as production runs it), not in "
+        "the bench's process beside the stand-ins and the sender",
+    )
     parser.add_argument("--rate", type=float, default=500, help="alerts/s in the sustained storm")
     parser.add_argument("--seconds", type=float, default=60, help="how long the storm lasts")
     parser.add_argument("--request-timeout", type=float, default=10, help="the storm sender's wait for an answer")

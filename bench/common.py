@@ -318,6 +318,96 @@ class AisoarStack:
             self.runtime = None
 
 
+class ServedAisoar:
+    """aisoar as production runs it: `aisoar serve` in a process of its own, against the bench's
+    Prefect server (PREFECT_API_URL of this process), the sandbox's stand-ins staying in this
+    one (as the real systems would be elsewhere). The same face as ``AisoarStack`` for the bench:
+    ``settings``, ``url``, ``deployment_id``, ``store`` (read from this process), ``stop``."""
+
+    def __init__(self, work: Path, sandbox_env: dict[str, str], **overrides: Any) -> None:
+        self.work = work
+        self.stack = AisoarStack(work, sandbox_env, **overrides)  # the same settings, resolved
+        self.settings = self.stack.settings
+        self.env = {
+            **os.environ,
+            **sandbox_env,
+            "PREFECT_HOME": str(work / "serve-prefect-client"),
+            "AISOAR_DATA_DIR": str(self.settings.data_dir),
+            "AISOAR_WEBHOOK_SECRETS__generic": SECRET,
+            "AISOAR_API_TOKEN": SECRET,
+            "AISOAR_APPROVERS_FILE": str(APPROVERS),
+            "AISOAR_INGRESS_PORT": str(_free_port()),
+            "AISOAR_REPLICA_ID": "bench-serve",
+            **{f"AISOAR_{key.upper()}": str(value) for key, value in overrides.items()},
+        }
+        self.log = work / "serve.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._store: Any = None
+
+    def start(self, timeout: float = 120) -> ServedAisoar:
+        self.work.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "aisoar"), "serve"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.work,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).json().get("status") == "ok":
+                    return self
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"aisoar serve did not start; see {self.log}")
+            time.sleep(0.2)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.env['AISOAR_INGRESS_PORT']}"
+
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            from aisoar.store import Store
+
+            self._store = Store(self.settings.store_url)
+        return self._store
+
+    def deployment_id(self, playbook: str) -> str:
+        found = httpx.post(
+            f"{os.environ['PREFECT_API_URL']}/deployments/filter",
+            json={"deployments": {"name": {"any_": [playbook]}}},
+            headers=basic_auth(os.environ["PREFECT_API_AUTH_STRING"]),
+            timeout=30,
+        ).json()
+        return str(found[0]["id"])
+
+    def stop(self) -> None:
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        if self._store is not None:
+            self._store.engine.dispose()
+            self._store = None
+
+
+def _free_port() -> int:
+    from sandbox.serving import free_port
+
+    return free_port()
+
+
 def _taken(func: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
     """The keyword arguments ``func`` takes, of those given (and not None)."""
     parameters = inspect.signature(func).parameters

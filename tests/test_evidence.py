@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -31,9 +32,54 @@ def test_stored_by_hash_read_only_with_custody(evidence: EvidenceStore) -> None:
 def test_the_same_bytes_twice_write_once_and_chain_two_entries(evidence: EvidenceStore) -> None:
     first = evidence.put("INC-1", b"same", "a", "tester")
     second = evidence.put("INC-2", b"same", "b", "tester")
-    assert first.location == second.location
-    assert second.prev_hash == first.entry_hash
+    third = evidence.put("INC-1", b"same", "c", "tester")
+    assert first.location == second.location == third.location
+    # One chain per incident: INC-2's starts anew, INC-1's goes on from its own last entry.
+    assert second.prev_hash == "0" * 64 and third.prev_hash == first.entry_hash
+    assert {first.chain, second.chain, third.chain} == {"incident"}
     assert evidence.store.verify_custody_chain() == []
+
+
+def test_an_entry_removed_from_an_incident_chain_or_moved_between_chains_is_detected(evidence: EvidenceStore) -> None:
+    evidence.put("INC-1", b"one", "a", "tester")
+    evidence.put("INC-2", b"other", "x", "tester")
+    evidence.put("INC-1", b"two", "b", "tester")
+    evidence.put("INC-1", b"three", "c", "tester")
+    with evidence.store.engine.begin() as conn:
+        conn.execute(sa.delete(evidence_items).where(evidence_items.c.id == 3))
+    assert evidence.store.verify_custody_chain() == ["entry 4: previous hash does not match the chain"]
+    with evidence.store.engine.begin() as conn:  # into the store's chain of old entries: its hash changes
+        conn.execute(sa.update(evidence_items).where(evidence_items.c.id == 2).values(chain=None))
+    assert "entry 2: entry hash does not match its content" in evidence.store.verify_custody_chain()
+
+
+def test_entries_from_before_per_incident_chains_verify_as_the_store_chain(evidence: EvidenceStore) -> None:
+    """Entries written before migration 0005 form one chain for the whole store (no ``chain``
+    in their hash); newer entries chain within their incident; both verify side by side."""
+    from aisoar.store.evidence import GENESIS, custody_hash
+
+    prev = GENESIS
+    with evidence.store.engine.begin() as conn:
+        for i, incident in enumerate(["INC-1", "INC-2", "INC-1"]):
+            entry = {
+                "incident_id": incident,
+                "sha256": f"{i:064d}",
+                "size": 1,
+                "media_type": "text/plain",
+                "description": f"old {i}",
+                "location": "x",
+                "collected_by": "old",
+                "collected_at": datetime(2026, 1, 1, tzinfo=UTC),
+            }
+            entry_hash = custody_hash(prev, entry)
+            conn.execute(evidence_items.insert().values(**entry, prev_hash=prev, entry_hash=entry_hash))
+            prev = entry_hash
+    newer = evidence.put("INC-1", b"new", "new", "tester")
+    assert newer.prev_hash == GENESIS  # the first entry of INC-1's own chain
+    assert evidence.store.verify_custody_chain() == []
+    with evidence.store.engine.begin() as conn:
+        conn.execute(sa.delete(evidence_items).where(evidence_items.c.description == "old 1"))
+    assert evidence.store.verify_custody_chain() == ["entry 3: previous hash does not match the chain"]
 
 
 def test_a_tampered_file_is_detected(evidence: EvidenceStore) -> None:

@@ -142,3 +142,30 @@ def test_a_prefect_server_runs_on_postgres(postgres: Postgres, prefect_on_postgr
     finally:
         engine.dispose()
     assert names == ["on-postgres"]
+
+
+def test_a_pooled_connection_killed_while_idle_is_replaced_not_an_error(postgres: Postgres) -> None:
+    """A database restarted (or a connection cut) while the pool sat idle: the next transaction
+    finds its connection dead, checks it (only connections idle for IDLE_PING_SECONDS are
+    checked: a check on every checkout costs a round trip per transaction) and uses a new one."""
+    from aisoar.store import IDLE_PING_SECONDS
+
+    url = fresh_database(postgres)
+    store = Store(url)
+    store.add_timeline("INC-IDLE", "run", "before")
+    admin = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with admin.begin() as conn:
+        killed = conn.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar()
+    admin.dispose()
+    assert killed and killed >= 1
+    time.sleep(IDLE_PING_SECONDS + 0.3)
+    store.add_timeline("INC-IDLE", "run", "after")  # no error: the dead connection was replaced
+    with store.engine.connect() as conn:
+        messages = conn.execute(sa.text("SELECT message FROM timeline WHERE incident_id = 'INC-IDLE' ORDER BY seq"))
+        assert [row.message for row in messages] == ["before", "after"]
+    store.engine.dispose()

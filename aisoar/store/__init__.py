@@ -7,7 +7,7 @@ transaction; callers get pydantic models or plain values back, never rows.
 
 from __future__ import annotations
 
-import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,6 @@ from aisoar.store.schema import StoreBase, evidence_items, metadata, new_id
 class Store(Inbox, Incidents, Runs, Approvals, EvidenceLedger, StoreBase):
     def __init__(self, url: str) -> None:
         self.url = url
-        self._custody_lock = threading.Lock()
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             self.engine: Engine = sa.create_engine(
@@ -51,11 +50,38 @@ class Store(Inbox, Incidents, Runs, Approvals, EvidenceLedger, StoreBase):
         else:
             # A replica's threads (up to 32 runs, the dispatch workers, the sweep, heartbeats and
             # leases) each hold a connection for a moment: a pool that leaves none waiting.
-            self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=80)
+            self.engine = sa.create_engine(url, pool_size=20, max_overflow=80)
+            _ping_when_idle(self.engine, IDLE_PING_SECONDS)
             # ``hold`` keeps a session lock for the length of a call to Slack or Jira: on a
             # connection of its own, outside the pool the store's transactions draw from.
             self._lock_engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
         upgrade(self.engine)
+
+
+IDLE_PING_SECONDS = 5.0
+
+
+def _ping_when_idle(engine: Engine, seconds: float) -> None:
+    """Check a pooled connection before use only when it sat idle for ``seconds`` (a database
+    restarted meanwhile): ``pool_pre_ping`` would add a round trip to every transaction, as
+    dear as the commit itself in a burst. A connection found dead is replaced (the pool tries
+    again with a new one)."""
+
+    @sa.event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _ping(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < seconds:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            raise sa.exc.DisconnectionError(f"a pooled connection did not answer: {exc}") from exc
+        if not alive:
+            raise sa.exc.DisconnectionError("a pooled connection did not answer")
 
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""The evidence ledger: one custody entry per item, each chained to the previous by its hash."""
+"""The evidence ledger: one custody entry per item, each chained to the previous entry of its
+incident by its hash (entries written before per-incident chains form the store's one chain)."""
 
 from __future__ import annotations
 
@@ -26,16 +27,20 @@ class EvidenceRecord(BaseModel):
     asset: str | None = None
     prev_hash: str
     entry_hash: str
+    chain: str | None = None  # INCIDENT_CHAIN, or None: the store's one chain (entries before it)
 
     def custody_entry(self) -> dict[str, Any]:
-        """What the custody hash covers (``asset`` only when set, as entries before it existed)."""
+        """What the custody hash covers (``asset`` and ``chain`` only when set, as entries
+        before they existed: moving an entry between chains changes its hash)."""
         entry = self.model_dump(exclude={"prev_hash", "entry_hash"})
-        if entry.get("asset") is None:
-            entry.pop("asset", None)
+        for optional in ("asset", "chain"):
+            if entry.get(optional) is None:
+                entry.pop(optional, None)
         return entry
 
 
 GENESIS = "0" * 64
+INCIDENT_CHAIN = "incident"
 
 
 def _canonical(value: Any) -> str:
@@ -63,7 +68,7 @@ class EvidenceLedger(StoreBase):
         asset: str | None = None,
     ) -> EvidenceRecord:
         """Append a custody entry, chained to the previous entry's hash."""
-        with self._custody_lock, self._tx() as conn:
+        with self._tx() as conn:
             return self._append_custody(
                 conn, incident_id, sha256, size, media_type, description, location, collected_by, asset
             )
@@ -80,11 +85,15 @@ class EvidenceLedger(StoreBase):
         collected_by: str,
         asset: str | None = None,
     ) -> EvidenceRecord:
-        """The custody entry, in the caller's transaction. The chain is one for the whole store:
-        every process appends to it in turn (a fork would break it)."""
-        self._serialize(conn, "custody-chain")
+        """The custody entry, in the caller's transaction, chained to the incident's last entry:
+        the writers of one incident, in every process, append in turn (a fork would break the
+        chain); those of different incidents do not wait for each other."""
+        self._serialize(conn, f"custody-chain:{incident_id}")
         prev = conn.execute(
-            sa.select(evidence_items.c.entry_hash).order_by(evidence_items.c.id.desc()).limit(1)
+            sa.select(evidence_items.c.entry_hash)
+            .where(evidence_items.c.incident_id == incident_id, evidence_items.c.chain == INCIDENT_CHAIN)
+            .order_by(evidence_items.c.id.desc())
+            .limit(1)
         ).scalar()
         entry: dict[str, Any] = dict(
             incident_id=incident_id,
@@ -98,6 +107,7 @@ class EvidenceLedger(StoreBase):
         )
         if asset is not None:
             entry["asset"] = asset
+        entry["chain"] = INCIDENT_CHAIN
         prev_hash = str(prev) if prev else GENESIS
         entry_hash = custody_hash(prev_hash, entry)
         conn.execute(evidence_items.insert().values(**entry, prev_hash=prev_hash, entry_hash=entry_hash))
@@ -116,7 +126,7 @@ class EvidenceLedger(StoreBase):
     ) -> EvidenceRecord | None:
         """Mark the alerts preserved and append the custody entry of the file that holds them,
         in one transaction; None (and no entry) when another writer preserved them all first."""
-        with self._custody_lock, self._tx() as conn:
+        with self._tx() as conn:
             marked = conn.execute(
                 inbox.update().where(inbox.c.id.in_(alert_ids), inbox.c.preserved.is_(False)).values(preserved=True)
             ).rowcount
@@ -163,19 +173,21 @@ class EvidenceLedger(StoreBase):
         return [_evidence(r) for r in rows]
 
     def verify_custody_chain(self) -> list[str]:
-        """Recompute the whole chain; returns the problems found (empty when intact)."""
+        """Recompute every chain (each incident's, and the store's one chain of the entries
+        written before per-incident chains); returns the problems found (empty when intact)."""
         problems: list[str] = []
-        prev_hash = GENESIS
+        last: dict[str | None, str] = {}  # the chain (an incident, or None: the store's) -> its last hash
         with self._tx() as conn:
             rows = conn.execute(sa.select(evidence_items).order_by(evidence_items.c.id)).all()
         for row in rows:
             record = _evidence(row)
             entry = record.custody_entry()
-            if record.prev_hash != prev_hash:
+            chain = record.incident_id if record.chain == INCIDENT_CHAIN else None
+            if record.prev_hash != last.get(chain, GENESIS):
                 problems.append(f"entry {row.id}: previous hash does not match the chain")
             if custody_hash(record.prev_hash, entry) != record.entry_hash:
                 problems.append(f"entry {row.id}: entry hash does not match its content")
-            prev_hash = record.entry_hash
+            last[chain] = record.entry_hash
         return problems
 
 
@@ -192,4 +204,5 @@ def _evidence(row: Any) -> EvidenceRecord:
         asset=row.asset,
         prev_hash=row.prev_hash,
         entry_hash=row.entry_hash,
+        chain=row.chain,
     )

@@ -27,11 +27,13 @@ def _unversioned_revision(connection: sa.Connection) -> str | None:
     tables = set(inspector.get_table_names())
     if "alembic_version" in tables or "incidents" not in tables:
         return None
+    columns = {column["name"] for column in inspector.get_columns("evidence_items")}
+    if "chain" in columns:
+        return "0005"
     if "preserved" in {column["name"] for column in inspector.get_columns("inbox")}:
         return "0004"
     if "approval_codes" in tables:
         return "0003"
-    columns = {column["name"] for column in inspector.get_columns("evidence_items")}
     return "0002" if "asset" in columns else "0001"
 
 

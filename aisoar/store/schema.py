@@ -170,6 +170,7 @@ evidence_items = sa.Table(
     sa.Column("asset", sa.String(256), index=True),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("entry_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("chain", sa.String(16)),  # "incident": chained within its incident; null: the store's chain (before 0005)
 )
 
 
@@ -203,7 +204,6 @@ class StoreBase:
 
     engine: Engine
     _lock_engine: Engine  # PostgreSQL only: connections for ``hold``
-    _custody_lock: threading.Lock
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:

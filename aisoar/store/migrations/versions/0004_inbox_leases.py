@@ -31,6 +31,7 @@ def upgrade() -> None:
         ).bindparams(yes=True)
     )
 
+
 def downgrade() -> None:
     with op.batch_alter_table("inbox") as batch:
         batch.drop_index("ix_inbox_incident_preserved")
