@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     )
     dedup_window_seconds: int = 3600
     dispatch_workers: int = Field(
-        8, ge=1, le=256, description="alerts dispatched (correlated, their runs created) at once by this process"
+        16, ge=1, le=256, description="alerts dispatched (correlated, their runs created) at once by this process"
     )
     dispatch_queue: int = Field(
         5000,

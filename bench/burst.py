@@ -193,7 +193,7 @@ def burst_aisoar(
         blocked = blocked_after(sandbox, [k.gateway_hash for k in keys], t0, timeout)
         runs = settled_runs(bench.client, deployment, n, SETTLE_S, before=warm)
         counts = state_counts(runs)
-        phases = burst_phases(stack.store if isinstance(stack, ServedAisoar) else stack.services.store, t0)
+        phases = burst_phases(stack.store, t0)
     finally:
         stack.stop()
     acks = [seconds for seconds, status in answers if status == "202"]
@@ -563,11 +563,12 @@ def phase_sustained(bench: Bench) -> dict[str, Any]:
     sources = bench_sources(work / "sources", int(args.rate * 60 * 2))
     server = start_prefect(work / "prefect-server", bench.client)
     sandbox, env = start_sandbox()
-    stack: AisoarStack | None = None
+    stack: AisoarStack | ServedAisoar | None = None
     sender: subprocess.Popen[bytes] | None = None
     try:
-        stack = AisoarStack(work, env, sources_dir=sources).start()
-        store = stack.services.store
+        kind = ServedAisoar if bench.args.serve else AisoarStack
+        stack = kind(work, env, sources_dir=sources).start()
+        store = stack.store
         if not bench.settings_shown:
             print(f"  aisoar runtime settings (defaults): {runtime_settings(stack.settings)}")
             bench.settings_shown = True
@@ -669,10 +670,14 @@ def summarise_storm(sent: list[list[Any]]) -> dict[str, Any]:
 
 
 def verify_storm(
-    stack: AisoarStack, sandbox: Sandbox, storm: dict[str, Any], key_hash: str, client: PrefectClientEnv
+    stack: AisoarStack | ServedAisoar,
+    sandbox: Sandbox,
+    storm: dict[str, Any],
+    key_hash: str,
+    client: PrefectClientEnv,
 ) -> dict[str, Any]:
     """Every accepted alert read back from the store (Store.alert_record), attached to the incident."""
-    store = stack.services.store
+    store = stack.store
     accepted = [row[3] for row in storm["sent"] if row and row[2] == "202" and row[3]]
     records = {alert_id: store.alert_record(alert_id) for alert_id in accepted}
     incidents = {r.incident_id for r in records.values() if r is not None and r.incident_id}

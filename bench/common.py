@@ -304,6 +304,10 @@ class AisoarStack:
             raise RuntimeError("the stack is not started")
         return self.svc
 
+    @property
+    def store(self) -> Any:
+        return self.services.store
+
     def deployment_id(self, playbook: str) -> str:
         if self.runtime is None:
             raise RuntimeError("the stack is not started")

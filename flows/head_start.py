@@ -59,7 +59,7 @@ def head_start(svc: Services, spec: PlaybookSpec, incident_id: str) -> list[str]
     context = template_context(svc, spec, incident_id, None)
     done: list[str] = []
     for step in steps:
-        outcome = run_step(svc, spec, step, context, incident_id, None, calls=DIRECT)
+        outcome = run_step(svc, spec, step, context, incident_id, None, calls=DIRECT, results=recorded)
         remember(context, step, outcome)
         done.append(step.id)
         if outcome.status not in GOES_ON:

@@ -39,8 +39,8 @@ NOT_CONTAINED = "Not contained"  # the final state of a run that failed: a new a
 
 def template_context(svc: Services, spec: PlaybookSpec, incident_id: str, flow_run_id: str | None) -> dict[str, Any]:
     """What a step's templates read; ``flow_run_id`` None before the run exists (the head start)."""
-    incident = svc.store.get_incident(incident_id)
-    alerts = sorted((svc.store.get_alert(alert_id) for alert_id in incident.alert_ids), key=lambda a: a.received_at)
+    incident = svc.store.get_incident(incident_id, with_timeline=False)
+    alerts = sorted(svc.store.get_alerts(incident.alert_ids), key=lambda a: a.received_at)
     picked = spec.pick_entities([entity for alert in alerts for entity in alert.entities])
     entities = {kind: entity.model_dump(mode="json") for kind, entity in picked.items()}
     ui = svc.settings.prefect_ui_url

@@ -28,6 +28,7 @@ from prefect.states import Completed, Failed
 from prefect.utilities.annotations import quote
 from pydantic import ValidationError
 
+from aisoar.models import utcnow
 from aisoar.specs import PlaybookSpec, Step
 from aisoar.store import StepResult, Store
 from aisoar.templating import TemplateProblem, evaluate_condition, render_value
@@ -201,12 +202,16 @@ def run_step(
     *,
     calls: Calls = IN_RUN,
     show_head_start: bool = False,
+    results: dict[str, StepResult] | None = None,
 ) -> StepOutcome:
     """Run the step unless it is recorded with a final outcome. ``show_head_start``: a step the
-    head start recorded gets its task run in this run (the run is the record of every step)."""
+    head start recorded gets its task run in this run (the run is the record of every step).
+    ``results``: the playbook's recorded step results, when the caller keeps them (read from the
+    store otherwise); this step's result is added to them."""
     logger = get_run_logger() if calls.in_run else log
     store = svc.store
-    results = store.step_results(incident_id, spec.name)
+    if results is None:
+        results = store.step_results(incident_id, spec.name)
     recorded = results.get(step.id)
     if recorded is not None and Outcome(recorded.status).final:
         logger.info("step %s already done (%s); not running it again", step.id, recorded.status)
@@ -249,6 +254,7 @@ def run_step(
     if not calls.in_run:
         output[HEAD_START] = data[HEAD_START] = True
     store.record_step(incident_id, spec.name, step.id, outcome.status.value, output, timeline=(outcome.summary, data))
+    results[step.id] = StepResult(status=outcome.status.value, output=output, at=utcnow())
     return outcome
 
 
@@ -305,15 +311,13 @@ def _decide_and_run(
             reason = f": {decision.reason}" if decision.reason else ""
             return StepOutcome(status=status, summary=f"{what}{reason}; not done"), False
 
-    sent_before = action.info.changes_things and _sent_before(store, incident_id, spec.name, step.id)
-    if action.info.changes_things and not svc.settings.plan_mode:
-        store.add_timeline(
-            incident_id,
-            "request",
-            f"{SENDING}: {action.name} on {_describe(inputs)}",
-            step_id=step.id,
-            data={SENDING: True, "playbook": spec.name},
-        )
+    sent_before = False
+    if action.info.changes_things and svc.settings.plan_mode:
+        sent_before = _sent_before(store.timeline_data(incident_id, "request", step.id), spec.name)
+    elif action.info.changes_things:  # marked before it is sent; the earlier marks read with it
+        sending = f"{SENDING}: {action.name} on {_describe(inputs)}"
+        earlier = store.add_request(incident_id, step.id, sending, {SENDING: True, "playbook": spec.name})
+        sent_before = _sent_before(earlier, spec.name)
     outcome = calls.invoke(action, step, ctx, inputs)
     if outcome.status is Outcome.ok and sent_before and outcome.output.get("already"):
         # The target was already in the wanted state because this very step asked for it
@@ -343,8 +347,6 @@ def _decide_and_run(
     return outcome, True
 
 
-def _sent_before(store: Store, incident_id: str, playbook: str, step_id: str) -> bool:
-    return any(
-        data.get(SENDING) and data.get("playbook") == playbook
-        for data in store.timeline_data(incident_id, "request", step_id)
-    )
+def _sent_before(requests: list[dict[str, Any]], playbook: str) -> bool:
+    """Whether this playbook's step marked a request as being sent before (an earlier try)."""
+    return any(data.get(SENDING) and data.get("playbook") == playbook for data in requests)

@@ -25,11 +25,9 @@ class NoInputs(BaseModel):
 def capture_alerts(ctx: ActionContext, inputs: NoInputs) -> StepOutcome:
     """Each alert of the incident in a file of its own, unless it is evidence already (an
     earlier run, or the batches that keep the alerts of a storm as they arrive)."""
-    incident = ctx.store.get_incident(ctx.incident_id)
+    total, waiting = ctx.store.alerts_to_preserve(ctx.incident_id)
     hashes = []
-    waiting = ctx.store.not_preserved(incident.alert_ids)
-    for alert_id in [a for a in incident.alert_ids if a in waiting]:
-        alert = ctx.store.get_alert(alert_id)
+    for alert in waiting:
         content = json.dumps(alert.model_dump(mode="json"), sort_keys=True, indent=2, default=str).encode()
         sha256, path = ctx.evidence.write(content)
         record = ctx.store.preserve_alerts(
@@ -43,7 +41,7 @@ def capture_alerts(ctx: ActionContext, inputs: NoInputs) -> StepOutcome:
         )
         if record is not None:
             hashes.append(record.sha256)
-    earlier = len(incident.alert_ids) - len(hashes)
+    earlier = total - len(hashes)
     if not hashes:
         return ok(f"all {earlier} alert(s) were preserved before (as they arrived); nothing new", evidence_sha256=[])
     kept = f"; {earlier} more were preserved before (as they arrived)" if earlier else ""

@@ -100,8 +100,7 @@ class Dispatcher:
             incident_id, created = self._correlate(alert, matched)
         result = DispatchResult(incident_id=incident_id, new_incident=created)
         for spec in matched:
-            if self.store.claim_playbook_run(incident_id, spec.name):
-                self.store.add_timeline(incident_id, "run", f"playbook {spec.name} selected")
+            if self.store.claim_playbook_run(incident_id, spec.name, note=f"playbook {spec.name} selected"):
                 self._launch(incident_id, spec.name, result)
                 continue
             found = self.store.playbook_run_state(incident_id, spec.name)

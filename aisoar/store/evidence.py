@@ -11,8 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import BaseModel
 
-from aisoar.models import utcnow
-from aisoar.store.schema import StoreBase, aware, evidence_items, inbox
+from aisoar.models import Alert, utcnow
+from aisoar.store.schema import StoreBase, aware, evidence_items, inbox, incident_alerts
 
 
 class EvidenceRecord(BaseModel):
@@ -136,13 +136,18 @@ class EvidenceLedger(StoreBase):
                 conn, incident_id, sha256, size, "application/json", description, location, collected_by
             )
 
-    def not_preserved(self, alert_ids: list[str]) -> set[str]:
-        """Which of these alerts are not evidence yet."""
+    def alerts_to_preserve(self, incident_id: str) -> tuple[int, list[Alert]]:
+        """How many alerts the incident has, and those of them not evidence yet (oldest first),
+        in one transaction."""
+        joined = sa.select(incident_alerts.c.alert_id).where(incident_alerts.c.incident_id == incident_id)
         with self._tx() as conn:
+            total = conn.execute(sa.select(sa.func.count()).select_from(joined.subquery())).scalar()
             rows = conn.execute(
-                sa.select(inbox.c.id).where(inbox.c.id.in_(alert_ids), inbox.c.preserved.is_(False))
+                sa.select(inbox.c.alert_json)
+                .where(inbox.c.id.in_(joined), inbox.c.preserved.is_(False))
+                .order_by(inbox.c.received_at, inbox.c.id)
             ).all()
-        return {str(row.id) for row in rows}
+        return int(total or 0), [Alert.model_validate_json(row.alert_json) for row in rows]
 
     def unpreserved_alerts(self, received_before: datetime, limit: int = 500) -> dict[str, list[str]]:
         """Alerts received before ``received_before`` that joined an incident and whose payload

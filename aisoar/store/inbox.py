@@ -170,3 +170,16 @@ class Inbox(StoreBase):
         if row is None:
             raise KeyError(f"no alert {alert_id}")
         return Alert.model_validate_json(row.alert_json)
+
+    def get_alerts(self, alert_ids: list[str]) -> list[Alert]:
+        """These alerts, in one query (500 ids at a time); a missing one is a KeyError."""
+        found: dict[str, Alert] = {}
+        for start in range(0, len(alert_ids), 500):
+            chunk = alert_ids[start : start + 500]
+            with self._tx() as conn:
+                rows = conn.execute(sa.select(inbox.c.id, inbox.c.alert_json).where(inbox.c.id.in_(chunk))).all()
+            found.update((row.id, Alert.model_validate_json(row.alert_json)) for row in rows)
+        missing = [alert_id for alert_id in alert_ids if alert_id not in found]
+        if missing:
+            raise KeyError(f"no alert {missing[0]}")
+        return [found[alert_id] for alert_id in alert_ids]

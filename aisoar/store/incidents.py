@@ -112,7 +112,9 @@ class Incidents(StoreBase):
                 incidents.update().where(incidents.c.id == incident_id).values(status=status.value, updated_at=utcnow())
             )
 
-    def get_incident(self, incident_id: str) -> Incident:
+    def get_incident(self, incident_id: str, *, with_timeline: bool = True) -> Incident:
+        """The incident; ``with_timeline=False``: without its timeline (an empty list), for a
+        reader that needs only the rest (a storm's incident has thousands of entries)."""
         with self._tx() as conn:
             row = conn.execute(sa.select(incidents).where(incidents.c.id == incident_id)).first()
             if row is None:
@@ -136,8 +138,12 @@ class Incidents(StoreBase):
                     message=r.message,
                     data=json.loads(r.data_json),
                 )
-                for r in conn.execute(
-                    sa.select(timeline).where(timeline.c.incident_id == incident_id).order_by(timeline.c.seq)
+                for r in (
+                    conn.execute(
+                        sa.select(timeline).where(timeline.c.incident_id == incident_id).order_by(timeline.c.seq)
+                    )
+                    if with_timeline
+                    else ()
                 )
             ]
         return Incident(
@@ -167,6 +173,19 @@ class Incidents(StoreBase):
     ) -> None:
         with self._tx() as conn:
             conn.execute(timeline_row(incident_id, kind, message, step_id, data))
+
+    def add_request(self, incident_id: str, step_id: str, message: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+        """A "request" entry (a step is about to send a change), in one transaction with the
+        data of the step's earlier request entries, which it returns (oldest first)."""
+        with self._tx() as conn:
+            earlier = conn.execute(
+                sa.select(timeline.c.data_json)
+                .where(timeline.c.incident_id == incident_id, timeline.c.step_id == step_id)
+                .where(timeline.c.kind == "request")
+                .order_by(timeline.c.seq)
+            ).all()
+            conn.execute(timeline_row(incident_id, "request", message, step_id, data))
+        return [json.loads(row.data_json) for row in earlier]
 
     def timeline_data(self, incident_id: str, kind: str, step_id: str) -> list[dict[str, Any]]:
         """The data of the incident's timeline entries of this kind about this step, oldest first

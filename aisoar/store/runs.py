@@ -22,13 +22,17 @@ class StepResult(BaseModel):
 
 class Runs(StoreBase):
     # -- playbook runs ------------------------------------------------------------------
-    def claim_playbook_run(self, incident_id: str, playbook: str) -> bool:
+    def claim_playbook_run(self, incident_id: str, playbook: str, note: str | None = None) -> bool:
         """Record that this incident gets this playbook; False when it already has it (also
-        when another dispatcher, in this process or another replica, claimed it a moment ago)."""
+        when another dispatcher, in this process or another replica, claimed it a moment ago).
+        ``note``: the timeline entry ("run") of the claim, written with it."""
         with self._tx() as conn:
-            return self._insert_new(
+            claimed = self._insert_new(
                 conn, playbook_runs, incident_id=incident_id, playbook=playbook, created_at=utcnow(), finished=False
             )
+            if claimed and note is not None:
+                conn.execute(timeline_row(incident_id, "run", note))
+            return claimed
 
     def playbook_run_state(self, incident_id: str, playbook: str) -> tuple[str | None, bool] | None:
         """(flow run id, finished) of an incident's playbook run; None when it has none."""
