@@ -121,6 +121,32 @@ class SlackNotifier:
         messages = answer.get("messages")
         return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
 
+    def find_posted(self, channel: str, event_type: str, payload: dict[str, Any], oldest: float) -> str | None:
+        """The ts of the newest top-level message of ``channel`` (an id: Slack's history takes no
+        name) posted after ``oldest`` (epoch seconds) whose metadata is ``event_type`` with
+        ``payload`` among its payload; None when there is none (``conversations.history``, one
+        page of 200: the messages since an interrupted post a moment ago)."""
+        answer = self._call(
+            "conversations.history",
+            f"channel {channel}",
+            "conversations.history",
+            channel=channel,
+            oldest=f"{oldest:.6f}",
+            limit=200,
+            include_all_metadata="true",
+        )
+        messages = answer.get("messages")
+        for message in messages if isinstance(messages, list) else []:
+            metadata = message.get("metadata") if isinstance(message, dict) else None
+            if not isinstance(metadata, dict) or metadata.get("event_type") != event_type:
+                continue
+            found = metadata.get("event_payload")
+            if isinstance(found, dict) and all(found.get(k) == v for k, v in payload.items()):
+                ts = message.get("ts")
+                if isinstance(ts, str):
+                    return ts
+        return None
+
     # -- posts -----------------------------------------------------------------------------
     def post(
         self,
@@ -129,8 +155,11 @@ class SlackNotifier:
         thread_ts: str | None = None,
         attachments: list[dict[str, Any]] | None = None,
         channel: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> dict[str, str]:
-        """Post a message (a reply when ``thread_ts`` is given); returns its channel and ts."""
+        """Post a message (a reply when ``thread_ts`` is given); returns its channel and ts.
+        ``metadata``: Slack's message metadata (``event_type``, ``event_payload``), for finding the
+        message again (``find_posted``)."""
         target = channel or self.channel
         where = f"channel {target}"
         if thread_ts is not None:
@@ -151,6 +180,8 @@ class SlackNotifier:
             args["thread_ts"] = thread_ts
         if attachments:
             args["attachments"] = attachments
+        if metadata:
+            args["metadata"] = metadata
         answer = self._call("chat.postMessage", where, "chat.postMessage", **args)
         return {"channel": str(answer.get("channel", target)), "ts": str(answer.get("ts", ""))}
 

@@ -211,12 +211,21 @@ def publish_report(svc: Services, incident_id: str, run_id: str, verdicts: list[
         run_url(svc.settings.prefect_ui_url, run_id),
         judged,
     )
-    create_markdown_artifact(
-        markdown=report,
-        key=report_key(incident_id),
-        description=f"Incident report {incident_id} ({incident.status.value})",
-        _sync=True,  # type: ignore[call-arg]
-    )
+    try:
+        create_markdown_artifact(
+            markdown=report,
+            key=report_key(incident_id),
+            description=f"Incident report {incident_id} ({incident.status.value})",
+            _sync=True,  # type: ignore[call-arg]
+        )
+    except Exception as exc:  # a report Prefect could not take never stops the containment
+        get_run_logger().warning("could not publish the incident report: %s", exc)
+        store.add_timeline(
+            incident_id,
+            "error",
+            f"the incident report could not be published in Prefect ({type(exc).__name__}: {str(exc)[:300]}); "
+            "it is published again at the run's next report",
+        )
 
 
 def final_state(mine: Verdict, status: IncidentStatus, resolution: str) -> State[Any]:

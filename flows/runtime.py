@@ -32,6 +32,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, cast
 from uuid import UUID
@@ -67,6 +68,7 @@ from flows.tell import runner_context, tell
 
 log = logging.getLogger("aisoar.runtime")
 FORM_GRACE_SECONDS = 5.0  # a Suspended run younger than this may still be writing its form
+PREFECT_PAGE = 200  # the most flow runs Prefect's server returns for one read
 HEAD_START_FIRST_SECONDS = 30.0  # the longest a new run waits for the head starts of a burst
 HEAD_START_GAP_SECONDS = 0.3  # a burst's head starts follow each other closer than this
 
@@ -203,6 +205,10 @@ class PlaybookRuntime:
             return
         lead = (incident_id, playbook)
         with self._lock:
+            if lead in self._leading:
+                # Another launch here runs it now (a retry of a launch that is slow under load):
+                # it creates the run when it is done; this one must not run the steps beside it.
+                raise RuntimeError(f"the head start of {playbook} runs here now; its run follows it")
             self._leading.add(lead)
         try:
             head_start(self.svc, spec, incident_id)
@@ -344,11 +350,21 @@ class PlaybookRuntime:
         slow_every = max(self.svc.settings.runner_sweep_seconds, min(2.0, self.stale_after.total_seconds() / 3))
         if now - self._last_slow_sweep >= slow_every:
             self._last_slow_sweep = now
-            self._recover_orphans()
-            self._wake_expired_approvals()
-            self._watch_pending_approvals()
-            self._wake_decided()
-            escalate_due(self.svc, self.desk, utcnow())
+            chores: dict[str, Callable[[], object]] = {
+                "taking over orphaned runs": self._recover_orphans,
+                "waking expired approvals": self._wake_expired_approvals,
+                "watching the approvals that wait": self._watch_pending_approvals,
+                "waking decided approvals": self._wake_decided,
+                "escalating silent approvals": self._escalate,
+            }
+            for what, chore in chores.items():  # one that fails does not hold back the others
+                try:
+                    chore()
+                except Exception:
+                    log.exception("runtime sweep: %s failed; trying again", what)
+
+    def _escalate(self) -> None:
+        escalate_due(self.svc, self.desk, utcnow())
 
     def _start_scheduled(self) -> None:
         if not self.deployments:
@@ -449,7 +465,7 @@ class PlaybookRuntime:
 
     def _watch_pending_approvals(self) -> None:
         """Only an answer decides: a cancel is a recorded rejection, a lost form is put back.
-        One read for all the runs that wait; a run Prefect no longer has is skipped."""
+        One read per 200 runs that wait; a run Prefect no longer has is skipped."""
         waiting: dict[str, ApprovalRecord] = {}
         for approval in self.svc.store.pending_approvals():
             run_id = self.svc.store.flow_run_of(approval.incident_id, approval.playbook)
@@ -457,9 +473,13 @@ class PlaybookRuntime:
                 waiting[run_id] = approval
         if not waiting:
             return
-        runs = self.client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(r) for r in waiting])), limit=len(waiting)
-        )
+        ids = [UUID(r) for r in waiting]
+        runs: list[FlowRun] = []
+        for start in range(0, len(ids), PREFECT_PAGE):  # Prefect answers at most 200 runs a read
+            page = ids[start : start + PREFECT_PAGE]
+            runs += self.client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=page)), limit=len(page)
+            )
         for flow_run in runs:
             approval, state = waiting[str(flow_run.id)], flow_run.state
             if state is None:

@@ -343,6 +343,27 @@ def content(args: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None, li
     return {"text": text or "", "blocks": stamp_blocks(blocks or []), "attachments": stamped_attachments}, None, []
 
 
+METADATA_EVENT_TYPE = re.compile(r"^[a-zA-Z0-9_]{1,255}$")
+
+
+def message_metadata(value: Any) -> tuple[dict[str, Any] | None, str]:
+    """chat.postMessage's ``metadata`` as Slack checks it: an object (or its JSON) with an
+    ``event_type`` (letters, digits, underscores) and an ``event_payload`` object."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None, "invalid_metadata_format"
+    if not isinstance(value, dict) or set(value) - {"event_type", "event_payload"}:
+        return None, "invalid_metadata_format"
+    event_type, payload = value.get("event_type"), value.get("event_payload")
+    if not isinstance(event_type, str) or not METADATA_EVENT_TYPE.match(event_type) or not isinstance(payload, dict):
+        return None, "invalid_metadata_schema"
+    if len(json.dumps(payload)) > 8000:
+        return None, "metadata_too_large"
+    return {"event_type": event_type, "event_payload": payload}, ""
+
+
 def find_buttons(message: dict[str, Any], action_id: str, block_id: str | None) -> list[tuple[str, dict[str, Any]]]:
     """(block_id, element) of each element of ``message`` with ``action_id``."""
     blocks = list(message.get("blocks") or [])
@@ -463,6 +484,11 @@ def create_app(state: SlackState) -> FastAPI:
         body, error, errors = content(args)
         if body is None:
             return failed(error or "invalid_arguments", errors)
+        if "metadata" in args:
+            metadata, problem = message_metadata(args["metadata"])
+            if metadata is None:
+                return failed(problem)
+            body["metadata"] = metadata
         thread_ts = args.get("thread_ts") or None
         with state.lock:
             message = post(channel_id, body, str(thread_ts) if thread_ts is not None else None)
@@ -526,6 +552,34 @@ def create_app(state: SlackState) -> FastAPI:
                 }
             )
         return JSONResponse({"ok": True, "message_ts": message_ts})
+
+    @app.post("/api/conversations.history")
+    async def history(request: Request) -> JSONResponse:
+        """A channel's top-level messages, newest first, after ``oldest`` (exclusive), at most
+        ``limit`` (100; 999 at most); a message's ``metadata`` only with ``include_all_metadata``.
+        Like Slack, only a conversation id is accepted, not a channel's name."""
+        args = await arguments(request)
+        if error := authorised(request, args):
+            return failed(error)
+        channel = str(args.get("channel") or "")
+        with state.lock:
+            known = channel in state.channels.values() or state.dm_user(channel) is not None
+        if not known:
+            return failed("channel_not_found")
+        try:
+            limit = min(999, max(1, int(args.get("limit") or 100)))
+            oldest = float(args.get("oldest") or 0)
+        except ValueError:
+            return failed("invalid_arguments")
+        with_metadata = str(args.get("include_all_metadata", "")).lower() in {"1", "true"}
+        with state.lock:
+            found = [m for m in state.top_level(channel) if m["channel"] == channel and float(m["ts"]) > oldest]
+            found.sort(key=lambda m: float(m["ts"]), reverse=True)
+            shown = [
+                {k: copy.deepcopy(v) for k, v in m.items() if k != "channel" and (with_metadata or k != "metadata")}
+                for m in found[:limit]
+            ]
+        return JSONResponse({"ok": True, "messages": shown, "has_more": len(found) > limit})
 
     @app.post("/api/conversations.replies")
     async def replies(request: Request) -> JSONResponse:

@@ -14,15 +14,18 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from aisoar.actions import Effect
+from aisoar.case import SlackThread
 from aisoar.inert import clip, slack_quote, slack_text
 from aisoar.models import Incident
 from aisoar.taxonomy import CATALOG
 from connectors.errors import ConnectorError
+from connectors.slack import CHANNEL_ID, SlackNotifier
 from connectors.slack import SYSTEM as SLACK
-from connectors.slack import SlackNotifier
 from tasks.base import ActionContext, ProbeResult, StepOutcome, ok
 from tasks.registry import action
 
+PARENT_EVENT = "aisoar_incident"  # the metadata event type of an incident's first Slack message
+PARENT_SENDING = "slack_parent_sending"  # timeline mark: the thread's first message is being posted
 SEVERITY_MARK = {"critical": "🟥", "high": "🟧", "medium": "🟨", "low": "🟦", "info": "⬜"}
 SEVERITY_COLOR = {"critical": "#B01E1E", "high": "#E8912D", "medium": "#ECB22E", "low": "#2EB67D", "info": "#8D8D8D"}
 
@@ -142,6 +145,36 @@ def reply_blocks(ctx: ActionContext, incident: Incident, message: str) -> list[d
     return blocks
 
 
+def _left_by_an_interrupted_post(ctx: ActionContext, slack: SlackNotifier, incident: Incident) -> SlackThread | None:
+    """The thread's first message, when an earlier attempt posted it and stopped (killed) before
+    recording it: found in the channel by its metadata, so the thread is not started twice."""
+    marks = [e for e in incident.timeline if e.kind == "request" and e.data.get(PARENT_SENDING)]
+    if not marks:
+        return None
+    channel = slack.channel if CHANNEL_ID.match(slack.channel) else ctx.store.slack_channel_id(slack.channel)
+    if channel is None:
+        ctx.store.add_timeline(
+            ctx.incident_id,
+            "error",
+            f"an earlier attempt may have started the Slack thread and stopped before recording it; the id of "
+            f"channel {slack.channel} is not known here to look for it (set AISOAR_SLACK_CHANNEL to the channel's "
+            "id): a second thread may follow",
+            step_id=ctx.step_id,
+        )
+        return None
+    ts = slack.find_posted(channel, PARENT_EVENT, {"incident_id": incident.id}, marks[0].at.timestamp() - 60)
+    if ts is None:
+        return None
+    ctx.store.add_timeline(
+        ctx.incident_id,
+        "notify",
+        f"Slack thread found in channel {channel}: started by an earlier attempt that stopped before recording it",
+        step_id=ctx.step_id,
+        data={"slack_channel": channel, "slack_ts": ts, "slack_channel_name": slack.channel},
+    )
+    return SlackThread(channel, ts)
+
+
 def notify(ctx: ActionContext, message: str, *, reply: bool) -> dict[str, Any]:
     """Post the parent (first time) or update it and reply in its thread.
 
@@ -157,7 +190,7 @@ def notify(ctx: ActionContext, message: str, *, reply: bool) -> dict[str, Any]:
 
 def _notify(ctx: ActionContext, slack: SlackNotifier, message: str, reply: bool) -> dict[str, Any]:
     incident = ctx.store.get_incident(ctx.incident_id)
-    thread = ctx.links(incident).slack
+    thread = ctx.links(incident).slack or _left_by_an_interrupted_post(ctx, slack, incident)
     if thread is not None:
         try:
             slack.update(
@@ -172,17 +205,25 @@ def _notify(ctx: ActionContext, slack: SlackNotifier, message: str, reply: bool)
                 raise
             thread = None  # someone deleted the parent: start the thread again
     if thread is None:
+        ctx.store.add_timeline(  # before the post: a run stopped right after it looks for it
+            ctx.incident_id,
+            "request",
+            "sending: the first message of the incident's Slack thread",
+            step_id=ctx.step_id,
+            data={PARENT_SENDING: True, "channel": slack.channel},
+        )
         posted = slack.post(
             text=_parent_text(incident),
             blocks=incident_blocks(ctx, incident, message),
             attachments=severity_attachment(incident),
+            metadata={"event_type": PARENT_EVENT, "event_payload": {"incident_id": incident.id}},
         )
         ctx.store.add_timeline(
             ctx.incident_id,
             "notify",
             f"Slack thread started in channel {posted['channel']}",
             step_id=ctx.step_id,
-            data={"slack_channel": posted["channel"], "slack_ts": posted["ts"]},
+            data={"slack_channel": posted["channel"], "slack_ts": posted["ts"], "slack_channel_name": slack.channel},
         )
         return {"channel": posted["channel"], "ts": posted["ts"], "thread_ts": posted["ts"], "new_thread": True}
     result: dict[str, Any] = {"channel": thread.channel, "thread_ts": thread.ts, "new_thread": False}

@@ -241,8 +241,14 @@ def test_silence_escalates_tier_by_tier(prefect_server: PrefectServer, sandbox: 
         while stack.svc.store.approvals_for(incident_id)[0].escalation_level < 3:
             assert time.monotonic() < deadline, "the escalation did not reach tier 3"
             time.sleep(0.1)
-        timeline = [e.message for e in stack.svc.store.get_incident(incident_id).timeline if e.kind == "approval"]
-        steps = [m for m in timeline if m.startswith("escalation ")]
+
+        def escalations() -> list[str]:
+            timeline = stack.svc.store.get_incident(incident_id).timeline
+            return [e.message for e in timeline if e.kind == "approval" and e.message.startswith("escalation ")]
+
+        # The level is claimed first, then the page is sent and the step written: give it its moment.
+        while len(steps := escalations()) < 3 and time.monotonic() < deadline + 10:
+            time.sleep(0.1)
         assert [m.split(":")[0] for m in steps] == ["escalation 1/3", "escalation 2/3", "escalation 3/3"]
         assert "reminded alice" in steps[0]
         assert "paged security-manager in PagerDuty" in steps[1] and "security-manager (Dave Kim (dave))" in steps[1]

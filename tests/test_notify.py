@@ -40,6 +40,7 @@ FAST = {"backoff": 0.01, "timeout": 5.0, "attempts": 3}
 SHORT = {**FAST, "timeout": 0.5}  # only where a timeout is the point
 HOSTILE = "<!channel> *bold* `code` <https://evil.example|click> [x|http://evil] {noformat} ~strike~"
 FLOW_RUN = "0b1e5b0c-9a3f-4a8e-9c57-1a2b3c4d5e6f"
+SANDBOX_CHANNEL_ID = "C0AISOAR01"  # the id the Slack stand-in gives the incident channel
 
 
 @dataclass
@@ -446,3 +447,59 @@ def test_two_playbooks_opening_at_once_share_one_issue(sandbox: Sandbox, tmp_pat
     wrong = StepOutcome(status=Outcome.ok, summary="", output={"issue_key": "SEC-1"})
     sandbox.jira.issues["SEC-1"]["fields"]["labels"] = ["aisoar"]  # someone removed the incident's label
     assert not probe("jira.open_issue", case.ctx, TicketInputs(), wrong).ok
+
+
+def _interrupted_first_post(case: Case) -> str:
+    """What a run killed between Slack's answer and the store's record leaves: the mark that the
+    thread's first message was being sent, and that message in the channel; returns its ts."""
+    from connectors.slack import SYSTEM as SLACK_SYSTEM
+    from tasks.slack import PARENT_EVENT, PARENT_SENDING
+
+    slack = SLACK_SYSTEM.client(case.ctx.settings)
+    incident_id = case.ctx.incident_id
+    case.store.add_timeline(
+        incident_id, "request", "sending: the first message", step_id="notify-oncall", data={PARENT_SENDING: True}
+    )
+    posted = slack.post(
+        text=f"Incident {incident_id}",
+        blocks=[],
+        metadata={"event_type": PARENT_EVENT, "event_payload": {"incident_id": incident_id}},
+    )
+    return posted["ts"]
+
+
+def test_a_first_message_posted_by_an_interrupted_run_is_found_not_posted_again(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    env = {**sandbox.start(("slack",)), "AISOAR_SLACK_CHANNEL": SANDBOX_CHANNEL_ID}
+    case = case_for(make_settings(tmp_path / "data", env=env), sandbox, env)
+    lost_ts = _interrupted_first_post(case)
+    told = run("slack.notify_oncall", case.ctx, NotifyInputs(message="key blocked"))
+    assert told.status is Outcome.ok and told.output["new_thread"] is False
+    assert told.output["thread_ts"] == lost_ts
+    assert [m["ts"] for m in sandbox.slack.messages] == [lost_ts], "a second thread was started"
+    assert [r["thread_ts"] for r in sandbox.slack.replies] == [lost_ts]
+    assert sandbox.slack.messages[0]["text"] != f"Incident {case.ctx.incident_id}"  # brought up to date
+    timeline = case.store.get_incident(case.ctx.incident_id).timeline
+    assert any(e.message.startswith("Slack thread found in channel") for e in timeline)
+    assert probe("slack.notify_oncall", case.ctx, NotifyInputs(), told).ok
+
+
+def test_an_interrupted_first_post_in_a_channel_known_only_by_name_is_said_when_it_cannot_be_looked_for(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The channel is configured by name and no thread has told its id yet (Slack's history
+    takes only an id): the thread is started, and the incident says a second one may follow."""
+    case = open_case(sandbox, tmp_path / "data", ("slack",))
+    _interrupted_first_post(case)
+    told = run("slack.notify_oncall", case.ctx, NotifyInputs())
+    assert told.status is Outcome.ok and told.output["new_thread"] is True
+    assert len(sandbox.slack.messages) == 2
+    timeline = case.store.get_incident(case.ctx.incident_id).timeline
+    assert any(e.kind == "error" and "a second thread may follow" in e.message for e in timeline)
+    # The id Slack answered is now known for that name: the next incident can look.
+    assert case.store.slack_channel_id(env_channel(case)) == SANDBOX_CHANNEL_ID
+
+
+def env_channel(case: Case) -> str:
+    return case.env["AISOAR_SLACK_CHANNEL"]

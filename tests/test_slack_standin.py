@@ -488,3 +488,27 @@ def test_blocks_are_stored_with_ids_and_duplicate_action_ids_are_refused(client:
         with pytest.raises(SlackApiError) as caught:
             client.chat_postMessage(channel=SLACK_CHANNEL, text="x", blocks=blocks_)
         assert caught.value.response["error"] == "invalid_blocks" and problem in caught.value.response["errors"][0]
+
+
+def test_history_shows_message_metadata_only_when_asked_and_takes_only_a_channel_id(client: WebClient) -> None:
+    """What slack_sdk sends and reads: chat.postMessage's ``metadata`` checked and kept;
+    conversations.history newest first, after ``oldest``, metadata with include_all_metadata."""
+    from slack_sdk.errors import SlackApiError
+
+    metadata = {"event_type": "aisoar_incident", "event_payload": {"incident_id": "INC-1"}}
+    first = client.chat_postMessage(channel=SLACK_CHANNEL, text="one", metadata=metadata)
+    second = client.chat_postMessage(channel=SLACK_CHANNEL, text="two")
+    channel = str(first["channel"])
+    found = client.conversations_history(channel=channel, include_all_metadata=True, oldest="0")
+    assert [m["text"] for m in found["messages"]] == ["two", "one"]
+    assert found["messages"][1]["metadata"] == metadata
+    plain = client.conversations_history(channel=channel)
+    assert all("metadata" not in m for m in plain["messages"])
+    later = client.conversations_history(channel=channel, oldest=str(first["ts"]), include_all_metadata=True)
+    assert [m["ts"] for m in later["messages"]] == [second["ts"]]
+    with pytest.raises(SlackApiError) as refused:
+        client.conversations_history(channel=SLACK_CHANNEL)  # a name: Slack wants the id
+    assert refused.value.response["error"] == "channel_not_found"
+    with pytest.raises(SlackApiError) as bad:
+        client.chat_postMessage(channel=SLACK_CHANNEL, text="x", metadata={"event_type": "no spaces allowed"})
+    assert bad.value.response["error"] in {"invalid_metadata_format", "invalid_metadata_schema"}

@@ -187,6 +187,22 @@ class Incidents(StoreBase):
             conn.execute(timeline_row(incident_id, "request", message, step_id, data))
         return [json.loads(row.data_json) for row in earlier]
 
+    def slack_channel_id(self, name: str) -> str | None:
+        """The id Slack answered for the channel configured as ``name``, from the latest thread
+        started in it (a run that lost its answer looks for its message by id)."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(timeline.c.data_json)
+                .where(timeline.c.kind == "notify", timeline.c.data_json.like('%"slack_channel_name"%'))
+                .order_by(timeline.c.seq.desc())
+                .limit(50)
+            ).all()
+        for row in rows:
+            data = json.loads(row.data_json)
+            if data.get("slack_channel_name") == name and isinstance(data.get("slack_channel"), str):
+                return str(data["slack_channel"])
+        return None
+
     def timeline_data(self, incident_id: str, kind: str, step_id: str) -> list[dict[str, Any]]:
         """The data of the incident's timeline entries of this kind about this step, oldest first
         (without reading the whole incident)."""

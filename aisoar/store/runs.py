@@ -228,22 +228,16 @@ class Runs(StoreBase):
             if timeline is not None:
                 message, data = timeline
                 conn.execute(timeline_row(incident_id, "step", message, step_id, data))
-            conn.execute(
-                step_results.delete().where(
-                    step_results.c.incident_id == incident_id,
-                    step_results.c.playbook == playbook,
-                    step_results.c.step_id == step_id,
-                )
-            )
-            conn.execute(
-                step_results.insert().values(
-                    incident_id=incident_id,
-                    playbook=playbook,
-                    step_id=step_id,
-                    status=status,
-                    output_json=json.dumps(output, default=str),
-                    at=utcnow(),
-                )
+            self._upsert(
+                conn,
+                step_results,
+                ("incident_id", "playbook", "step_id"),
+                incident_id=incident_id,
+                playbook=playbook,
+                step_id=step_id,
+                status=status,
+                output_json=json.dumps(output, default=str),
+                at=utcnow(),
             )
 
 

@@ -250,6 +250,14 @@ class StoreBase:
         result = conn.execute(dialect(table).values(**values).on_conflict_do_nothing())
         return bool(result.rowcount)
 
+    def _upsert(self, conn: Connection, table: sa.Table, key: tuple[str, ...], **values: Any) -> None:
+        """Insert the row, or update the one with its key: one statement, so two writers of one
+        key (two replicas, say) never fail on the key, whichever comes second wins."""
+        dialect = sqlite_insert if self.engine.dialect.name == "sqlite" else postgresql_insert
+        insert = dialect(table).values(**values)
+        changed = {name: insert.excluded[name] for name in values if name not in key}
+        conn.execute(insert.on_conflict_do_update(index_elements=list(key), set_=changed))
+
 
 _LOCAL: dict[str, threading.Lock] = {}
 _LOCAL_GUARD = threading.Lock()
