@@ -85,7 +85,7 @@ class PlaybookRuntime:
         self.deployments: dict[str, UUID] = {}
         self._active: set[str] = set()
         self._leading: set[tuple[str, str]] = set()  # (incident, playbook) whose head start runs here
-        self._led_at = 0.0  # when the last head start here ended (monotonic)
+        self._led_at = self._led_before = -1e9  # when the last two head starts here ended (monotonic)
         self._again: set[str] = set()
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(svc.settings.runner_max_concurrent_runs)
@@ -215,7 +215,7 @@ class PlaybookRuntime:
         finally:
             with self._lock:
                 self._leading.discard(lead)
-                self._led_at = time.monotonic()
+                self._led_before, self._led_at = self._led_at, time.monotonic()
 
     def redrive(self, incident_id: str, playbook: str) -> bool:
         """A new alert for an incident whose run ended without containing it: schedule that
@@ -297,7 +297,10 @@ class PlaybookRuntime:
         deadline = time.monotonic() + HEAD_START_FIRST_SECONDS
         while (now := time.monotonic()) < deadline and not self._stop.is_set():
             with self._lock:
-                if not self._leading and now - self._led_at > HEAD_START_GAP_SECONDS:
+                # Between two head starts of a burst none may run for a moment; one alone (the
+                # one before it ended long ago) holds nothing back once it is done.
+                burst = self._led_at - self._led_before < HEAD_START_GAP_SECONDS
+                if not self._leading and not (burst and now - self._led_at < HEAD_START_GAP_SECONDS):
                     return
             time.sleep(0.02)
 
