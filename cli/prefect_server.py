@@ -107,6 +107,10 @@ class PrefectServer:
         env = server_env(self.home, self.api_url, self.auth_string)
         if self.database_url is not None:
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = self.database_url
+            # Prefect's default pool (5, and 10 more) runs dry under a burst of several replicas'
+            # runs: requests then wait 30 s and fail 500 (a run's suspend, say).
+            env.setdefault("PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE", "20")
+            env.setdefault("PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW", "40")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)],
             env=env,
