@@ -39,7 +39,7 @@ from aisoar.config import PROJECT_ROOT, Settings  # noqa: E402
 from aisoar.ingress.auth import signed_headers  # noqa: E402
 from cli.prefect_auth import basic_auth, credential  # noqa: E402
 from cli.prefect_server import PrefectServer  # noqa: E402
-from sandbox.serving import BackgroundServer  # noqa: E402
+from sandbox.serving import BackgroundServer, free_port  # noqa: E402
 from sandbox.stack import DEMO_PROJECT, SANDBOX_PEOPLE, Sandbox  # noqa: E402
 
 if TYPE_CHECKING:
@@ -340,7 +340,7 @@ class ServedAisoar:
             "AISOAR_WEBHOOK_SECRETS__generic": SECRET,
             "AISOAR_API_TOKEN": SECRET,
             "AISOAR_APPROVERS_FILE": str(APPROVERS),
-            "AISOAR_INGRESS_PORT": str(_free_port()),
+            "AISOAR_INGRESS_PORT": str(free_port()),
             "AISOAR_REPLICA_ID": "bench-serve",
             **{f"AISOAR_{key.upper()}": str(value) for key, value in overrides.items()},
         }
@@ -404,12 +404,6 @@ class ServedAisoar:
         if self._store is not None:
             self._store.engine.dispose()
             self._store = None
-
-
-def _free_port() -> int:
-    from sandbox.serving import free_port
-
-    return free_port()
 
 
 def _taken(func: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
