@@ -303,9 +303,29 @@ def _rules_for(text: str) -> list[_Rule]:
     return [_RULES[i] for i in sorted(wanted)]
 
 
+# Short texts found to hold no secret: alerts repeat their keys and most of their values (a
+# storm repeats nearly all), so most strings of a delivery were scanned before. Only texts
+# without a secret are remembered: a secret is never kept here.
+_CLEAN_MAX_LENGTH = 256
+_CLEAN_MAX_ENTRIES = 50_000
+_clean: dict[str, None] = {}
+
+
 def _spans(text: str) -> list[tuple[int, int]]:
     if len(text) < MIN_SECRET:
         return []
+    short = len(text) <= _CLEAN_MAX_LENGTH
+    if short and text in _clean:
+        return []
+    spans = _scan(text)
+    if short and not spans:
+        if len(_clean) >= _CLEAN_MAX_ENTRIES:
+            _clean.clear()  # a fresh start now and then is cheaper than keeping an order
+        _clean[text] = None
+    return spans
+
+
+def _scan(text: str) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     for rule in _rules_for(text):
         for pattern in rule.patterns:

@@ -435,10 +435,13 @@ class LoopbackPool:
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self.open: set[asyncio.StreamWriter] = set()
 
-    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    def request(self, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+        """The bytes of a POST (built before the storm: the sender's own time goes to sending)."""
         head = [f"POST {path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {len(body)}"]
         head += [f"{name}: {value}" for name, value in headers.items()]
-        request = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+        return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+    async def post(self, request: bytes) -> tuple[int, bytes]:
         async with self.slots:
             while True:
                 kept = bool(self.idle)
@@ -484,12 +487,20 @@ async def _storm(spec: dict[str, Any]) -> dict[str, Any]:
     sent: list[list[Any]] = [[] for _ in range(total)]
     pool = LoopbackPool(spec["url"], int(spec["connections"]))
 
+    planned = time.time()
+    requests = []
+    for index in range(total):  # each signed for about the second it is due (the replay window is minutes)
+        body = json.dumps({**template, "id": f"{prefix}-{index}"}).encode()
+        signed = signed_headers(spec["secret"], body, timestamp=int(planned + index / rate))
+        requests.append(pool.request("/webhooks/generic", body, signed))
+    start = time.perf_counter() + 0.1
+    wall_start = time.time() + 0.1
+
     async def send(index: int, scheduled: float) -> None:
         late = time.perf_counter() - scheduled
-        body = json.dumps({**template, "id": f"{prefix}-{index}"}).encode()
         alert_id = None
         try:  # a sender gives up after request_timeout in all (GitHub's webhooks: 10 s)
-            posted = pool.post("/webhooks/generic", body, signed_headers(spec["secret"], body))
+            posted = pool.post(requests[index])
             code, answer = await asyncio.wait_for(posted, timeout=spec["request_timeout"])
             status = str(code)
             if code in (200, 202):
@@ -500,8 +511,6 @@ async def _storm(spec: dict[str, Any]) -> dict[str, Any]:
             status = type(exc).__name__
         sent[index] = [late, time.perf_counter() - scheduled, status, alert_id]
 
-    start = time.perf_counter() + 0.1
-    wall_start = time.time() + 0.1
     tasks: list[asyncio.Task[None]] = []
     index = 0
 

@@ -6,9 +6,10 @@ For each delivery, in this order, and nothing is stored unless every check passe
    have their own rate limit), within the source's rate limit (else 429 with Retry-After),
    and JSON;
 3. it is read in the source's format into alerts (secrets redacted, every limit applied);
-4. the alerts are persisted in the inbox, then the answer is 202; dispatch happens after it,
-   on the dispatch workers (aisoar/ingress/workers.py). When their queue is full the answer
-   is 429 with Retry-After before anything is stored.
+4. the alerts are persisted in the inbox (in group commits, aisoar/ingress/accepting.py), then
+   the answer is 202; dispatch happens after it, on the dispatch workers
+   (aisoar/ingress/workers.py). When their queue is full the answer is 429 with Retry-After
+   before anything is stored.
 
 Answers never echo what the sender wrote. ``/healthz`` is open (200 "ok"; 200 "degraded" with
 the reasons while Prefect is unreachable: alerts are still taken and wait in the inbox; 503
@@ -19,6 +20,7 @@ source that sent the alert).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import secrets as _secrets
@@ -35,6 +37,7 @@ from starlette.concurrency import run_in_threadpool
 
 from aisoar.config import Settings
 from aisoar.evidence import EvidenceStore
+from aisoar.ingress.accepting import InboxWriter
 from aisoar.ingress.adapters import PayloadError, read
 from aisoar.ingress.auth import AuthError, authenticate
 from aisoar.ingress.dispatch import Dispatcher
@@ -44,7 +47,7 @@ from aisoar.ingress.slack_actions import MAX_BODY as MAX_SLACK_BODY
 from aisoar.ingress.slack_actions import ClickDesk, SlackRequestError, clicks, verify
 from aisoar.ingress.sources import Source, load_sources, retry_after
 from aisoar.ingress.workers import DispatchPool
-from aisoar.models import Alert, utcnow
+from aisoar.models import utcnow
 from aisoar.store import Store
 
 log = logging.getLogger("aisoar.ingress")
@@ -52,6 +55,9 @@ JSON_TYPES = ("application/json",)
 # Answers given before the body is read end the connection: the rest of the body would
 # otherwise be read as the next request on a kept-alive connection.
 CLOSE = {"Connection": "close"}
+# A body this small is read on the event loop (well under a millisecond); a larger one in a
+# thread: redacting it takes milliseconds that other senders would wait.
+INLINE_READ_BYTES = 16 * 1024
 
 
 def _problem(status: int, error: str, detail: Any = None, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -109,6 +115,7 @@ def create_app(
         ready=prefect_problem,
     )
     metrics.watch(pool_depth=lambda: pool.depth)
+    writer = InboxWriter(store)
     followers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="aisoar-click")
 
     @asynccontextmanager
@@ -119,10 +126,20 @@ def create_app(
         try:
             yield
         finally:
+            await run_in_threadpool(writer.stop)
             await run_in_threadpool(pool.stop)
             followers.shutdown(wait=False)
 
-    app = FastAPI(title="aisoar ingress", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="aisoar ingress",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        # No OpenTelemetry here (the metrics are /metrics): its per-request check of the global
+        # providers cost a twentieth of the ingress's time in a storm.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+    )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -146,9 +163,10 @@ def create_app(
             return JSONResponse({"status": "degraded", "problems": problems})
         return JSONResponse({"status": "ok"})
 
-    @app.post("/webhooks/{source_name}", status_code=202)
-    async def receive(source_name: str, request: Request) -> Response:
-        source = known.get(source_name)
+    async def receive(request: Request) -> Response:
+        """``POST /webhooks/{source_name}``: a plain route (no parameters for FastAPI to resolve;
+        the request is read here, in the order above)."""
+        source = known.get(request.path_params["source_name"])
         if source is None:
             metrics.count("-", "unknown_source")
             return _problem(
@@ -193,8 +211,10 @@ def create_app(
             metrics.count(name, "unsupported_media_type")
             return _problem(415, "send the body as Content-Type: application/json")
         try:
-            # Off the event loop: redacting a large body takes milliseconds that other senders would wait.
-            reading = await run_in_threadpool(read, source.format, name, body, request.headers)
+            if len(body) <= INLINE_READ_BYTES:
+                reading = read(source.format, name, body, request.headers)
+            else:
+                reading = await run_in_threadpool(read, source.format, name, body, request.headers)
         except BodyError as exc:
             metrics.count(name, "malformed")
             return _problem(400, "malformed body", str(exc))
@@ -204,21 +224,24 @@ def create_app(
         if reading.ignored is not None:
             metrics.count(name, "ignored")
             return JSONResponse(status_code=200, content={"status": "ignored", "detail": reading.ignored})
-        try:
-            accepted = await run_in_threadpool(_accept, store, reading.alerts, verified.delivery_id)
+        items = [(alert, _item_delivery(verified.delivery_id, i)) for i, alert in enumerate(reading.alerts)]
+        try:  # stored with what other senders sent meanwhile, in one transaction
+            stored = await asyncio.wrap_future(writer.accept(items))
         except sa.exc.OperationalError as exc:  # the store is busy or down: the sender retries
             log.warning("could not store a delivery from %s: %s", name, type(exc).__name__)
             metrics.count(name, "unavailable")
             return _problem(503, "the inbox is unavailable; retry", headers={"Retry-After": "5"})
-        created = [alert for alert, _, new in accepted if new]
+        created = [alert for (alert, _), (_, new) in zip(items, stored, strict=True) if new]
         for alert in created:
             pool.offer(alert)  # else it waits in the inbox: the upkeep queues it when there is room
-        ids = [alert_id for _, alert_id, _ in accepted]
+        ids = [alert_id for alert_id, _ in stored]
         if not created:
             metrics.count(name, "duplicate")
             return JSONResponse(status_code=200, content={"status": "duplicate", "alert_id": ids[0], "alert_ids": ids})
         metrics.count(name, "accepted", len(created))
         return JSONResponse(status_code=202, content={"status": "accepted", "alert_id": ids[0], "alert_ids": ids})
+
+    app.add_route("/webhooks/{source_name}", receive, methods=["POST"])
 
     @app.post("/slack/interactivity")
     async def slack_interactivity(request: Request) -> Response:
@@ -306,12 +329,3 @@ def _logged(work: Callable[[], None]) -> None:
         work()
     except Exception:
         log.exception("the follow-up of a Slack click failed (the click itself is recorded)")
-
-
-def _accept(store: Store, alerts: list[Alert], delivery_id: str) -> list[tuple[Alert, str, bool]]:
-    """Each alert of a delivery in the inbox: (alert, its id, whether it is new)."""
-    accepted = []
-    for index, alert in enumerate(alerts):
-        alert_id, created = store.accept_alert(alert, _item_delivery(delivery_id, index))
-        accepted.append((alert, alert_id, created))
-    return accepted

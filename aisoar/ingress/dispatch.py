@@ -120,20 +120,69 @@ class Dispatcher:
             self.store.mark_alert(alert.id, "dispatched", owner=self.owner)
         return result
 
+    def dispatch_together(self, alerts: list[Alert]) -> list[Alert]:
+        """Dispatch alerts taken from a queue together; the ones dispatched here.
+
+        A storm's alerts (one fingerprint, selecting the same playbooks) are not dispatched one
+        by one: the first is, in full (correlation, its runs started or run again), and the
+        rest then join its incident in one transaction, as each would have one by one a moment
+        later, without starting runs. A failure is logged; the alert waits in the inbox."""
+        groups: dict[tuple[str, ...], list[Alert]] = {}
+        for alert in alerts:
+            key = (alert.id,) if alert.state == "resolved" else (alert.fingerprint, *self._routing(alert))
+            groups.setdefault(key, []).append(alert)
+        done: list[Alert] = []
+        for group in groups.values():
+            leader: DispatchResult | None = None
+            while group and leader is None:
+                alert = group.pop(0)
+                if (leader := self._dispatch_logged(alert)) is not None:
+                    done.append(alert)
+            if leader is None or not group:
+                continue
+            try:
+                joined = set(self._join(leader.incident_id, group))
+            except Exception:
+                log.exception("%d alerts could not join %s at once; one by one", len(group), leader.incident_id)
+                joined = set()
+            for alert in group:
+                if alert.id in joined:
+                    done.append(alert)
+                elif self._dispatch_logged(alert) is not None:  # held elsewhere, or attached earlier
+                    done.append(alert)
+        return done
+
+    def _routing(self, alert: Alert) -> list[str]:
+        return [spec.name for spec in self.route(alert)]
+
+    def _dispatch_logged(self, alert: Alert) -> DispatchResult | None:
+        try:
+            return self.dispatch(alert)
+        except Exception:
+            log.exception("dispatch of %s failed; it stays in the inbox and is retried", alert.id)
+            return None
+
+    def _join(self, incident_id: str, alerts: list[Alert]) -> list[str]:
+        matched = self.route(alerts[0])
+        severity = max(
+            [*(a.severity for a in alerts), *(s.severity_floor for s in matched)], key=lambda s: Severity(s).rank
+        )
+        return self.store.join_incident(
+            incident_id,
+            alerts[0].fingerprint,
+            [(alert.id, _entries(alert)) for alert in alerts],
+            Severity(severity),
+            self.window,
+            utcnow() - self.lease,
+        )
+
     def _correlate(self, alert: Alert, matched: list[PlaybookSpec]) -> tuple[str, bool]:
         """The incident the alert joins or opens, with its timeline entries written with it."""
         typed = [spec.incident_type for spec in matched if spec.incident_type is not None]
         incident_type = alert.incident_type or (typed[0] if typed else None)
         severity = max([alert.severity, *(s.severity_floor for s in matched)], key=lambda s: Severity(s).rank)
-        entries: list[Note] = [
-            (
-                "alert",
-                f"alert {alert.id} from {alert.source}: {alert.title}",
-                {"alert_id": alert.id, "raw_sha256": alert.raw_sha256},
-            )
-        ]
+        entries = _entries(alert)
         opened: list[Note] = [("incident", f"incident opened ({severity.value})", None)]
-        entries += [("alert", f"note on alert {alert.id}: {note}", None) for note in alert.notes]
         if not matched:
             opened.append(("incident", "no playbook matches this alert; triage by hand", None))
         elif all(spec.fallback for spec in matched):
@@ -223,3 +272,15 @@ class Dispatcher:
             self._launch(incident_id, playbook, result)
             count += len(result.launched)
         return count
+
+
+def _entries(alert: Alert) -> list[Note]:
+    """The timeline entries of an alert that joins or opens an incident."""
+    entries: list[Note] = [
+        (
+            "alert",
+            f"alert {alert.id} from {alert.source}: {alert.title}",
+            {"alert_id": alert.id, "raw_sha256": alert.raw_sha256},
+        )
+    ]
+    return entries + [("alert", f"note on alert {alert.id}: {note}", None) for note in alert.notes]

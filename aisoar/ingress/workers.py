@@ -1,7 +1,9 @@
 """The ingress's dispatch workers and its upkeep.
 
 Accepted alerts go on a bounded queue that several worker threads take from, so a burst of
-alerts is dispatched (and its runs created) concurrently, not one after the other. The queue
+alerts is dispatched (and its runs created) concurrently, not one after the other. A worker
+takes what waits along with its alert (up to ``BATCH``): a storm's alerts of one fingerprint
+then join their incident in one transaction (``Dispatcher.dispatch_together``). The queue
 is bounded: when it is full the ingress answers 429 with Retry-After before storing anything,
 and an alert stored but not queued waits in the inbox, where the upkeep finds it.
 
@@ -29,10 +31,17 @@ log = logging.getLogger("aisoar.dispatch")
 UPKEEP_SECONDS = 1.0
 QUEUE_GRACE = timedelta(seconds=2)  # an unheld pending alert younger than this is still on its way
 EVIDENCE_DELAY = timedelta(seconds=5)
+BATCH = 256  # alerts a worker takes from the queue at once
 UNLAUNCHED_EVERY = 30  # upkeeps  # the incident's run preserves the first alerts itself
 
 
 class DispatchPool:
+    """Accepted alerts wait in groups, one per fingerprint (a resolved notice alone), in the
+    order their groups were started; a worker takes a whole group (up to ``BATCH``). A storm is
+    then one group that grows while a worker dispatches the last one, and a new fingerprint's
+    first alert waits behind other groups, never behind a storm's thousands of alerts. One
+    worker at a time works on a group: the alerts that come meanwhile wait for it."""
+
     def __init__(
         self,
         dispatcher: Dispatcher,
@@ -47,8 +56,10 @@ class DispatchPool:
         self.observe = observe
         self.evidence = evidence
         self.ready = ready  # why runs cannot be started now (Prefect unreachable), or None
-        self._queue: queue.Queue[Alert | None] = queue.Queue(maxsize=capacity)
-        self._queued: set[str] = set()
+        self._groups: queue.Queue[str | None] = queue.Queue()  # groups to take, in order; None: stop
+        self._waiting: dict[str, list[Alert]] = {}
+        self._busy: set[str] = set()  # groups a worker is dispatching
+        self._queued: set[str] = set()  # alert ids waiting or being dispatched here
         self._guard = threading.Lock()
         self._upkeeps = 0
         self._stop = threading.Event()
@@ -72,50 +83,57 @@ class DispatchPool:
         self._stop.set()
         deadline = time.monotonic() + timeout
         self._deadline = deadline  # past it, workers leave what is still queued in the inbox
-        for _ in range(self._workers):  # one end mark per worker, after the queued alerts
-            try:
-                self._queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Full:
-                break
+        for _ in range(self._workers):  # one end mark per worker, after the queued groups
+            self._groups.put(None)
         for thread in self._threads:
             thread.join(timeout=max(0.1, deadline - time.monotonic()))
 
     @property
     def full(self) -> bool:
-        return self._queue.full()
+        return len(self._queued) >= self.capacity
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._queued)
 
     def offer(self, alert: Alert) -> bool:
         """Queue the alert for dispatch; False when the queue is full or it is queued already
         (it waits in the inbox then)."""
+        group = alert.id if alert.state == "resolved" else f"fingerprint:{alert.fingerprint}"
         with self._guard:
-            if alert.id in self._queued:
-                return False
-            try:
-                self._queue.put_nowait(alert)
-            except queue.Full:
+            if alert.id in self._queued or len(self._queued) >= self.capacity:
                 return False
             self._queued.add(alert.id)
+            waiting = self._waiting.setdefault(group, [])
+            waiting.append(alert)
+            if len(waiting) == 1 and group not in self._busy:
+                self._groups.put_nowait(group)  # a busy group is queued again when its worker is done
         return True
 
     def _work(self) -> None:
         while True:
-            alert = self._queue.get()
-            if alert is None:
+            group = self._groups.get()
+            if group is None:
                 return
+            with self._guard:
+                waiting = self._waiting.pop(group, [])
+                taken, rest = waiting[:BATCH], waiting[BATCH:]
+                if rest:
+                    self._waiting[group] = rest
+                self._busy.add(group)
             try:
                 if self._deadline is not None and time.monotonic() > self._deadline:
-                    continue  # stopping: it stays pending in the inbox for the next start or a replica
-                if self.dispatcher.dispatch(alert) is not None:
+                    continue  # stopping: they stay pending in the inbox for the next start or a replica
+                for alert in self.dispatcher.dispatch_together(taken):
                     self.observe(alert)
             except Exception:
-                log.exception("dispatch of %s failed; it stays in the inbox and is retried", alert.id)
+                log.exception("dispatch of %d alerts failed; they stay in the inbox and are retried", len(taken))
             finally:
-                with self._guard:  # only now: the upkeep must not queue it again while it is dispatched
-                    self._queued.discard(alert.id)
+                with self._guard:  # only now: the upkeep must not queue them again while they are dispatched
+                    self._queued.difference_update(alert.id for alert in taken)
+                    self._busy.discard(group)
+                    if group in self._waiting:
+                        self._groups.put_nowait(group)
 
     def _renew(self) -> None:
         while not self._stop.wait(UPKEEP_SECONDS):
@@ -169,7 +187,7 @@ def preserve_joined(store_evidence: EvidenceStore, received_before: datetime, li
     store = store_evidence.store
     preserved = 0
     for incident_id, alert_ids in store.unpreserved_alerts(received_before, limit).items():
-        alerts = [store.get_alert(alert_id) for alert_id in alert_ids]
+        alerts = store.get_alerts(alert_ids)
         if store_evidence.put_alerts(incident_id, alerts, "aisoar ingress") is not None:
             preserved += len(alerts)
             store.add_timeline(

@@ -20,16 +20,21 @@ from aisoar.store.inbox import Inbox
 from aisoar.store.incidents import Incidents
 from aisoar.store.migrate import upgrade
 from aisoar.store.runs import Runs, StepResult
-from aisoar.store.schema import StoreBase, evidence_items, metadata, new_id
+from aisoar.store.schema import StoreBase, evidence_items, metadata, new_id, sqlite_writers
 
 
 class Store(Inbox, Incidents, Runs, Approvals, EvidenceLedger, StoreBase):
     def __init__(self, url: str) -> None:
         self.url = url
         if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(url.removeprefix("sqlite:///"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._writers = sqlite_writers(str(path.resolve()))
+            # A file on this machine: no connection to go stale, nothing to ping before use.
+            # Readers hold a connection without waiting for the writers' lock: a pool as large as
+            # PostgreSQL's, so a replica's threads never wait for a connection either.
             self.engine: Engine = sa.create_engine(
-                url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True
+                url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=20, max_overflow=80
             )
 
             @sa.event.listens_for(self.engine, "connect")
@@ -46,7 +51,9 @@ class Store(Inbox, Incidents, Runs, Approvals, EvidenceLedger, StoreBase):
                 # A transaction that reads and then writes would fail at once with "database is
                 # locked" when another writer got in between (SQLite does not wait then); taking
                 # the write lock at the start makes concurrent writers wait their turn instead.
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                # A read-only transaction (``_read``) begins deferred: it takes no write lock.
+                read_only = conn.get_execution_options().get("aisoar_read", False)
+                conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
         else:
             # A replica's threads (up to 32 runs, the dispatch workers, the sweep, heartbeats and
             # leases) each hold a connection for a moment: a pool that leaves none waiting.

@@ -139,13 +139,13 @@ class Approvals(StoreBase):
         return record, created
 
     def get_approval(self, approval_id: str) -> ApprovalRecord | None:
-        with self._tx() as conn:
+        with self._read() as conn:
             exists = conn.execute(sa.select(approvals.c.id).where(approvals.c.id == approval_id)).first()
             return self._approval(conn, approval_id) if exists else None
 
     def approval_for_step(self, incident_id: str, step_id: str) -> list[ApprovalRecord]:
         """The approvals of a step of an incident (one per playbook that has that step)."""
-        with self._tx() as conn:
+        with self._read() as conn:
             ids = conn.execute(
                 sa.select(approvals.c.id).where(approvals.c.incident_id == incident_id, approvals.c.step_id == step_id)
             ).all()
@@ -312,7 +312,7 @@ class Approvals(StoreBase):
 
     def to_wake(self) -> list[ApprovalRecord]:
         """Decided records whose runs have not been woken yet (a busy Prefect said no)."""
-        with self._tx() as conn:
+        with self._read() as conn:
             ids = conn.execute(sa.select(approvals.c.id).where(approvals.c.wake_pending.is_(True))).all()
             return [self._approval(conn, r.id) for r in ids]
 
@@ -322,12 +322,12 @@ class Approvals(StoreBase):
 
     def pending_approvals(self) -> list[ApprovalRecord]:
         """Approvals still waiting for an answer (the runtime watches their runs)."""
-        with self._tx() as conn:
+        with self._read() as conn:
             ids = conn.execute(sa.select(approvals.c.id).where(approvals.c.status == "pending")).all()
             return [self._approval(conn, r.id) for r in ids]
 
     def approvals_for(self, incident_id: str) -> list[ApprovalRecord]:
-        with self._tx() as conn:
+        with self._read() as conn:
             ids = conn.execute(
                 sa.select(approvals.c.id).where(approvals.c.incident_id == incident_id).order_by(approvals.c.opened_at)
             ).all()

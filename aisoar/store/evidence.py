@@ -140,7 +140,7 @@ class EvidenceLedger(StoreBase):
         """How many alerts the incident has, and those of them not evidence yet (oldest first),
         in one transaction."""
         joined = sa.select(incident_alerts.c.alert_id).where(incident_alerts.c.incident_id == incident_id)
-        with self._tx() as conn:
+        with self._read() as conn:
             total = conn.execute(sa.select(sa.func.count()).select_from(joined.subquery())).scalar()
             rows = conn.execute(
                 sa.select(inbox.c.alert_json)
@@ -152,7 +152,7 @@ class EvidenceLedger(StoreBase):
     def unpreserved_alerts(self, received_before: datetime, limit: int = 500) -> dict[str, list[str]]:
         """Alerts received before ``received_before`` that joined an incident and whose payload
         is not evidence yet, by incident."""
-        with self._tx() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 sa.select(inbox.c.id, inbox.c.incident_id)
                 .where(
@@ -173,7 +173,7 @@ class EvidenceLedger(StoreBase):
         query = sa.select(evidence_items).where(evidence_items.c.incident_id == incident_id)
         if asset is not None:
             query = query.where(evidence_items.c.asset == asset)
-        with self._tx() as conn:
+        with self._read() as conn:
             rows = conn.execute(query.order_by(evidence_items.c.id)).all()
         return [_evidence(r) for r in rows]
 
@@ -182,7 +182,7 @@ class EvidenceLedger(StoreBase):
         written before per-incident chains); returns the problems found (empty when intact)."""
         problems: list[str] = []
         last: dict[str | None, str] = {}  # the chain (an incident, or None: the store's) -> its last hash
-        with self._tx() as conn:
+        with self._read() as conn:
             rows = conn.execute(sa.select(evidence_items).order_by(evidence_items.c.id)).all()
         for row in rows:
             record = _evidence(row)

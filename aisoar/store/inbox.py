@@ -28,7 +28,7 @@ class Inbox(StoreBase):
         try:
             return self._accept(alert, delivery_id)
         except sa.exc.IntegrityError:
-            with self._tx() as conn:
+            with self._read() as conn:
                 existing = conn.execute(
                     sa.select(inbox.c.id).where(inbox.c.source == alert.source, inbox.c.delivery_id == delivery_id)
                 ).scalar()
@@ -43,24 +43,48 @@ class Inbox(StoreBase):
             ).scalar()
             if existing:
                 return str(existing), False
-            conn.execute(
-                inbox.insert().values(
-                    id=alert.id,
-                    source=alert.source,
-                    delivery_id=delivery_id,
-                    received_at=alert.received_at,
-                    raw_sha256=alert.raw_sha256,
-                    alert_json=alert.model_dump_json(),
-                    status="pending",
-                )
-            )
+            conn.execute(inbox.insert().values(**_inbox_row(alert, delivery_id)))
         return alert.id, True
+
+    def accept_alerts(self, items: list[tuple[Alert, str]]) -> list[tuple[str, bool]]:
+        """Persist many alerts (alert, delivery id) in one transaction, each as ``accept_alert``
+        would: (alert id, created) for each, in order. A delivery already stored, or twice in
+        ``items``, is not stored again. When another process stores one of them at the same
+        instant (the unique constraint), each is accepted on its own instead."""
+        try:
+            return self._accept_many(items)
+        except sa.exc.IntegrityError:
+            return [self.accept_alert(alert, delivery_id) for alert, delivery_id in items]
+
+    def _accept_many(self, items: list[tuple[Alert, str]]) -> list[tuple[str, bool]]:
+        results: list[tuple[str, bool]] = []
+        rows: list[dict[str, object]] = []
+        with self._tx() as conn:
+            known: dict[tuple[str, str], str] = {
+                (row.source, row.delivery_id): str(row.id)
+                for row in conn.execute(
+                    sa.select(inbox.c.id, inbox.c.source, inbox.c.delivery_id).where(
+                        inbox.c.delivery_id.in_({delivery_id for _, delivery_id in items})
+                    )
+                )
+            }
+            for alert, delivery_id in items:
+                existing = known.get((alert.source, delivery_id))
+                if existing is not None:
+                    results.append((existing, False))
+                    continue
+                known[(alert.source, delivery_id)] = alert.id
+                results.append((alert.id, True))
+                rows.append(_inbox_row(alert, delivery_id))
+            if rows:
+                conn.execute(inbox.insert(), rows)
+        return results
 
     def pending_alerts(self, received_before: datetime | None = None, limit: int = 100) -> list[Alert]:
         condition = inbox.c.status == "pending"
         if received_before is not None:
             condition = sa.and_(condition, inbox.c.received_at < received_before)
-        with self._tx() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 sa.select(inbox.c.alert_json).where(condition).order_by(inbox.c.received_at).limit(limit)
             ).all()
@@ -111,18 +135,18 @@ class Inbox(StoreBase):
                 inbox.c.claimed_at < stale_before,
             ),
         )
-        with self._tx() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 sa.select(inbox.c.alert_json).where(condition).order_by(inbox.c.received_at).limit(limit)
             ).all()
         return [Alert.model_validate_json(row.alert_json) for row in rows]
 
     def pending_count(self) -> int:
-        with self._tx() as conn:
+        with self._read() as conn:
             return int(conn.execute(sa.select(sa.func.count()).where(inbox.c.status == "pending")).scalar() or 0)
 
     def alert_record(self, alert_id: str) -> InboxRecord | None:
-        with self._tx() as conn:
+        with self._read() as conn:
             row = conn.execute(
                 sa.select(inbox.c.id, inbox.c.source, inbox.c.status, inbox.c.incident_id, inbox.c.error).where(
                     inbox.c.id == alert_id
@@ -131,7 +155,7 @@ class Inbox(StoreBase):
         return InboxRecord(row.id, row.source, row.status, row.incident_id, row.error) if row else None
 
     def alert_status(self, alert_id: str) -> tuple[str, str | None, str | None] | None:
-        with self._tx() as conn:
+        with self._read() as conn:
             row = conn.execute(
                 sa.select(inbox.c.status, inbox.c.incident_id, inbox.c.error).where(inbox.c.id == alert_id)
             ).first()
@@ -160,12 +184,12 @@ class Inbox(StoreBase):
 
     def alert_incident(self, alert_id: str) -> str | None:
         """The incident the alert joined (its correlation is done), if any yet."""
-        with self._tx() as conn:
+        with self._read() as conn:
             value = conn.execute(sa.select(inbox.c.incident_id).where(inbox.c.id == alert_id)).scalar()
         return str(value) if value else None
 
     def get_alert(self, alert_id: str) -> Alert:
-        with self._tx() as conn:
+        with self._read() as conn:
             row = conn.execute(sa.select(inbox.c.alert_json).where(inbox.c.id == alert_id)).first()
         if row is None:
             raise KeyError(f"no alert {alert_id}")
@@ -176,10 +200,22 @@ class Inbox(StoreBase):
         found: dict[str, Alert] = {}
         for start in range(0, len(alert_ids), 500):
             chunk = alert_ids[start : start + 500]
-            with self._tx() as conn:
+            with self._read() as conn:
                 rows = conn.execute(sa.select(inbox.c.id, inbox.c.alert_json).where(inbox.c.id.in_(chunk))).all()
             found.update((row.id, Alert.model_validate_json(row.alert_json)) for row in rows)
         missing = [alert_id for alert_id in alert_ids if alert_id not in found]
         if missing:
             raise KeyError(f"no alert {missing[0]}")
         return [found[alert_id] for alert_id in alert_ids]
+
+
+def _inbox_row(alert: Alert, delivery_id: str) -> dict[str, object]:
+    return {
+        "id": alert.id,
+        "source": alert.source,
+        "delivery_id": delivery_id,
+        "received_at": alert.received_at,
+        "raw_sha256": alert.raw_sha256,
+        "alert_json": alert.model_dump_json(),
+        "status": "pending",
+    }

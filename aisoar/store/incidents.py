@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,6 +20,7 @@ from aisoar.store.schema import (
     playbook_runs,
     timeline,
     timeline_row,
+    timeline_values,
 )
 from aisoar.taxonomy import IncidentType
 
@@ -82,6 +83,57 @@ class Incidents(StoreBase):
                 conn.execute(timeline_row(str(incident_id), kind, message, data=data))
         return incident_id, created
 
+    def join_incident(
+        self,
+        incident_id: str,
+        fingerprint: str,
+        alerts: Sequence[tuple[str, Sequence[Note]]],
+        severity: Severity,
+        window: timedelta,
+        stale_before: datetime,
+    ) -> list[str]:
+        """Alerts of one fingerprint that arrived together join, in one transaction, the incident
+        the first of them correlated to a moment ago: attached, their entries (``alerts``: id,
+        entries) on the timeline, marked dispatched, the incident's window extended and its
+        severity raised as ``correlate`` does. Only alerts still pending, not attached to an
+        incident yet and held by no other dispatcher (a claim younger than ``stale_before``) join;
+        the others are left as they are. The ids that joined; none when the incident was closed
+        meanwhile."""
+        now = utcnow()
+        notes = dict(alerts)
+        with self._tx() as conn:
+            self._serialize(conn, f"fingerprint:{fingerprint}")
+            row = conn.execute(
+                sa.select(incidents.c.severity, incidents.c.status).where(incidents.c.id == incident_id)
+            ).first()
+            if row is None or row.status == IncidentStatus.closed.value:
+                return []
+            joined = set(
+                conn.execute(
+                    inbox.update()
+                    .where(
+                        inbox.c.id.in_(list(notes)),
+                        inbox.c.status == "pending",
+                        inbox.c.incident_id.is_(None),
+                        sa.or_(inbox.c.owner.is_(None), inbox.c.claimed_at < stale_before),
+                    )
+                    .values(incident_id=incident_id, status="dispatched", error=None, owner=None, claimed_at=None)
+                    .returning(inbox.c.id)
+                ).scalars()
+            )
+            if not joined:
+                return []
+            order = [alert_id for alert_id in notes if alert_id in joined]
+            conn.execute(incident_alerts.insert(), [{"incident_id": incident_id, "alert_id": a} for a in order])
+            rows = [timeline_values(incident_id, kind, text, data=data) for a in order for kind, text, data in notes[a]]
+            if rows:
+                conn.execute(timeline.insert(), rows)
+            values: dict[str, Any] = {"updated_at": now, "correlate_until": now + window}
+            if severity.rank > Severity(row.severity).rank:
+                values["severity"] = severity.value
+            conn.execute(incidents.update().where(incidents.c.id == incident_id).values(**values))
+        return order
+
     def join_open_incident(self, alert: Alert) -> str | None:
         """Attach the alert to the newest incident with its fingerprint that is not closed,
         without opening one or extending its correlation window (a resolved notification)."""
@@ -102,7 +154,7 @@ class Incidents(StoreBase):
 
     def incident_counts(self) -> dict[str, int]:
         """How many incidents are in each status."""
-        with self._tx() as conn:
+        with self._read() as conn:
             rows = conn.execute(sa.select(incidents.c.status, sa.func.count()).group_by(incidents.c.status)).all()
         return {str(status): int(count) for status, count in rows}
 
@@ -115,7 +167,7 @@ class Incidents(StoreBase):
     def get_incident(self, incident_id: str, *, with_timeline: bool = True) -> Incident:
         """The incident; ``with_timeline=False``: without its timeline (an empty list), for a
         reader that needs only the rest (a storm's incident has thousands of entries)."""
-        with self._tx() as conn:
+        with self._read() as conn:
             row = conn.execute(sa.select(incidents).where(incidents.c.id == incident_id)).first()
             if row is None:
                 raise KeyError(f"no incident {incident_id}")
@@ -161,7 +213,7 @@ class Incidents(StoreBase):
         )
 
     def list_incidents(self, limit: int = 50) -> list[Incident]:
-        with self._tx() as conn:
+        with self._read() as conn:
             ids = [
                 r.id
                 for r in conn.execute(sa.select(incidents.c.id).order_by(incidents.c.created_at.desc()).limit(limit))
@@ -190,7 +242,7 @@ class Incidents(StoreBase):
     def slack_channel_id(self, name: str) -> str | None:
         """The id Slack answered for the channel configured as ``name``, from the latest thread
         started in it (a run that lost its answer looks for its message by id)."""
-        with self._tx() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 sa.select(timeline.c.data_json)
                 .where(timeline.c.kind == "notify", timeline.c.data_json.like('%"slack_channel_name"%'))
@@ -206,7 +258,7 @@ class Incidents(StoreBase):
     def timeline_data(self, incident_id: str, kind: str, step_id: str) -> list[dict[str, Any]]:
         """The data of the incident's timeline entries of this kind about this step, oldest first
         (without reading the whole incident)."""
-        with self._tx() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 sa.select(timeline.c.data_json)
                 .where(timeline.c.incident_id == incident_id, timeline.c.kind == kind, timeline.c.step_id == step_id)

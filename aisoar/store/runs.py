@@ -36,7 +36,7 @@ class Runs(StoreBase):
 
     def playbook_run_state(self, incident_id: str, playbook: str) -> tuple[str | None, bool] | None:
         """(flow run id, finished) of an incident's playbook run; None when it has none."""
-        with self._tx() as conn:
+        with self._read() as conn:
             row = conn.execute(
                 sa.select(playbook_runs.c.flow_run_id, playbook_runs.c.finished).where(
                     playbook_runs.c.incident_id == incident_id, playbook_runs.c.playbook == playbook
@@ -157,7 +157,7 @@ class Runs(StoreBase):
             holder = sa.or_(
                 holder, sa.and_(playbook_runs.c.owner == owner, playbook_runs.c.heartbeat_at < own_silent_since)
             )
-        with self._tx() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 sa.select(playbook_runs.c.flow_run_id).where(
                     playbook_runs.c.flow_run_id.is_not(None), playbook_runs.c.finished.is_(False), holder
@@ -167,7 +167,7 @@ class Runs(StoreBase):
 
     def runs_without_flow_run(self, created_before: datetime) -> list[tuple[str, str]]:
         """Playbook runs selected for an incident whose flow run was never created."""
-        with self._tx() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 sa.select(playbook_runs.c.incident_id, playbook_runs.c.playbook).where(
                     playbook_runs.c.flow_run_id.is_(None), playbook_runs.c.created_at < created_before
@@ -176,7 +176,7 @@ class Runs(StoreBase):
         return [(r.incident_id, r.playbook) for r in rows]
 
     def flow_run_of(self, incident_id: str, playbook: str) -> str | None:
-        with self._tx() as conn:
+        with self._read() as conn:
             value = conn.execute(
                 sa.select(playbook_runs.c.flow_run_id).where(
                     playbook_runs.c.incident_id == incident_id, playbook_runs.c.playbook == playbook
@@ -186,7 +186,7 @@ class Runs(StoreBase):
 
     # -- step results -------------------------------------------------------------------
     def step_result(self, incident_id: str, playbook: str, step_id: str) -> StepResult | None:
-        with self._tx() as conn:
+        with self._read() as conn:
             row = conn.execute(
                 sa.select(step_results).where(
                     step_results.c.incident_id == incident_id,
@@ -200,7 +200,7 @@ class Runs(StoreBase):
 
     def step_results(self, incident_id: str, playbook: str) -> dict[str, StepResult]:
         """Every recorded step result of one playbook for one incident, by step id."""
-        with self._tx() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 sa.select(step_results).where(
                     step_results.c.incident_id == incident_id, step_results.c.playbook == playbook

@@ -7,7 +7,7 @@ import json
 import secrets
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -178,14 +178,21 @@ def timeline_row(
     incident_id: str, kind: str, message: str, step_id: str | None = None, data: dict[str, Any] | None = None
 ) -> sa.Insert:
     """The insert of one timeline entry."""
-    return timeline.insert().values(
-        incident_id=incident_id,
-        at=utcnow(),
-        kind=kind,
-        step_id=step_id,
-        message=message,
-        data_json=json.dumps(data or {}, default=str),
-    )
+    return timeline.insert().values(**timeline_values(incident_id, kind, message, step_id, data))
+
+
+def timeline_values(
+    incident_id: str, kind: str, message: str, step_id: str | None = None, data: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One timeline entry's row (many are inserted in one statement)."""
+    return {
+        "incident_id": incident_id,
+        "at": utcnow(),
+        "kind": kind,
+        "step_id": step_id,
+        "message": message,
+        "data_json": json.dumps(data or {}, default=str),
+    }
 
 
 def new_id(prefix: str) -> str:
@@ -204,11 +211,26 @@ class StoreBase:
 
     engine: Engine
     _lock_engine: Engine  # PostgreSQL only: connections for ``hold``
+    # SQLite: the process's writers take turns on this lock before they ask SQLite for its write
+    # lock. SQLite's own wait for a busy database sleeps 1 to 100 ms between tries, so a dozen
+    # threads writing at once spent most of a storm asleep with the database free; waiting here,
+    # the next writer starts the moment the last one commits. (Other processes still wait in
+    # SQLite's busy handler.) PostgreSQL: no lock.
+    _writers: AbstractContextManager[Any] = nullcontext()
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
+        with self._writers, self.engine.begin() as conn:
             yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A transaction that only reads. On SQLite it begins deferred and without the writers'
+        lock: in WAL mode a reader sees the last commit and waits for no writer."""
+        with self.engine.connect() as conn:
+            conn.execution_options(aisoar_read=True)
+            with conn.begin():
+                yield conn
 
     @property
     def shared(self) -> bool:
@@ -219,7 +241,7 @@ class StoreBase:
         """Hold ``key`` until the transaction ends, across every process using the store.
 
         On PostgreSQL a transaction-scoped advisory lock; on SQLite nothing is needed: every
-        transaction begins IMMEDIATE (one writer at a time, aisoar/store/__init__.py)."""
+        transaction but ``_read``'s begins IMMEDIATE (one writer at a time, aisoar/store/__init__.py)."""
         if self.shared:
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_key(key))))
 
@@ -266,6 +288,16 @@ _LOCAL_GUARD = threading.Lock()
 def _local_lock(key: str) -> threading.Lock:
     with _LOCAL_GUARD:
         return _LOCAL.setdefault(key, threading.Lock())
+
+
+_WRITERS: dict[str, threading.RLock] = {}
+
+
+def sqlite_writers(path: str) -> threading.RLock:
+    """The lock this process's writers of the SQLite database at ``path`` take turns on (one per
+    file, shared by every Store object open on it)."""
+    with _LOCAL_GUARD:
+        return _WRITERS.setdefault(path, threading.RLock())
 
 
 def lock_key(key: str) -> int:
