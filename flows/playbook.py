@@ -107,7 +107,7 @@ def run_playbook(incident_id: str, playbook: str, requested_by: str = "") -> Sta
     svc.store.add_timeline(incident_id, "run", f"playbook {spec.name} {started}", data={"flow_run_id": run_id})
     if not resumed:
         publish_report(svc, incident_id, run_id)  # the report link in Slack and Jira works from the start
-    if spec.objectives and svc.store.get_incident(incident_id).status in (
+    if spec.objectives and svc.store.get_incident(incident_id, with_timeline=False).status in (
         IncidentStatus.open,
         IncidentStatus.not_contained,
     ):
@@ -148,7 +148,7 @@ def announce_containment(svc: Services, spec: PlaybookSpec, incident_id: str, ru
     """The moment the containment objectives are met (verified), the incident says so and
     on-call hears it, while later steps (an approval, say) may still be waiting."""
     judged = judge(svc.store, spec, incident_id)
-    incident = svc.store.get_incident(incident_id)
+    incident = svc.store.get_incident(incident_id, with_timeline=False)
     if not judged.contained or incident.status not in (IncidentStatus.open, IncidentStatus.containing):
         return
     others = [v for v in verdicts_of(svc, incident_id) if v.playbook != spec.name]
@@ -163,7 +163,7 @@ def announce_containment(svc: Services, spec: PlaybookSpec, incident_id: str, ru
 
 def verdicts_of(svc: Services, incident_id: str) -> list[Verdict]:
     """Every playbook of the incident, judged from its recorded outcomes."""
-    incident = svc.store.get_incident(incident_id)
+    incident = svc.store.get_incident(incident_id, with_timeline=False)
     names = sorted(set(incident.flow_run_ids))
     judged = [judge(svc.store, svc.specs[n], incident_id) for n in names if n in svc.specs]
     return [v for v in judged if v.outcomes]  # a playbook that has not run yet says nothing
@@ -175,12 +175,12 @@ def finish(svc: Services, spec: PlaybookSpec, incident_id: str, run_id: str, sto
     store = svc.store
     mine = judge(store, spec, incident_id)
     others = [v for v in verdicts_of(svc, incident_id) if v.playbook != spec.name]
-    incident = store.get_incident(incident_id)
+    incident = store.get_incident(incident_id, with_timeline=False)
     if incident.status is not IncidentStatus.closed:
         status = incident_status([mine, *others])
         if status is not incident.status:
             store.set_incident_status(incident_id, status)
-    incident = store.get_incident(incident_id)
+    incident = store.get_incident(incident_id, with_timeline=False)
     stop = f"; stopped at step {stopped_at}" if stopped_at else ""
     resolution = mine.resolution() + stop
     store.add_timeline(incident_id, "run", f"playbook {spec.name} finished: {resolution}", data={"flow_run_id": run_id})

@@ -41,6 +41,8 @@ class Outcome(enum.StrEnum):
         return self in {Outcome.ok, Outcome.skipped, Outcome.rejected, Outcome.expired, Outcome.planned}
 
 
+LINK_KINDS = ("notify",)  # the timeline entries that hold an incident's Slack thread and Jira issue
+
 OUTCOME_LABELS = {
     Outcome.ok: "Done",
     Outcome.skipped: "Skipped",
@@ -101,7 +103,7 @@ class ActionContext:
 
     def links(self, incident: Incident | None = None) -> CaseLinks:
         """The incident's case links (Slack thread, Jira issue, report, this run)."""
-        incident = incident or self.store.get_incident(self.incident_id)
+        incident = incident or self.store.get_incident(self.incident_id, kinds=LINK_KINDS)
         return CaseLinks.of(incident, self.settings.prefect_ui_url, self.flow_run_id)
 
     @property

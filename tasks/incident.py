@@ -138,7 +138,7 @@ def final_slack_update(ctx: ActionContext, resolution: str) -> str:
 
 
 def _probe_closed(ctx: ActionContext, inputs: CloseInputs, outcome: StepOutcome) -> ProbeResult:
-    status = ctx.store.get_incident(ctx.incident_id).status
+    status = ctx.store.get_incident(ctx.incident_id, with_timeline=False).status
     if status is not IncidentStatus.closed:
         return ProbeResult(ok=False, detail=f"the incident is {status.value}, not closed")
     return ProbeResult(ok=True, detail="the incident is closed in the aisoar store")

@@ -26,6 +26,9 @@ from tasks.registry import action
 
 PARENT_EVENT = "aisoar_incident"  # the metadata event type of an incident's first Slack message
 PARENT_SENDING = "slack_parent_sending"  # timeline mark: the thread's first message is being posted
+# What a thread update reads of the timeline: the links, steps done, an interrupted first post
+# (never a storm's thousands of alert entries).
+THREAD_KINDS = ("notify", "step", "verify", "request")
 SEVERITY_MARK = {"critical": "🟥", "high": "🟧", "medium": "🟨", "low": "🟦", "info": "⬜"}
 SEVERITY_COLOR = {"critical": "#B01E1E", "high": "#E8912D", "medium": "#ECB22E", "low": "#2EB67D", "info": "#8D8D8D"}
 
@@ -189,7 +192,7 @@ def notify(ctx: ActionContext, message: str, *, reply: bool) -> dict[str, Any]:
 
 
 def _notify(ctx: ActionContext, slack: SlackNotifier, message: str, reply: bool) -> dict[str, Any]:
-    incident = ctx.store.get_incident(ctx.incident_id)
+    incident = ctx.store.get_incident(ctx.incident_id, kinds=THREAD_KINDS)
     thread = ctx.links(incident).slack or _left_by_an_interrupted_post(ctx, slack, incident)
     if thread is not None:
         try:
@@ -250,7 +253,7 @@ def probe_posted(ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> Probe
         return ProbeResult(ok=False, detail=f"Slack has no thread {thread_ts} in {channel}")
     if not any(m.get("ts") == ts for m in messages):
         return ProbeResult(ok=False, detail=f"Slack thread {thread_ts} in {channel} has no message {ts}")
-    status = ctx.store.get_incident(ctx.incident_id).status.value
+    status = ctx.store.get_incident(ctx.incident_id, with_timeline=False).status.value
     blocks = messages[0].get("blocks")
     fields = [
         field.get("text")

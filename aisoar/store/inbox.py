@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -76,8 +77,7 @@ class Inbox(StoreBase):
                 known[(alert.source, delivery_id)] = alert.id
                 results.append((alert.id, True))
                 rows.append(_inbox_row(alert, delivery_id))
-            if rows:
-                conn.execute(inbox.insert(), rows)
+            self._insert_rows(conn, inbox, rows)
         return results
 
     def pending_alerts(self, received_before: datetime | None = None, limit: int = 100) -> list[Alert]:
@@ -124,10 +124,13 @@ class Inbox(StoreBase):
             )
         return int(result.rowcount or 0)
 
-    def redrivable_alerts(self, received_before: datetime, stale_before: datetime, limit: int = 200) -> list[Alert]:
+    def redrivable_alerts(
+        self, received_before: datetime, stale_before: datetime, limit: int = 200, skip: Collection[str] = ()
+    ) -> list[Alert]:
         """Pending alerts to dispatch (again): nobody holds them and they are older than
         ``received_before`` (younger ones are on their way through a dispatch queue), or their
-        dispatcher stopped (its claim went stale)."""
+        dispatcher stopped (its claim went stale). ``skip``: ids the caller has queued already
+        (not read: a storm's queue holds thousands)."""
         condition = sa.and_(
             inbox.c.status == "pending",
             sa.or_(
@@ -137,9 +140,9 @@ class Inbox(StoreBase):
         )
         with self._read() as conn:
             rows = conn.execute(
-                sa.select(inbox.c.alert_json).where(condition).order_by(inbox.c.received_at).limit(limit)
+                sa.select(inbox.c.id, inbox.c.alert_json).where(condition).order_by(inbox.c.received_at).limit(limit)
             ).all()
-        return [Alert.model_validate_json(row.alert_json) for row in rows]
+        return [Alert.model_validate_json(row.alert_json) for row in rows if row.id not in skip]
 
     def pending_count(self) -> int:
         with self._read() as conn:

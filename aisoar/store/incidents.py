@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -108,26 +108,32 @@ class Incidents(StoreBase):
             ).first()
             if row is None or row.status == IncidentStatus.closed.value:
                 return []
-            joined = set(
-                conn.execute(
-                    inbox.update()
-                    .where(
-                        inbox.c.id.in_(list(notes)),
-                        inbox.c.status == "pending",
-                        inbox.c.incident_id.is_(None),
-                        sa.or_(inbox.c.owner.is_(None), inbox.c.claimed_at < stale_before),
-                    )
-                    .values(incident_id=incident_id, status="dispatched", error=None, owner=None, claimed_at=None)
-                    .returning(inbox.c.id)
-                ).scalars()
+            free = sa.and_(
+                inbox.c.id.in_(list(notes)),
+                inbox.c.status == "pending",
+                inbox.c.incident_id.is_(None),
+                sa.or_(inbox.c.owner.is_(None), inbox.c.claimed_at < stale_before),
             )
+            if self.shared:  # the rows are locked as they are read: another replica waits
+                found = conn.execute(sa.select(inbox.c.id).where(free).with_for_update()).scalars().all()
+            else:  # one row, not one per alert (see _insert_rows); the write lock is held already
+                listed = conn.execute(sa.select(sa.func.group_concat(inbox.c.id, ",")).where(free)).scalar()
+                found = listed.split(",") if listed else []
+            joined = set(found)
             if not joined:
                 return []
+            conn.execute(
+                inbox.update()
+                .where(inbox.c.id.in_(list(joined)))
+                .values(incident_id=incident_id, status="dispatched", error=None, owner=None, claimed_at=None)
+            )
             order = [alert_id for alert_id in notes if alert_id in joined]
-            conn.execute(incident_alerts.insert(), [{"incident_id": incident_id, "alert_id": a} for a in order])
-            rows = [timeline_values(incident_id, kind, text, data=data) for a in order for kind, text, data in notes[a]]
-            if rows:
-                conn.execute(timeline.insert(), rows)
+            self._insert_rows(conn, incident_alerts, [{"incident_id": incident_id, "alert_id": a} for a in order])
+            self._insert_rows(
+                conn,
+                timeline,
+                [timeline_values(incident_id, kind, text, data=data) for a in order for kind, text, data in notes[a]],
+            )
             values: dict[str, Any] = {"updated_at": now, "correlate_until": now + window}
             if severity.rank > Severity(row.severity).rank:
                 values["severity"] = severity.value
@@ -164,9 +170,12 @@ class Incidents(StoreBase):
                 incidents.update().where(incidents.c.id == incident_id).values(status=status.value, updated_at=utcnow())
             )
 
-    def get_incident(self, incident_id: str, *, with_timeline: bool = True) -> Incident:
+    def get_incident(
+        self, incident_id: str, *, with_timeline: bool = True, kinds: Collection[str] | None = None
+    ) -> Incident:
         """The incident; ``with_timeline=False``: without its timeline (an empty list), for a
-        reader that needs only the rest (a storm's incident has thousands of entries)."""
+        reader that needs only the rest (a storm's incident has thousands of entries);
+        ``kinds``: only the timeline entries of these kinds."""
         with self._read() as conn:
             row = conn.execute(sa.select(incidents).where(incidents.c.id == incident_id)).first()
             if row is None:
@@ -192,7 +201,10 @@ class Incidents(StoreBase):
                 )
                 for r in (
                     conn.execute(
-                        sa.select(timeline).where(timeline.c.incident_id == incident_id).order_by(timeline.c.seq)
+                        sa.select(timeline)
+                        .where(timeline.c.incident_id == incident_id)
+                        .where(timeline.c.kind.in_(kinds) if kinds is not None else sa.true())
+                        .order_by(timeline.c.seq)
                     )
                     if with_timeline
                     else ()

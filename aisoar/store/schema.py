@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import secrets
@@ -206,6 +207,17 @@ def aware(value: datetime | None) -> datetime | None:
     return value
 
 
+MAX_VALUES = 3000  # bound values in one statement (SQLite takes 32766, PostgreSQL 65535)
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(table: str, columns: tuple[str, ...], rows: int, placeholder: str) -> str:
+    """``INSERT INTO table (columns) VALUES (...), (...)`` for ``rows`` rows. The names are the
+    schema's own (quoted by the dialect), never input; every value is a bound parameter."""
+    one = "(" + ", ".join([placeholder] * len(columns)) + ")"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([one] * rows)  # noqa: S608
+
+
 class StoreBase:
     """What every aggregate's methods share: the engine and one short transaction per call."""
 
@@ -265,12 +277,44 @@ class StoreBase:
                 conn.execute(sa.select(sa.func.pg_advisory_unlock(number)))
                 conn.commit()
 
+    def _insert_rows(self, conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        """Insert many rows in as few statements as the database takes (a few thousand values
+        each). Not ``executemany``: SQLite's driver lets go of the interpreter for every row and
+        waits for it again, which under a busy ingress made a 250-row insert take a second."""
+        if not rows:
+            return
+        columns = [column for column in table.columns if column.name in rows[0] or column.default is not None]
+        dialect = conn.dialect
+        processors = [column.type._cached_bind_processor(dialect) for column in columns]
+        # The tables' defaults are constants (``default=False``), applied here as SQLAlchemy would.
+        if any(not getattr(column.default, "is_scalar", True) for column in columns):
+            raise ValueError(f"{table.name} has a default that is not a constant: insert its rows one by one")
+        defaults = [getattr(column.default, "arg", None) for column in columns]
+        placeholder = "?" if dialect.paramstyle == "qmark" else "%s"
+        quote = dialect.identifier_preparer.quote
+        per_statement = max(1, MAX_VALUES // len(columns))
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            values: list[Any] = []
+            for row in chunk:
+                for column, process, default in zip(columns, processors, defaults, strict=True):
+                    value = row.get(column.name, default)
+                    values.append(process(value) if process is not None and value is not None else value)
+            conn.exec_driver_sql(
+                _insert_sql(quote(table.name), tuple(quote(c.name) for c in columns), len(chunk), placeholder),
+                tuple(values),
+            )
+
     def _insert_new(self, conn: Connection, table: sa.Table, **values: Any) -> bool:
         """Insert the row unless one with its key exists; whether it was inserted. Never an
-        error that would end the transaction (PostgreSQL aborts one on a failed insert)."""
+        error that would end the transaction (PostgreSQL aborts one on a failed insert).
+
+        Whether it was inserted is read from the row RETURNING gives back, not from the row
+        count: psycopg reports -1 for this statement, which read as "inserted" every time."""
         dialect = sqlite_insert if self.engine.dialect.name == "sqlite" else postgresql_insert
-        result = conn.execute(dialect(table).values(**values).on_conflict_do_nothing())
-        return bool(result.rowcount)
+        key = list(table.primary_key.columns)
+        result = conn.execute(dialect(table).values(**values).on_conflict_do_nothing().returning(*key))
+        return result.first() is not None
 
     def _upsert(self, conn: Connection, table: sa.Table, key: tuple[str, ...], **values: Any) -> None:
         """Insert the row, or update the one with its key: one statement, so two writers of one
