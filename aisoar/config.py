@@ -70,7 +70,6 @@ class Settings(BaseSettings):
     ingress_port: int = 8000
     ingress_max_body_bytes: int = 256 * 1024
     ingress_replay_window_seconds: int = 300
-
     webhook_secrets: dict[str, SecretStr] = Field(
         default_factory=dict,
         description="aisoar-HMAC secret of a source, e.g. AISOAR_WEBHOOK_SECRETS__generic=...; "

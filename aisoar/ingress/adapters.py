@@ -37,9 +37,6 @@ class PayloadError(ValueError):
         self.errors = errors
         super().__init__("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors))
 
-    def __reduce__(self) -> tuple[type[PayloadError], tuple[list[dict[str, Any]]]]:
-        return PayloadError, (self.errors,)  # raised in a reader process, re-raised in the ingress
-
 
 class KeyEntityIn(BaseModel):
     """An LLM API key as a detection source reports it: possibly with the key itself."""

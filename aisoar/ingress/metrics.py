@@ -54,7 +54,7 @@ class _Process(Collector):
         self.pool_depth = pool_depth
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        depth = GaugeMetricFamily("aisoar_dispatch_queue", "accepted alerts queued for dispatch or being dispatched")
+        depth = GaugeMetricFamily("aisoar_dispatch_queue", "accepted alerts waiting for a dispatch worker")
         depth.add_metric([], self.pool_depth())
         yield depth
         retries = CounterMetricFamily(

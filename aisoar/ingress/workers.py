@@ -1,11 +1,11 @@
 """The ingress's dispatch workers and its upkeep.
 
 Accepted alerts go on a bounded queue that several worker threads take from, so a burst of
-alerts is dispatched (and its runs created) concurrently, not one after the other. A worker
-takes what waits along with its alert (up to ``BATCH``): a storm's alerts of one fingerprint
-then join their incident in one transaction (``Dispatcher.dispatch_together``). The queue
-is bounded: when it is full the ingress answers 429 with Retry-After before storing anything,
-and an alert stored but not queued waits in the inbox, where the upkeep finds it.
+alerts is dispatched (and its runs created) concurrently, not one after the other. Alerts wait
+in groups, one per fingerprint (``DispatchPool``): a storm's alerts then join their incident a
+group at a time, in one transaction (``Dispatcher.dispatch_together``). The queue is bounded:
+when it is full the ingress answers 429 with Retry-After before storing anything, and an alert
+stored but not queued waits in the inbox, where the upkeep finds it.
 
 The upkeep, once a second: renews this dispatcher's leases on the alerts it is working on,
 queues again the alerts that wait (a failed launch, a dispatcher that stopped, a restart),
@@ -65,6 +65,7 @@ class DispatchPool:
         self._busy: set[str] = set()  # groups a worker is dispatching
         self._last_done: dict[str, float] = {}  # when each group's last dispatch ended (monotonic)
         self._queued: set[str] = set()  # alert ids waiting or being dispatched here
+        self._taken = 0  # of those, being dispatched now (not counted against the capacity)
         self._guard = threading.Lock()
         self._upkeeps = 0
         self._stop = threading.Event()
@@ -95,18 +96,19 @@ class DispatchPool:
 
     @property
     def full(self) -> bool:
-        return len(self._queued) >= self.capacity
+        return self.depth >= self.capacity
 
     @property
     def depth(self) -> int:
-        return len(self._queued)
+        """Alerts waiting for a worker."""
+        return len(self._queued) - self._taken
 
     def offer(self, alert: Alert) -> bool:
         """Queue the alert for dispatch; False when the queue is full or it is queued already
         (it waits in the inbox then)."""
         group = alert.id if alert.state == "resolved" else f"fingerprint:{alert.fingerprint}"
         with self._guard:
-            if alert.id in self._queued or len(self._queued) >= self.capacity:
+            if alert.id in self._queued or len(self._queued) - self._taken >= self.capacity:
                 return False
             self._queued.add(alert.id)
             waiting = self._waiting.setdefault(group, [])
@@ -129,6 +131,7 @@ class DispatchPool:
                 if rest:
                     self._waiting[group] = rest
                 self._busy.add(group)
+                self._taken += len(taken)
             try:
                 if self._deadline is not None and time.monotonic() > self._deadline:
                     continue  # stopping: they stay pending in the inbox for the next start or a replica
@@ -139,6 +142,7 @@ class DispatchPool:
             finally:
                 with self._guard:  # only now: the upkeep must not queue them again while they are dispatched
                     self._queued.difference_update(alert.id for alert in taken)
+                    self._taken -= len(taken)
                     self._busy.discard(group)
                     self._last_done[group] = time.monotonic()
                     if group in self._waiting:
