@@ -44,6 +44,7 @@ import functools
 import json
 import math
 import re
+import string
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -133,6 +134,27 @@ def _sk_key(value: str) -> bool:
     return value.startswith(_SK_KNOWN) or any(c.isdigit() for c in value[3:])
 
 
+# The characters that may neither precede nor follow an unlabelled AWS secret access key, as
+# "a"; every other byte (and every byte of a non-ASCII character) as a space.
+_RUNS = bytes(97 if chr(b) in string.ascii_letters + string.digits + "/+_-" else 32 for b in range(256))
+_FORTY = b"a" * 40
+
+
+def _run_of_forty(text: str) -> bool:
+    """Whether ``text`` has a run of exactly 40 such characters: what an unlabelled AWS key
+    needs. Bytes searched for 40 in a row skip; a pattern would try every position."""
+    runs = text.encode("utf-8", "surrogatepass").translate(_RUNS)
+    at = runs.find(_FORTY)
+    while at >= 0:
+        end = runs.find(b" ", at + 40)
+        if end < 0:
+            end = len(runs)
+        if end - at == 40:
+            return True
+        at = runs.find(_FORTY, end)
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class _Rule:
     name: str
@@ -143,6 +165,10 @@ class _Rule:
     strip: str = ""  # a label the pattern includes, not part of the secret
     valid: Callable[[str], bool] | None = None  # checked on the hit before it is extended
     tail: re.Pattern[str] | None = None  # the hit is extended over these characters
+    # A test every hit passes, much cheaper than the patterns (a pattern that begins with a
+    # literal is searched for by skipping; one that begins with a class of characters costs
+    # as much as trying the whole rule at every position): the rule runs only where it holds.
+    gate: Callable[[str], object] | None = None
 
 
 def _library(detector: Any, name: str, **kwargs: Any) -> _Rule:
@@ -172,9 +198,21 @@ _RULES: tuple[_Rule, ...] = (
     _library(SendGridDetector(), "sendgrid (detect-secrets)", needles=("SG.",), tail=_WORD_TAIL),
     _library(PypiTokenDetector(), "pypi (detect-secrets)", needles=("pypi-",), tail=_WORD_TAIL),
     _library(SquareOAuthDetector(), "square (detect-secrets)", needles=("sq0csp-",), tail=_WORD_TAIL),
-    _library(DiscordBotTokenDetector(), "discord (detect-secrets)", needles=(".",), tail=_WORD_TAIL),
-    _library(TelegramBotTokenDetector(), "telegram (detect-secrets)", needles=(":",), tail=_WORD_TAIL),
-    _library(MailchimpDetector(), "mailchimp (detect-secrets)", needles=("-us",)),
+    _library(
+        DiscordBotTokenDetector(),
+        "discord (detect-secrets)",
+        needles=(".",),
+        tail=_WORD_TAIL,
+        gate=re.compile(r"\.[a-zA-Z\d_-]{6}\.[a-zA-Z\d_-]{27}").search,
+    ),
+    _library(
+        TelegramBotTokenDetector(),
+        "telegram (detect-secrets)",
+        needles=(":",),
+        tail=_WORD_TAIL,
+        gate=re.compile(r":[0-9A-Za-z_-]{35}").search,
+    ),
+    _library(MailchimpDetector(), "mailchimp (detect-secrets)", needles=("-us",), gate=re.compile(r"-us[0-9]").search),
     _library(
         AzureStorageKeyDetector(), "azure-storage (detect-secrets)", needles=("AccountKey=",), strip="AccountKey="
     ),
@@ -182,7 +220,8 @@ _RULES: tuple[_Rule, ...] = (
     _Rule(
         "sk- keys: anthropic, openai project/service/admin, others (custom)",
         (
-            re.compile(r"(?<![A-Za-z0-9_\-])sk-[A-Za-z0-9_\-]{20,}"),
+            # the literal first, then what may not precede it: searched by skipping to "sk-"
+            re.compile(r"sk-(?<![A-Za-z0-9_\-]sk-)[A-Za-z0-9_\-]{20,}"),
             # the distinctive prefixes also where text is glued to them (after an escaped "\n")
             re.compile(r"sk-(?:ant|proj|svcacct|admin)-[A-Za-z0-9_\-]{20,}"),
         ),
@@ -203,7 +242,7 @@ _RULES: tuple[_Rule, ...] = (
         valid=_not_hex,
     ),
     _Rule("github fine-grained pat (custom)", (re.compile(r"github_pat_[A-Za-z0-9_]{22,}"),), needles=("github_pat_",)),
-    _Rule("hugging face (custom)", (re.compile(r"(?<![A-Za-z0-9_])hf_[A-Za-z0-9]{30,}"),), needles=("hf_",)),
+    _Rule("hugging face (custom)", (re.compile(r"hf_(?<![A-Za-z0-9_]hf_)[A-Za-z0-9]{30,}"),), needles=("hf_",)),
     _Rule("google api key (custom)", (re.compile(r"AIza[0-9A-Za-z_\-]{35}"),), needles=("AIza",), tail=_WORD_TAIL),
     _Rule("stripe test / restricted (custom)", (re.compile(r"[rs]k_test_[0-9A-Za-z]{16,}"),), needles=("k_test_",)),
     _Rule("npm (custom)", (re.compile(r"npm_[A-Za-z0-9]{36}"),), needles=("npm_",), tail=_ALNUM_TAIL),
@@ -220,6 +259,7 @@ _RULES: tuple[_Rule, ...] = (
         ),
         needles=("s.", "b.", "r."),
         valid=_mixed,
+        gate=re.compile(r"\.[A-Za-z0-9_\-]{24}").search,
     ),
     _Rule(
         "password in a URL (custom)",
@@ -231,6 +271,7 @@ _RULES: tuple[_Rule, ...] = (
         "aws secret access key without a label (custom shape, detect-secrets entropy)",
         (re.compile(r"(?<![A-Za-z0-9/+_\-])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=_\-])"),),
         valid=_looks_random,
+        gate=_run_of_forty,
     ),
 )
 
@@ -325,9 +366,12 @@ def _spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _scan(text: str) -> list[tuple[int, int]]:
+def _scan(text: str, rules: Iterable[_Rule] | None = None) -> list[tuple[int, int]]:
+    """The secrets' spans in ``text``, by ``rules`` (default: those its needles and gates let run)."""
     spans: list[tuple[int, int]] = []
-    for rule in _rules_for(text):
+    for rule in _rules_for(text) if rules is None else rules:
+        if rules is None and rule.gate is not None and not rule.gate(text):
+            continue
         for pattern in rule.patterns:
             for match in pattern.finditer(text):
                 start, end = match.span(rule.group)

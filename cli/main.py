@@ -6,6 +6,7 @@ another distribution that shadows one of this project's is named before anything
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -322,10 +323,20 @@ def _serve(settings: Settings, announce: str) -> int:
             f"  data:      {settings.data_dir}\n"
             "  Ctrl-C stops everything."
         )
+        _freeze_start_up()
         uvicorn.run(ingress, host=settings.ingress_host, port=settings.ingress_port, log_level="warning")
     finally:
         runtime.stop()
     return 0
+
+
+def _freeze_start_up() -> None:
+    """What start-up made (Prefect, the app, the playbooks: most of the process's objects) lives
+    as long as the process: out of the garbage collector's reach, a full collection looks only at
+    what came after. Without it a full collection took up to 160 ms in a storm, every sender
+    waiting meanwhile."""
+    gc.collect()
+    gc.freeze()
 
 
 @app.command("fire")

@@ -27,7 +27,9 @@ from hypothesis import strategies as st
 
 from aisoar.models import SecretFingerprint
 from aisoar.secrets import (
+    _RULES,
     AWS_SECRET_MIN_ENTROPY,
+    _scan,
     find_secrets,
     redact,
     redact_clipped,
@@ -357,3 +359,51 @@ def test_clipped_redaction_leaves_no_secret_whatever_the_text(text: str, limit: 
     assert len(out) <= limit
     assert all(secret not in out for secret in found)
     assert find_secrets(out) == []
+
+
+# The rules' needles and gates (cheap tests that let a rule run only where it can match) must
+# never skip a rule that would have found something: the scan with them finds what running every
+# pattern of every rule on the whole text finds.
+def _telegram() -> str:
+    return rnd(9, string.digits) + ":" + rnd(35, ALNUM + "_-")
+
+
+def _discord() -> str:
+    return "M" + rnd(23, ALNUM + "_-") + "." + rnd(6, ALNUM + "_-") + "." + rnd(27, ALNUM + "_-")
+
+
+def _mailchimp() -> str:
+    return rnd(32, string.digits + "abcdef") + "-us" + rnd(2, string.digits)
+
+
+_GATED = [_telegram, _discord, _mailchimp, aws_secret, SAMPLES["vault legacy token"], SAMPLES["anthropic key"]]
+_gate_pieces = st.one_of(
+    _pieces,
+    st.sampled_from(range(len(_GATED))).map(lambda i: _GATED[i]()),
+    st.sampled_from(["=", "_", "-", "/", "+", ":", ".", "é", "…", "\x00", "sk-", "hf_", "s.", "b.", "-us"]),
+    st.text(alphabet=ALNUM + "/+", min_size=38, max_size=42),
+)
+gate_texts = st.lists(_gate_pieces, max_size=12).map("".join)
+
+
+@settings(max_examples=600, deadline=None)
+@given(gate_texts)
+def test_needles_and_gates_never_skip_a_rule_that_would_match(text: str) -> None:
+    assert _scan(text) == _scan(text, _RULES)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "id " + AWS_DOC_EXAMPLE + " end",  # a run of exactly 40: the unlabelled AWS shape
+        "key=" + AWS_DOC_EXAMPLE,  # "=" may precede it
+        AWS_DOC_EXAMPLE + "=",  # but not follow it
+        "é" + AWS_DOC_EXAMPLE + "é",  # non-ASCII neighbours
+        "x" + AWS_DOC_EXAMPLE,  # 41 characters: not a key
+        "bot " + "123456789:" + "AbC" * 12,
+        "M" + "a1" * 12 + ".abc123." + "Z9" * 14,
+        "f" * 32 + "-us12",
+    ],
+)
+def test_the_gated_rules_find_what_their_patterns_find(text: str) -> None:
+    assert _scan(text) == _scan(text, _RULES)

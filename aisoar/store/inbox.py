@@ -60,23 +60,27 @@ class Inbox(StoreBase):
     def _accept_many(self, items: list[tuple[Alert, str]]) -> list[tuple[str, bool]]:
         results: list[tuple[str, bool]] = []
         rows: list[dict[str, object]] = []
+        # Built before the write lock is taken: serialising a batch takes milliseconds.
+        prepared = [_inbox_row(alert, delivery_id) for alert, delivery_id in items]
         with self._tx() as conn:
+            # Both columns of the unique index (source first), or the lookup reads the whole inbox.
             known: dict[tuple[str, str], str] = {
                 (row.source, row.delivery_id): str(row.id)
                 for row in conn.execute(
                     sa.select(inbox.c.id, inbox.c.source, inbox.c.delivery_id).where(
-                        inbox.c.delivery_id.in_({delivery_id for _, delivery_id in items})
+                        inbox.c.source.in_({alert.source for alert, _ in items}),
+                        inbox.c.delivery_id.in_({delivery_id for _, delivery_id in items}),
                     )
                 )
             }
-            for alert, delivery_id in items:
+            for (alert, delivery_id), row in zip(items, prepared, strict=True):
                 existing = known.get((alert.source, delivery_id))
                 if existing is not None:
                     results.append((existing, False))
                     continue
                 known[(alert.source, delivery_id)] = alert.id
                 results.append((alert.id, True))
-                rows.append(_inbox_row(alert, delivery_id))
+                rows.append(row)
             self._insert_rows(conn, inbox, rows)
         return results
 
