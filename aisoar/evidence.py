@@ -11,10 +11,10 @@ import hashlib
 import json
 import os
 import threading
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from aisoar.models import Alert
 from aisoar.store import EvidenceRecord, Store
 
 
@@ -82,24 +82,25 @@ class EvidenceStore:
         content = json.dumps(document, sort_keys=True, indent=2, default=str).encode()
         return self.put(incident_id, content, description, collected_by, asset=asset)
 
-    def put_alerts(self, incident_id: str, alerts: list[Alert], collected_by: str) -> EvidenceRecord | None:
-        """Alerts of one incident preserved as one evidence item: one file, one custody entry.
+    def put_alerts(self, incident_id: str, alerts: list[dict[str, Any]], collected_by: str) -> EvidenceRecord | None:
+        """Alerts of one incident (as stored: ``Store.alert_documents``) preserved as one
+        evidence item: one file, one custody entry.
 
         Payloads are kept once per content hash (a storm repeats one payload), each with the ids
         and receipt times of the alerts that carried it. Only alerts not yet preserved (by their
         incident's run or another batch) count; None when every one already was."""
         by_payload: dict[str, dict[str, Any]] = {}
-        for alert in sorted(alerts, key=lambda a: (a.received_at, a.id)):
+        for alert in sorted(alerts, key=lambda a: (datetime.fromisoformat(a["received_at"]), a["id"])):
             entry = by_payload.setdefault(
-                alert.raw_sha256, {"raw_sha256": alert.raw_sha256, "alert": alert.model_dump(mode="json"), "copies": []}
+                alert["raw_sha256"], {"raw_sha256": alert["raw_sha256"], "alert": alert, "copies": []}
             )
-            entry["copies"].append({"alert_id": alert.id, "received_at": alert.received_at.isoformat()})
+            entry["copies"].append({"alert_id": alert["id"], "received_at": alert["received_at"]})
         document = {"incident_id": incident_id, "alerts": len(alerts), "payloads": list(by_payload.values())}
         content = json.dumps(document, sort_keys=True, indent=2, default=str).encode()
         sha256, path = self.write(content)
-        sources = ", ".join(sorted({a.source for a in alerts}))
+        sources = ", ".join(sorted({a["source"] for a in alerts}))
         return self.store.preserve_alerts(
-            [a.id for a in alerts],
+            [a["id"] for a in alerts],
             incident_id=incident_id,
             sha256=sha256,
             size=len(content),

@@ -4,7 +4,8 @@ Like Jira: ``GET /rest/api/2/serverInfo`` answers with ``versionNumbers`` (the c
 checks it on connect); every request needs basic auth; writes need
 ``Content-Type: application/json`` and ``X-Atlassian-Token: no-check``; ``POST
 /rest/api/2/issue`` validates project, issue type, summary (required, one line, <= 255),
-labels (no spaces) and priority, and answers 201 ``{"id", "key", "self"}``.
+labels (no spaces) and priority, and answers 201 ``{"id", "key", "self"}``. A description or
+a comment over 32,767 characters is refused with 400, as Jira refuses it.
 
 The workflow is Jira's simplified one: To Do -> In Progress -> Done (status categories
 new / indeterminate / done), with transition ids 11 (Start Progress), 21 (Stop Progress),
@@ -26,6 +27,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 ISSUE_TYPES = {"Task": "10002", "Bug": "10004", "Incident": "10010"}
+TEXT_LIMIT = 32767  # Jira's limit for a text field (description) and a comment's body
+TOO_LONG = f"The entered text is too long. It exceeds the allowed limit of {TEXT_LIMIT:,} characters."
 PRIORITIES = {"Highest": "1", "High": "2", "Medium": "3", "Low": "4", "Lowest": "5"}
 STATUSES = {  # name -> (id, category key, category name)
     "To Do": ("10000", "new", "To Do"),
@@ -177,6 +180,8 @@ def create_app(state: JiraState) -> FastAPI:
             errors["summary"] = "Summary must be less than 255 characters."
         if "description" in fields and not isinstance(fields["description"], str | None):
             errors["description"] = "Operation value must be a string"
+        elif len(fields.get("description") or "") > TEXT_LIMIT:
+            errors["description"] = TOO_LONG
         labels = fields.get("labels", [])
         if not isinstance(labels, list) or any(not isinstance(x, str) or " " in x for x in labels):
             errors["labels"] = "The label contains spaces which is invalid."
@@ -328,6 +333,8 @@ def create_app(state: JiraState) -> FastAPI:
         body = await request.json()
         if not isinstance(body, dict) or not isinstance(body.get("body"), str) or not body["body"].strip():
             return _errors(400, errors={"comment": "Comment body can not be empty!"})
+        if len(body["body"]) > TEXT_LIMIT:
+            return _errors(400, errors={"comment": TOO_LONG})
         with state.lock:
             comments = issue["fields"]["comment"]
             comment = {

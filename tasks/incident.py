@@ -28,7 +28,7 @@ from aisoar.case import report_key
 from aisoar.models import IncidentStatus, Severity
 from aisoar.outcomes import judge
 from connectors.errors import ConnectorError, NotConfigured, Planned
-from tasks.base import ActionContext, Outcome, ProbeResult, StepOutcome, ok, refused
+from tasks.base import LINK_KINDS, ActionContext, Outcome, ProbeResult, StepOutcome, ok, refused
 from tasks.jira import close_issue_for, comment_timeline_for, link_evidence_for
 from tasks.pagerduty import trigger
 from tasks.registry import action
@@ -55,7 +55,7 @@ def announce(ctx: ActionContext, message: str = "") -> dict[str, str]:
     replies in its thread) and, for a severe enough incident, a PagerDuty page. Idempotent:
     an incident already announced is not announced or paged again (its parent is updated).
     Raises ``ConnectorError`` when nobody could be told."""
-    incident = ctx.store.get_incident(ctx.incident_id)
+    incident = ctx.store.get_incident(ctx.incident_id, kinds=LINK_KINDS)  # not a storm's thousand alerts
     result: dict[str, str] = {}
     first = ctx.links(incident).slack is None
     if first:

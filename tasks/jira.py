@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aisoar.actions import Effect
 from aisoar.inert import alert_entry, jira_quote, jira_summary, jira_text, plain_text, quoted
-from aisoar.models import Incident
+from aisoar.models import Incident, TimelineEntry
 from aisoar.taxonomy import CATALOG
 from connectors.jira import ISSUE_KEY, JiraTickets
 from connectors.jira import SYSTEM as JIRA
@@ -23,6 +23,9 @@ from tasks.registry import action
 
 PRIORITY = {"critical": "Highest", "high": "High", "medium": "Medium", "low": "Low", "info": "Lowest"}
 COMMENT_LIMIT = 30000  # Jira refuses comments over 32767 characters
+DESCRIPTION_LIMIT = 30000  # and descriptions
+ALERTS_LISTED = 20  # alerts listed in the description; the others are counted
+LEFT_OUT_ROOM = 200  # kept for the line that says what was left out
 
 
 class TicketInputs(BaseModel):
@@ -109,7 +112,7 @@ def _open_issue(ctx: ActionContext, jira: JiraTickets, inputs: TicketInputs) -> 
     if inputs.details:
         lines += ["", jira_text(inputs.details)]
     lines += ["", "*Timeline so far:*"]
-    lines += [f"- {jira_text(e.step_id or e.kind)}: {_entry_text(e.kind, e.message, 500)}" for e in incident.timeline]
+    lines += _timeline_so_far(incident.timeline, DESCRIPTION_LIMIT - sum(len(line) + 1 for line in lines))
     summary = jira_summary(inputs.summary or f"[{incident.severity.value}] {incident.id}: {quoted(incident.title)}")
     key = jira.create_issue(
         summary=summary,
@@ -119,6 +122,32 @@ def _open_issue(ctx: ActionContext, jira: JiraTickets, inputs: TicketInputs) -> 
     )
     _record(ctx, key, jira.browse_url(key), incident)
     return ok(f"Jira issue {key} opened", issue_key=key, url=jira.browse_url(key))
+
+
+def _timeline_so_far(entries: list[TimelineEntry], room: int) -> list[str]:
+    """The timeline in the issue's description, within ``room`` characters: the entries in order,
+    alerts after the first ``ALERTS_LISTED`` counted rather than listed (a storm's incident has
+    thousands), and what was left out said on the last line."""
+    lines: list[str] = []
+    used = 0
+    left_out = alerts_left_out = 0
+    alerts = 0
+    for entry in entries:
+        if entry.kind == "alert":
+            alerts += 1
+        line = f"- {jira_text(entry.step_id or entry.kind)}: {_entry_text(entry.kind, entry.message, 500)}"
+        if (entry.kind == "alert" and alerts > ALERTS_LISTED) or used + len(line) + 1 > room - LEFT_OUT_ROOM:
+            left_out += 1
+            alerts_left_out += entry.kind == "alert"
+            continue
+        lines.append(line)
+        used += len(line) + 1
+    if left_out:
+        lines.append(
+            f"- ... {left_out} more entries not listed here ({alerts_left_out} of them alerts): "
+            "the incident's timeline in aisoar has them all"
+        )
+    return lines
 
 
 def _entry_text(kind: str, message: str, limit: int) -> str:

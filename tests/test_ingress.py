@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from aisoar.config import PROJECT_ROOT, Settings
-from aisoar.ingress.app import create_app
+from aisoar.ingress.app import create_app, webhook_source
 from aisoar.ingress.auth import signed_headers
 from aisoar.ingress.dispatch import Dispatcher
 from aisoar.specs import load_specs
@@ -173,6 +173,40 @@ def test_unknown_source_is_a_404(edge: tuple[TestClient, Store, Recorder]) -> No
     response = post(client, SAMPLE, source="nope")
     assert response.status_code == 404 and response.json()["error"] == "no source by that name"
     assert "generic" not in response.text  # configured sources are not listed to strangers
+
+
+def test_webhook_paths_outside_the_route_are_answered_as_the_router_answers(
+    edge: tuple[TestClient, Store, Recorder],
+) -> None:
+    """The webhook's fast path takes exactly what the route ``/webhooks/{source_name}`` takes."""
+    client, store, _ = edge
+    assert webhook_source("/webhooks/generic") == "generic"
+    assert [webhook_source(p) for p in ("/webhooks/", "/webhooks/a/b", "/webhook/a", "/x/webhooks/a")] == [None] * 4
+    assert client.get("/webhooks/generic").status_code == 405
+    assert client.post("/webhooks/", content=SAMPLE).status_code == 404
+    assert (
+        client.post(
+            "/webhooks/generic/more", content=SAMPLE, headers=signed_headers(WEBHOOK_SECRET, SAMPLE)
+        ).status_code
+        == 404
+    )
+    assert store.pending_count() == 0
+
+
+class BrokenInbox(Store):
+    def accept_alerts(self, items: Any) -> Any:
+        raise RuntimeError("the disk is on fire")
+
+
+def test_an_unexpected_error_on_the_webhook_is_a_500_with_a_reference(settings: Settings) -> None:
+    store = BrokenInbox(settings.store_url)
+    specs = [item.spec for item in load_specs(settings.specs_dir, catalog())]
+    dispatcher = Dispatcher(store, specs, Recorder(store), timedelta(hours=1))
+    with TestClient(create_app(settings, store, dispatcher), raise_server_exceptions=False) as client:
+        response = post(client, SAMPLE)
+    assert response.status_code == 500
+    assert response.json()["error"].startswith("internal error (reference ")
+    assert "fire" not in response.text
 
 
 def test_accepted_alerts_survive_a_restart(settings: Settings, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prefect.client.schemas.objects import State
 
@@ -250,6 +251,35 @@ def test_jira_case_open_comment_link_close(sandbox: Sandbox, tmp_path: Path) -> 
     assert sandbox.jira.issues[key]["transitions_done"] == ["31"]
     assert probe("jira.close_issue", ctx, CloseIssueInputs(), closed).ok
     assert run("jira.close_issue", ctx, CloseIssueInputs()).output["already"] is True  # twice: harmless
+
+
+def test_a_storms_incident_opens_an_issue_jira_takes(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Jira refuses a description over 32,767 characters (the stand-in too): an incident with
+    thousands of alerts lists the first ones, counts the rest, and its other entries stay."""
+    case = open_case(sandbox, tmp_path / "data", ("jira",))
+    for n in range(600):
+        case.store.add_timeline(case.ctx.incident_id, "alert", f"alert ALR-{n} from generic: " + "storm " * 60)
+    case.store.add_timeline(case.ctx.incident_id, "step", "key blocked at the gateway", step_id="block")
+    opened = run("jira.open_issue", case.at("open-ticket"), TicketInputs())
+    description = sandbox.jira.issues[opened.output["issue_key"]]["fields"]["description"]
+    assert len(description) <= 32767
+    listed = [n for n in range(600) if f"ALR\\-{n} " in description]  # Jira markup: "-" escaped
+    assert listed == list(range(20))
+    assert "key blocked at the gateway" in description
+    assert "580 more entries not listed here (580 of them alerts)" in description
+
+
+def test_the_jira_stand_in_refuses_text_over_jiras_limit(sandbox: Sandbox) -> None:
+    sandbox.start(("jira",))
+    auth = (sandbox.jira.user, sandbox.jira.token)
+    headers = {"X-Atlassian-Token": "no-check"}
+    fields = {"project": {"key": JIRA_PROJECT}, "issuetype": {"name": "Task"}, "summary": "s"}
+    with httpx.Client(base_url=sandbox.servers["jira"].url, auth=auth, headers=headers) as jira:
+        refused = jira.post("/rest/api/2/issue", json={"fields": {**fields, "description": "x" * 32768}})
+        assert refused.status_code == 400 and "32,767" in refused.json()["errors"]["description"]
+        key = jira.post("/rest/api/2/issue", json={"fields": {**fields, "description": "x" * 32767}}).json()["key"]
+        assert jira.post(f"/rest/api/2/issue/{key}/comment", json={"body": "y" * 32768}).status_code == 400
+        assert jira.post(f"/rest/api/2/issue/{key}/comment", json={"body": "y" * 32767}).status_code == 201
 
 
 def test_jira_transition_by_name_and_the_workflow_refuses_invalid_ids(sandbox: Sandbox) -> None:

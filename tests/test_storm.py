@@ -5,6 +5,7 @@ locks differ there)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,9 +16,10 @@ import pytest
 import sqlalchemy as sa
 
 from aisoar.config import Settings
+from aisoar.evidence import EvidenceStore
 from aisoar.ingress.accepting import InboxWriter
 from aisoar.ingress.dispatch import Dispatcher
-from aisoar.ingress.workers import DispatchPool
+from aisoar.ingress.workers import DispatchPool, preserve_joined
 from aisoar.models import Alert, IncidentStatus, Severity, utcnow
 from aisoar.specs import load_specs
 from aisoar.store import Store, new_id
@@ -219,3 +221,32 @@ def test_a_playbook_is_claimed_for_an_incident_once(store: Store) -> None:
     with store.engine.connect() as conn:
         notes = conn.execute(sa.select(timeline.c.message).where(timeline.c.incident_id == "INC-1")).scalars().all()
     assert notes == ["playbook triage selected"]  # written with the one claim that took
+
+
+def test_a_storms_alerts_are_kept_as_evidence_each_payload_once(store: Store, tmp_path: Path) -> None:
+    """The upkeep keeps joined alerts as evidence in batches: one file per incident and batch,
+    each payload once with every alert that carried it, each alert marked and kept once."""
+    first = _alert("storm", 0)
+    store.accept_alert(first, "d-0")
+    incident_id, _ = store.correlate(first, None, Severity.high, WINDOW, [("alert", "first", None)])
+    twins = [_alert("storm", 1) for _ in range(30)]  # one payload, thirty deliveries
+    other = _alert("storm", 2)
+    for n, alert in enumerate([*twins, other], start=1):
+        store.accept_alert(alert, f"d-{n}")
+    notes = [(a.id, [("alert", f"alert {a.id}", None)]) for a in [*twins, other]]
+    store.join_incident(incident_id, "storm", notes, Severity.high, WINDOW, utcnow())
+    evidence = EvidenceStore(tmp_path / "evidence", store)
+
+    assert preserve_joined(evidence, utcnow() + timedelta(seconds=1)) == 32
+    assert preserve_joined(evidence, utcnow() + timedelta(seconds=1)) == 0  # kept once
+    (record,) = store.evidence_for(incident_id)
+    evidence.verify_file(record.sha256)
+    kept = json.loads(evidence.path_for(record.sha256).read_bytes())
+    assert kept["incident_id"] == incident_id and kept["alerts"] == 32
+    by_hash = {payload["raw_sha256"]: payload for payload in kept["payloads"]}
+    assert set(by_hash) == {first.raw_sha256, twins[0].raw_sha256, other.raw_sha256}
+    copies = by_hash[twins[0].raw_sha256]["copies"]
+    assert [c["alert_id"] for c in copies] == [a.id for a in sorted(twins, key=lambda a: (a.received_at, a.id))]
+    assert Alert.model_validate(by_hash[other.raw_sha256]["alert"]) == other  # the alert as stored
+    assert "32 alert(s) from generic (3 distinct payload(s))" in record.description
+    assert store.unpreserved_alerts(utcnow() + timedelta(seconds=1)) == {}

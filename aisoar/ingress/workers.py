@@ -205,7 +205,7 @@ def preserve_joined(store_evidence: EvidenceStore, received_before: datetime, li
     store = store_evidence.store
     preserved = 0
     for incident_id, alert_ids in store.unpreserved_alerts(received_before, limit).items():
-        alerts = store.get_alerts(alert_ids)
+        alerts = store.alert_documents(alert_ids)
         if store_evidence.put_alerts(incident_id, alerts, "aisoar ingress") is not None:
             preserved += len(alerts)
             store.add_timeline(

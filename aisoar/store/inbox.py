@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -204,12 +206,20 @@ class Inbox(StoreBase):
 
     def get_alerts(self, alert_ids: list[str]) -> list[Alert]:
         """These alerts, in one query (500 ids at a time); a missing one is a KeyError."""
-        found: dict[str, Alert] = {}
+        return [Alert.model_validate_json(text) for text in self._alert_json(alert_ids)]
+
+    def alert_documents(self, alert_ids: list[str]) -> list[dict[str, Any]]:
+        """These alerts as stored (their JSON documents, not validated again: for copying them
+        into evidence, where a storm's thousands of alerts are not worth a model each)."""
+        return [json.loads(text) for text in self._alert_json(alert_ids)]
+
+    def _alert_json(self, alert_ids: list[str]) -> list[str]:
+        found: dict[str, str] = {}
         for start in range(0, len(alert_ids), 500):
             chunk = alert_ids[start : start + 500]
             with self._read() as conn:
                 rows = conn.execute(sa.select(inbox.c.id, inbox.c.alert_json).where(inbox.c.id.in_(chunk))).all()
-            found.update((row.id, Alert.model_validate_json(row.alert_json)) for row in rows)
+            found.update((row.id, row.alert_json) for row in rows)
         missing = [alert_id for alert_id in alert_ids if alert_id not in found]
         if missing:
             raise KeyError(f"no alert {missing[0]}")
