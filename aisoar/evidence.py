@@ -96,7 +96,9 @@ class EvidenceStore:
             )
             entry["copies"].append({"alert_id": alert["id"], "received_at": alert["received_at"]})
         document = {"incident_id": incident_id, "alerts": len(alerts), "payloads": list(by_payload.values())}
-        content = json.dumps(document, sort_keys=True, indent=2, default=str).encode()
+        # Compact: hundreds of alerts a batch in a storm, and indented JSON is written by the
+        # json module's Python encoder, several times slower than its C one (`jq .` indents it).
+        content = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str).encode()
         sha256, path = self.write(content)
         sources = ", ".join(sorted({a["source"] for a in alerts}))
         return self.store.preserve_alerts(

@@ -4,6 +4,7 @@ locks differ there)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -86,6 +88,37 @@ def test_the_inbox_writer_answers_each_delivery_with_its_own_alerts(store: Store
     assert answers[300] == [(deliveries[7][0][0].id, False)]
     assert [created for _, created in answers[301]] == [True, True]
     assert store.pending_count() == 302
+
+
+def test_deliveries_awaited_on_an_event_loop_get_their_own_answers(store: Store) -> None:
+    """The webhook's way: hundreds of deliveries awaited at once on one loop, answered per
+    transaction; a refused one fails alone; a sender gone meanwhile leaves the rest answered."""
+    writer = InboxWriter(store)
+    bad = _alert("bad", 0).model_copy(update={"source": "x" * 100})  # longer than the column (64)
+
+    async def storm() -> tuple[list[Any], list[tuple[str, bool]]]:
+        deliveries = [[(_alert("loop", i), f"l-{i}")] for i in range(200)]
+        gone = asyncio.ensure_future(writer.accept_async([(_alert("gone", 0), "gone-0")]))
+        gone.cancel()  # its sender went away: its alerts may still be stored; nobody is answered
+        answers = await asyncio.gather(
+            *(writer.accept_async(items) for items in deliveries),
+            writer.accept_async([(bad, "b-0")]),
+            return_exceptions=True,
+        )
+        for items, answer in zip(deliveries, answers[:200], strict=True):
+            assert answer == [(items[0][0].id, True)]
+        again = await writer.accept_async(deliveries[5])
+        return answers, again
+
+    try:
+        answers, again = asyncio.run(storm())
+    finally:
+        writer.stop()
+    assert again == [(answers[5][0][0], False)]
+    if store.shared:  # PostgreSQL checks the length; SQLite does not
+        assert isinstance(answers[200], sa.exc.DataError)
+    with pytest.raises(RuntimeError, match="stopping"):
+        asyncio.run(writer.accept_async([(_alert("late", 0), "late-0")]))
 
 
 def test_the_inbox_writer_fails_only_the_delivery_the_store_refused(store: Store) -> None:

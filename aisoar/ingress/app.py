@@ -20,7 +20,6 @@ source that sent the alert).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import secrets as _secrets
@@ -227,7 +226,7 @@ def create_app(
             return JSONResponse(status_code=200, content={"status": "ignored", "detail": reading.ignored})
         items = [(alert, _item_delivery(verified.delivery_id, i)) for i, alert in enumerate(reading.alerts)]
         try:  # stored with what other senders sent meanwhile, in one transaction
-            stored = await asyncio.wrap_future(writer.accept(items))
+            stored = await writer.accept_async(items)
         except sa.exc.OperationalError as exc:  # the store is busy or down: the sender retries
             log.warning("could not store a delivery from %s: %s", name, type(exc).__name__)
             metrics.count(name, "unavailable")
