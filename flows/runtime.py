@@ -175,6 +175,11 @@ class PlaybookRuntime:
         waits in the inbox for its run. The run is created already ``Pending``: no sweep or
         worker picks it up.
         """
+        return self.create(incident_id, playbook, self.lead(incident_id, playbook))
+
+    def lead(self, incident_id: str, playbook: str) -> bool:
+        """The first half of ``launch``: take the incident's playbook run and run its head start;
+        whether this runtime holds the run (then ``create`` starts it here)."""
         if self._creator is None:
             raise RuntimeError("the playbook runtime is not started")
         if self._stop.is_set():
@@ -182,6 +187,18 @@ class PlaybookRuntime:
         held = self.svc.store.take_playbook_run(incident_id, playbook, self.owner, utcnow() - self.stale_after)
         if held:
             self._head_start(incident_id, playbook)
+        return held
+
+    def create(self, incident_id: str, playbook: str, held: bool, yielding: bool = False) -> str:
+        """The second half of ``launch``: create (or find) the run and, if ``held``, execute it.
+        ``yielding``: first let the head starts running here finish (containment first: in a
+        burst, asking Prefect for runs took the CPU the head starts needed)."""
+        if self._creator is None:
+            raise RuntimeError("the playbook runtime is not started")
+        if yielding:
+            self._yield_to_head_starts()
+        if self._stop.is_set():
+            raise RuntimeError("the playbook runtime is stopping")  # the alert waits in the inbox
         if problem := self.prefect_problem():
             raise RuntimeError(problem)  # the alert waits in the inbox for Prefect
         flow_run = self._creator.create(

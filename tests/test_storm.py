@@ -26,6 +26,7 @@ from aisoar.models import Alert, IncidentStatus, Severity, utcnow
 from aisoar.specs import load_specs
 from aisoar.store import Store, new_id
 from aisoar.store.schema import inbox, timeline
+from aisoar.taxonomy import IncidentType
 from tasks import catalog
 from tests.hostile import Recorder
 from tests.servers.postgres import Postgres, fresh_database
@@ -283,3 +284,62 @@ def test_a_storms_alerts_are_kept_as_evidence_each_payload_once(store: Store, tm
     assert Alert.model_validate(by_hash[other.raw_sha256]["alert"]) == other  # the alert as stored
     assert "32 alert(s) from generic (3 distinct payload(s))" in record.description
     assert store.unpreserved_alerts(utcnow() + timedelta(seconds=1)) == {}
+
+
+class GatedLauncher(Recorder):
+    """A launcher in two halves whose second half waits for the test (Prefect busy with a burst)."""
+
+    def __init__(self, store: Store, fail: bool = False) -> None:
+        super().__init__(store)
+        self.gate = threading.Event()
+        self.fail = fail
+        self.led: list[tuple[str, str]] = []
+        self.created: list[tuple[str, str, bool, bool]] = []
+
+    def lead(self, incident_id: str, playbook: str) -> bool:
+        with self.lock:
+            self.led.append((incident_id, playbook))
+        return True
+
+    def create(self, incident_id: str, playbook: str, held: bool, yielding: bool = False) -> str:
+        assert self.gate.wait(30)
+        if self.fail:
+            raise RuntimeError("Prefect answered 503")
+        with self.lock:
+            self.created.append((incident_id, playbook, held, yielding))
+        self.store.set_flow_run(incident_id, playbook, f"run-{playbook}")
+        return f"run-{playbook}"
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_the_run_is_created_after_dispatch_moves_on_and_the_alert_waits_for_it(
+    store: Store, settings: Settings, fail: bool
+) -> None:
+    """Contained first (the head start), the next alert taken at once; the alert stays pending
+    and held until its run exists, then dispatched, or pending with the reason when Prefect
+    refused (and let go, for the next try)."""
+    specs = [item.spec for item in load_specs(settings.specs_dir, catalog())]
+    launcher = GatedLauncher(store, fail)
+    dispatcher = Dispatcher(store, specs, launcher, WINDOW)
+    creators = ThreadPoolExecutor(2)
+    dispatcher.defer = creators.submit
+    alert = _alert("led", 0).model_copy(update={"incident_type": IncidentType.api_abuse})
+    store.accept_alert(alert, "led-0")
+    try:
+        result = dispatcher.dispatch(alert)
+        assert result is not None and launcher.led and not launcher.created
+        assert store.alert_status(alert.id) == ("pending", result.incident_id, None)
+        assert not store.claim_alert(alert.id, "another-dispatcher", utcnow() - timedelta(seconds=8))  # held
+        launcher.gate.set()
+    finally:
+        creators.shutdown(wait=True)
+    found = store.alert_status(alert.id)
+    assert found is not None
+    status, _, error = found
+    if fail:
+        assert status == "pending" and "Prefect answered 503" in (error or "")
+        assert store.claim_alert(alert.id, "another-dispatcher", utcnow() - timedelta(seconds=8))  # let go
+    else:
+        assert status == "dispatched"
+        assert launcher.created == [(result.incident_id, p, True, True) for _, p in launcher.led]
+        assert set(store.get_incident(result.incident_id).flow_run_ids) == {p for _, p in launcher.led}

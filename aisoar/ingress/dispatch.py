@@ -19,9 +19,10 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from aisoar.models import Alert, Severity, utcnow
 from aisoar.specs import PlaybookSpec
@@ -44,6 +45,22 @@ class Launcher(Protocol):
 
     def tell(self, incident_id: str, message: str) -> None:
         """Tell the incident's people (its Slack thread, its Jira issue) what a source said."""
+        ...
+
+
+@runtime_checkable
+class Leading(Protocol):
+    """A launcher whose launch comes in two halves, so a dispatcher can hand the second (asking
+    Prefect for the run) to threads of its own and contain the next alert at once."""
+
+    def lead(self, incident_id: str, playbook: str) -> bool:
+        """Take the playbook's run for the incident and run its head start; whether this
+        launcher holds the run."""
+        ...
+
+    def create(self, incident_id: str, playbook: str, held: bool, yielding: bool = False) -> str:
+        """Create (or find) the run, record and return its flow run id (as ``launch``);
+        ``yielding``: after the head starts under way."""
         ...
 
 
@@ -72,6 +89,9 @@ class Dispatcher:
         self.window = window
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.lease = lease  # a claim on an alert older than this is taken over (refresh_claims renews it)
+        # Where the runs' creation goes once the head starts are done (DispatchPool: threads of
+        # its own); None: created here, before dispatch returns.
+        self.defer: Callable[[Callable[[], None]], object] | None = None
 
     def route(self, alert: Alert) -> list[PlaybookSpec]:
         """The playbooks that answer the alert; none match: the fallback (triage) playbooks."""
@@ -99,18 +119,43 @@ class Dispatcher:
         if incident_id is None:
             incident_id, created = self._correlate(alert, matched)
         result = DispatchResult(incident_id=incident_id, new_incident=created)
+        led: list[tuple[str, bool]] = []  # runs whose head start is done and whose creation is left
         for spec in matched:
             if self.store.claim_playbook_run(incident_id, spec.name, note=f"playbook {spec.name} selected"):
-                self._launch(incident_id, spec.name, result)
+                self._launch(incident_id, spec.name, result, led)
                 continue
             found = self.store.playbook_run_state(incident_id, spec.name)
             if found is not None and found[0] is None and again:
                 # This alert selected it on an earlier try whose launch failed. (An alert that only
                 # joins while another one's launch is under way leaves the launch to that one: a
                 # storm would otherwise ask Prefect for the same run a thousand times.)
-                self._launch(incident_id, spec.name, result)
+                self._launch(incident_id, spec.name, result, led)
             elif found is not None and found[0] is not None and not created:
                 self._redrive(incident_id, spec.name, result, ended=found[1])  # did it contain the incident?
+        if led and self.defer is not None:
+            # Contained already (the head starts ran): the runs are created on other threads once
+            # the burst's head starts are done, and the alert, still held by this dispatcher, is
+            # marked when they exist.
+            self.defer(lambda: self._create_then_mark(alert, result, led))
+            return result
+        self._mark(alert, result)
+        return result
+
+    def _create_then_mark(self, alert: Alert, result: DispatchResult, led: list[tuple[str, bool]]) -> None:
+        try:
+            launcher = self.launcher
+            assert isinstance(launcher, Leading)
+            for playbook, held in led:
+                try:
+                    result.launched[playbook] = launcher.create(result.incident_id, playbook, held, yielding=True)
+                except Exception as exc:  # retried as a launch is; the alert is safe in the inbox
+                    log.warning("could not create the run of %s for %s yet: %s", playbook, result.incident_id, exc)
+                    result.failed[playbook] = str(exc)
+            self._mark(alert, result)
+        except Exception:  # the alert stays pending; its lease lapses and it is dispatched again
+            log.exception("the runs of alert %s could not be recorded; it stays in the inbox", alert.id)
+
+    def _mark(self, alert: Alert, result: DispatchResult) -> None:
         if result.failed:
             waiting = "; ".join(f"{name}: {error}" for name, error in result.failed.items())
             self.store.mark_alert(
@@ -118,7 +163,6 @@ class Dispatcher:
             )
         else:
             self.store.mark_alert(alert.id, "dispatched", owner=self.owner)
-        return result
 
     def dispatch_together(self, alerts: list[Alert]) -> list[Alert]:
         """Dispatch alerts taken from a queue together; the ones dispatched here.
@@ -212,10 +256,17 @@ class Dispatcher:
         self.store.mark_alert(alert.id, "dispatched", incident_id=incident_id, owner=self.owner)
         return DispatchResult(incident_id=incident_id, new_incident=False)
 
-    def _launch(self, incident_id: str, playbook: str, result: DispatchResult) -> None:
+    def _launch(
+        self, incident_id: str, playbook: str, result: DispatchResult, led: list[tuple[str, bool]] | None = None
+    ) -> None:
+        """Start the playbook's run; with ``led``, when runs are created elsewhere and the
+        launcher leads, only its head start (the run's creation is added to ``led``)."""
         if self.launcher is None:
             return
         try:
+            if led is not None and self.defer is not None and isinstance(self.launcher, Leading):
+                led.append((playbook, self.launcher.lead(incident_id, playbook)))
+                return
             flow_run_id = self.launcher.launch(incident_id, playbook)
         except Exception as exc:  # the run is retried by retry_unlaunched; the alert is safe in the inbox
             log.warning("could not start playbook %s for %s yet: %s", playbook, incident_id, exc)

@@ -20,6 +20,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from aisoar.evidence import EvidenceStore
@@ -76,9 +77,14 @@ class DispatchPool:
         # Leases renewed by a thread of their own: slow upkeep work must not let them go stale.
         self._threads.append(threading.Thread(target=self._renew, name="aisoar-dispatch-leases", daemon=True))
         self._workers = workers
+        self._creators: ThreadPoolExecutor | None = None
         self._deadline: float | None = None
 
     def start(self) -> DispatchPool:
+        # The runs' creation on threads of their own: a worker contains the next alert while
+        # the last one's run waits to be created (after the burst's head starts).
+        self._creators = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="aisoar-create")
+        self.dispatcher.defer = self._creators.submit
         for thread in self._threads:
             thread.start()
         return self
@@ -93,6 +99,12 @@ class DispatchPool:
             self._groups.put(None)
         for thread in self._threads:
             thread.join(timeout=max(0.1, deadline - time.monotonic()))
+        if self._creators is not None:
+            # Creations not begun are dropped: their alerts, still held here, are let go at the
+            # next start (or taken over by a replica) and dispatched again; the head starts'
+            # steps are recorded, so only the run is created then.
+            self.dispatcher.defer = None
+            self._creators.shutdown(wait=False, cancel_futures=True)
 
     @property
     def full(self) -> bool:
