@@ -79,7 +79,8 @@ class IngressMetrics:
         )
         self.dispatch = Histogram(
             "aisoar_dispatch_seconds",
-            "from an alert's receipt to its incident and playbook runs",
+            "from an alert's receipt until a dispatch worker is done with it: its incident, and its "
+            "playbook runs started or (their creation left to other threads) their head starts done",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
             registry=self.registry,
         )
