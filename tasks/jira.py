@@ -133,12 +133,12 @@ def _timeline_so_far(entries: list[TimelineEntry], room: int) -> list[str]:
     left_out = alerts_left_out = 0
     alerts = 0
     for entry in entries:
-        if entry.kind == "alert":
-            alerts += 1
-        line = f"- {jira_text(entry.step_id or entry.kind)}: {_entry_text(entry.kind, entry.message, 500)}"
-        if (entry.kind == "alert" and alerts > ALERTS_LISTED) or used + len(line) + 1 > room - LEFT_OUT_ROOM:
+        is_alert = entry.kind == "alert"
+        alerts += is_alert
+        line = "" if is_alert and alerts > ALERTS_LISTED else _timeline_line(entry)  # counted only
+        if not line or used + len(line) + 1 > room - LEFT_OUT_ROOM:
             left_out += 1
-            alerts_left_out += entry.kind == "alert"
+            alerts_left_out += is_alert
             continue
         lines.append(line)
         used += len(line) + 1
@@ -148,6 +148,10 @@ def _timeline_so_far(entries: list[TimelineEntry], room: int) -> list[str]:
             "the incident's timeline in aisoar has them all"
         )
     return lines
+
+
+def _timeline_line(entry: TimelineEntry) -> str:
+    return f"- {jira_text(entry.step_id or entry.kind)}: {_entry_text(entry.kind, entry.message, 500)}"
 
 
 def _entry_text(kind: str, message: str, limit: int) -> str:

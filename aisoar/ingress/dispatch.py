@@ -119,32 +119,35 @@ class Dispatcher:
         if incident_id is None:
             incident_id, created = self._correlate(alert, matched)
         result = DispatchResult(incident_id=incident_id, new_incident=created)
+        # Read once: a pool stopping meanwhile must not leave a run led here and never created.
+        defer, launcher = self.defer, self.launcher
+        leading = launcher if defer is not None and isinstance(launcher, Leading) else None
         led: list[tuple[str, bool]] = []  # runs whose head start is done and whose creation is left
         for spec in matched:
             if self.store.claim_playbook_run(incident_id, spec.name, note=f"playbook {spec.name} selected"):
-                self._launch(incident_id, spec.name, result, led)
+                self._launch(incident_id, spec.name, result, led if leading else None)
                 continue
             found = self.store.playbook_run_state(incident_id, spec.name)
             if found is not None and found[0] is None and again:
                 # This alert selected it on an earlier try whose launch failed. (An alert that only
                 # joins while another one's launch is under way leaves the launch to that one: a
                 # storm would otherwise ask Prefect for the same run a thousand times.)
-                self._launch(incident_id, spec.name, result, led)
+                self._launch(incident_id, spec.name, result, led if leading else None)
             elif found is not None and found[0] is not None and not created:
                 self._redrive(incident_id, spec.name, result, ended=found[1])  # did it contain the incident?
-        if led and self.defer is not None:
+        if led and defer is not None and leading is not None:
             # Contained already (the head starts ran): the runs are created on other threads once
             # the burst's head starts are done, and the alert, still held by this dispatcher, is
-            # marked when they exist.
-            self.defer(lambda: self._create_then_mark(alert, result, led))
+            # marked when they exist. (A pool already stopped refuses: the alert stays pending.)
+            defer(lambda: self._create_then_mark(leading, alert, result, led))
             return result
         self._mark(alert, result)
         return result
 
-    def _create_then_mark(self, alert: Alert, result: DispatchResult, led: list[tuple[str, bool]]) -> None:
+    def _create_then_mark(
+        self, launcher: Leading, alert: Alert, result: DispatchResult, led: list[tuple[str, bool]]
+    ) -> None:
         try:
-            launcher = self.launcher
-            assert isinstance(launcher, Leading)
             for playbook, held in led:
                 try:
                     result.launched[playbook] = launcher.create(result.incident_id, playbook, held, yielding=True)
@@ -259,12 +262,12 @@ class Dispatcher:
     def _launch(
         self, incident_id: str, playbook: str, result: DispatchResult, led: list[tuple[str, bool]] | None = None
     ) -> None:
-        """Start the playbook's run; with ``led``, when runs are created elsewhere and the
-        launcher leads, only its head start (the run's creation is added to ``led``)."""
+        """Start the playbook's run; with ``led`` (runs created elsewhere, a launcher that
+        leads), only its head start: the run's creation is added to ``led``."""
         if self.launcher is None:
             return
         try:
-            if led is not None and self.defer is not None and isinstance(self.launcher, Leading):
+            if led is not None and isinstance(self.launcher, Leading):
                 led.append((playbook, self.launcher.lead(incident_id, playbook)))
                 return
             flow_run_id = self.launcher.launch(incident_id, playbook)
