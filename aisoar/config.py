@@ -80,6 +80,13 @@ class Settings(BaseSettings):
         None, description="bearer token for the read endpoints (/alerts/{id}, /metrics); `aisoar up` makes one"
     )
     dedup_window_seconds: int = 3600
+    ingress_processes: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="processes of their own that take the webhooks (each its own interpreter: a storm's "
+        "deliveries read on several cores); 0: the main process takes them",
+    )
     dispatch_workers: int = Field(
         16, ge=1, le=256, description="alerts dispatched (correlated, their runs created) at once by this process"
     )

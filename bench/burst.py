@@ -172,11 +172,11 @@ def burst_aisoar(
     n, timeout = bench.args.alerts, bench.args.timeout
     overrides = {"database_url": store_url} if store_url else {}
     kind = ServedAisoar if bench.args.serve else AisoarStack
-    stack = kind(work, env, **overrides).start()
+    stack = kind(work, env, **overrides, **served_overrides(bench.args)).start()
     try:
         settings = runtime_settings(stack.settings)
         if not bench.settings_shown:
-            print(f"  aisoar runtime settings (defaults): {settings}")
+            print(f"  aisoar runtime settings (defaults, but for --ingress-processes): {settings}")
             bench.settings_shown = True
         deployment = stack.deployment_id(LEAKED_KEY_PLAYBOOK)
         for i in range(bench.args.warmup):  # imports, connections, the engine's first run
@@ -576,10 +576,11 @@ def phase_sustained(bench: Bench) -> dict[str, Any]:
     sender: subprocess.Popen[bytes] | None = None
     try:
         kind = ServedAisoar if bench.args.serve else AisoarStack
-        stack = kind(work, env, sources_dir=sources).start()
+        stack = kind(work, env, sources_dir=sources, **served_overrides(bench.args)).start()
         store = stack.store
         if not bench.settings_shown:
-            print(f"  aisoar runtime settings (defaults): {runtime_settings(stack.settings)}")
+            shown = runtime_settings(stack.settings)
+            print(f"  aisoar runtime settings (defaults, but for --ingress-processes): {shown}")
             bench.settings_shown = True
         key = seed_leaked_key(sandbox, "STORM")
         server_pid = server.process.pid if server.process else -1
@@ -790,6 +791,11 @@ def show_sustained(r: dict[str, Any]) -> None:
 # -- main ------------------------------------------------------------------------------------
 
 
+def served_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Settings given to `aisoar serve` on the command line (printed with the others)."""
+    return {"ingress_processes": args.ingress_processes} if args.ingress_processes is not None else {}
+
+
 def phases_of(args: argparse.Namespace) -> list[str]:
     chosen = ["burst", "sustained"] if args.phase == "all" else [p.strip() for p in args.phase.split(",") if p.strip()]
     unknown = set(chosen) - {"burst", "sustained", "postgres"}
@@ -804,7 +810,7 @@ def child_argv(args: argparse.Namespace, phase: str) -> list[str]:
     """This command for one phase, with the other options as given."""
     argv = [sys.executable, str(Path(__file__).resolve()), "--phase", phase]
     for name, value in vars(args).items():
-        if name in ("phase", "postgres") or value is False:
+        if name in ("phase", "postgres") or value is False or value is None:
             continue
         argv += [f"--{name.replace('_', '-')}"] + ([] if value is True else [str(value)])
     return argv
@@ -825,6 +831,12 @@ def main() -> int:
         action="store_true",
         help="the bursts against `aisoar serve` in a process of its own (as production runs it), not in "
         "the bench's process beside the stand-ins and the sender",
+    )
+    parser.add_argument(
+        "--ingress-processes",
+        type=int,
+        default=None,
+        help="with --serve: AISOAR_INGRESS_PROCESSES, the webhook processes beside the main one",
     )
     parser.add_argument("--rate", type=float, default=500, help="alerts/s in the sustained storm")
     parser.add_argument("--seconds", type=float, default=60, help="how long the storm lasts")

@@ -231,7 +231,7 @@ def signed_delivery(alert: dict[str, Any], secret: str = SECRET) -> tuple[bytes,
 
 def runtime_settings(settings: Settings) -> dict[str, Any]:
     """The settings that bound the runtime's and dispatcher's concurrency, as they are."""
-    words = ("runner_", "dispatch", "concurren", "worker", "parallel")
+    words = ("runner_", "dispatch", "concurren", "worker", "parallel", "processes")
     return {
         name: getattr(settings, name)
         for name in sorted(type(settings).model_fields)

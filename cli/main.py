@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import sys
+import tempfile
 import textwrap
 import time
 from contextlib import ExitStack, nullcontext
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
     from aisoar.actions import ActionInfo
     from aisoar.config import Settings
+    from aisoar.ingress.processes import WebhookProcesses
     from aisoar.store import Store
     from cli.prefect_auth import Credential
     from cli.prefect_server import PrefectServer
@@ -289,7 +291,10 @@ def _serve(settings: Settings, announce: str) -> int:
             raise Failure(f"{exc}\n{hint}", 2) from None
         runtime = PlaybookRuntime(svc)
         runtime.start()
+    webhooks: WebhookProcesses | None = None
     try:
+        if settings.ingress_processes:
+            webhooks = _webhook_processes(settings, svc.store)
         dispatcher = Dispatcher(
             svc.store,
             list(svc.specs.values()),
@@ -306,6 +311,7 @@ def _serve(settings: Settings, announce: str) -> int:
             desk=runtime.desk,
             evidence=svc.evidence,
             prefect_problem=runtime.prefect_problem,
+            webhook_processes=webhooks,
         )
         ready = sorted(name for name, source in known.items() if source.missing is None)
         base = f"http://{settings.ingress_host}:{settings.ingress_port}"
@@ -316,18 +322,39 @@ def _serve(settings: Settings, announce: str) -> int:
         )
         say(
             f"aisoar is up. {announce}\n"
-            f"  ingress:   {base}/webhooks/<source>\n"
-            f"  sources:   {', '.join(ready) or 'none has its secret yet (aisoar sources list)'}\n"
+            f"  ingress:   {base}/webhooks/<source>"
+            + (f" ({settings.ingress_processes} webhook processes)\n" if webhooks else "\n")
+            + f"  sources:   {', '.join(ready) or 'none has its secret yet (aisoar sources list)'}\n"
             f"  playbooks: {', '.join(sorted(svc.specs))}\n"
             f"  approvers: {len(svc.approvers.people)} people in {settings.approvers_file}; {buttons}\n"
             f"  data:      {settings.data_dir}\n"
             "  Ctrl-C stops everything."
         )
         _freeze_start_up()
-        uvicorn.run(ingress, host=settings.ingress_host, port=settings.ingress_port, log_level="warning")
+        if webhooks is None:
+            uvicorn.run(ingress, host=settings.ingress_host, port=settings.ingress_port, log_level="warning")
+        else:  # the webhook processes accept on the port; they pass the rest on to this socket
+            uvicorn.run(ingress, uds=str(webhooks.main_socket), log_level="warning")
     finally:
         runtime.stop()
+        if webhooks is not None:
+            webhooks.listener.close()
+            shutil.rmtree(webhooks.main_socket.parent, ignore_errors=True)
     return 0
+
+
+def _webhook_processes(settings: Settings, store: Store) -> WebhookProcesses:
+    """The ingress port, bound here for the webhook processes to accept on, and the private
+    folder of this process's own socket (only this user can reach it)."""
+    from aisoar.ingress.processes import WebhookProcesses
+
+    try:
+        listener = socket.create_server((settings.ingress_host, settings.ingress_port), backlog=2048)
+    except OSError as exc:
+        raise Failure(f"cannot listen on {settings.ingress_host}:{settings.ingress_port}: {exc.strerror}") from None
+    listener.set_inheritable(True)
+    private = Path(tempfile.mkdtemp(prefix="aisoar-"))  # mode 0700
+    return WebhookProcesses(settings.ingress_processes, listener, private / "main.sock", store)
 
 
 def _freeze_start_up() -> None:

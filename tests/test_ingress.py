@@ -13,9 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from aisoar.config import PROJECT_ROOT, Settings
-from aisoar.ingress.app import create_app, webhook_source
+from aisoar.ingress.app import create_app
 from aisoar.ingress.auth import signed_headers
 from aisoar.ingress.dispatch import Dispatcher
+from aisoar.ingress.webhooks import webhook_source
 from aisoar.specs import load_specs
 from aisoar.store import Store
 from tasks import catalog

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import json
+import os
 import secrets
 import threading
 from collections.abc import Iterator
@@ -234,11 +236,11 @@ class StoreBase:
 
     engine: Engine
     _lock_engine: Engine  # PostgreSQL only: connections for ``hold``
-    # SQLite: the process's writers take turns on this lock before they ask SQLite for its write
-    # lock. SQLite's own wait for a busy database sleeps 1 to 100 ms between tries, so a dozen
-    # threads writing at once spent most of a storm asleep with the database free; waiting here,
-    # the next writer starts the moment the last one commits. (Other processes still wait in
-    # SQLite's busy handler.) PostgreSQL: no lock.
+    # SQLite: the writers take turns here (``SqliteWriters``, across threads and processes)
+    # before they ask SQLite for its write lock. SQLite's own wait for a busy database sleeps 1
+    # to 100 ms between tries, so a dozen threads writing at once spent most of a storm asleep
+    # with the database free; waiting here, the next writer starts the moment the last one
+    # commits. PostgreSQL: no lock.
     _writers: AbstractContextManager[Any] = nullcontext()
 
     @contextmanager
@@ -345,14 +347,46 @@ def _local_lock(key: str) -> threading.Lock:
         return _LOCAL.setdefault(key, threading.Lock())
 
 
-_WRITERS: dict[str, threading.RLock] = {}
+class SqliteWriters:
+    """The turn of the writers of one SQLite database: this process's threads take it in turn (a
+    reentrant lock), and the processes among them by an ``flock`` on ``<database>.writers``. The
+    kernel wakes the next process the moment the last one lets go, where SQLite's busy handler
+    would have it sleep up to 100 ms between tries (the webhook processes and the main process
+    write the same inbox in a storm). The lock of a process that dies goes with it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = f"{path}.writers"
+        self._turn = threading.RLock()
+        self._depth = 0  # nested transactions of the thread holding the turn
+        self._fd: int | None = None
+
+    def __enter__(self) -> None:
+        self._turn.acquire()
+        if self._depth == 0:
+            try:
+                if self._fd is None:
+                    self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except BaseException:
+                self._turn.release()
+                raise
+        self._depth += 1
+
+    def __exit__(self, *_: object) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._turn.release()
 
 
-def sqlite_writers(path: str) -> threading.RLock:
-    """The lock this process's writers of the SQLite database at ``path`` take turns on (one per
-    file, shared by every Store object open on it)."""
+_WRITERS: dict[str, SqliteWriters] = {}
+
+
+def sqlite_writers(path: str) -> SqliteWriters:
+    """The turn the writers of the SQLite database at ``path`` take (one per file in a process,
+    shared by every Store object open on it)."""
     with _LOCAL_GUARD:
-        return _WRITERS.setdefault(path, threading.RLock())
+        return _WRITERS.setdefault(path, SqliteWriters(path))
 
 
 def lock_key(key: str) -> int:

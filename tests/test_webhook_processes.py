@@ -1,0 +1,205 @@
+"""Webhooks taken by processes of their own (``AISOAR_INGRESS_PROCESSES``): the real `aisoar
+serve` with two webhook processes on the default SQLite store, a Prefect server and the
+sandbox's stand-ins. What they store is dispatched by the main process (keys blocked, runs
+made), what they count is in its /metrics, every other request reaches it through them; one
+that dies is replaced while the port keeps its connections; they end with the main process,
+however it ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from aisoar.ingress.auth import signed_headers
+from aisoar.store import Store
+from sandbox.stack import Sandbox
+from tests.conftest import PREFECT_AUTH, READ, WEBHOOK_SECRET
+from tests.replicas import Cluster, Replica, leaked_key_alert
+
+T = TypeVar("T")
+CONNECTORS = ("litellm", "openai", "slack", "jira")
+KEYS = 24
+
+
+def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: float = 0.05) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found = check()
+        except httpx.TransportError:
+            found = None
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(every)
+
+
+def webhook_processes(replica: Replica) -> list[int]:
+    """The pids of the replica's webhook processes (its children running the webhook module)."""
+    assert replica.process is not None
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == replica.process.pid and b"aisoar.ingress.webhook_process" in command:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def accepted(metrics_text: str, outcome: str) -> float:
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == "aisoar_alerts_total" and sample.labels == {"source": "generic", "outcome": outcome}:
+                return sample.value
+    return 0.0
+
+
+@pytest.fixture()
+def served(tmp_path: Path, sandbox: Sandbox) -> Iterator[tuple[Cluster, Replica]]:
+    systems = {**sandbox.start(CONNECTORS), "AISOAR_INGRESS_PROCESSES": "2"}
+    cluster = Cluster.create(None, tmp_path, PREFECT_AUTH, systems)
+    try:
+        (replica,) = cluster.start(1)
+        yield cluster, replica
+    finally:
+        cluster.stop()
+
+
+def test_webhook_processes_take_a_burst_that_the_main_process_contains(
+    served: tuple[Cluster, Replica], sandbox: Sandbox
+) -> None:
+    _, replica = served
+    children = wait_for("two webhook processes", lambda: len(pids := webhook_processes(replica)) == 2 and pids, 30)
+    assert "(2 webhook processes)" in replica.log.read_text()
+
+    alerts = [leaked_key_alert(sandbox, "fanout", i) for i in range(KEYS)]
+    with ThreadPoolExecutor(KEYS) as pool:  # each post its own connection: the kernel hands them out
+        answers = list(pool.map(lambda pair: replica.post(pair[0]), alerts))
+    assert [a.status_code for a in answers] == [202] * KEYS, [a.text for a in answers if a.status_code != 202]
+    tokens = [token for _, token in alerts]
+    wait_for("every key blocked", lambda: all(sandbox.litellm.keys[t]["blocked"] for t in tokens), 60, every=0.1)
+    ids = [a.json()["alert_id"] for a in answers]
+    statuses = [  # GET /alerts/{id}: answered by the main process, passed on by a webhook process
+        wait_for(f"{i} dispatched", lambda i=i: (s := replica.alert(i))["status"] == "dispatched" and s, 60)
+        for i in ids
+    ]
+    assert {s["incident_id"] for s in statuses} and all(s["flow_runs"] for s in statuses), statuses
+    assert len({s["incident_id"] for s in statuses}) == KEYS  # one incident per key
+
+    body = json.dumps(alerts[0][0]).encode()  # a forged signature: refused and counted
+    forged = httpx.post(
+        f"{replica.url}/webhooks/generic", content=body, headers=signed_headers("not-the-secret", body), timeout=10
+    )
+    assert forged.status_code == 401, forged.text
+    extra, _ = leaked_key_alert(sandbox, "fanout-again", 0)
+    delivery = json.dumps(extra).encode()
+    headers = signed_headers(WEBHOOK_SECRET, delivery)  # the same delivery twice, as a sender retries it
+    twice = [httpx.post(f"{replica.url}/webhooks/generic", content=delivery, headers=headers, timeout=10) for _ in "12"]
+    assert [a.status_code for a in twice] == [202, 200] and twice[1].json()["status"] == "duplicate", twice[1].text
+
+    def counted() -> str | None:  # in the webhook processes, relayed to the main process's /metrics
+        text = httpx.get(f"{replica.url}/metrics", headers=READ, timeout=5).text
+        expected = {"accepted": KEYS + 1, "unauthenticated": 1, "duplicate": 1}
+        return text if all(accepted(text, outcome) == n for outcome, n in expected.items()) else None
+
+    text = wait_for("the deliveries counted", counted, 10)
+    assert "aisoar_dispatch_queue 0.0" in text
+    assert httpx.get(f"{replica.url}/metrics", timeout=5).status_code == 401  # the main process's rules
+    assert replica.health() == {"status": "ok"}
+    slack = httpx.post(f"{replica.url}/slack/interactivity?x=1", content=b"payload=%7B%7D", timeout=5)
+    assert slack.status_code == 401 and "X-Slack-Signature" in slack.json()["error"], slack.text  # passed back
+    assert webhook_processes(replica) == children
+
+
+def test_a_webhook_process_that_dies_is_replaced_and_the_port_keeps_its_connections(
+    served: tuple[Cluster, Replica], sandbox: Sandbox
+) -> None:
+    _, replica = served
+    first = wait_for("two webhook processes", lambda: len(pids := webhook_processes(replica)) == 2 and pids, 30)
+    for pid in first:  # both at once: nobody accepts on the port for a moment
+        os.kill(pid, signal.SIGKILL)
+    alert, token = leaked_key_alert(sandbox, "replaced", 0)
+    answer = replica.post(alert)  # waits in the port's backlog until a new webhook process accepts it
+    assert answer.status_code == 202, answer.text
+    wait_for("the key blocked", lambda: sandbox.litellm.keys[token]["blocked"], 30)
+    now = wait_for("two new webhook processes", lambda: len(pids := webhook_processes(replica)) == 2 and pids, 30)
+    assert not set(now) & set(first)
+    assert "ended with code -9; another starts in" in replica.log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("how", "group"),
+    [(signal.SIGTERM, False), (signal.SIGKILL, False), (signal.SIGTERM, True), (signal.SIGINT, True)],
+    ids=["SIGTERM", "SIGKILL", "SIGTERM to the group", "Ctrl-C"],
+)
+def test_the_webhook_processes_end_with_the_main_process(
+    served: tuple[Cluster, Replica], how: signal.Signals, group: bool
+) -> None:
+    """Stopped (SIGTERM; a service manager or Ctrl-C signal the whole group), the main process
+    stops them: they answer what they took and end before it does, none started again; killed
+    (SIGKILL), they see its end of the relay close and end. Either way the port is free."""
+    _, replica = served
+    children = wait_for("two webhook processes", lambda: len(pids := webhook_processes(replica)) == 2 and pids, 30)
+    assert replica.process is not None
+    if group:
+        os.killpg(replica.process.pid, how)
+    else:
+        replica.process.send_signal(how)
+    replica.process.wait(30)
+    wait_for("the webhook processes ended", lambda: not any(alive(pid) for pid in children), 15)
+    assert "another starts" not in replica.log.read_text()
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as `aisoar serve` binds
+        probe.bind(("127.0.0.1", replica.port))
+
+
+def test_the_store_writers_of_several_processes_take_turns(tmp_path: Path) -> None:
+    """While one process writes (holds the writers' turn), another cannot take it; once the
+    transaction ends, it can at once: no waiting in SQLite's busy handler."""
+    store = Store(f"sqlite:///{tmp_path / 'aisoar.db'}")
+    lock_file = str(tmp_path / "aisoar.db.writers")
+    probe = (
+        "import fcntl, os, sys\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+        "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n    print('busy')\n"
+        "else:\n    print('free')\n"
+    )
+
+    def other_process() -> str:
+        return subprocess.run(
+            [sys.executable, "-c", probe, lock_file], capture_output=True, text=True, check=True
+        ).stdout
+
+    with store._tx():
+        assert other_process().strip() == "busy"
+    assert other_process().strip() == "free"
+    assert stat.filemode(os.stat(lock_file).st_mode) == "-rw-------"  # only aisoar's user
