@@ -448,11 +448,18 @@ class LoopbackPool:
                 reader, writer = self.idle.pop() if kept else await self._connect()
                 reusable = False
                 try:
-                    writer.write(request)
-                    await writer.drain()
-                    status_line = await reader.readline()
+                    try:
+                        writer.write(request)
+                        await writer.drain()
+                        status_line = await reader.readline()
+                    except (ConnectionResetError, BrokenPipeError):
+                        if not kept:
+                            raise
+                        status_line = b""
                     if not status_line and kept:
-                        continue  # the server had closed the idle connection: send on a new one
+                        # The server had closed the idle connection (its keep-alive timeout):
+                        # send on a new one, as an HTTP client's pool does.
+                        continue
                     status = int(status_line.split()[1])
                     length, close = 0, False
                     while (line := await reader.readline()) not in (b"\r\n", b""):

@@ -30,9 +30,6 @@ from aisoar.store import Store
 from aisoar.store.incidents import Note
 
 log = logging.getLogger("aisoar.dispatch")
-# Alerts joining their incident in one transaction: the inbox writers wait for at most this
-# many (a storm joins a few hundred a second).
-JOIN_CHUNK = 32
 
 
 class Launcher(Protocol):
@@ -190,7 +187,11 @@ class Dispatcher:
                     done.append(alert)
             if leader is None or not group:
                 continue
-            joined = set(self._join(leader.incident_id, group))
+            try:
+                joined = set(self._join(leader.incident_id, group))
+            except Exception:
+                log.exception("%d alerts could not join %s at once; one by one", len(group), leader.incident_id)
+                joined = set()
             for alert in group:
                 if alert.id in joined:
                     done.append(alert)
@@ -209,28 +210,18 @@ class Dispatcher:
             return None
 
     def _join(self, incident_id: str, alerts: list[Alert]) -> list[str]:
-        """The ids that joined, in transactions of at most ``JOIN_CHUNK`` alerts: the store's
-        other writers (the ingress's among them, its senders waiting) wait that much less for
-        each. The alerts of a transaction that failed are left to be dispatched one by one."""
         matched = self.route(alerts[0])
         severity = max(
             [*(a.severity for a in alerts), *(s.severity_floor for s in matched)], key=lambda s: Severity(s).rank
         )
-        joined: list[str] = []
-        for start in range(0, len(alerts), JOIN_CHUNK):
-            chunk = alerts[start : start + JOIN_CHUNK]
-            try:
-                joined += self.store.join_incident(
-                    incident_id,
-                    alerts[0].fingerprint,
-                    [(alert.id, _entries(alert)) for alert in chunk],
-                    Severity(severity),
-                    self.window,
-                    utcnow() - self.lease,
-                )
-            except Exception:
-                log.exception("%d alerts could not join %s at once; one by one", len(chunk), incident_id)
-        return joined
+        return self.store.join_incident(
+            incident_id,
+            alerts[0].fingerprint,
+            [(alert.id, _entries(alert)) for alert in alerts],
+            Severity(severity),
+            self.window,
+            utcnow() - self.lease,
+        )
 
     def _correlate(self, alert: Alert, matched: list[PlaybookSpec]) -> tuple[str, bool]:
         """The incident the alert joins or opens, with its timeline entries written with it."""
