@@ -349,7 +349,8 @@ def _webhook_processes(settings: Settings, store: Store) -> WebhookProcesses:
     from aisoar.ingress.processes import WebhookProcesses
 
     try:
-        listener = socket.create_server((settings.ingress_host, settings.ingress_port), backlog=2048)
+        family = socket.AF_INET6 if ":" in settings.ingress_host else socket.AF_INET
+        listener = socket.create_server((settings.ingress_host, settings.ingress_port), family=family, backlog=2048)
     except OSError as exc:
         raise Failure(f"cannot listen on {settings.ingress_host}:{settings.ingress_port}: {exc.strerror}") from None
     listener.set_inheritable(True)

@@ -25,6 +25,7 @@ PRIORITY = {"critical": "Highest", "high": "High", "medium": "Medium", "low": "L
 COMMENT_LIMIT = 30000  # Jira refuses comments over 32767 characters
 DESCRIPTION_LIMIT = 30000  # and descriptions
 ALERTS_LISTED = 20  # alerts listed in the description; the others are counted
+ALERTS_IN_A_ROW = 5  # alerts in a row listed in a timeline comment; the rest of the row counted
 LEFT_OUT_ROOM = 200  # kept for the line that says what was left out
 
 
@@ -174,22 +175,47 @@ def _record(ctx: ActionContext, key: str, url: str, incident: Incident) -> None:
 # -- the timeline as comments -----------------------------------------------------------------
 def timeline_comments(incident: Incident, start: int) -> list[tuple[str, int]]:
     """Comment bodies for timeline entries ``start..`` (0-based), each ending with its marker."""
-    entries = incident.timeline[start:]
     bodies: list[tuple[str, int]] = []
     lines: list[str] = []
-    first = start + 1
+    first = covered = start + 1  # the entries the lines so far cover: first..covered
+    for number, line in _comment_lines(incident.timeline[start:], start):
+        if lines and sum(len(x) + 1 for x in lines) + len(line) > COMMENT_LIMIT:
+            bodies.append((_comment(incident.id, first, covered, lines), covered))
+            lines, first = [], covered + 1
+        lines.append(line)
+        covered = number
+    if lines:
+        bodies.append((_comment(incident.id, first, covered, lines), covered))
+    return bodies
+
+
+def _comment_lines(entries: list[TimelineEntry], start: int) -> list[tuple[int, str]]:
+    """(the number of the last entry a line covers, the line). Alerts in a row after the first
+    ``ALERTS_IN_A_ROW`` are one line that counts them: a storm's incident has thousands, which
+    the issue would otherwise get as dozens of comments of alert titles."""
+    out: list[tuple[int, str]] = []
+    row: list[tuple[int, TimelineEntry]] = []  # the run's alerts not listed
+    in_a_row = 0
+
+    def counted() -> tuple[int, str]:
+        (_, earliest), (last, latest) = row[0], row[-1]
+        span = f"{earliest.at:%Y-%m-%d %H:%M:%S} to {latest.at:%H:%M:%S} UTC"
+        return last, f"- {span} *alert*: {len(row)} more alerts in a row, not listed here (aisoar's timeline has each)"
+
     for number, entry in enumerate(entries, start=start + 1):
+        in_a_row = in_a_row + 1 if entry.kind == "alert" else 0
+        if in_a_row > ALERTS_IN_A_ROW:
+            row.append((number, entry))
+            continue
+        if row:
+            out.append(counted())
+            row = []
         step = f" {jira_text(entry.step_id)}" if entry.step_id else ""
         what = _entry_text(entry.kind, entry.message, 2000)
-        line = f"- {entry.at.strftime('%Y-%m-%d %H:%M:%S')} UTC *{entry.kind}*{step}: {what}"
-        if lines and sum(len(x) + 1 for x in lines) + len(line) > COMMENT_LIMIT:
-            bodies.append((_comment(incident.id, first, number - 1, lines), number - 1))
-            lines, first = [], number
-        lines.append(line)
-    if lines:
-        last = start + len(entries)
-        bodies.append((_comment(incident.id, first, last, lines), last))
-    return bodies
+        out.append((number, f"- {entry.at.strftime('%Y-%m-%d %H:%M:%S')} UTC *{entry.kind}*{step}: {what}"))
+    if row:
+        out.append(counted())
+    return out
 
 
 def _comment(incident_id: str, first: int, last: int, lines: list[str]) -> str:

@@ -269,6 +269,30 @@ def test_a_storms_incident_opens_an_issue_jira_takes(sandbox: Sandbox, tmp_path:
     assert "580 more entries not listed here (580 of them alerts)" in description
 
 
+def test_a_storms_timeline_is_one_comment_that_counts_the_alerts_in_a_row(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A storm's alerts on the issue: the first of a row listed, the rest counted in one line,
+    every other entry kept, and the marker through the last entry (not dozens of comments of
+    alert titles)."""
+    case = open_case(sandbox, tmp_path / "data", ("jira",))
+    for n in range(600):
+        case.store.add_timeline(case.ctx.incident_id, "alert", f"alert ALR-{n} from generic: " + "storm " * 60)
+    case.store.add_timeline(case.ctx.incident_id, "step", "key blocked at the gateway", step_id="block")
+    for n in range(600, 603):
+        case.store.add_timeline(case.ctx.incident_id, "alert", f"alert ALR-{n} from generic: late")
+    ctx = case.at("open-ticket")
+    key = run("jira.open_issue", ctx, TicketInputs()).output["issue_key"]
+    commented = run("jira.comment_timeline", ctx, IssueInputs())
+    entries = len(case.store.get_incident(case.ctx.incident_id).timeline)
+    assert commented.output["posted"] == 1 and commented.output["through"] == entries, commented.output
+    (comment,) = [c["body"] for c in sandbox.jira.issues[key]["fields"]["comment"]["comments"]]
+    listed = [n for n in range(603) if f"ALR\\-{n} " in comment]
+    assert listed == [0, 1, 2, 3, 4, 600, 601, 602], listed
+    assert "*alert*: 595 more alerts in a row, not listed here" in comment
+    assert comment.index("595 more alerts") < comment.index("key blocked at the gateway") < comment.index("ALR\\-600")
+    assert comment.endswith(f"aisoar-timeline-through: {entries}")
+    assert run("jira.comment_timeline", ctx, IssueInputs()).output["posted"] == 0
+
+
 def test_the_jira_stand_in_refuses_text_over_jiras_limit(sandbox: Sandbox) -> None:
     sandbox.start(("jira",))
     auth = (sandbox.jira.user, sandbox.jira.token)

@@ -26,8 +26,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aisoar.ingress.auth import signed_headers
 from aisoar.store import Store
+from cli.main import _webhook_processes
+from cli.terminal import Failure
 from sandbox.stack import Sandbox
-from tests.conftest import PREFECT_AUTH, READ, WEBHOOK_SECRET
+from tests.conftest import PREFECT_AUTH, READ, WEBHOOK_SECRET, make_settings
 from tests.replicas import Cluster, Replica, leaked_key_alert
 
 T = TypeVar("T")
@@ -203,3 +205,15 @@ def test_the_store_writers_of_several_processes_take_turns(tmp_path: Path) -> No
         assert other_process().strip() == "busy"
     assert other_process().strip() == "free"
     assert stat.filemode(os.stat(lock_file).st_mode) == "-rw-------"  # only aisoar's user
+
+
+def test_a_taken_port_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    """The ingress port is bound by `aisoar serve` itself when webhook processes take it: a port in
+    use stops the start with the address, as uvicorn's own bind would."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = make_settings(tmp_path, ingress_port=port, ingress_processes=2)
+        with pytest.raises(Failure, match=rf"cannot listen on 127\.0\.0\.1:{port}: Address already in use"):
+            _webhook_processes(settings, Store(settings.store_url))

@@ -68,6 +68,7 @@ class WebhookProcesses:
         self._due: dict[int, float] = {}  # webhook processes to start again, and when
         self._waits: dict[int, float] = {}
         self._selector = selectors.DefaultSelector()
+        self._guard = threading.Lock()  # a webhook process is ended once (the relay, or stop)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._intake: Intake | None = None
@@ -93,10 +94,6 @@ class WebhookProcesses:
             self._thread.join(STOP_SECONDS + 2)
         for child in list(self._children.values()):
             self._end(child)
-
-    @property
-    def pids(self) -> list[int]:
-        return [child.process.pid for child in self._children.values()]
 
     def _spawn(self, index: int) -> None:
         ours, theirs = socket.socketpair()
@@ -186,11 +183,12 @@ class WebhookProcesses:
                     pass  # it is ending: its relay's end is read next
 
     def _end(self, child: _Child) -> None:
-        if self._children.get(child.index) is not child:
-            return
-        del self._children[child.index]
-        self._selector.unregister(child.relay)
-        child.relay.close()
+        with self._guard:
+            if self._children.get(child.index) is not child:
+                return
+            del self._children[child.index]
+            self._selector.unregister(child.relay)
+            child.relay.close()
         try:
             child.process.wait(STOP_SECONDS if self._stopping.is_set() else 2)
         except subprocess.TimeoutExpired:
