@@ -14,6 +14,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +52,17 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: fl
         time.sleep(every)
 
 
+def raw_post(port: int, path: str, body: bytes) -> bytes:
+    """A POST sent as written (an HTTP client would resolve the path's dot segments first)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        conn.sendall(f"{head}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
 def webhook_processes(replica: Replica) -> list[int]:
     """The pids of the replica's webhook processes (its children running the webhook module)."""
     assert replica.process is not None
@@ -67,6 +79,20 @@ def webhook_processes(replica: Replica) -> list[int]:
         if parent == replica.process.pid and b"aisoar.ingress.webhook_process" in command:
             found.append(int(entry.name))
     return sorted(found)
+
+
+def processes_with(argument: bytes) -> list[int]:
+    """Webhook processes whose command line holds ``argument`` (their main process's socket),
+    whichever process is their parent now."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
+        except OSError:
+            continue
+        if b"aisoar.ingress.webhook_process" in command and argument in command.split(b"\0"):
+            found.append(int(entry.name))
+    return found
 
 
 def alive(pid: int) -> bool:
@@ -89,11 +115,16 @@ def accepted(metrics_text: str, outcome: str) -> float:
 def served(tmp_path: Path, sandbox: Sandbox) -> Iterator[tuple[Cluster, Replica]]:
     systems = {**sandbox.start(CONNECTORS), "AISOAR_INGRESS_PROCESSES": "2"}
     cluster = Cluster.create(None, tmp_path, PREFECT_AUTH, systems)
+    main_socket = b""
     try:
         (replica,) = cluster.start(1)
+        first = wait_for("a webhook process", lambda: webhook_processes(replica), 30)[0]
+        main_socket = Path(f"/proc/{first}/cmdline").read_bytes().split(b"\0--main-socket\0")[1].split(b"\0")[0]
         yield cluster, replica
     finally:
         cluster.stop()
+        for pid in processes_with(main_socket) if main_socket else []:  # a failed test's leftovers
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_webhook_processes_take_a_burst_that_the_main_process_contains(
@@ -136,7 +167,12 @@ def test_webhook_processes_take_a_burst_that_the_main_process_contains(
     text = wait_for("the deliveries counted", counted, 10)
     assert "aisoar_dispatch_queue 0.0" in text
     assert httpx.get(f"{replica.url}/metrics", timeout=5).status_code == 401  # the main process's rules
-    assert replica.health() == {"status": "ok"}
+    health = httpx.get(f"{replica.url}/healthz", timeout=5)
+    assert health.json() == {"status": "ok"} and len(health.headers.get_list("date")) == 1, health.headers
+    # A path the main process would read as a webhook once its dot segments are resolved: refused
+    # (only the webhook processes read deliveries; the main process has no webhook route then).
+    for path in ("/webhooks/../webhooks/generic", "/alerts/../webhooks/generic"):
+        assert raw_post(replica.port, path, body).startswith(b"HTTP/1.1 400 "), path
     slack = httpx.post(f"{replica.url}/slack/interactivity?x=1", content=b"payload=%7B%7D", timeout=5)
     assert slack.status_code == 401 and "X-Slack-Signature" in slack.json()["error"], slack.text  # passed back
     assert webhook_processes(replica) == children
@@ -168,16 +204,45 @@ def test_the_webhook_processes_end_with_the_main_process(
 ) -> None:
     """Stopped (SIGTERM; a service manager or Ctrl-C signal the whole group), the main process
     stops them: they answer what they took and end before it does, none started again; killed
-    (SIGKILL), they see its end of the relay close and end. Either way the port is free."""
+    (SIGKILL) in a storm, they see its end of the relay go and end. Either way the port is free."""
     _, replica = served
     children = wait_for("two webhook processes", lambda: len(pids := webhook_processes(replica)) == 2 and pids, 30)
     assert replica.process is not None
+    posting = threading.Event()
+
+    def post_until_stopped() -> None:  # a storm under way: the relay is busy when the main process ends
+        n = 0
+        while not posting.is_set():
+            body = json.dumps({"id": f"storm-{n}", "title": "storm", "severity": "low"}).encode()
+            try:
+                httpx.post(
+                    f"{replica.url}/webhooks/generic",
+                    content=body,
+                    headers=signed_headers(WEBHOOK_SECRET, body),
+                    timeout=5,
+                )
+            except httpx.HTTPError:
+                pass
+            n += 1
+
+    senders = [threading.Thread(target=post_until_stopped) for _ in range(4)]
+    for sender in senders:
+        sender.start()
+    time.sleep(1.5)
+    if how == signal.SIGKILL:  # it dies with relay lines unread: its children see a reset, not an end
+        os.kill(replica.process.pid, signal.SIGSTOP)
+        time.sleep(1)  # the webhook processes go on storing and relaying meanwhile
     if group:
         os.killpg(replica.process.pid, how)
     else:
         replica.process.send_signal(how)
-    replica.process.wait(30)
-    wait_for("the webhook processes ended", lambda: not any(alive(pid) for pid in children), 15)
+    try:
+        replica.process.wait(30)
+        wait_for("the webhook processes ended", lambda: not any(alive(pid) for pid in children), 15)
+    finally:
+        posting.set()
+        for sender in senders:
+            sender.join(10)
     assert "another starts" not in replica.log.read_text()
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as `aisoar serve` binds

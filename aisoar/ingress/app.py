@@ -138,8 +138,9 @@ def create_app(
 
     receive = webhook_handler(settings, known, writer, pool, metrics.count)
 
-    app.add_route("/webhooks/{source_name}", receive, methods=["POST"])
-    app.add_middleware(WebhookFastPath, handler=receive)
+    if webhook_processes is None:  # else they take the webhooks: none is read here
+        app.add_route("/webhooks/{source_name}", receive, methods=["POST"])
+        app.add_middleware(WebhookFastPath, handler=receive)
 
     @app.post("/slack/interactivity")
     async def slack_interactivity(request: Request) -> Response:

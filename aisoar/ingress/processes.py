@@ -84,8 +84,10 @@ class WebhookProcesses:
     def stop(self) -> None:
         """Each webhook process is told to stop (its relay ends): it answers what it took and
         ends; what it stored meanwhile is still offered here."""
-        self._stopping.set()
-        for child in list(self._children.values()):
+        with self._guard:  # no webhook process starts again after this
+            self._stopping.set()
+            told = list(self._children.values())
+        for child in told:
             try:
                 child.relay.shutdown(socket.SHUT_WR)
             except OSError:
@@ -211,7 +213,11 @@ class WebhookProcesses:
     def _start_due(self) -> None:
         now = time.monotonic()
         for index, when in list(self._due.items()):
-            if when <= now and not self._stopping.is_set():
+            if when > now:
+                continue
+            with self._guard:  # not while ``stop`` tells the others to end
+                if self._stopping.is_set():
+                    return
                 del self._due[index]
                 try:
                     self._spawn(index)

@@ -41,7 +41,16 @@ log = logging.getLogger("aisoar.ingress")
 
 RELAY_BACKLOG = 4 << 20  # bytes unsent to the main process beyond which alert ids are left to its upkeep
 HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"te", b"upgrade"}
-NOT_RELAYED_BACK = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
+# This process's server writes its own framing, date and server headers.
+NOT_RELAYED_BACK = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "content-encoding",
+    "date",
+    "server",
+}
 MAIN = "http://aisoar-main"
 
 
@@ -62,12 +71,18 @@ class MainProcess:
         self._listening = asyncio.create_task(self._listen(reader, gone))
 
     async def _listen(self, reader: asyncio.StreamReader, gone: Callable[[], None]) -> None:
-        while line := await reader.readline():
-            try:
-                self.full = bool(json.loads(line)["full"])
-            except (ValueError, KeyError, TypeError):
-                log.error("the main process sent a line that is not a relay message; ignored")
-        gone()
+        """Until the relay ends: closed (the main process stops this process), or reset (it
+        died with lines of this process unread, which Linux reports as a reset, not an end)."""
+        try:
+            while line := await reader.readline():
+                try:
+                    self.full = bool(json.loads(line)["full"])
+                except (ValueError, KeyError, TypeError):
+                    log.error("the main process sent a line that is not a relay message; ignored")
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            log.warning("the relay to the main process ended (%s): this webhook process stops", type(exc).__name__)
+        finally:
+            gone()
 
     def offer(self, alert: Alert) -> bool:
         self._ids.append(alert.id)
@@ -133,10 +148,13 @@ class PassedOn:
             if scope.get("query_string"):
                 target += b"?" + scope["query_string"]
             headers = [(k, v) for k, v in scope["headers"] if k.lower() not in HOP_BY_HOP]
+            url = httpx.URL(MAIN).copy_with(raw_path=target)
+            if url.raw_path != target:  # httpx resolved dot segments: the main process would see another path
+                answer = problem(400, "the request's path is not in normal form (no '.' or '..' segments)")
+                await answer(scope, receive, send)
+                return
             try:
-                reply = await self.client.request(
-                    request.method, httpx.URL(MAIN).copy_with(raw_path=target), headers=headers, content=body
-                )
+                reply = await self.client.request(request.method, url, headers=headers, content=body)
             except httpx.TransportError as exc:
                 log.warning("the main process did not answer a passed-on request: %s", type(exc).__name__)
                 answer = problem(503, "aisoar's main process does not answer; retry", headers={"Retry-After": "5"})
