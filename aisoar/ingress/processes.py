@@ -68,7 +68,7 @@ class WebhookProcesses:
         self._due: dict[int, float] = {}  # webhook processes to start again, and when
         self._waits: dict[int, float] = {}
         self._selector = selectors.DefaultSelector()
-        self._guard = threading.Lock()  # a webhook process is ended once (the relay, or stop)
+        self._guard = threading.Lock()  # each ended once (by the relay or stop); none started once stopping
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._intake: Intake | None = None
