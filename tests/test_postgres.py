@@ -169,3 +169,39 @@ def test_a_pooled_connection_killed_while_idle_is_replaced_not_an_error(postgres
         messages = conn.execute(sa.text("SELECT message FROM timeline WHERE incident_id = 'INC-IDLE' ORDER BY seq"))
         assert [row.message for row in messages] == ["before", "after"]
     store.engine.dispose()
+
+
+def test_an_approval_opened_by_two_runners_at_once_is_one_record(postgres: Postgres) -> None:
+    """On PostgreSQL two transactions both found no record and both inserted one: the second
+    failed the run with a unique violation (seen when a run was taken over from a replica still
+    running it). Both now get the one record; one of them made it."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    store = Store(fresh_database(postgres))
+    try:
+        for attempt in range(10):
+            ready = Barrier(2)
+
+            def open_it(_: int, attempt: int = attempt, ready: Barrier = ready) -> tuple[str, bool]:
+                ready.wait()
+                record, created = store.open_approval(
+                    f"INC-{attempt}",
+                    "pb",
+                    "delete",
+                    "openai.delete_project_key",
+                    "0" * 64,
+                    ["alice"],
+                    ["alice"],
+                    1,
+                    timedelta(hours=1),
+                    "reject",
+                )
+                return record.id, created
+
+            with ThreadPoolExecutor(2) as pool:
+                answers = list(pool.map(open_it, range(2)))
+            assert answers[0][0] == answers[1][0], answers
+            assert sorted(created for _, created in answers) == [False, True], answers
+    finally:
+        store.engine.dispose()

@@ -101,8 +101,11 @@ class Approvals(StoreBase):
         allow_self: bool = False,
         flow_run_id: str | None = None,
     ) -> tuple[ApprovalRecord, bool]:
-        """Create the approval record for a step, or return the one that exists (and False)."""
+        """Create the approval record for a step, or return the one that exists (and False). Two
+        runners asking at once (a run taken over while its first runner still ran it) get the one
+        record: the step is held until the transaction ends, and the second reads the first's."""
         with self._tx() as conn:
+            self._serialize(conn, f"approval:{incident_id}:{playbook}:{step_id}")
             row = conn.execute(
                 sa.select(approvals.c.id).where(
                     approvals.c.incident_id == incident_id,
