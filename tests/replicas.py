@@ -12,9 +12,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -184,6 +185,28 @@ def _wait_healthy(replica: Replica, deadline: float, every: float = 0.2) -> floa
             raise AssertionError(f"{replica.name} did not start:\n{replica.log.read_text()[-3000:]}")
         time.sleep(every)
     return time.monotonic()
+
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: float = 0.05) -> T:
+    """``check()``'s first truthy answer; fails after ``timeout`` seconds with its last answer."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while True:
+        try:
+            last = check()
+        except httpx.TransportError as exc:
+            last = None
+            error: BaseException | None = exc
+        else:
+            error = None
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last!r} {error or ''})")
+        time.sleep(every)
 
 
 def leaked_key_alert(sandbox: Sandbox, label: str, index: int) -> tuple[dict[str, Any], str]:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -41,32 +41,12 @@ from tasks import catalog
 from tests.conftest import PREFECT_AUTH, READ, SANDBOX_APPROVERS, WEBHOOK_SECRET, make_settings
 from tests.faults import Fault, FaultProxy, fault_proxy
 from tests.hostile import Recorder
-from tests.replicas import AISOAR, Cluster, leaked_key_alert
+from tests.replicas import AISOAR, Cluster, leaked_key_alert, wait_for
 
 pytestmark = pytest.mark.e2e
-T = TypeVar("T")
 CONNECTORS = ("litellm", "openai", "slack", "jira")
 PLAYBOOK = "leaked-llm-api-key"
 BACK_WITHIN = 5.0  # seconds: from Prefect (or the replica) answering again to the run (or the key blocked)
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: float = 0.05) -> T:
-    """``check()``'s first truthy answer; fails after ``timeout`` seconds with its last answer."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while True:
-        try:
-            last = check()
-        except httpx.TransportError as exc:
-            last = None
-            error: BaseException | None = exc
-        else:
-            error = None
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last!r} {error or ''})")
-        time.sleep(every)
 
 
 def blocked(sandbox: Sandbox, tokens: list[str]) -> bool:

@@ -16,10 +16,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import pytest
@@ -31,25 +30,10 @@ from cli.main import _webhook_processes
 from cli.terminal import Failure
 from sandbox.stack import Sandbox
 from tests.conftest import PREFECT_AUTH, READ, WEBHOOK_SECRET, make_settings
-from tests.replicas import Cluster, Replica, leaked_key_alert
+from tests.replicas import Cluster, Replica, leaked_key_alert, wait_for
 
-T = TypeVar("T")
 CONNECTORS = ("litellm", "openai", "slack", "jira")
 KEYS = 24
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: float = 0.05) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            found = check()
-        except httpx.TransportError:
-            found = None
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(every)
 
 
 def raw_post(port: int, path: str, body: bytes) -> bytes:

@@ -59,8 +59,8 @@ class WebhookProcesses:
     """The webhook processes of one ``aisoar serve``: started with its dispatch workers
     (``start``), stopped before them (``stop``)."""
 
-    def __init__(self, count: int, listener: socket.socket, main_socket: Path, store: Store) -> None:
-        self.count = count
+    def __init__(self, processes: int, listener: socket.socket, main_socket: Path, store: Store) -> None:
+        self.processes = processes
         self.listener = listener
         self.main_socket = main_socket
         self.store = store
@@ -76,7 +76,7 @@ class WebhookProcesses:
 
     def start(self, intake: Intake, count: Count) -> None:
         self._intake, self._counted = intake, count
-        for index in range(self.count):
+        for index in range(self.processes):
             self._spawn(index)
         self._thread = threading.Thread(target=self._relay, name="aisoar-webhook-relay", daemon=True)
         self._thread.start()
