@@ -83,10 +83,16 @@ def render_value(value: Any, context: Mapping[str, Any]) -> Any:
     return value
 
 
+@lru_cache(maxsize=1024)
+def _expression(source: str) -> Any:
+    """A condition compiled once (compiling costs a millisecond or more; a burst evaluates the
+    same few conditions thousands of times)."""
+    return _env.compile_expression(source, undefined_to_none=True)
+
+
 def evaluate_condition(source: str, context: Mapping[str, Any]) -> bool:
     """A step condition is a Jinja expression; true unless it renders falsy."""
     try:
-        expression = _env.compile_expression(source, undefined_to_none=True)
-        return bool(expression(**context))
+        return bool(_expression(source)(**context))
     except TemplateError as exc:
         raise TemplateProblem(f"condition {source!r} failed: {exc}") from exc

@@ -1,7 +1,7 @@
 """A burst of alerts: how fast aisoar contains it, beside the plain Prefect way, in the same run.
 
-Phases (``--phase burst,sustained,postgres``; default: burst and sustained, and postgres with
-``--postgres``), each in a process and on a Prefect server of its own (locked with basic auth as
+Phases (``--phase burst,sustained,postgres,storm-postgres``; default: burst and sustained, and
+postgres with ``--postgres``), each in a process and on a Prefect server of its own (locked with basic auth as
 `aisoar up` locks its own), with the sandbox fakes and aisoar's stack (ingress, dispatcher,
 playbook runtime, at their default settings, printed) in the phase's process, all on loopback:
 
@@ -24,11 +24,14 @@ playbook runtime, at their default settings, printed) in the phase's process, al
              limit is raised for it (a bench-only sources folder).
   postgres   the burst phase with the Prefect server and aisoar's store on a throwaway
              PostgreSQL cluster (tests/servers/postgres.py). Target: every key within 5 s.
+  storm-postgres
+             the sustained phase on such a cluster (the production shape's store: its writers
+             do not take turns as SQLite's do).
 
 Keys not blocked within --timeout (180 s) of the first post are reported as not blocked, and
 the inbox's dispatch is awaited at most --drain-timeout (600 s): nothing waits forever.
 Writes each phase's figures into bench/burst.last.json (beside the other phases' latest).
-Usage: python bench/burst.py [--phase burst,sustained,postgres] [--postgres] [--alerts 100]
+Usage: python bench/burst.py [--phase burst,sustained,postgres,storm-postgres] [--postgres] [--alerts 100]
            [--timeout 180] [--no-baseline] [--rate 500] [--seconds 60] [--drain-timeout 600]
 """
 
@@ -572,18 +575,34 @@ def bench_sources(folder: Path, per_minute: int) -> Path:
     return folder
 
 
-def phase_sustained(bench: Bench) -> dict[str, Any]:
+def phase_sustained(bench: Bench, database: str) -> dict[str, Any]:
     args = bench.args
-    work = bench.work / "sustained"
+    work = bench.work / f"sustained-{database}"
     work.mkdir(parents=True)
     sources = bench_sources(work / "sources", int(args.rate * 60 * 2))
-    server = start_prefect(work / "prefect-server", bench.client)
+    cluster, prefect_url, store_url = start_postgres() if database == "postgres" else (None, None, None)
+    try:
+        result = _sustained(bench, work, sources, prefect_url, store_url)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    result["database"] = database
+    show_sustained(result)
+    return result
+
+
+def _sustained(
+    bench: Bench, work: Path, sources: Path, prefect_url: str | None, store_url: str | None
+) -> dict[str, Any]:
+    args = bench.args
+    server = start_prefect(work / "prefect-server", bench.client, prefect_url)
     sandbox, env = start_sandbox()
     stack: AisoarStack | ServedAisoar | None = None
     sender: subprocess.Popen[bytes] | None = None
     try:
         kind = ServedAisoar if bench.args.serve else AisoarStack
-        stack = kind(work, env, sources_dir=sources, **served_overrides(bench.args)).start()
+        overrides = {"database_url": store_url} if store_url else {}
+        stack = kind(work, env, sources_dir=sources, **overrides, **served_overrides(bench.args)).start()
         store = stack.store
         if not bench.settings_shown:
             shown = runtime_settings(stack.settings)
@@ -658,7 +677,6 @@ def phase_sustained(bench: Bench) -> dict[str, Any]:
         **verified,
         "rss": {"before": before, "after_storm": after_storm, "after": after, "peak_total": peak_rss},
     }
-    show_sustained(result)
     return result
 
 
@@ -741,8 +759,8 @@ def show_sustained(r: dict[str, Any]) -> None:
     ack = r["ack_ms"]
     print()
     print(
-        f"sustained: {r['rate']:g} alerts/s for {r['seconds']:g} s, one leaked key (one fingerprint), "
-        "each alert its own delivery; open loop"
+        f"sustained on {r['database']}: {r['rate']:g} alerts/s for {r['seconds']:g} s, one leaked key (one "
+        "fingerprint), each alert its own delivery; open loop"
     )
     print(
         f"  sent {r['sent']} in {r['sending_s']:.1f} s (the sender's own lateness: p99 "
@@ -803,11 +821,14 @@ def served_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {"ingress_processes": args.ingress_processes} if args.ingress_processes is not None else {}
 
 
+BENCH_PHASES = ("burst", "sustained", "postgres", "storm-postgres")
+
+
 def phases_of(args: argparse.Namespace) -> list[str]:
     chosen = ["burst", "sustained"] if args.phase == "all" else [p.strip() for p in args.phase.split(",") if p.strip()]
-    unknown = set(chosen) - {"burst", "sustained", "postgres"}
+    unknown = set(chosen) - set(BENCH_PHASES)
     if unknown:
-        raise SystemExit(f"unknown phase(s): {', '.join(sorted(unknown))}; choose from burst, sustained, postgres")
+        raise SystemExit(f"unknown phase(s): {', '.join(sorted(unknown))}; choose from {', '.join(BENCH_PHASES)}")
     if args.postgres and "postgres" not in chosen:
         chosen.append("postgres")
     return chosen
@@ -827,7 +848,9 @@ def main() -> int:
     if len(sys.argv) == 3 and sys.argv[1] == SENDER_FLAG:
         return storm_sender(Path(sys.argv[2]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--phase", default="all", help="burst, sustained, postgres (comma separated) or all")
+    parser.add_argument(
+        "--phase", default="all", help="burst, sustained, postgres, storm-postgres (comma separated) or all"
+    )
     parser.add_argument("--postgres", action="store_true", help="also run the burst on PostgreSQL")
     parser.add_argument("--alerts", type=int, default=100, help="alerts in the burst")
     parser.add_argument("--timeout", type=float, default=180, help="seconds after the first post: not blocked")
@@ -871,8 +894,8 @@ def main() -> int:
         load = os.getloadavg()
         print(f"\n== {phase} (load average {load[0]:.1f}: other work on this machine skews the figures)")
         started, at = time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        if phase == "sustained":
-            result = phase_sustained(bench)
+        if phase in ("sustained", "storm-postgres"):
+            result = phase_sustained(bench, "postgres" if phase == "storm-postgres" else "sqlite")
         else:
             result = phase_burst(bench, "postgres" if phase == "postgres" else "sqlite")
         took = time.monotonic() - started

@@ -251,9 +251,15 @@ class StoreBase:
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         """A transaction that only reads. On SQLite it begins deferred and without the writers'
-        lock: in WAL mode a reader sees the last commit and waits for no writer."""
+        lock: in WAL mode a reader sees the last commit and waits for no writer. On PostgreSQL
+        it is no transaction at all: at READ COMMITTED every statement sees the last commits
+        whether or not it is in one, and without BEGIN and COMMIT a read is one round trip to
+        the server instead of three (in a burst, a third of the store's round trips)."""
         with self.engine.connect() as conn:
-            conn.execution_options(aisoar_read=True)
+            if self.shared:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+            else:
+                conn.execution_options(aisoar_read=True)
             with conn.begin():
                 yield conn
 
