@@ -1,9 +1,10 @@
 """A burst of alerts: how fast aisoar contains it, beside the plain Prefect way, in the same run.
 
 Phases (``--phase burst,sustained,postgres,storm-postgres``; default: burst and sustained, and
-postgres with ``--postgres``), each in a process and on a Prefect server of its own (locked with basic auth as
-`aisoar up` locks its own), with the sandbox fakes and aisoar's stack (ingress, dispatcher,
-playbook runtime, at their default settings, printed) in the phase's process, all on loopback:
+postgres with ``--postgres``), each in a process and on a Prefect server of its own (locked
+with basic auth as `aisoar up` locks its own), with the sandbox fakes and aisoar's stack
+(ingress, dispatcher, playbook runtime, at their default settings, printed) in the phase's
+process, all on loopback:
 
   burst      100 distinct leaked-key alerts (examples/alerts/leaked-openai-key.json, each with
              a key of its own seeded at the sandbox gateway and provider) posted at once,
@@ -31,8 +32,8 @@ playbook runtime, at their default settings, printed) in the phase's process, al
 Keys not blocked within --timeout (180 s) of the first post are reported as not blocked, and
 the inbox's dispatch is awaited at most --drain-timeout (600 s): nothing waits forever.
 Writes each phase's figures into bench/burst.last.json (beside the other phases' latest).
-Usage: python bench/burst.py [--phase burst,sustained,postgres,storm-postgres] [--postgres] [--alerts 100]
-           [--timeout 180] [--no-baseline] [--rate 500] [--seconds 60] [--drain-timeout 600]
+Usage: python bench/burst.py [--phase burst,sustained,postgres,storm-postgres] [--postgres]
+           [--alerts 100] [--timeout 180] [--no-baseline] [--rate 500] [--seconds 60] [--drain-timeout 600]
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -316,6 +319,20 @@ def burst_plain(bench: Bench, sandbox: Sandbox, env: dict[str, str], work: Path)
     }
 
 
+@contextmanager
+def databases(database: str) -> Iterator[tuple[str | None, str | None]]:
+    """The Prefect server's and aisoar's store's database URLs for a phase: on ``postgres`` a
+    throwaway cluster, stopped when the phase ends; on ``sqlite`` (None, None): their defaults."""
+    if database != "postgres":
+        yield None, None
+        return
+    cluster, prefect_url, store_url = start_postgres()
+    try:
+        yield prefect_url, store_url
+    finally:
+        cluster.stop()
+
+
 def start_postgres() -> tuple[Any, str, str]:
     """A throwaway PostgreSQL cluster (tests/servers/postgres.py) with a database for Prefect and
     one for aisoar's store; returns it and the two URLs."""
@@ -338,8 +355,7 @@ def start_postgres() -> tuple[Any, str, str]:
 def phase_burst(bench: Bench, database: str) -> dict[str, Any]:
     work = bench.work / f"burst-{database}"
     work.mkdir(parents=True)
-    cluster, prefect_url, store_url = start_postgres() if database == "postgres" else (None, None, None)
-    try:
+    with databases(database) as (prefect_url, store_url):
         server = start_prefect(work / "prefect-server", bench.client, prefect_url)
         try:
             sandbox, env = start_sandbox()
@@ -354,9 +370,6 @@ def phase_burst(bench: Bench, database: str) -> dict[str, Any]:
                 sandbox.stop()
         finally:
             server.stop()
-    finally:
-        if cluster is not None:
-            cluster.stop()
     show_burst(result, bench.args.timeout)
     return result
 
@@ -580,12 +593,8 @@ def phase_sustained(bench: Bench, database: str) -> dict[str, Any]:
     work = bench.work / f"sustained-{database}"
     work.mkdir(parents=True)
     sources = bench_sources(work / "sources", int(args.rate * 60 * 2))
-    cluster, prefect_url, store_url = start_postgres() if database == "postgres" else (None, None, None)
-    try:
+    with databases(database) as (prefect_url, store_url):
         result = _sustained(bench, work, sources, prefect_url, store_url)
-    finally:
-        if cluster is not None:
-            cluster.stop()
     result["database"] = database
     show_sustained(result)
     return result
