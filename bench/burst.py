@@ -151,14 +151,15 @@ def settled_runs(
 
 
 async def post_at_once(
-    url: str, deliveries: list[tuple[bytes, dict[str, str]]]
+    urls: list[str], deliveries: list[tuple[bytes, dict[str, str]]]
 ) -> tuple[float, list[tuple[float, str]]]:
-    """Every delivery posted at once (a connection each); returns when the first post was made
-    (wall clock) and, for each, (seconds until its answer, its status or the error)."""
+    """Every delivery posted at once (a connection each), to ``urls`` in turn; returns when the
+    first post was made (wall clock) and, for each, (seconds until its answer, its status or the
+    error)."""
     limits = httpx.Limits(max_connections=len(deliveries), max_keepalive_connections=len(deliveries))
     async with httpx.AsyncClient(limits=limits, timeout=60) as client:
 
-        async def post(body: bytes, headers: dict[str, str]) -> tuple[float, str]:
+        async def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[float, str]:
             started = time.perf_counter()
             try:
                 answer = await client.post(f"{url}/webhooks/generic", content=body, headers=headers)
@@ -168,7 +169,9 @@ async def post_at_once(
             return time.perf_counter() - started, status
 
         t0 = time.time()
-        answers = await asyncio.gather(*(post(body, headers) for body, headers in deliveries))
+        answers = await asyncio.gather(
+            *(post(urls[i % len(urls)], body, headers) for i, (body, headers) in enumerate(deliveries))
+        )
     return t0, list(answers)
 
 
@@ -178,30 +181,46 @@ def burst_aisoar(
     n, timeout = bench.args.alerts, bench.args.timeout
     overrides = {"database_url": store_url} if store_url else {}
     kind = ServedAisoar if bench.args.serve else AisoarStack
-    stack = kind(work, env, **overrides, **served_overrides(bench.args)).start()
+    replicas = bench.args.replicas
+    if replicas > 1 and not (bench.args.serve and store_url):
+        raise SystemExit("--replicas takes --serve and the postgres phase (replicas share a PostgreSQL store)")
+    stacks: list[Any] = []
+    try:
+        for i in range(replicas):  # each with its own data directory and name, on the one store
+            named = {"replica_id": f"bench-serve-{i}"} if replicas > 1 else {}
+            place = work / f"replica-{i}" if replicas > 1 else work
+            stacks.append(kind(place, env, **overrides, **named, **served_overrides(bench.args)).start())
+    except BaseException:
+        for started in stacks:
+            started.stop()
+        raise
+    stack = stacks[0]
     try:
         settings = runtime_settings(stack.settings)
         if not bench.settings_shown:
             print(f"  aisoar runtime settings (defaults, but for --ingress-processes): {settings}")
             bench.settings_shown = True
         deployment = stack.deployment_id(LEAKED_KEY_PLAYBOOK)
-        for i in range(bench.args.warmup):  # imports, connections, the engine's first run
+        warmups = bench.args.warmup * len(stacks)
+        for i in range(warmups):  # imports, connections, the engine's first run, on each replica
             key = seed_leaked_key(sandbox, f"W{i:03d}")
             body, headers = signed_delivery(leaked_key_alert(key, f"warmup-{i}"))
-            httpx.post(f"{stack.url}/webhooks/generic", content=body, headers=headers, timeout=30).raise_for_status()
+            url = stacks[i % len(stacks)].url
+            httpx.post(f"{url}/webhooks/generic", content=body, headers=headers, timeout=30).raise_for_status()
             if not blocked_after(sandbox, [key.gateway_hash], time.time(), 60):
                 raise RuntimeError("the warm-up alert was not contained within 60 s; see the stack's log")
-        warm = {r["id"] for r in settled_runs(bench.client, deployment, bench.args.warmup, 60)}
+        warm = {r["id"] for r in settled_runs(bench.client, deployment, warmups, 60)}
         keys = [seed_leaked_key(sandbox, f"{i:04d}") for i in range(n)]
         deliveries = [signed_delivery(leaked_key_alert(key, f"burst-{i}")) for i, key in enumerate(keys)]
-        t0, answers = asyncio.run(post_at_once(stack.url, deliveries))
+        t0, answers = asyncio.run(post_at_once([s.url for s in stacks], deliveries))
         print(f"  aisoar: {n} alerts posted in {max(s for s, _ in answers):.1f} s; waiting for the blocks")
         blocked = blocked_after(sandbox, [k.gateway_hash for k in keys], t0, timeout)
         runs = settled_runs(bench.client, deployment, n, SETTLE_S, before=warm)
         counts = state_counts(runs)
         phases = burst_phases(stack.store, t0)
     finally:
-        stack.stop()
+        for started in stacks:
+            started.stop()
     acks = [seconds for seconds, status in answers if status == "202"]
     return {
         "n": n,
@@ -215,6 +234,7 @@ def burst_aisoar(
         "settings": {k: str(v) for k, v in settings.items()},
         "phases": phases,
         "served": bench.args.serve,
+        "replicas": len(stacks),
     }
 
 
@@ -387,7 +407,10 @@ def show_burst(result: dict[str, Any], timeout: float) -> None:
     print()
     title = f"burst on {database}: first post -> each /key/block"
     print(f"{title:50} {'n':>4} {'blocked':>8} {'first s':>8} {'p50 s':>7} {'max s':>7} {'failed/crashed runs':>20}")
+    replicas = int(aisoar.get("replicas", 1))
     shape = "`aisoar serve` process" if aisoar.get("served") else "in the bench process"
+    if replicas > 1:
+        shape = f"{replicas} `aisoar serve` replicas"
     rows = [(f"aisoar ({shape})", aisoar)]
     if plain is not None:
         rows.append(("plain Prefect (run_deployment -> serve())", plain))
@@ -876,6 +899,13 @@ def main() -> int:
         type=int,
         default=None,
         help="with --serve: AISOAR_INGRESS_PROCESSES, the webhook processes beside the main one",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="with --serve, on PostgreSQL: `aisoar serve` replicas on the one store (the production "
+        "shape), the burst's posts spread over them in turn as a load balancer would",
     )
     parser.add_argument("--rate", type=float, default=500, help="alerts/s in the sustained storm")
     parser.add_argument("--seconds", type=float, default=60, help="how long the storm lasts")

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cli import approve, sources
+from cli.prefect_tls import skip_unused_tls_roots
 from cli.terminal import Failure, PipeClosed, complain, is_terminal, markdown, say, spinner, table, working
 
 if TYPE_CHECKING:
@@ -180,6 +181,7 @@ def _start_prefect(server: PrefectServer, running: ExitStack) -> PrefectServer:
     # This process's Prefect client: set before anything imports Prefect (it reads its settings then).
     os.environ["PREFECT_API_URL"] = server.api_url
     os.environ["PREFECT_API_AUTH_STRING"] = server.auth_string
+    skip_unused_tls_roots()
     _refuse_cloud_key()
     running.callback(server.stop)
     with working(f"starting the Prefect server on {server.url} (data in {server.home})"):
@@ -252,6 +254,7 @@ def cmd_serve() -> int:
     _exit_on_sigterm()  # its runs are released on the way out: another replica takes them over at once
     if not os.environ.get("PREFECT_API_URL"):
         raise Failure("set PREFECT_API_URL to the Prefect server's API, e.g. http://127.0.0.1:4200/api", code=2)
+    skip_unused_tls_roots()  # before Prefect is imported: it reads its settings then
     from aisoar.config import get_settings
     from cli.prefect_auth import CredentialError, api_access, configured_auth_string
 

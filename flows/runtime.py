@@ -177,14 +177,15 @@ class PlaybookRuntime:
         """
         return self.create(incident_id, playbook, self.lead(incident_id, playbook))
 
-    def lead(self, incident_id: str, playbook: str) -> bool:
+    def lead(self, incident_id: str, playbook: str, taken: bool = False) -> bool:
         """The first half of ``launch``: take the incident's playbook run and run its head start;
-        whether this runtime holds the run (then ``create`` starts it here)."""
+        whether this runtime holds the run (then ``create`` starts it here). ``taken``: the
+        dispatcher's claim of the run made this runtime its holder already."""
         if self._creator is None:
             raise RuntimeError("the playbook runtime is not started")
         if self._stop.is_set():
             raise RuntimeError("the playbook runtime is stopping")  # the alert waits in the inbox
-        held = self.svc.store.take_playbook_run(incident_id, playbook, self.owner, utcnow() - self.stale_after)
+        held = taken or self.svc.store.take_playbook_run(incident_id, playbook, self.owner, utcnow() - self.stale_after)
         if held:
             self._head_start(incident_id, playbook)
         return held

@@ -257,6 +257,19 @@ def test_a_playbook_is_claimed_for_an_incident_once(store: Store) -> None:
     assert notes == ["playbook triage selected"]  # written with the one claim that took
 
 
+def test_a_run_claimed_for_its_runner_is_held_by_it_as_if_taken(store: Store) -> None:
+    """The dispatcher claims a new run already held by the runtime that leads it (one
+    transaction less before the block): another runner cannot take it while it is fresh, its
+    holder's heartbeat keeps it, and it is free once stale."""
+    assert store.claim_playbook_run("INC-1", "leaked-key", owner="replica-a")
+    fresh = utcnow() - timedelta(seconds=8)
+    assert not store.take_playbook_run("INC-1", "leaked-key", "replica-b", fresh)
+    assert store.take_playbook_run("INC-1", "leaked-key", "replica-a", fresh)  # its own: taken again
+    assert not store.claim_playbook_run("INC-1", "leaked-key", owner="replica-b")  # claimed once
+    later = utcnow() + timedelta(seconds=1)  # its heartbeat older than this: stale
+    assert store.take_playbook_run("INC-1", "leaked-key", "replica-b", later)
+
+
 def test_a_storms_alerts_are_kept_as_evidence_each_payload_once(store: Store, tmp_path: Path) -> None:
     """The upkeep keeps joined alerts as evidence in batches: one file per incident and batch,
     each payload once with every alert that carried it, each alert marked and kept once."""
@@ -296,7 +309,9 @@ class GatedLauncher(Recorder):
         self.led: list[tuple[str, str]] = []
         self.created: list[tuple[str, str, bool, bool]] = []
 
-    def lead(self, incident_id: str, playbook: str) -> bool:
+    owner = "gated-launcher"
+
+    def lead(self, incident_id: str, playbook: str, taken: bool = False) -> bool:
         with self.lock:
             self.led.append((incident_id, playbook))
         return True

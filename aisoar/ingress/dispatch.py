@@ -53,9 +53,12 @@ class Leading(Protocol):
     """A launcher whose launch comes in two halves, so a dispatcher can hand the second (asking
     Prefect for the run) to threads of its own and contain the next alert at once."""
 
-    def lead(self, incident_id: str, playbook: str) -> bool:
+    owner: str  # the name it holds runs under in the store
+
+    def lead(self, incident_id: str, playbook: str, taken: bool = False) -> bool:
         """Take the playbook's run for the incident and run its head start; whether this
-        launcher holds the run."""
+        launcher holds the run. ``taken``: the dispatcher's claim of the run took it for this
+        launcher already."""
         ...
 
     def create(self, incident_id: str, playbook: str, held: bool, yielding: bool = False) -> str:
@@ -100,21 +103,22 @@ class Dispatcher:
 
     def dispatch(self, alert: Alert) -> DispatchResult | None:
         """Dispatch the alert unless it is done or another dispatcher holds it now (None then)."""
-        if not self.store.claim_alert(alert.id, self.owner, utcnow() - self.lease):
+        claim = self.store.claim_alert(alert.id, self.owner, utcnow() - self.lease)
+        if claim is None:
             return None
         try:
-            return self._dispatch(alert)
+            return self._dispatch(alert, claim.incident_id)
         except Exception as exc:
             self.store.mark_alert(
                 alert.id, "pending", error=f"dispatch failed, retried: {str(exc)[:400]}", owner=self.owner
             )
             raise
 
-    def _dispatch(self, alert: Alert) -> DispatchResult | None:
+    def _dispatch(self, alert: Alert, incident_id: str | None) -> DispatchResult | None:
+        """``incident_id``: the incident the alert joined on an earlier try (its claim says)."""
         if alert.state == "resolved":
             return self._resolved(alert)
         matched = self.route(alert)
-        incident_id = self.store.alert_incident(alert.id)  # set: correlated by an earlier try
         again, created = incident_id is not None, False
         if incident_id is None:
             incident_id, created = self._correlate(alert, matched)
@@ -123,9 +127,13 @@ class Dispatcher:
         defer, launcher = self.defer, self.launcher
         leading = launcher if defer is not None and isinstance(launcher, Leading) else None
         led: list[tuple[str, bool]] = []  # runs whose head start is done and whose creation is left
+        # A new run is claimed already held by the launcher that leads it: one transaction less
+        # between the alert and its containment.
+        holder = leading.owner if leading is not None else None
         for spec in matched:
-            if self.store.claim_playbook_run(incident_id, spec.name, note=f"playbook {spec.name} selected"):
-                self._launch(incident_id, spec.name, result, led if leading else None)
+            note = f"playbook {spec.name} selected"
+            if self.store.claim_playbook_run(incident_id, spec.name, note=note, owner=holder):
+                self._launch(incident_id, spec.name, result, led if leading else None, taken=holder is not None)
                 continue
             found = self.store.playbook_run_state(incident_id, spec.name)
             if found is not None and found[0] is None and again:
@@ -260,15 +268,21 @@ class Dispatcher:
         return DispatchResult(incident_id=incident_id, new_incident=False)
 
     def _launch(
-        self, incident_id: str, playbook: str, result: DispatchResult, led: list[tuple[str, bool]] | None = None
+        self,
+        incident_id: str,
+        playbook: str,
+        result: DispatchResult,
+        led: list[tuple[str, bool]] | None = None,
+        taken: bool = False,
     ) -> None:
         """Start the playbook's run; with ``led`` (runs created elsewhere, a launcher that
-        leads), only its head start: the run's creation is added to ``led``."""
+        leads), only its head start: the run's creation is added to ``led``. ``taken``: the
+        claim of the run took it for the launcher."""
         if self.launcher is None:
             return
         try:
             if led is not None and isinstance(self.launcher, Leading):
-                led.append((playbook, self.launcher.lead(incident_id, playbook)))
+                led.append((playbook, self.launcher.lead(incident_id, playbook, taken=taken)))
                 return
             flow_run_id = self.launcher.launch(incident_id, playbook)
         except Exception as exc:  # the run is retried by retry_unlaunched; the alert is safe in the inbox

@@ -23,6 +23,13 @@ class InboxRecord:
     error: str | None
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A dispatcher's claim on an alert: the incident it joined on an earlier try, if any."""
+
+    incident_id: str | None
+
+
 class Inbox(StoreBase):
     # -- inbox ---------------------------------------------------------------------------
     def accept_alert(self, alert: Alert, delivery_id: str) -> tuple[str, bool]:
@@ -96,12 +103,13 @@ class Inbox(StoreBase):
             ).all()
         return [Alert.model_validate_json(row.alert_json) for row in rows]
 
-    def claim_alert(self, alert_id: str, owner: str, stale_before: datetime) -> bool:
+    def claim_alert(self, alert_id: str, owner: str, stale_before: datetime) -> Claim | None:
         """Become the dispatcher of a pending alert unless someone holds it (its claim is younger
         than ``stale_before``), this dispatcher's other workers included: each alert is
-        dispatched by one worker at a time."""
+        dispatched by one worker at a time. The claim says which incident the alert joined on
+        an earlier try (None: not correlated yet); None when not claimed."""
         with self._tx() as conn:
-            result = conn.execute(
+            row = conn.execute(
                 inbox.update()
                 .where(
                     inbox.c.id == alert_id,
@@ -109,8 +117,9 @@ class Inbox(StoreBase):
                     sa.or_(inbox.c.owner.is_(None), inbox.c.claimed_at < stale_before),
                 )
                 .values(owner=owner, claimed_at=utcnow())
-            )
-        return bool(result.rowcount)
+                .returning(inbox.c.incident_id)
+            ).first()
+        return None if row is None else Claim(incident_id=str(row.incident_id) if row.incident_id else None)
 
     def refresh_claims(self, owner: str) -> None:
         """The alerts this dispatcher is working on are still held (its heartbeat)."""

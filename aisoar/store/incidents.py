@@ -78,9 +78,11 @@ class Incidents(StoreBase):
                         correlate_until=now + window,
                     )
                 )
-            _attach(conn, str(incident_id), alert.id)
-            for kind, message, data in [*entries, *(opened if created else [])]:
-                conn.execute(timeline_row(str(incident_id), kind, message, data=data))
+            _attach(conn, str(incident_id), alert.id, new=created)
+            notes = [*entries, *(opened if created else [])]
+            self._insert_rows(
+                conn, timeline, [timeline_values(incident_id, kind, text, None, data) for kind, text, data in notes]
+            )
         return incident_id, created
 
     def join_incident(
@@ -279,13 +281,16 @@ class Incidents(StoreBase):
         return [json.loads(row.data_json) for row in rows]
 
 
-def _attach(conn: sa.Connection, incident_id: str, alert_id: str) -> None:
-    """The alert is one of the incident's (once), and its inbox row says so."""
-    exists = conn.execute(
-        sa.select(incident_alerts.c.alert_id).where(
-            incident_alerts.c.incident_id == incident_id, incident_alerts.c.alert_id == alert_id
-        )
-    ).first()
+def _attach(conn: sa.Connection, incident_id: str, alert_id: str, new: bool = False) -> None:
+    """The alert is one of the incident's (once), and its inbox row says so. ``new``: the
+    incident was opened in this transaction (it has no alerts yet)."""
+    exists = None
+    if not new:
+        exists = conn.execute(
+            sa.select(incident_alerts.c.alert_id).where(
+                incident_alerts.c.incident_id == incident_id, incident_alerts.c.alert_id == alert_id
+            )
+        ).first()
     if exists is None:
         conn.execute(incident_alerts.insert().values(incident_id=incident_id, alert_id=alert_id))
     conn.execute(inbox.update().where(inbox.c.id == alert_id).values(incident_id=incident_id))

@@ -22,13 +22,18 @@ class StepResult(BaseModel):
 
 class Runs(StoreBase):
     # -- playbook runs ------------------------------------------------------------------
-    def claim_playbook_run(self, incident_id: str, playbook: str, note: str | None = None) -> bool:
+    def claim_playbook_run(
+        self, incident_id: str, playbook: str, note: str | None = None, owner: str | None = None
+    ) -> bool:
         """Record that this incident gets this playbook; False when it already has it (also
         when another dispatcher, in this process or another replica, claimed it a moment ago).
-        ``note``: the timeline entry ("run") of the claim, written with it."""
+        ``note``: the timeline entry ("run") of the claim, written with it. ``owner``: the
+        runner that holds the new run at once (as ``take_playbook_run`` would)."""
+        now = utcnow()
+        held = {"owner": owner, "heartbeat_at": now} if owner is not None else {}
         with self._tx() as conn:
             claimed = self._insert_new(
-                conn, playbook_runs, incident_id=incident_id, playbook=playbook, created_at=utcnow(), finished=False
+                conn, playbook_runs, incident_id=incident_id, playbook=playbook, created_at=now, finished=False, **held
             )
             if claimed and note is not None:
                 conn.execute(timeline_row(incident_id, "run", note))
