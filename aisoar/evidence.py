@@ -11,11 +11,13 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from aisoar.store import EvidenceRecord, Store
+from aisoar.store.evidence import EvidenceItem
 
 
 class EvidenceTampered(RuntimeError):
@@ -79,8 +81,21 @@ class EvidenceStore:
     def put_json(
         self, incident_id: str, document: Any, description: str, collected_by: str, asset: str | None = None
     ) -> EvidenceRecord:
-        content = json.dumps(document, sort_keys=True, indent=2, default=str).encode()
-        return self.put(incident_id, content, description, collected_by, asset=asset)
+        return self.put_json_many(incident_id, [(document, description, asset)], collected_by)[0]
+
+    def put_json_many(
+        self, incident_id: str, documents: Sequence[tuple[Any, str, str | None]], collected_by: str
+    ) -> list[EvidenceRecord]:
+        """Several documents (document, description, asset) of one collecting step: each file
+        stored once, their custody entries appended in order in one transaction."""
+        items: list[EvidenceItem] = []
+        for document, description, asset in documents:
+            content = json.dumps(document, sort_keys=True, indent=2, default=str).encode()
+            sha256, path = self.write(content)
+            items.append(
+                EvidenceItem(sha256, len(content), "application/json", description, str(path), collected_by, asset)
+            )
+        return self.store.record_evidence_items(incident_id, items)
 
     def put_alerts(self, incident_id: str, alerts: list[dict[str, Any]], collected_by: str) -> EvidenceRecord | None:
         """Alerts of one incident (as stored: ``Store.alert_documents``) preserved as one

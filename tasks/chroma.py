@@ -4,6 +4,7 @@ poisoned records.
 Record contents (documents, metadata) are attacker-controlled text: they are kept as
 evidence data and never rendered; only counts, ids and hashes reach summaries and outputs.
 """
+
 from __future__ import annotations
 
 from datetime import UTC, datetime

@@ -14,7 +14,6 @@ thread gets a final update. The close is recorded first; a failure in Jira or Sl
 reported on the step and the timeline, never undoes it. The runner publishes the report.
 """
 
-
 from __future__ import annotations
 
 import logging
@@ -96,6 +95,7 @@ def announce_incident(ctx: ActionContext, inputs: AnnounceInputs) -> StepOutcome
 
 
 # -- close ------------------------------------------------------------------------------
+
 
 class CloseInputs(BaseModel):
     """Nothing: the resolution is computed from the verified outcomes, never written in a spec."""

@@ -6,7 +6,6 @@ Every input names its key by hash (``litellm:virtual-key:<sha256>``), the asset 
 ``litellm.collect_key_evidence``, which must run first.
 """
 
-
 from __future__ import annotations
 
 import json
@@ -51,8 +50,13 @@ def collect_key_evidence(ctx: ActionContext, inputs: GatewayKey) -> StepOutcome:
         "found": info is not None,
         "info": {k: v for k, v in (info or {}).items() if k != "token"},
     }
-    sha256 = ctx.keep(document, "LLM gateway record of the key", asset=inputs.asset)
-    logs = _collect_request_logs(ctx, inputs)
+    logs_document, logs = _request_logs(ctx, inputs)
+    # Both kept together: their custody entries in one transaction (the key record first).
+    kept = [(document, "LLM gateway record of the key", inputs.asset)]
+    if logs_document is not None:
+        kept.append((logs_document, "LLM gateway request logs of the key", inputs.asset))
+    sha256, *logs_sha256 = ctx.keep_all(kept)
+    logs["request_logs_sha256"] = logs_sha256[0] if logs_sha256 else None
     if info is None:
         return ok(
             f"the gateway has no such key (recorded as evidence); {logs['request_logs_note']}",
@@ -72,20 +76,20 @@ def collect_key_evidence(ctx: ActionContext, inputs: GatewayKey) -> StepOutcome:
     )
 
 
-def _collect_request_logs(ctx: ActionContext, inputs: GatewayKey) -> dict[str, Any]:
-    """Keep the key's last request log rows as evidence.
+def _request_logs(ctx: ActionContext, inputs: GatewayKey) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The key's last request log rows, as the evidence document to keep (None: not collected)
+    and the step's output about them.
 
     The rows may hold prompts and answers: attacker-controlled text, stored as JSON data
     and never rendered; only counts go into the step's output and summary. A gateway that
-    cannot serve its logs does not fail the step: the key record is already kept, and the
+    cannot serve its logs does not fail the step: the key record is kept all the same, and the
     output says why the logs are missing.
     """
     try:
         rows, total = LITELLM.client(ctx.settings).request_logs(inputs.key_hash, MAX_LOG_ROWS)
     except ConnectorError as exc:
-        return {
+        return None, {
             "request_logs": None,
-            "request_logs_sha256": None,
             "request_logs_note": f"request logs not collected ({exc.status}: {exc.detail[:120]})",
         }
     rows, redacted = _without_credentials(rows)
@@ -100,13 +104,8 @@ def _collect_request_logs(ctx: ActionContext, inputs: GatewayKey) -> dict[str, A
         "truncated_to_last": MAX_LOG_ROWS if total > len(rows) else None,
         "rows": rows,  # hostile text: data only
     }
-    sha256 = ctx.keep(document, "LLM gateway request logs of the key", asset=inputs.asset)
     more = f" (last {len(rows)} of {total})" if total > len(rows) else ""
-    return {
-        "request_logs": len(rows),
-        "request_logs_sha256": sha256,
-        "request_logs_note": f"{len(rows)} request log row(s) preserved{more}",
-    }
+    return document, {"request_logs": len(rows), "request_logs_note": f"{len(rows)} request log row(s) preserved{more}"}
 
 
 CREDENTIAL_FIELDS = frozenset({"authorization", "x-api-key", "api-key", "x-litellm-api-key", "proxy-authorization"})
@@ -178,7 +177,6 @@ def block_key(ctx: ActionContext, inputs: GatewayKey) -> StepOutcome:
 )
 def unblock_key(ctx: ActionContext, inputs: GatewayKey) -> StepOutcome:
     return _set_blocked(ctx, inputs, blocked=False)
-
 
 
 # -- limits and model routes -----------------------------------------------------------

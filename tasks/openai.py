@@ -25,7 +25,6 @@ class ProviderKey(AssetInputs):
         return f"openai:project-key:{self.project_id}/{self.key_id}"
 
 
-
 @action(
     "openai.collect_key_evidence",
     effect=Effect.read_only,

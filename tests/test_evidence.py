@@ -40,6 +40,22 @@ def test_the_same_bytes_twice_write_once_and_chain_two_entries(evidence: Evidenc
     assert evidence.store.verify_custody_chain() == []
 
 
+def test_a_steps_documents_kept_together_chain_in_order_after_the_incidents_last(evidence: EvidenceStore) -> None:
+    """A step that keeps two documents appends both entries in one transaction: chained to the
+    incident's last entry and to each other, in the order given, as two keeps would."""
+    before = evidence.put("INC-1", b"earlier", "a", "tester")
+    evidence.put("INC-2", b"elsewhere", "x", "tester")
+    record, logs = evidence.put_json_many(
+        "INC-1", [({"key": "record"}, "the key", "litellm:virtual-key:k"), ({"rows": []}, "its logs", None)], "tester"
+    )
+    assert record.prev_hash == before.entry_hash and logs.prev_hash == record.entry_hash
+    assert (record.asset, logs.asset) == ("litellm:virtual-key:k", None)
+    stored = evidence.store.evidence_for("INC-1")
+    assert [r.entry_hash for r in stored] == [before.entry_hash, record.entry_hash, logs.entry_hash]
+    assert evidence.path_for(logs.sha256).read_bytes() == b'{\n  "rows": []\n}'
+    assert evidence.store.verify_custody_chain() == []
+
+
 def test_an_entry_removed_from_an_incident_chain_or_moved_between_chains_is_detected(evidence: EvidenceStore) -> None:
     evidence.put("INC-1", b"one", "a", "tester")
     evidence.put("INC-2", b"other", "x", "tester")

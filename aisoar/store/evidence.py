@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +15,19 @@ from pydantic import BaseModel
 
 from aisoar.models import Alert, utcnow
 from aisoar.store.schema import StoreBase, aware, evidence_items, inbox, incident_alerts
+
+
+@dataclass(frozen=True)
+class EvidenceItem:
+    """What is known of an item before its custody entry: its bytes' hash and where they are."""
+
+    sha256: str
+    size: int
+    media_type: str
+    description: str
+    location: str
+    collected_by: str
+    asset: str | None = None
 
 
 class EvidenceRecord(BaseModel):
@@ -68,26 +83,21 @@ class EvidenceLedger(StoreBase):
         asset: str | None = None,
     ) -> EvidenceRecord:
         """Append a custody entry, chained to the previous entry's hash."""
+        item = EvidenceItem(sha256, size, media_type, description, location, collected_by, asset)
+        return self.record_evidence_items(incident_id, [item])[0]
+
+    def record_evidence_items(self, incident_id: str, items: Sequence[EvidenceItem]) -> list[EvidenceRecord]:
+        """Append the custody entries of several items of one incident, in order, in one
+        transaction (a step that keeps two documents: one round of the chain's lock and read)."""
         with self._tx() as conn:
-            return self._append_custody(
-                conn, incident_id, sha256, size, media_type, description, location, collected_by, asset
-            )
+            return self._append_custody(conn, incident_id, items)
 
     def _append_custody(
-        self,
-        conn: sa.Connection,
-        incident_id: str,
-        sha256: str,
-        size: int,
-        media_type: str,
-        description: str,
-        location: str,
-        collected_by: str,
-        asset: str | None = None,
-    ) -> EvidenceRecord:
-        """The custody entry, in the caller's transaction, chained to the incident's last entry:
-        the writers of one incident, in every process, append in turn (a fork would break the
-        chain); those of different incidents do not wait for each other."""
+        self, conn: sa.Connection, incident_id: str, items: Sequence[EvidenceItem]
+    ) -> list[EvidenceRecord]:
+        """The custody entries, in the caller's transaction, chained to the incident's last entry
+        and to each other: the writers of one incident, in every process, append in turn (a fork
+        would break the chain); those of different incidents do not wait for each other."""
         self._serialize(conn, f"custody-chain:{incident_id}")
         prev = conn.execute(
             sa.select(evidence_items.c.entry_hash)
@@ -95,23 +105,28 @@ class EvidenceLedger(StoreBase):
             .order_by(evidence_items.c.id.desc())
             .limit(1)
         ).scalar()
-        entry: dict[str, Any] = dict(
-            incident_id=incident_id,
-            sha256=sha256,
-            size=size,
-            media_type=media_type,
-            description=description,
-            location=location,
-            collected_by=collected_by,
-            collected_at=utcnow(),
-        )
-        if asset is not None:
-            entry["asset"] = asset
-        entry["chain"] = INCIDENT_CHAIN
         prev_hash = str(prev) if prev else GENESIS
-        entry_hash = custody_hash(prev_hash, entry)
-        conn.execute(evidence_items.insert().values(**entry, prev_hash=prev_hash, entry_hash=entry_hash))
-        return EvidenceRecord(**entry, prev_hash=prev_hash, entry_hash=entry_hash)
+        records: list[EvidenceRecord] = []
+        for item in items:
+            entry: dict[str, Any] = dict(
+                incident_id=incident_id,
+                sha256=item.sha256,
+                size=item.size,
+                media_type=item.media_type,
+                description=item.description,
+                location=item.location,
+                collected_by=item.collected_by,
+                collected_at=utcnow(),
+            )
+            if item.asset is not None:
+                entry["asset"] = item.asset
+            entry["chain"] = INCIDENT_CHAIN
+            entry_hash = custody_hash(prev_hash, entry)
+            records.append(EvidenceRecord(**entry, prev_hash=prev_hash, entry_hash=entry_hash))
+            prev_hash = entry_hash
+        # In chain order (the ledger reads an incident's chain by id).
+        conn.execute(evidence_items.insert(), [record.model_dump() for record in records])
+        return records
 
     def preserve_alerts(
         self,
@@ -132,9 +147,8 @@ class EvidenceLedger(StoreBase):
             ).rowcount
             if not marked:
                 return None
-            return self._append_custody(
-                conn, incident_id, sha256, size, "application/json", description, location, collected_by
-            )
+            item = EvidenceItem(sha256, size, "application/json", description, location, collected_by)
+            return self._append_custody(conn, incident_id, [item])[0]
 
     def alerts_to_preserve(self, incident_id: str) -> tuple[int, list[Alert]]:
         """How many alerts the incident has, and those of them not evidence yet (oldest first),
