@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -108,19 +108,14 @@ class EvidenceLedger(StoreBase):
         prev_hash = str(prev) if prev else GENESIS
         records: list[EvidenceRecord] = []
         for item in items:
-            entry: dict[str, Any] = dict(
-                incident_id=incident_id,
-                sha256=item.sha256,
-                size=item.size,
-                media_type=item.media_type,
-                description=item.description,
-                location=item.location,
-                collected_by=item.collected_by,
-                collected_at=utcnow(),
-            )
-            if item.asset is not None:
-                entry["asset"] = item.asset
-            entry["chain"] = INCIDENT_CHAIN
+            # ``asset`` only when set, as in the entries before it existed (the hash covers the keys).
+            fields = {key: value for key, value in asdict(item).items() if key != "asset" or value is not None}
+            entry: dict[str, Any] = {
+                "incident_id": incident_id,
+                **fields,
+                "collected_at": utcnow(),
+                "chain": INCIDENT_CHAIN,
+            }
             entry_hash = custody_hash(prev_hash, entry)
             records.append(EvidenceRecord(**entry, prev_hash=prev_hash, entry_hash=entry_hash))
             prev_hash = entry_hash
