@@ -25,6 +25,8 @@ process, all on loopback:
              limit is raised for it (a bench-only sources folder).
   postgres   the burst phase with the Prefect server and aisoar's store on a throwaway
              PostgreSQL cluster (tests/servers/postgres.py). Target: every key within 5 s.
+             With --serve --replicas N: N `aisoar serve` replicas on the one store, the
+             posts spread over them in turn as a load balancer would.
   storm-postgres
              the sustained phase on such a cluster (the production shape's store: its writers
              do not take turns as SQLite's do).
