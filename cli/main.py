@@ -281,6 +281,7 @@ def _serve(settings: Settings, announce: str) -> int:
         from aisoar.approvers import DirectoryError
         from aisoar.ingress.app import create_app
         from aisoar.ingress.dispatch import Dispatcher
+        from flows.replica_id import ReplicaIdInUse
         from flows.runtime import PlaybookRuntime
         from flows.services import build_services
 
@@ -293,7 +294,10 @@ def _serve(settings: Settings, announce: str) -> int:
             hint = "(approvers.example.yaml shows the file; AISOAR_APPROVERS_FILE names it)"
             raise Failure(f"{exc}\n{hint}", 2) from None
         runtime = PlaybookRuntime(svc)
-        runtime.start()
+        try:
+            runtime.start()
+        except ReplicaIdInUse as exc:
+            raise Failure(str(exc), 2) from None
     webhooks: WebhookProcesses | None = None
     try:
         if settings.ingress_processes:

@@ -63,6 +63,7 @@ from flows.head_start import head_start
 from flows.playbook import NOT_CONTAINED, playbook_flow, run_playbook
 from flows.prefect_watch import PrefectWatch
 from flows.quick_create import QuickRunCreator
+from flows.replica_id import ReplicaIdLease
 from flows.services import Services, use_services
 from flows.tell import runner_context, tell
 
@@ -98,17 +99,26 @@ class PlaybookRuntime:
         self._last_slow_sweep = 0.0
         self._forms_seen: set[tuple[str, str]] = set()  # (run, form key) known to be up
         self.desk = AnswerDesk(svc, waker=self.wake)
+        # One live process per replica id (a random owner cannot collide: nothing to hold).
+        self.replica_id = ReplicaIdLease(svc.store, self.owner) if svc.settings.replica_id else None
         use_services(svc)
 
     # -- life cycle -----------------------------------------------------------------
     def start(self) -> None:
-        self._client = get_client(sync_client=True)
-        self._client.__enter__()
-        self._creator = QuickRunCreator(self._client)
-        watch_retries()
-        self.watch = PrefectWatch().start()
-        self.register_deployments()
-        ensure_saved_searches(self._client)  # the UI's "Awaiting approval" runs filter (flows/console.py)
+        if self.replica_id is not None:
+            self.replica_id.hold()  # before anything is taken under the id; ReplicaIdInUse: refused
+        try:
+            self._client = get_client(sync_client=True)
+            self._client.__enter__()
+            self._creator = QuickRunCreator(self._client)
+            watch_retries()
+            self.watch = PrefectWatch().start()
+            self.register_deployments()
+            ensure_saved_searches(self._client)  # the UI's "Awaiting approval" runs filter (flows/console.py)
+        except BaseException:
+            if self.replica_id is not None:  # not started (Prefect unreachable): the next start need not wait
+                self.replica_id.release()
+            raise
         self._beater = threading.Thread(target=self._beat_forever, name="aisoar-heartbeat", daemon=True)
         self._beater.start()
         self._recover_orphans(own=True)  # what this replica ran before it stopped, at once
@@ -133,6 +143,8 @@ class PlaybookRuntime:
                     break
             time.sleep(0.05)
         self.svc.store.release_runs(self.owner)
+        if self.replica_id is not None:
+            self.replica_id.release()
         if self._creator is not None:
             self._creator.close()
             self._creator = None
@@ -353,6 +365,8 @@ class PlaybookRuntime:
                 held, leading = sorted(self._active), sorted(self._leading)
             try:
                 self.svc.store.heartbeat(self.owner, held, leading)
+                if self.replica_id is not None:
+                    self.replica_id.beat()
             except Exception:
                 log.exception("heartbeat failed; trying again")
 

@@ -40,6 +40,7 @@ hypothesis_settings.register_profile("explore", derandomize=False, database=None
 hypothesis_settings.load_profile("default")
 
 from aisoar.config import Settings  # noqa: E402
+from aisoar.store import Store  # noqa: E402
 from cli.prefect_server import PrefectServer  # noqa: E402
 from sandbox.stack import Sandbox  # noqa: E402
 
@@ -105,3 +106,17 @@ def make_settings(data_dir: Path, env: dict[str, str] | None = None, **overrides
 @pytest.fixture()
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path / "data")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """An empty store, on SQLite and on a fresh PostgreSQL database (the production shape's)."""
+    if request.param == "sqlite":
+        yield Store(f"sqlite:///{tmp_path / 'aisoar.db'}")
+        return
+    from tests.servers.postgres import fresh_database  # a plugin of this file: imported after it
+
+    postgres = request.getfixturevalue("postgres")
+    made = Store(fresh_database(postgres))
+    yield made
+    made.engine.dispose()

@@ -42,6 +42,7 @@ class Replica:
     port: int
     log: Path = field(default_factory=Path)  # its home's serve.log, set when it is started
     process: subprocess.Popen[bytes] | None = None
+    replica_id: str | None = None  # AISOAR_REPLICA_ID; None: its name
 
     @property
     def url(self) -> str:
@@ -139,6 +140,13 @@ class Cluster:
         self._spawn(replica)
         return _wait_healthy(replica, time.monotonic() + timeout, every=0.05)
 
+    def start_twin(self, replica: Replica) -> Replica:
+        """Start another process under ``replica``'s id (a misconfigured replica: a copied
+        AISOAR_REPLICA_ID), on a port and in a home of its own; not waited for."""
+        twin = Replica(f"{replica.name}-twin", free_port(), replica_id=replica.replica_id or replica.name)
+        self.replicas.append(twin)
+        return self._spawn(twin)
+
     def _spawn(self, replica: Replica) -> Replica:
         home = self.workdir / replica.name
         home.mkdir(parents=True, exist_ok=True)
@@ -148,7 +156,7 @@ class Cluster:
             **self.env,
             "PREFECT_HOME": str(home / "prefect-client"),
             "AISOAR_INGRESS_PORT": str(port),
-            "AISOAR_REPLICA_ID": name,
+            "AISOAR_REPLICA_ID": replica.replica_id or name,
         }
         with open(replica.log, "ab") as log:
             replica.process = subprocess.Popen(

@@ -322,6 +322,53 @@ def test_aisoar_serve_stopped_with_sigterm_lets_go_of_its_runs_for_another_repli
     assert taken_after <= BACK_WITHIN < STALE
 
 
+def test_a_second_process_under_a_live_replicas_id_is_refused_and_the_id_freed_on_sigterm(
+    clusters: Callable[[dict[str, str]], Cluster], sandbox: Sandbox
+) -> None:
+    """Two live processes under one AISOAR_REPLICA_ID would each take the other's runs as their
+    own: the second `aisoar serve` is refused before it takes anything (exit 2, saying which
+    process holds the id), the first goes on, and its SIGTERM frees the id for the next start."""
+    cluster = clusters(sandbox.start(CONNECTORS))
+    (first,) = cluster.start(1)
+    twin = cluster.start_twin(first)
+    assert twin.process is not None
+    code = twin.process.wait(timeout=120)
+    log = twin.log.read_text()
+    assert code == 2, f"exit code {code}:\n{log[-3000:]}"
+    assert f"another process runs as replica '{first.name}'" in log and "AISOAR_REPLICA_ID" in log, log[-3000:]
+    assert first.process is not None and f"pid {first.process.pid}" in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+
+    assert first.alive and httpx.get(f"{first.url}/healthz", timeout=5).status_code == 200
+    alert, token = leaked_key_alert(sandbox, "twin", 0)
+    assert first.post(alert).status_code == 202
+    wait_for("the key blocked by the replica that holds the id", lambda: blocked(sandbox, [token]), 60, every=0.05)
+
+    first.process.send_signal(signal.SIGTERM)
+    assert first.process.wait(timeout=60) == 128 + signal.SIGTERM
+    assert Store(cluster.store_url).replica_holder(first.name) is None  # freed: a start need not wait
+
+
+def test_a_replica_id_is_held_by_one_process_at_a_time(store: Store) -> None:
+    """The store's side: held once, beaten only by its holder, taken over by compare-and-set
+    from the holder a start saw (two starts that saw one holder: one wins), freed by its holder."""
+    assert store.replica_holder("replica-a") is None
+    assert store.hold_replica_id("replica-a", "host:1:aa", replacing=None)
+    assert not store.hold_replica_id("replica-a", "host:2:bb", replacing=None)  # held already
+    assert store.beat_replica_id("replica-a", "host:1:aa")
+    assert not store.beat_replica_id("replica-a", "host:2:bb")
+    holder = store.replica_holder("replica-a")
+    assert holder is not None and holder.instance == "host:1:aa"
+    assert holder.heartbeat_at >= holder.started_at
+    assert store.hold_replica_id("replica-a", "host:2:bb", replacing="host:1:aa")  # taken over
+    assert not store.hold_replica_id("replica-a", "host:3:cc", replacing="host:1:aa")  # the other start lost
+    assert not store.beat_replica_id("replica-a", "host:1:aa")  # the old holder learns it
+    store.release_replica_id("replica-a", "host:1:aa")  # not its holder: nothing happens
+    assert store.replica_holder("replica-a") is not None
+    store.release_replica_id("replica-a", "host:2:bb")
+    assert store.replica_holder("replica-a") is None
+
+
 # -- 3. `aisoar up` stopped as systemd or a container runtime stops it -----------------------
 
 

@@ -8,7 +8,6 @@ import asyncio
 import hashlib
 import json
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -29,20 +28,8 @@ from aisoar.store.schema import inbox, timeline
 from aisoar.taxonomy import IncidentType
 from tasks import catalog
 from tests.hostile import Recorder
-from tests.servers.postgres import Postgres, fresh_database
 
 WINDOW = timedelta(hours=1)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        yield Store(f"sqlite:///{tmp_path / 'aisoar.db'}")
-        return
-    postgres: Postgres = request.getfixturevalue("postgres")
-    made = Store(fresh_database(postgres))
-    yield made
-    made.engine.dispose()
 
 
 def _alert(fingerprint: str, n: int, severity: Severity = Severity.high) -> Alert:

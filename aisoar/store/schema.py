@@ -101,6 +101,17 @@ playbook_runs = sa.Table(
     sa.Column("finished", sa.Boolean, nullable=False, default=False),
 )
 
+# The replica ids in use: a replica holds its id with a token of its process and beats it
+# every second, so a second live process under the same id is refused (aisoar/store/replicas.py).
+replica_ids = sa.Table(
+    "replica_ids",
+    metadata,
+    sa.Column("replica_id", sa.String(200), primary_key=True),
+    sa.Column("instance", sa.String(200), nullable=False),
+    sa.Column("started_at", _ts, nullable=False),
+    sa.Column("heartbeat_at", _ts, nullable=False),
+)
+
 step_results = sa.Table(
     "step_results",
     metadata,
