@@ -107,6 +107,10 @@ class PlaybookRuntime:
     def start(self) -> None:
         if self.replica_id is not None:
             self.replica_id.hold()  # before anything is taken under the id; ReplicaIdInUse: refused
+        # Beating from now on: registering the deployments can take longer than a holder may be
+        # silent before another start under the id takes it over.
+        self._beater = threading.Thread(target=self._beat_forever, name="aisoar-heartbeat", daemon=True)
+        self._beater.start()
         try:
             self._client = get_client(sync_client=True)
             self._client.__enter__()
@@ -116,11 +120,11 @@ class PlaybookRuntime:
             self.register_deployments()
             ensure_saved_searches(self._client)  # the UI's "Awaiting approval" runs filter (flows/console.py)
         except BaseException:
+            self._stop.set()
+            self._beater.join(timeout=10)
             if self.replica_id is not None:  # not started (Prefect unreachable): the next start need not wait
                 self.replica_id.release()
             raise
-        self._beater = threading.Thread(target=self._beat_forever, name="aisoar-heartbeat", daemon=True)
-        self._beater.start()
         self._recover_orphans(own=True)  # what this replica ran before it stopped, at once
         self._sweeper = threading.Thread(target=self._sweep_forever, name="aisoar-sweep", daemon=True)
         self._sweeper.start()
@@ -357,8 +361,8 @@ class PlaybookRuntime:
 
     # -- the sweep ------------------------------------------------------------------
     def _beat_forever(self) -> None:
-        """The runs this runtime executes are held: a heartbeat every second, in a thread of its
-        own (a slow sweep must not make them look abandoned)."""
+        """The runs this runtime executes, and its replica id, are held: a heartbeat every second,
+        in a thread of its own (a slow sweep must not make them look abandoned)."""
         every = min(1.0, self.stale_after.total_seconds() / 4)
         while not self._stop.wait(every):
             with self._lock:
