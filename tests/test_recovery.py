@@ -35,6 +35,7 @@ from aisoar.store import Store
 from aisoar.store.schema import inbox, playbook_runs
 from cli.prefect_auth import basic_auth
 from cli.prefect_server import PrefectServer, is_healthy
+from flows.replica_id import ReplicaIdInUse, ReplicaIdLease
 from sandbox.serving import free_port
 from sandbox.stack import Sandbox
 from tasks import catalog
@@ -367,6 +368,40 @@ def test_a_replica_id_is_held_by_one_process_at_a_time(store: Store) -> None:
     assert store.replica_holder("replica-a") is not None
     store.release_replica_id("replica-a", "host:2:bb")
     assert store.replica_holder("replica-a") is None
+
+
+def test_a_start_under_a_beating_id_is_refused_and_one_under_a_silent_id_takes_it_over(store: Store) -> None:
+    """The start's watch: the holder's own heartbeats advancing mean it is alive (whatever the
+    machines' clocks say); none for the silent time mean it stopped, and the id is taken over."""
+    first = ReplicaIdLease(store, "replica-a")
+    first.hold()
+    beating = threading.Event()
+    beating.set()
+
+    def beat() -> None:
+        while beating.is_set():
+            first.beat()
+            time.sleep(0.1)
+
+    beater = threading.Thread(target=beat, daemon=True)
+    beater.start()
+    try:
+        with pytest.raises(ReplicaIdInUse, match=rf"replica 'replica-a' \(host .+, pid {os.getpid()},"):
+            ReplicaIdLease(store, "replica-a").hold(silent=2.0)
+    finally:
+        beating.clear()
+        beater.join(timeout=5)
+    second = ReplicaIdLease(store, "replica-a")
+    started = time.monotonic()
+    second.hold(silent=0.5)  # the first stopped beating (killed): taken over after the watch
+    assert 0.5 <= time.monotonic() - started < 5
+    holder = store.replica_holder("replica-a")
+    assert holder is not None and holder.instance == second.instance
+    assert not store.beat_replica_id("replica-a", first.instance)  # the first, were it alive, learns it
+    second.release()
+    started = time.monotonic()
+    ReplicaIdLease(store, "replica-a").hold(silent=5.0)  # freed by a clean stop: held at once
+    assert time.monotonic() - started < 1
 
 
 # -- 3. `aisoar up` stopped as systemd or a container runtime stops it -----------------------
