@@ -87,10 +87,11 @@ def run_input(run_id: str, key: str) -> Any:
             time.sleep(0.05)
 
 
-def task_runs(run_id: str, names: list[str], timeout: float = 60) -> dict[str, dict[str, Any]]:
+def task_runs(run_id: str, names: list[str], timeout: float = 120) -> dict[str, dict[str, Any]]:
     """Task runs of a flow run by name, once every name in ``names`` has a final state.
 
-    Task runs reach the server through events, a little after they ran: wait for them."""
+    Task runs reach the server through events, a little after they ran (on a busy machine, well
+    over a minute after): wait for them."""
     deadline = time.monotonic() + timeout
     while True:
         found = _call("POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}, "limit": 200})
@@ -101,7 +102,8 @@ def task_runs(run_id: str, names: list[str], timeout: float = 60) -> dict[str, d
         if done:
             return runs
         if time.monotonic() > deadline:
-            raise AssertionError(f"task runs {names} of {run_id} not all final after {timeout}s: {sorted(runs)}")
+            seen = {name: (run["state"] or {}).get("name") for name, run in sorted(runs.items())}
+            raise AssertionError(f"task runs {names} of {run_id} not all final after {timeout}s; the server has {seen}")
         time.sleep(0.1)
 
 

@@ -233,6 +233,27 @@ def test_the_webhook_processes_end_with_the_main_process(
         probe.bind(("127.0.0.1", replica.port))
 
 
+def test_a_stop_signalled_to_the_group_while_a_webhook_process_starts_does_not_kill_it(
+    served: tuple[Cluster, Replica],
+) -> None:
+    """A service manager's stop reaches every process of the group, a webhook process still
+    importing too: it starts with the stop signals blocked, so it is not killed by one; the main
+    process ends it through its relay and starts none again."""
+    _, replica = served
+    first = wait_for("two webhook processes", lambda: len(pids := webhook_processes(replica)) == 2 and pids, 30)
+    os.kill(first[0], signal.SIGKILL)  # the main process starts another in 2 s
+    started = wait_for(
+        "a new webhook process", lambda: (new := set(webhook_processes(replica)) - set(first)) and new, 30, every=0.005
+    )
+    assert replica.process is not None
+    os.killpg(replica.process.pid, signal.SIGTERM)  # within milliseconds of its start: it is still importing
+    replica.process.wait(30)
+    wait_for("the webhook processes ended", lambda: not any(alive(pid) for pid in {*first, *started}), 15)
+    log = replica.log.read_text()
+    assert "ended with code -9; another starts in" in log  # the one killed above
+    assert "ended with code -15" not in log and log.count("another starts") == 1, log
+
+
 def test_the_store_writers_of_several_processes_take_turns(tmp_path: Path) -> None:
     """While one process writes (holds the writers' turn), another cannot take it; once the
     transaction ends, it can at once: no waiting in SQLite's busy handler."""

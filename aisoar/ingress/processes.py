@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import selectors
+import signal
 import socket
 import subprocess
 import sys
@@ -43,6 +44,10 @@ RESTART_AFTER = 1.0  # seconds before a webhook process that ended is started ag
 QUICK_END = 10.0  # one that ends within this of its start waits longer each time (up to MAX_WAIT)
 MAX_WAIT = 30.0
 STOP_SECONDS = 10.0  # a stopping webhook process has this long to answer what it took
+# Blocked in the thread that starts webhook processes, so each starts with them blocked: a stop
+# signalled to the whole group while one is still importing must not end it (it ignores them once
+# it runs; the main process ends it through its relay).
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 
 
 @dataclass
@@ -76,8 +81,8 @@ class WebhookProcesses:
 
     def start(self, intake: Intake, count: Count) -> None:
         self._intake, self._counted = intake, count
-        for index in range(self.processes):
-            self._spawn(index)
+        now = time.monotonic()
+        self._due = {index: now for index in range(self.processes)}  # started by the relay thread
         self._thread = threading.Thread(target=self._relay, name="aisoar-webhook-relay", daemon=True)
         self._thread.start()
 
@@ -120,6 +125,7 @@ class WebhookProcesses:
         self._selector.register(ours, selectors.EVENT_READ, child)
 
     def _relay(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # inherited by what it starts
         deadline: float | None = None
         while self._children or (self._due and not self._stopping.is_set()):
             if self._stopping.is_set():

@@ -221,8 +221,11 @@ def main(argv: list[str] | None = None) -> int:
 
     app = build(relay, args.main_socket, gone)
     server = _Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    # Started with SIGINT and SIGTERM blocked (aisoar/ingress/processes.py): ignored from here
+    # on, one that arrived meanwhile is dropped.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     gc.collect()  # what start-up made lives as long as the process (see cli/main.py)
     gc.freeze()
     server.run(sockets=[listener])
