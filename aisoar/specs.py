@@ -53,6 +53,12 @@ class Trigger(_Strict):
         "e.g. {llm_api_key: {provider: [anthropic]}}",
     )
     min_severity: Severity = Severity.info
+    otherwise: bool = Field(
+        False,
+        description="matches only an alert that no playbook's other triggers match: the answer for an "
+        "incident type when the alert lacks what the type's specific playbooks need (e.g. a model "
+        "backdoor alert that names no model)",
+    )
 
     entities_except: dict[str, dict[str, list[str]]] = Field(
         default_factory=dict,
@@ -189,7 +195,11 @@ class PlaybookSpec(_Strict):
     steps: list[Step] = Field(min_length=1)
 
     def matches(self, alert: Alert) -> bool:
-        return any(trigger.matches(alert) for trigger in self.triggers)
+        """A trigger other than an ``otherwise`` one matches."""
+        return any(not trigger.otherwise and trigger.matches(alert) for trigger in self.triggers)
+
+    def matches_otherwise(self, alert: Alert) -> bool:
+        return any(trigger.otherwise and trigger.matches(alert) for trigger in self.triggers)
 
     @model_validator(mode="after")
     def _triggered(self) -> PlaybookSpec:
@@ -225,6 +235,47 @@ class PlaybookSpec(_Strict):
             if step.id == step_id:
                 return step
         raise KeyError(step_id)
+
+
+@dataclass(frozen=True)
+class Routing:
+    """The playbooks an alert starts, and how they were chosen (for the incident's timeline)."""
+
+    specs: list[PlaybookSpec]
+    how: Literal["matched", "otherwise", "fallback", "none"]
+
+    @property
+    def names(self) -> list[str]:
+        return [spec.name for spec in self.specs]
+
+    def note(self, alert: Alert) -> str | None:
+        """What a responder should know about the choice, or None when the alert matched outright."""
+        if self.how == "none":
+            return "no playbook matches this alert; triage by hand"
+        if self.how == "fallback":
+            return "no playbook answers this alert: the triage playbook tells on-call"
+        if self.how == "otherwise":
+            kind = alert.incident_type.value if alert.incident_type else "untyped"
+            named = ", ".join(sorted({e.type for e in alert.entities})) or "no entity"
+            return (
+                f"chosen by incident type alone: the alert ({kind}, naming {named}) fits no playbook's full "
+                f"trigger, so {', '.join(self.names)} answers it; its steps that need an entity the alert "
+                "lacks are skipped and say so"
+            )
+        return None
+
+
+def route(specs: list[PlaybookSpec], alert: Alert) -> Routing:
+    """The playbooks that answer the alert: those a trigger matches; else those an ``otherwise``
+    trigger matches (the incident type's general answer); else the fallback (triage) playbooks."""
+    matched = [spec for spec in specs if not spec.fallback and spec.matches(alert)]
+    if matched:
+        return Routing(matched, "matched")
+    general = [spec for spec in specs if not spec.fallback and spec.matches_otherwise(alert)]
+    if general:
+        return Routing(general, "otherwise")
+    fallback = [spec for spec in specs if spec.fallback]
+    return Routing(fallback, "fallback" if fallback else "none")
 
 
 @dataclass(frozen=True)

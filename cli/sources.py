@@ -71,7 +71,7 @@ def cmd_test(
     from aisoar.config import get_settings
     from aisoar.ingress.adapters import PayloadError, read
     from aisoar.ingress.limits import BodyError
-    from aisoar.specs import load_specs
+    from aisoar.specs import load_specs, route
     from tasks import catalog
 
     settings = get_settings()
@@ -98,12 +98,14 @@ def cmd_test(
         return 0
     specs = [item.spec for item in load_specs(settings.specs_dir, catalog())]
     for alert in reading.alerts:
-        matched = [s for s in specs if not s.fallback and s.matches(alert)]
+        routing = route(specs, alert)
         starts = "resolved: no playbook starts" if alert.state == "resolved" else None
         shown = alert.model_dump(mode="json", exclude={"raw", "id", "received_at", "raw_sha256"})
         say(json.dumps(shown, indent=2, ensure_ascii=False))
         if starts is None:
-            names = [s.name for s in matched] or [f"{s.name} (no playbook matches)" for s in specs if s.fallback]
-            starts = "would start: " + (", ".join(names) or "nothing")
+            starts = "would start: " + (", ".join(routing.names) or "nothing")
+            note = routing.note(alert)
+            if note is not None:
+                starts += f" ({note})"
         say(starts)
     return 0

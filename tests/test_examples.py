@@ -52,14 +52,16 @@ PAUSE_KEY = re.compile(r"approval-(?P<step>.+)-\d+")  # flows/approvals.py: one 
 ROW = re.compile(r"^\| `(?P<file>[a-z0-9-]+\.json)` \| (?P<playbook>[^|]+) \| (?P<waits>[^|]+) \| (?P<ends>[^|]+) \|")
 
 
-def documented() -> dict[str, tuple[str, str]]:
-    """docs/playbooks.md's table: example file -> (playbook, the state its run ends in when approved)."""
+def documented() -> dict[str, tuple[str, str, str]]:
+    """docs/playbooks.md's table: example file -> (playbook, the state its run ends in when
+    approved, the incident's status then: closed, or open when the table says it stays open)."""
     rows = {}
     for line in (PROJECT_ROOT / "docs" / "playbooks.md").read_text().splitlines():
         if match := ROW.match(line):
             playbook = match["playbook"].strip().strip("`")
             ends = re.sub(r"\W+$", "", match["ends"].strip().strip("*").split(" (")[0].strip("*"))
-            rows[match["file"]] = (playbook, ends)
+            status = "closed" if "(incident closed)" in match["ends"] else "open"
+            rows[match["file"]] = (playbook, ends, status)
     return rows
 
 
@@ -181,10 +183,10 @@ def test_every_example_alert_ends_as_documented_and_changes_its_target(up: Up) -
 
     ended = {(r["name"].split(" · ")[0], r["name"].split(" · ")[1]): r["state"] for r in up.runs()}
     store = Store(f"sqlite:///{up.data / 'aisoar.db'}")
-    for file, (playbook, name) in table.items():
+    for file, (playbook, name, status) in table.items():
         state = ended[(playbook, incidents[file])]
         assert state["name"] == name, f"{file}: {playbook} ended {state['name']}: {state['message']}"
-        assert store.get_incident(incidents[file]).status.value == "closed", file
+        assert store.get_incident(incidents[file]).status.value == status, file
         # Each approval was given by a verified person, through the form, with their own code.
         for record in store.approvals_for(incidents[file]):
             assert (record.status, record.decided_by in record.allowed) == ("approved", True), (file, record)
@@ -224,3 +226,9 @@ def check_targets(up: Up) -> None:
     assert DEMO_POISONED_MEMORY_ID not in {item["id"] for item in memory}
     # jailbreak-campaign: the user and the source address are blocked.
     assert agents.block("user", "u-4711") is not None and agents.block("ip", "45.155.205.233") is not None
+    # data-leakage: the user and the source address are blocked (the gateway key is blocked above).
+    assert agents.block("user", "u-5120") is not None and agents.block("ip", "45.155.205.240") is not None
+    # model-extraction: the querying user is rate-limited.
+    assert (agents.rate_limit("user", "u-7731") or {}).get("requests_per_minute") == 2
+    # malicious-code-generation: the account is blocked.
+    assert agents.block("user", "u-9904") is not None

@@ -196,9 +196,8 @@ def test_an_alert_no_playbook_answers_is_triaged_and_heard(stacks: Any) -> None:
     stack: Stack = stacks(("slack", "jira", "pagerduty"))
     alert = {
         "id": "bias-report-1",
-        "title": "Model answers differ by the user's region",
+        "title": "Something odd about the model's answers",
         "severity": "critical",
-        "incident_type": "bias",
     }
     status = stack.dispatched(stack.fire(alert))
     assert list(status["flow_runs"]) == ["triage"]

@@ -301,6 +301,89 @@ def test_jailbreak_campaign_blocks_the_user_and_rate_limits_the_key(stack_for: A
     assert stack.sandbox.pagerduty.alerts[incident_id]["status"] == "resolved"  # paged, resolved on close
 
 
+def agent_runtime(stack: Stack) -> tuple[str, dict[str, str]]:
+    return stack.settings.agent_url, {"Authorization": f"Bearer {stack.sandbox.agent.token}"}
+
+
+def test_data_leakage_closes_the_channel_and_refuses_the_key_after_approval(stack_for: Any) -> None:
+    import hashlib
+
+    from sandbox.stack import DEMO_SECRET
+
+    stack: Stack = stack_for(("agent", "litellm"))
+    incident_id = run_playbook(stack, example("data-leakage"), "data-leakage")
+    all_verified(stack, incident_id)
+    runtime, headers = agent_runtime(stack)
+    assert httpx.get(f"{runtime}/v1/blocks/user/u-5120", headers=headers).status_code == 200
+    assert httpx.get(f"{runtime}/v1/blocks/ip/45.155.205.240", headers=headers).status_code == 200  # approved
+    assert httpx.get(f"{runtime}/v1/agents/support-bot/config", headers=headers).json()["guardrail_mode"] == "strict"
+    key = stack.sandbox.litellm.keys[hashlib.sha256(DEMO_SECRET.encode()).hexdigest()]
+    assert key["rpm_limit"] == 5 and key["blocked"]  # throttled at once, refused once approved
+    assert stack.svc.store.get_incident(incident_id).status.value == "closed"
+    (issue,) = stack.sandbox.jira.issues.values()
+    assert "GDPR Art. 33" in json.dumps(issue["fields"])  # the regulatory assessment to make
+
+
+def test_model_extraction_throttles_the_querying_and_keeps_the_key_when_refusing_is_rejected(stack_for: Any) -> None:
+    import hashlib
+
+    from sandbox.stack import DEMO_SECRET
+
+    stack: Stack = stack_for(("agent", "litellm"))
+    incident_id = run_playbook(stack, example("model-extraction"), "model-extraction", approve=False)
+    all_verified(stack, incident_id)
+    key = stack.sandbox.litellm.keys[hashlib.sha256(DEMO_SECRET.encode()).hexdigest()]
+    assert (key["rpm_limit"], key["tpm_limit"]) == (2, 2000) and not key["blocked"]
+    runtime, headers = agent_runtime(stack)
+    limit = httpx.get(f"{runtime}/v1/rate-limits/user/u-7731", headers=headers)
+    assert limit.status_code == 200 and limit.json()["requests_per_minute"] == 2
+    assert steps_of(stack, incident_id, "model-extraction", "block-key")["block-key"] == "rejected"
+    assert stack.svc.store.get_incident(incident_id).status.value == "closed"  # the throttle met the objective
+
+
+def test_harmful_output_blocks_the_account_and_tightens_moderation(stack_for: Any) -> None:
+    stack: Stack = stack_for(("agent", "litellm"))
+    incident_id = run_playbook(stack, example("malicious-code-generation"), "llm-app-misuse")
+    all_verified(stack, incident_id)
+    runtime, headers = agent_runtime(stack)
+    assert httpx.get(f"{runtime}/v1/blocks/user/u-9904", headers=headers).status_code == 200
+    config = httpx.get(f"{runtime}/v1/agents/support-bot/config", headers=headers).json()
+    assert (config["guardrail_mode"], config["temperature"]) == ("strict", 0.2)
+    skipped = steps_of(stack, incident_id, "llm-app-misuse", "quarantine-session", "rate-limit-key", "pin-known-good")
+    assert set(skipped.values()) == {"skipped"}  # the alert names no session, key or model
+    assert stack.svc.store.get_incident(incident_id).status.value == "closed"
+
+
+def test_an_alert_that_names_only_its_type_gets_the_types_general_answer_and_is_told_why(stack_for: Any) -> None:
+    stack: Stack = stack_for(("agent", "litellm"))
+    alert = {
+        "id": "backdoor-bare-1",
+        "title": "A backdoor trigger phrase changes support-bot's answers",
+        "severity": "high",
+        "incident_type": "model_backdoor",
+        "entities": [{"type": "agent", "name": "support-bot"}],
+    }
+    incident_id = run_playbook(stack, alert, "model-evasion")
+    all_verified(stack, incident_id)
+    runtime, headers = agent_runtime(stack)
+    assert httpx.get(f"{runtime}/v1/agents/support-bot/config", headers=headers).json()["guardrail_mode"] == "strict"
+    timeline = [e.message for e in stack.svc.store.get_incident(incident_id).timeline]
+    assert any(
+        m.startswith("chosen by incident type alone: the alert (model_backdoor, naming agent)") for m in timeline
+    )
+    assert steps_of(stack, incident_id, "model-evasion", "preserve-model")["preserve-model"] == "skipped"
+
+
+def test_a_bias_report_is_tracked_not_contained(stack_for: Any) -> None:
+    stack: Stack = stack_for(())
+    status = stack.dispatched(stack.fire(example("bias-report")))
+    run_id = status["flow_runs"]["bias-report"]
+    state = prefect_api.wait_for_state(run_id, "FAILED", "COMPLETED", timeout=90)["state"]
+    assert (state["type"], state["name"]) == ("FAILED", "Needs triage")  # never a green "Completed"
+    assert stack.svc.store.get_incident(status["incident_id"]).status.value == "open"
+    assert len(stack.sandbox.slack.messages) == 1 and len(stack.sandbox.jira.issues) == 1
+
+
 def test_the_remaining_containment_actions_run_from_playbook_steps(stack_for: Any, tmp_path: Path) -> None:
     import hashlib
 

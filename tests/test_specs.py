@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from aisoar.config import PROJECT_ROOT
-from aisoar.specs import SpecError, load_specs, parse_spec, validate_spec
+from aisoar.specs import SpecError, load_specs, parse_spec, route, validate_spec
+from aisoar.taxonomy import IncidentType
 from tasks import catalog
 
 HEAD = """
@@ -173,7 +175,6 @@ def test_schema_errors_name_the_step() -> None:
     assert "bad.yaml: step 'keep'" in text and "approvers" in text
 
 
-
 def test_yaml_syntax_error() -> None:
     with pytest.raises(SpecError, match="not valid YAML"):
         parse_spec("name: [unclosed", "broken.yaml")
@@ -200,6 +201,10 @@ def test_load_specs_reports_every_file(tmp_path: Path) -> None:
         ("rag-poisoning-chroma", {"rag-poisoning"}),
         ("rag-poisoning-qdrant", {"rag-poisoning-qdrant"}),
         ("tampered-model", {"tampered-model"}),
+        ("data-leakage", {"data-leakage"}),
+        ("model-extraction", {"model-extraction"}),
+        ("malicious-code-generation", {"llm-app-misuse"}),
+        ("bias-report", {"bias-report"}),
     ],
 )
 def test_each_example_alert_starts_its_playbooks(example: str, playbooks: set[str]) -> None:
@@ -290,3 +295,87 @@ def test_two_keys_in_one_alert_each_go_to_their_playbook_and_providers_match_in_
     assert specs["leaked-llm-api-key"].pick_entities(alert.entities)["llm_api_key"].key_id == "key_B"
     only_anthropic = generic_json("generic", json.dumps({**body, "entities": body["entities"][:1]}).encode())
     assert {name for name, spec in specs.items() if spec.matches(only_anthropic)} == {"leaked-anthropic-key"}
+
+
+# What a detector of each type typically names, and the playbook that answers it then.
+KEY = {"type": "llm_api_key", "provider": "litellm", "key_sha256": "ab" * 32}
+USER, AGENT = {"type": "user", "user_id": "u-1", "ip": "45.155.205.1"}, {"type": "agent", "name": "bot"}
+MODEL, INDEX = {"type": "model", "name": "m", "version": "3"}, {"type": "vector_index", "name": "kb", "store": "chroma"}
+TYPICAL: dict[str, tuple[list[dict[str, Any]], str]] = {
+    "data_poisoning": ([INDEX], "rag-poisoning"),
+    "data_leakage": ([USER, AGENT, KEY], "data-leakage"),
+    "data_integrity_violation": ([MODEL], "tampered-model"),
+    "model_theft": ([KEY, USER], "model-extraction"),
+    "model_inversion": ([USER, AGENT], "model-extraction"),
+    "model_backdoor": ([MODEL], "tampered-model"),
+    "model_evasion": ([USER, AGENT], "model-evasion"),
+    "direct_prompt_injection": ([USER, AGENT], "jailbreak-campaign"),
+    "indirect_prompt_injection": ([INDEX], "rag-poisoning"),
+    "jailbreak": ([USER, AGENT, KEY], "jailbreak-campaign"),
+    "abuse_generation": ([USER, AGENT], "llm-app-misuse"),
+    "rogue_agent": ([AGENT, {"type": "tool", "name": "web.fetch", "agent": "bot"}], "agent-tool-misuse"),
+    "unauthorized_access": (
+        [{"type": "cloud_credential", "provider": "aws", "credential_id": "AKIAIOSFODNN7EXAMPLE"}],
+        "leaked-cloud-access-key",
+    ),
+    "api_abuse": (
+        [{"type": "llm_api_key", "provider": "openai", "key_id": "k", "project_id": "p"}],
+        "leaked-llm-api-key",
+    ),
+    "dependency_exploitation": ([MODEL], "tampered-model"),
+    "malicious_code_generation": ([USER, AGENT], "llm-app-misuse"),
+    "phishing_generation": ([USER], "llm-app-misuse"),
+    "output_manipulation": ([AGENT], "llm-app-misuse"),
+    "hallucination_exploitation": ([AGENT], "llm-app-misuse"),
+    "bias": ([], "bias-report"),
+}
+# Naming nothing but its type, an alert still gets its type's general answer.
+BARE = {
+    "data_poisoning": "llm-app-misuse",
+    "data_integrity_violation": "model-evasion",
+    "model_backdoor": "model-evasion",
+    "dependency_exploitation": "model-evasion",
+    "direct_prompt_injection": "llm-app-misuse",
+    "indirect_prompt_injection": "llm-app-misuse",
+    "jailbreak": "llm-app-misuse",
+    "rogue_agent": "llm-app-misuse",
+    "unauthorized_access": "llm-app-misuse",
+    "api_abuse": "model-extraction",
+}
+
+
+@pytest.mark.parametrize("kind", [t.value for t in IncidentType])
+def test_every_incident_type_is_answered_by_a_playbook_whatever_the_alert_names(kind: str) -> None:
+    """The taxonomy enumerated: an alert of each type starts a playbook that answers it (never
+    triage), with the entities a detector of that type sends and with none at all; a playbook
+    chosen by type alone says so on the incident's timeline."""
+    from aisoar.ingress.adapters import generic_json
+
+    specs = [item.spec for item in load_specs(PROJECT_ROOT / "playbook_specs", catalog())]
+    entities, playbook = TYPICAL[kind]
+    body = {"id": f"{kind}-1", "title": f"a {kind} alert", "severity": "high", "incident_type": kind}
+    typical = route(specs, generic_json("generic", json.dumps({**body, "entities": entities}).encode()))
+    assert (typical.how, typical.names) == ("matched", [playbook])
+    bare_alert = generic_json("generic", json.dumps(body).encode())
+    bare = route(specs, bare_alert)
+    assert bare.names == [BARE.get(kind, playbook)] and bare.how == ("otherwise" if kind in BARE else "matched")
+    note = bare.note(bare_alert)
+    if kind in BARE:
+        assert note is not None and note.startswith(
+            f"chosen by incident type alone: the alert ({kind}, naming no entity)"
+        )
+    else:
+        assert note is None
+    answering = next(spec for spec in specs if spec.name == bare.names[0])
+    assert any(kind in trigger.incident_types for trigger in answering.triggers)
+
+
+def test_an_alert_of_no_type_that_nothing_matches_goes_to_triage_and_says_so() -> None:
+    from aisoar.ingress.adapters import generic_json
+
+    specs = [item.spec for item in load_specs(PROJECT_ROOT / "playbook_specs", catalog())]
+    alert = generic_json("generic", json.dumps({"id": "odd-1", "title": "something odd", "severity": "low"}).encode())
+    routed = route(specs, alert)
+    assert (routed.how, routed.names) == ("fallback", ["triage"])
+    assert routed.note(alert) == "no playbook answers this alert: the triage playbook tells on-call"
+    assert route([], alert).note(alert) == "no playbook matches this alert; triage by hand"

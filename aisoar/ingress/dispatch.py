@@ -25,7 +25,7 @@ from datetime import timedelta
 from typing import Protocol, runtime_checkable
 
 from aisoar.models import Alert, Severity, utcnow
-from aisoar.specs import PlaybookSpec
+from aisoar.specs import PlaybookSpec, Routing, route
 from aisoar.store import Store
 from aisoar.store.incidents import Note
 
@@ -97,9 +97,8 @@ class Dispatcher:
         self.defer: Callable[[Callable[[], None]], object] | None = None
 
     def route(self, alert: Alert) -> list[PlaybookSpec]:
-        """The playbooks that answer the alert; none match: the fallback (triage) playbooks."""
-        matched = [spec for spec in self.specs if not spec.fallback and spec.matches(alert)]
-        return matched or [spec for spec in self.specs if spec.fallback]
+        """The playbooks that answer the alert (aisoar.specs.route)."""
+        return route(self.specs, alert).specs
 
     def dispatch(self, alert: Alert) -> DispatchResult | None:
         """Dispatch the alert unless it is done or another dispatcher holds it now (None then)."""
@@ -118,10 +117,11 @@ class Dispatcher:
         """``incident_id``: the incident the alert joined on an earlier try (its claim says)."""
         if alert.state == "resolved":
             return self._resolved(alert)
-        matched = self.route(alert)
+        routing = route(self.specs, alert)
+        matched = routing.specs
         again, created = incident_id is not None, False
         if incident_id is None:
-            incident_id, created = self._correlate(alert, matched)
+            incident_id, created = self._correlate(alert, routing)
         result = DispatchResult(incident_id=incident_id, new_incident=created)
         # Read once: a pool stopping meanwhile must not leave a run led here and never created.
         defer, launcher = self.defer, self.launcher
@@ -231,17 +231,26 @@ class Dispatcher:
             utcnow() - self.lease,
         )
 
-    def _correlate(self, alert: Alert, matched: list[PlaybookSpec]) -> tuple[str, bool]:
+    def _correlate(self, alert: Alert, routing: Routing) -> tuple[str, bool]:
         """The incident the alert joins or opens, with its timeline entries written with it."""
-        typed = [spec.incident_type for spec in matched if spec.incident_type is not None]
-        incident_type = alert.incident_type or (typed[0] if typed else None)
+        matched = routing.specs
+        typed = [spec for spec in matched if spec.incident_type is not None]
+        incident_type = alert.incident_type or (typed[0].incident_type if typed else None)
         severity = max([alert.severity, *(s.severity_floor for s in matched)], key=lambda s: Severity(s).rank)
         entries = _entries(alert)
         opened: list[Note] = [("incident", f"incident opened ({severity.value})", None)]
-        if not matched:
-            opened.append(("incident", "no playbook matches this alert; triage by hand", None))
-        elif all(spec.fallback for spec in matched):
-            opened.append(("incident", "no playbook answers this alert: the triage playbook tells on-call", None))
+        if alert.incident_type is None and typed and incident_type is not None:
+            opened.append(
+                (
+                    "incident",
+                    f"incident type {incident_type.value} inferred: the alert names none, and "
+                    f"playbook {typed[0].name} answers it",
+                    None,
+                )
+            )
+        note = routing.note(alert)
+        if note is not None:
+            opened.append(("incident", note, None))
         return self.store.correlate(alert, incident_type, severity, self.window, entries, opened)
 
     def _resolved(self, alert: Alert) -> DispatchResult | None:
