@@ -151,20 +151,80 @@ class Gate(_Strict):
     approval: Approval
 
 
+BRANCH_ACTION = "incident.branch"  # the action of a decision step (switch or if)
+DEFAULT_CASE = "default"
+
+
 class Step(_Strict):
+    """One step: an action, or a decision (CACAO's switch-condition and if-condition): a
+    ``switch`` expression whose value names the case whose steps run, or an ``if`` expression
+    whose truth runs the ``then`` or the ``else`` steps. The steps a decision names are steps
+    of the playbook further down; those of the cases not taken are skipped as "not taken"."""
+
     id: StepId
-    action: str
+    action: str = ""
     title: str | None = None
     inputs: dict[str, Any] = Field(default_factory=dict, alias="with")
     when: str | None = Field(None, description="Jinja expression; the step is skipped when it is false")
     gate: Literal["auto"] | Gate = "auto"
     continue_on_failure: bool = False
+    switch: str | None = Field(None, description="switch-condition: a Jinja expression; its value names the case")
+    cases: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")], list[StepId]] = Field(
+        default_factory=dict, description="case value -> the ids of the steps that run when it is taken"
+    )
+    default: list[StepId] = Field(default_factory=list, description="the steps that run when no case is named")
+    if_: str | None = Field(None, alias="if", description="if-condition: a Jinja expression")
+    then: list[StepId] = Field(default_factory=list, description="the steps that run when `if` is true")
+    else_: list[StepId] = Field(default_factory=list, alias="else", description="... and when it is false")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _decision_action(cls, data: Any) -> Any:
+        if isinstance(data, dict) and ("switch" in data or "if" in data or "if_" in data) and not data.get("action"):
+            return {**data, "action": BRANCH_ACTION}
+        return data
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Step:
+        decides = self.switch is not None or self.if_ is not None
+        if self.switch is not None and self.if_ is not None:
+            raise ValueError("a decision step has either `switch` (with `cases`) or `if` (with `then`/`else`)")
+        if decides and self.action != BRANCH_ACTION:
+            raise ValueError(f"a decision step (switch/if) takes no `action` (it is {BRANCH_ACTION})")
+        if not decides and self.action == BRANCH_ACTION:
+            raise ValueError(f"{BRANCH_ACTION} is the action of a decision: write `switch:` or `if:` instead")
+        if not decides and not self.action:
+            raise ValueError("a step needs an `action` (or is a decision: `switch:` or `if:`)")
+        if not decides and (self.cases or self.default or self.then or self.else_):
+            raise ValueError("`cases`, `default`, `then` and `else` belong to a decision step (switch/if)")
+        if self.switch is not None and not self.cases:
+            raise ValueError("a `switch` needs `cases` (value -> step ids)")
+        if self.switch is not None and (self.then or self.else_):
+            raise ValueError("a `switch` takes `cases` and `default`, not `then`/`else`")
+        if self.if_ is not None and (self.cases or self.default):
+            raise ValueError("an `if` takes `then` and `else`, not `cases`/`default`")
+        if self.if_ is not None and not (self.then or self.else_):
+            raise ValueError("an `if` needs `then` or `else` steps")
+        if decides and (self.inputs or isinstance(self.gate, Gate)):
+            raise ValueError("a decision step takes no `with` and no `gate`")
+        if self.switch is not None and DEFAULT_CASE in self.cases:
+            raise ValueError(f"case '{DEFAULT_CASE}' is taken by `default:`")
+        return self
 
     @property
     def approval(self) -> Approval | None:
         return self.gate.approval if isinstance(self.gate, Gate) else None
+
+    @property
+    def branches(self) -> dict[str, list[str]]:
+        """A decision's branches: case -> step ids (``default``, or ``then``/``else``); else empty."""
+        if self.switch is not None:
+            return {**self.cases, **({DEFAULT_CASE: self.default} if self.default else {})}
+        if self.if_ is not None:
+            return {name: ids for name, ids in (("then", self.then), ("else", self.else_)) if ids}
+        return {}
 
 
 class Objective(_Strict):
@@ -191,6 +251,10 @@ class PlaybookSpec(_Strict):
     severity_floor: Severity = Severity.low
     fallback: bool = Field(False, description="runs for an alert that no other playbook answers (triage)")
     triggers: list[Trigger] = Field(default_factory=list)
+    supersedes: list[str] = Field(
+        default_factory=list,
+        description="playbooks that do not run for an alert this one answers (it does their part, more precisely)",
+    )
     objectives: list[Objective] = Field(default_factory=list)
     steps: list[Step] = Field(min_length=1)
 
@@ -236,6 +300,15 @@ class PlaybookSpec(_Strict):
                 return step
         raise KeyError(step_id)
 
+    def branch_of(self, step_id: str) -> tuple[str, set[str]] | None:
+        """The decision a step belongs to and the cases that run it; None for a step on the
+        main path (it runs whatever was decided)."""
+        for step in self.steps:
+            cases = {case for case, ids in step.branches.items() if step_id in ids}
+            if cases:
+                return step.id, cases
+        return None
+
 
 @dataclass(frozen=True)
 class Routing:
@@ -266,11 +339,13 @@ class Routing:
 
 
 def route(specs: list[PlaybookSpec], alert: Alert) -> Routing:
-    """The playbooks that answer the alert: those a trigger matches; else those an ``otherwise``
-    trigger matches (the incident type's general answer); else the fallback (triage) playbooks."""
+    """The playbooks that answer the alert: those a trigger matches (less those another of them
+    supersedes); else those an ``otherwise`` trigger matches (the incident type's general
+    answer); else the fallback (triage) playbooks."""
     matched = [spec for spec in specs if not spec.fallback and spec.matches(alert)]
+    superseded = {name for spec in matched for name in spec.supersedes}
     if matched:
-        return Routing(matched, "matched")
+        return Routing([spec for spec in matched if spec.name not in superseded], "matched")
     general = [spec for spec in specs if not spec.fallback and spec.matches_otherwise(alert)]
     if general:
         return Routing(general, "otherwise")
@@ -334,8 +409,9 @@ def validate_spec(spec: PlaybookSpec, catalog: ActionCatalog, file: str) -> list
         if not is_owasp_llm_id(owasp_id):
             problem(None, f"'{owasp_id}' is not an edition-pinned OWASP LLM id", "write it as LLM10:2025")
 
+    _check_decisions(spec, catalog, problem)
     seen: set[str] = set()
-    evidence_before = False
+    evidence_paths: list[list[tuple[str, set[str]]]] = []  # the branches each evidence step runs on
     announced = not spec.announces  # the runner announces before the first step then
     ended_by: str | None = None
     for step in spec.steps:
@@ -354,7 +430,9 @@ def validate_spec(spec: PlaybookSpec, catalog: ActionCatalog, file: str) -> list
             seen.add(step.id)
             continue
 
-        _check_inputs(step, info.inputs.model_fields, seen, problem)
+        _check_inputs(step, {} if step.branches else info.inputs.model_fields, seen, problem)
+        path = branch_path(spec, step.id)
+        evidence_before = any(_covers(earlier, path) for earlier in evidence_paths)
 
         if info.effect is Effect.destructive and step.approval is None:
             problem(
@@ -375,16 +453,68 @@ def validate_spec(spec: PlaybookSpec, catalog: ActionCatalog, file: str) -> list
         if info.changes_things and not evidence_before:
             problem(
                 step.id,
-                f"changing step '{step.action}' has no evidence step before it",
-                "add an evidence-collecting step (e.g. litellm.collect_key_evidence) before it",
+                f"changing step '{step.action}' has no evidence step before it" + (" on its branch" if path else ""),
+                "add an evidence-collecting step (e.g. litellm.collect_key_evidence) before it"
+                + (", before the decision or on the same branch" if path else ""),
             )
         if info.collects_evidence:
-            evidence_before = True
+            evidence_paths.append(path)
         if info.ends_playbook:
             ended_by = step.id
         seen.add(step.id)
     _check_objectives(spec, catalog, problem)
     return problems
+
+
+def branch_path(spec: PlaybookSpec, step_id: str) -> list[tuple[str, set[str]]]:
+    """The decisions a step depends on, outermost first, each with the cases that run it."""
+    path: list[tuple[str, set[str]]] = []
+    membership = spec.branch_of(step_id)
+    while membership is not None and all(membership[0] != d for d, _ in path):
+        path.insert(0, membership)
+        membership = spec.branch_of(membership[0])
+    return path
+
+
+def _covers(evidence: list[tuple[str, set[str]]], changing: list[tuple[str, set[str]]]) -> bool:
+    """Whether evidence kept on ``evidence``'s branches has been kept whenever a step on
+    ``changing``'s branches runs: each decision it depends on, the changing step depends on
+    too, through cases that all run it."""
+    taken = dict(changing)
+    return all(decision in taken and taken[decision] <= cases for decision, cases in evidence)
+
+
+def _check_decisions(spec: PlaybookSpec, catalog: ActionCatalog, problem: Any) -> None:
+    """Each decision names later steps of the playbook, each step on at most one decision's
+    branches, and no announcement or close on a branch."""
+    order = {step.id: index for index, step in enumerate(spec.steps)}
+    owner: dict[str, str] = {}
+    for index, step in enumerate(spec.steps):
+        for case, ids in step.branches.items():
+            for target in ids:
+                if target not in order:
+                    problem(step.id, f"branch {case} names step '{target}', which does not exist", "fix the id")
+                    continue
+                if order[target] <= index:
+                    problem(
+                        step.id,
+                        f"branch {case} names step '{target}', which comes before the decision",
+                        "move the step after the decision (a decision runs later steps only)",
+                    )
+                if owner.get(target, step.id) != step.id:
+                    problem(
+                        step.id,
+                        f"step '{target}' is on branches of two decisions ({owner[target]} and {step.id})",
+                        "nest the decisions: put the inner decision on the outer one's branch",
+                    )
+                owner.setdefault(target, step.id)
+                info = catalog.get(spec.steps[order[target]].action)
+                if info is not None and (info.ends_playbook or info.name == ANNOUNCE_ACTION):
+                    problem(
+                        step.id,
+                        f"branch {case} names step '{target}' ({info.name}), which every path must run",
+                        "take it off the branch",
+                    )
 
 
 def _check_objectives(spec: PlaybookSpec, catalog: ActionCatalog, problem: Any) -> None:
@@ -427,7 +557,8 @@ def _check_inputs(
     for name, field in fields.items():
         if field.is_required() and name not in step.inputs:
             problem(step.id, f"required input '{name}' of '{step.action}' is missing", f"add `with: {{{name}: ...}}`")
-    templates = [v for v in _strings(step.inputs)] + ([step.when] if step.when else [])
+    expressions = [f"{{{{ {e} }}}}" for e in (step.when, step.switch, step.if_) if e]  # read as templates
+    templates = [v for v in _strings(step.inputs)] + expressions
     for source in templates:
         try:
             roots = referenced_roots(source)
@@ -481,6 +612,11 @@ def load_specs(directory: Path, catalog: ActionCatalog) -> list[LoadedSpec]:
         names[spec.name] = path
         problems.extend(validate_spec(spec, catalog, path.name))
         loaded.append(LoadedSpec(spec, path))
+    for item in loaded:
+        for name in item.spec.supersedes:
+            if name not in names or name == item.spec.name:
+                fix = "name another playbook in playbook_specs/" if name == item.spec.name else "fix the name"
+                problems.append(SpecProblem(item.path.name, None, f"supersedes '{name}': no such other playbook", fix))
     if problems:
         raise SpecError(problems)
     return loaded

@@ -90,6 +90,14 @@ def _expression(source: str) -> Any:
     return _env.compile_expression(source, undefined_to_none=True)
 
 
+def evaluate_value(source: str, context: Mapping[str, Any]) -> Any:
+    """A decision's expression: its value (None where it reads something undefined)."""
+    try:
+        return _expression(source)(**context)
+    except TemplateError as exc:
+        raise TemplateProblem(f"expression {source!r} failed: {exc}") from exc
+
+
 def evaluate_condition(source: str, context: Mapping[str, Any]) -> bool:
     """A step condition is a Jinja expression; true unless it renders falsy."""
     try:

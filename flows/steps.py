@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from aisoar.models import utcnow
 from aisoar.specs import PlaybookSpec, Step
 from aisoar.store import StepResult, Store
-from aisoar.templating import TemplateProblem, evaluate_condition, render_value
+from aisoar.templating import TemplateProblem, evaluate_condition, evaluate_value, render_value
 from connectors.errors import ConnectorError
 from flows.approvals import await_approval
 from flows.rules import Proposed, check_before_change
@@ -258,6 +258,40 @@ def run_step(
     return outcome
 
 
+def branch_not_taken(spec: PlaybookSpec, step: Step, context: dict[str, Any]) -> StepOutcome | None:
+    """A step on a branch its decision did not take is skipped, and says which was taken."""
+    membership = spec.branch_of(step.id)
+    if membership is None:
+        return None
+    decision_id, cases = membership
+    decided = context["steps"].get(decision_id) or {}
+    taken = decided.get("case") if decided.get("status") == Outcome.ok.value else None
+    if taken in cases:
+        return None
+    if decided.get("status") != Outcome.ok.value:
+        why = f"decision {decision_id} did not decide ({decided.get('summary') or 'it did not run'})"
+    elif taken is None:
+        why = f"decision {decision_id} took no branch"
+    else:
+        why = f"decision {decision_id} took branch {taken}"
+    where = ", ".join(sorted(cases))
+    return StepOutcome(
+        status=Outcome.skipped,
+        summary=f"not taken: {why}; this step is on branch {where}",
+        output={"not_taken": True, "decision": decision_id},
+    )
+
+
+def decision_inputs(step: Step, context: dict[str, Any]) -> dict[str, Any]:
+    """A decision's inputs: the value of its ``switch`` (or ``then``/``else`` for its ``if``)."""
+    if step.switch is not None:
+        value = evaluate_value(step.switch, context)
+        shown = None if value is None else str(value)[:200]
+        return {"value": shown, "cases": list(step.cases), "default": bool(step.default)}
+    truth = evaluate_condition(step.if_ or "", context)
+    return {"value": "then" if truth else "else", "cases": ["then", "else"], "default": False}
+
+
 def _decide_and_run(
     svc: Services,
     spec: PlaybookSpec,
@@ -270,10 +304,13 @@ def _decide_and_run(
 ) -> tuple[StepOutcome, bool]:
     """Returns the outcome and whether the action's task ran."""
     store, incident_id = svc.store, ctx.incident_id
+    not_taken = branch_not_taken(spec, step, context)
+    if not_taken is not None:
+        return not_taken, False
     try:
         if step.when is not None and not evaluate_condition(step.when, context):
             return StepOutcome(status=Outcome.skipped, summary=f"skipped: condition `{step.when}` is false"), False
-        rendered = render_value(step.inputs, context)
+        rendered = decision_inputs(step, context) if step.branches else render_value(step.inputs, context)
         inputs = action.info.inputs.model_validate(rendered)
     except TemplateProblem as exc:
         return StepOutcome(status=Outcome.failed, summary=f"inputs could not be rendered: {exc}"), False

@@ -178,3 +178,34 @@ def close_incident(ctx: ActionContext, inputs: CloseInputs) -> StepOutcome:
         slack=slack,
         objectives_met=True,
     )
+
+
+class BranchInputs(BaseModel):
+    """What the runner hands a decision step: the value of its expression, its case names."""
+
+    model_config = ConfigDict(extra="forbid")
+    value: Annotated[str | None, Field(max_length=200)] = None
+    cases: list[str] = Field(min_length=1)
+    default: bool = False
+
+
+@action(
+    "incident.branch",
+    effect=Effect.read_only,
+    inputs=BranchInputs,
+    summary="A decision (a spec's `switch` or `if`): which branch of the playbook runs; the steps of the other "
+    "branches are skipped as not taken (written as `switch:`/`if:` in a spec, never as `action:`)",
+    done_name=lambda outcome: f"Took {outcome.output['case']}" if outcome.output.get("case") else "No branch",
+)
+def decide(ctx: ActionContext, inputs: BranchInputs) -> StepOutcome:
+    value = inputs.value
+    shown = "nothing" if value is None else repr(value[:64] + ("…" if len(value) > 64 else ""))
+    if value is not None and value in inputs.cases:
+        return ok(f"took branch {value}", case=value, value=value)
+    if inputs.default:
+        return ok(f"took branch default ({shown} names no case)", case="default", value=value)
+    return ok(
+        f"took no branch: {shown} names none of {', '.join(inputs.cases)}, and there is no default",
+        case=None,
+        value=value,
+    )

@@ -97,12 +97,15 @@ def action(
     probe: Callable[[ActionContext, InputsT, StepOutcome], ProbeResult] | None = None,
     collects_evidence: bool = False,
     ends_playbook: bool = False,
+    done_name: Callable[[StepOutcome], str] | None = None,
 ) -> Callable[[Callable[[ActionContext, InputsT], StepOutcome]], Callable[[ActionContext, InputsT], StepOutcome]]:
     """Register ``fn`` as action ``name``.
 
     The task never caches (``NO_CACHE``) and never persists its result: a side effect is
     never skipped by Prefect. Re-running a finished step is prevented by the runner,
-    which reads the step's recorded outcome from the incident.
+    which reads the step's recorded outcome from the incident. ``done_name``: the task run
+    state's name for a done outcome, with its summary as the message (default: Prefect's own
+    "Completed").
     """
     if effect is Effect.changing and inverse is None:
         raise ValueError(f"action {name}: a changing (reversible) action must name its inverse")
@@ -118,6 +121,8 @@ def action(
                 outcome = StepOutcome(status=Outcome.not_configured, summary=f"skipped: not configured ({exc})")
             except Planned as exc:
                 outcome = StepOutcome(status=Outcome.planned, summary=str(exc), output={"planned": exc.as_dict()})
+            if outcome.status is Outcome.ok and done_name is not None:
+                return Completed(name=done_name(outcome), message=outcome.summary, data=outcome)
             if outcome.status is Outcome.ok:
                 return outcome
             return state_of(outcome)  # named after the outcome in the Prefect UI
@@ -147,7 +152,8 @@ def state_of(outcome: StepOutcome) -> State[StepOutcome]:
     label = outcome.status.label
     if outcome.status in (Outcome.failed, Outcome.refused):
         return Failed(name=label, message=outcome.summary, data=outcome)
-    if outcome.status in (Outcome.rejected, Outcome.expired, Outcome.not_configured, Outcome.absent):  # grey
+    grey = (Outcome.rejected, Outcome.expired, Outcome.not_configured, Outcome.absent, Outcome.skipped)
+    if outcome.status in grey:  # did no work: never green
         return Cancelled(name=label, message=outcome.summary, data=outcome)
     return Completed(name=label, message=outcome.summary, data=outcome)
 

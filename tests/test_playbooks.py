@@ -384,6 +384,62 @@ def test_a_bias_report_is_tracked_not_contained(stack_for: Any) -> None:
     assert len(stack.sandbox.slack.messages) == 1 and len(stack.sandbox.jira.issues) == 1
 
 
+def test_prompt_injection_branches_on_the_vector_and_shows_the_branches_not_taken(stack_for: Any) -> None:
+    """Agent configuration: the instance goes offline; the other vectors' steps are skipped as
+    not taken, grey in the Prefect UI (never green work), and the decision says which ran."""
+    stack: Stack = stack_for(("agent",))
+    playbook = "multi-channel-prompt-injection"
+    status = stack.dispatched(stack.fire(example("prompt-injection-agent-config")))
+    assert list(status["flow_runs"]) == [playbook]
+    run_id, incident_id = status["flow_runs"][playbook], status["incident_id"]
+    assert prefect_api.wait_for_state(run_id, "COMPLETED", timeout=90)["state"]["name"] == "Contained"
+    all_verified(stack, incident_id)
+    runtime, headers = agent_runtime(stack)
+    instance = httpx.get(f"{runtime}/v1/agents/support-bot/instances/i-1", headers=headers).json()
+    assert instance["status"] == "offline"
+    assert httpx.get(f"{runtime}/v1/sessions/s-123", headers=headers).json()["status"] != "quarantined"
+    not_taken = ["quarantine-session", "export-collection", "quarantine-collection"]
+    runs = prefect_api.task_runs(run_id, ["which-vector", "take-agent-offline", *not_taken])
+    decided = runs["which-vector"]["state"]
+    assert (decided["type"], decided["name"], decided["message"]) == (
+        "COMPLETED",
+        "Took agent_configuration",
+        "took branch agent_configuration",
+    )
+    assert runs["take-agent-offline"]["state"]["type"] == "COMPLETED"
+    for name in not_taken:
+        state = runs[name]["state"]
+        assert (state["type"], state["name"]) == ("CANCELLED", "Skipped"), (name, state)
+        assert state["message"].startswith("not taken: decision which-vector took branch agent_configuration"), state
+    assert stack.svc.store.get_incident(incident_id).status.value == "closed"
+
+
+def test_prompt_injection_typed_by_a_user_quarantines_the_session(stack_for: Any) -> None:
+    stack: Stack = stack_for(("agent",))
+    alert = {
+        "id": "pi-user-1",
+        "title": "Injected instructions typed into support-bot's chat",
+        "severity": "high",
+        "incident_type": "direct_prompt_injection",
+        "labels": {"injection_vector": "user_input"},
+        "entities": [
+            {"type": "user", "user_id": "u-42"},
+            {"type": "agent", "name": "support-bot", "instance": "i-1"},
+            {"type": "session", "session_id": "s-123"},
+        ],
+    }
+    incident_id = run_playbook(stack, alert, "multi-channel-prompt-injection")  # jailbreak-campaign superseded
+    all_verified(stack, incident_id)
+    runtime, headers = agent_runtime(stack)
+    assert httpx.get(f"{runtime}/v1/sessions/s-123", headers=headers).json()["status"] == "quarantined"
+    instance = httpx.get(f"{runtime}/v1/agents/support-bot/instances/i-1", headers=headers).json()
+    assert instance["status"] != "offline"
+    assert httpx.get(f"{runtime}/v1/blocks/user/u-42", headers=headers).status_code == 404  # no jailbreak run
+    taken = steps_of(stack, incident_id, "multi-channel-prompt-injection", "quarantine-session", "take-agent-offline")
+    assert taken == {"quarantine-session": "ok", "take-agent-offline": "skipped"}
+    assert stack.svc.store.get_incident(incident_id).status.value == "closed"
+
+
 def test_the_remaining_containment_actions_run_from_playbook_steps(stack_for: Any, tmp_path: Path) -> None:
     import hashlib
 

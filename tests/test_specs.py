@@ -205,6 +205,7 @@ def test_load_specs_reports_every_file(tmp_path: Path) -> None:
         ("model-extraction", {"model-extraction"}),
         ("malicious-code-generation", {"llm-app-misuse"}),
         ("bias-report", {"bias-report"}),
+        ("prompt-injection-agent-config", {"multi-channel-prompt-injection"}),
     ],
 )
 def test_each_example_alert_starts_its_playbooks(example: str, playbooks: set[str]) -> None:
@@ -379,3 +380,121 @@ def test_an_alert_of_no_type_that_nothing_matches_goes_to_triage_and_says_so() -
     assert (routed.how, routed.names) == ("fallback", ["triage"])
     assert routed.note(alert) == "no playbook answers this alert: the triage playbook tells on-call"
     assert route([], alert).note(alert) == "no playbook matches this alert; triage by hand"
+
+
+BRANCHING = """
+  - id: keep
+    action: evidence.capture_alerts
+  - id: vector
+    switch: "alert.labels.vector"
+    cases:
+      user: [block-user]
+      agent: [keep-agent, offline]
+  - id: keep-agent
+    action: agent.collect_evidence
+    with: {agent: bot}
+  - id: block-user
+    action: agent.block_user
+    with: {user: u-1}
+  - id: offline
+    action: agent.take_offline
+    with: {agent: bot, instance: i-1}
+"""
+OBJECTIVE = HEAD + "objectives:\n  - {id: cut, title: cut off, any_of: [block-user, offline]}\n"
+
+
+def test_a_decision_names_later_steps_each_on_one_decision() -> None:
+    assert problems(BRANCHING, head=OBJECTIVE, objectives=True) == []
+    spec = parse_spec(OBJECTIVE + "steps:\n" + BRANCHING, "t.yaml")
+    assert spec.step("vector").action == "incident.branch"
+    assert spec.branch_of("offline") == ("vector", {"agent"}) and spec.branch_of("keep") is None
+    wrong = BRANCHING.replace("agent: [keep-agent, offline]", "agent: [keep, nope, offline]")
+    assert problems(wrong, head=OBJECTIVE, objectives=True) == [
+        "test.yaml: step 'vector': branch agent names step 'keep', which comes before the decision (fix: move the "
+        "step after the decision (a decision runs later steps only))",
+        "test.yaml: step 'vector': branch agent names step 'nope', which does not exist (fix: fix the id)",
+    ]
+    twice = BRANCHING + '  - id: again\n    if: "true"\n    then: [offline]\n'
+    assert "step 'offline' is on branches of two decisions (vector and again)" in " ".join(
+        problems(twice, head=OBJECTIVE, objectives=True)
+    )
+    closing = BRANCHING.replace("user: [block-user]", "user: [block-user, done]") + (
+        "  - id: done\n    action: incident.close\n"
+    )
+    assert any("names step 'done' (incident.close), which every path must run" in p for p in problems(closing))
+
+
+def test_evidence_kept_on_another_branch_does_not_count() -> None:
+    """keep-agent runs only on branch agent: block-user (branch user) has the alerts' evidence
+    (main path); without it, it would have none on its branch."""
+    bare = BRANCHING.replace("  - id: keep\n    action: evidence.capture_alerts\n", "")
+    assert problems(bare, head=OBJECTIVE, objectives=True) == [
+        "test.yaml: step 'block-user': changing step 'agent.block_user' has no evidence step before it on its "
+        "branch (fix: add an evidence-collecting step (e.g. litellm.collect_key_evidence) before it, before the "
+        "decision or on the same branch)"
+    ]
+
+
+def test_a_decision_is_a_switch_with_cases_or_an_if_with_branches() -> None:
+    def error(step: str) -> str:
+        with pytest.raises(SpecError) as caught:
+            parse_spec(HEAD + "steps:\n" + step, "t.yaml")
+        return str(caught.value)
+
+    assert "a `switch` needs `cases`" in error("  - id: d\n    switch: alert.title\n")
+    assert "takes no `action`" in error("  - id: d\n    action: slack.notify_oncall\n    if: 'true'\n    then: [x]\n")
+    assert "write `switch:` or `if:` instead" in error("  - id: d\n    action: incident.branch\n")
+    assert "either `switch`" in error("  - id: d\n    switch: a\n    if: b\n    cases: {x: [y]}\n")
+    assert "an `if` needs `then` or `else`" in error("  - id: d\n    if: 'true'\n")
+    assert "is taken by `default:`" in error("  - id: d\n    switch: a\n    cases: {default: [y]}\n")
+
+
+def test_a_playbook_supersedes_another_for_the_alerts_it_answers(tmp_path: Path) -> None:
+    from aisoar.ingress.adapters import generic_json
+
+    specs = [item.spec for item in load_specs(PROJECT_ROOT / "playbook_specs", catalog())]
+    body = {"id": "pi-1", "title": "injection", "severity": "high", "incident_type": "direct_prompt_injection"}
+    body["entities"] = [{"type": "user", "user_id": "u-1"}]
+    assert route(specs, generic_json("generic", json.dumps(body).encode())).names == ["jailbreak-campaign"]
+    body["labels"] = {"injection_vector": "user_input"}
+    assert route(specs, generic_json("generic", json.dumps(body).encode())).names == ["multi-channel-prompt-injection"]
+    (tmp_path / "a.yaml").write_text(HEAD + "supersedes: [nothing-here]\nsteps:\n" + STEPS.split("  - id: block")[0])
+    with pytest.raises(SpecError, match="supersedes 'nothing-here': no such other playbook"):
+        load_specs(tmp_path, catalog())
+
+
+def test_a_decision_takes_its_case_its_default_or_no_branch_and_says_which() -> None:
+    from typing import cast
+
+    from flows.steps import branch_not_taken, decision_inputs
+    from tasks.base import ActionContext
+    from tasks.incident import BranchInputs, decide
+
+    spec = parse_spec(OBJECTIVE + "steps:\n" + BRANCHING, "t.yaml")
+    nobody = cast(ActionContext, None)  # a decision reads nothing but its inputs
+
+    def decided(labels: dict[str, str]) -> dict[str, object]:
+        context: dict[str, Any] = {"alert": {"labels": labels}, "steps": {}}
+        outcome = decide(nobody, BranchInputs.model_validate(decision_inputs(spec.step("vector"), context)))
+        context["steps"]["vector"] = {**outcome.output, "status": outcome.status.value, "summary": outcome.summary}
+        return {
+            s: (o.summary if (o := branch_not_taken(spec, spec.step(s), context)) else "runs")
+            for s in ("offline", "block-user", "keep")
+        } | {"vector": outcome.summary}
+
+    assert decided({"vector": "agent"}) == {
+        "vector": "took branch agent",
+        "offline": "runs",
+        "block-user": "not taken: decision vector took branch agent; this step is on branch user",
+        "keep": "runs",
+    }
+    assert decided({"vector": "<!channel> {{ 7*7 }}"})["vector"] == (
+        "took no branch: '<!channel> {{ 7*7 }}' names none of user, agent, and there is no default"
+    )
+    assert decided({})["offline"] == "not taken: decision vector took no branch; this step is on branch agent"
+    with_default = BRANCHING.replace(
+        "      agent: [keep-agent, offline]\n", "      agent: [keep-agent, offline]\n    default: [keep-agent]\n"
+    )
+    spec = parse_spec(OBJECTIVE + "steps:\n" + with_default, "t.yaml")
+    assert decided({"vector": "email"})["vector"] == "took branch default ('email' names no case)"
+    assert decided({"vector": "email"})["offline"].startswith("not taken: decision vector took branch default")
