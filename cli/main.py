@@ -26,6 +26,7 @@ import typer
 
 from cli import approve, sources
 from cli.prefect_tls import skip_unused_tls_roots
+from cli.simulate import simulate as simulate_command
 from cli.terminal import Failure, PipeClosed, complain, is_terminal, markdown, say, spinner, table, working
 
 if TYPE_CHECKING:
@@ -480,6 +481,9 @@ def _follow(base: str, alert_id: str, prefect_ui_url: str, headers: dict[str, st
             return
         time.sleep(0.2)
     say("the alert is accepted and waits in the inbox; dispatch has not finished yet")
+
+
+app.command("simulate")(simulate_command)
 
 
 @app.command("validate")

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from aisoar.config import PROJECT_ROOT, Settings
 from aisoar.store import Store
@@ -142,9 +143,30 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
         log.close()
 
 
+def simulated_paths(out: str) -> list[dict[str, list[str]]]:
+    """`aisoar simulate`'s output: for each alert, each playbook's path."""
+    found = []
+    for block in out.split("# Simulation of alert ")[1:]:
+        paths = re.findall(r"^## Playbook ([a-z0-9-]+):(?:.|\n)*?^path: ([^\n]*)$", block, re.M)
+        found.append({playbook: path.split(" -> ") for playbook, path in paths})
+    return found
+
+
 def test_every_example_alert_ends_as_documented_and_changes_its_target(up: Up) -> None:
     table = documented()
     assert set(table) == {path.name for path in EXAMPLES}, "docs/playbooks.md must document every example alert"
+    # A tabletop exercise first: every example simulated against the same systems takes the
+    # path examples/paths.yaml gives, is fully covered, and changes nothing.
+    expected = yaml.safe_load((PROJECT_ROOT / "examples" / "paths.yaml").read_text())
+    assert set(expected) == {path.name for path in EXAMPLES}, "examples/paths.yaml must give every example's path"
+    out = up.aisoar("simulate", *map(str, EXAMPLES))
+    assert dict(zip([p.name for p in EXAMPLES], simulated_paths(out), strict=True)) == expected
+    assert out.count("not covered: nothing") == len(EXAMPLES) - 2, out  # all but the two that contain nothing
+    assert out.count("it contains nothing (it declares no objectives)") == 2, out  # bias-report, unclassified
+    settings = up.settings()
+    assert not (LITELLM.client(settings).key_info(hashlib.sha256(DEMO_SECRET.encode()).hexdigest()) or {})["blocked"]
+    slack = up.sandbox_env()["AISOAR_SLACK_BASE_URL"].removesuffix("/").removesuffix("/api")
+    assert httpx.get(f"{slack}/_sandbox/messages", timeout=10).json() == []  # nobody was told
     incidents = {}
     for path in EXAMPLES:
         out = up.aisoar("fire", str(path))
@@ -232,3 +254,35 @@ def check_targets(up: Up) -> None:
     assert (agents.rate_limit("user", "u-7731") or {}).get("requests_per_minute") == 2
     # malicious-code-generation: the account is blocked.
     assert agents.block("user", "u-9904") is not None
+    # model-evasion: the source of the crafted inputs is rate-limited.
+    assert (agents.rate_limit("user", "u-3310") or {}).get("requests_per_minute") == 5
+
+
+def test_a_simulation_published_to_prefect_shows_alert_text_inert(up: Up, tmp_path: Path) -> None:
+    """`aisoar simulate --publish`: the plan as a markdown artifact on the Prefect server the
+    responders use, the alert's text escaped (no HTML, no link, no template), nothing done."""
+    hostile = {
+        "id": "sim-hostile-1",
+        "title": "<img src=x onerror=alert(1)> [open me](http://evil.example/x) {{ 7*7 }}",
+        "severity": "high",
+        "incident_type": "data_leakage",
+        "entities": [{"type": "user", "user_id": "u-7777"}],
+    }
+    file = tmp_path / "hostile.json"
+    file.write_text(json.dumps(hostile))
+    out = up.aisoar("simulate", "--publish", str(file))
+    key = re.search(r"^published as Prefect artifact (\S+)$", out, re.M)
+    assert key is not None, out
+    found = httpx.post(
+        f"{up.prefect}/api/artifacts/filter",
+        json={"artifacts": {"key": {"any_": [key[1]]}}},
+        headers=up.prefect_headers(),
+        timeout=10,
+    ).json()
+    assert len(found) == 1 and found[0]["type"] == "markdown", found
+    data = found[0]["data"]
+    assert "block-user [would do]" in data and "Playbook data-leakage" in data
+    assert "<img" not in data, data
+    assert "&lt;img" in data and "](http" not in data and "evil\\[\\.\\]example" in data, data
+    assert "49" not in data, data  # never rendered as a template
+    assert AGENT.client(up.settings()).block("user", "u-7777") is None  # nothing changed
