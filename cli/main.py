@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli import approve, sources
+from cli import approve, cacao, sources
 from cli.prefect_tls import skip_unused_tls_roots
 from cli.simulate import simulate as simulate_command
 from cli.terminal import Failure, PipeClosed, complain, is_terminal, markdown, say, spinner, table, working
@@ -61,6 +61,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(sources.app, name="sources")
+app.add_typer(cacao.app, name="cacao")
 approve.register(app)
 
 
