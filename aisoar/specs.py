@@ -47,6 +47,7 @@ class Trigger(_Strict):
     incident_types: list[IncidentType] = Field(default_factory=list)
     entity_types: list[str] = Field(default_factory=list, description="all must be present")
     labels: dict[str, str] = Field(default_factory=dict)
+    label_keys: list[str] = Field(default_factory=list, description="labels the alert must carry, whatever their value")
     entities: dict[str, dict[str, list[str]]] = Field(
         default_factory=dict,
         description="entity type -> field -> accepted values; some entity of that type must match every field, "
@@ -92,6 +93,8 @@ class Trigger(_Strict):
         if any(kind not in present for kind in self.entity_types):
             return False
         if any(alert.labels.get(k) != v for k, v in self.labels.items()):
+            return False
+        if any(not alert.labels.get(k) for k in self.label_keys):
             return False
         if any(not self._entity_matches(alert, kind) for kind in {*self.entities, *self.entities_except}):
             return False

@@ -49,8 +49,10 @@ def _aws_missing(s: AwsSettings) -> list[str]:
 
 def _aws(s: AwsSettings, o: ConnectOptions) -> AwsIam:
     """Explicit keys when both are set; else boto3's default chain."""
+    from connectors.aws_cloud import AwsCloud
+
     explicit = bool(s.access_key_id and s.secret_access_key)
-    return AwsIam(
+    return AwsCloud(
         s.region,
         s.endpoint_url,
         s.access_key_id if explicit else None,
@@ -64,6 +66,8 @@ ACCESS_KEY_ID = re.compile(r"^(AKIA|ASIA)[A-Z0-9]{12,124}$")  # long-term AKIA..
 THROTTLING_CODES = frozenset(
     {"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException", "RequestThrottled"}
 )
+# "Does not exist" from IAM, EC2 and S3: the asset is absent, not the call failed.
+NOT_FOUND_CODES = frozenset({"NoSuchEntity", "InvalidInstanceID.NotFound", "NoSuchBucket"})
 PAGE_SIZE = 100
 MAX_PAGES = 20
 KeyStatus = Literal["Active", "Inactive"]
@@ -80,7 +84,7 @@ class Boto3Missing(NotConfigured):
 
 
 class NoSuchEntity(ConnectorError):
-    """IAM answered ``NoSuchEntity``: the user or the key does not exist."""
+    """AWS answered that the user, key, role, instance or bucket does not exist."""
 
 
 class AwsIam:
@@ -119,10 +123,15 @@ class AwsIam:
         self.timeout = timeout
         self.policy = Backoff(attempts, backoff, max_backoff)
         self._guard = PlanGuard(TITLE, plan)
-        self._iam: Any = session.client("iam", endpoint_url=endpoint_url or None, config=config)
-        self._sts: Any = session.client("sts", endpoint_url=endpoint_url or None, config=config)
-        for client in (self._iam, self._sts):
-            client.meta.events.register("before-parse", _error_answer_as_xml)
+        self._iam: Any = self._client(session, "iam", endpoint_url, config)
+        self._sts: Any = self._client(session, "sts", endpoint_url, config)
+        self._session, self._endpoint_url, self._config = session, endpoint_url, config
+
+    @staticmethod
+    def _client(session: Any, service: str, endpoint_url: str | None, config: Any) -> Any:
+        client = session.client(service, endpoint_url=endpoint_url or None, config=config)
+        client.meta.events.register("before-parse", _error_answer_as_xml)
+        return client
 
     @property
     def plan(self) -> bool:
@@ -150,7 +159,7 @@ class AwsIam:
             # IAM's calls here are idempotent: an unreachable or throttling endpoint may be tried later.
             if isinstance(exc, ClientError):
                 status, code, retry_after, detail = _client_error(exc)
-                if code == "NoSuchEntity":
+                if code in NOT_FOUND_CODES:
                     raise NoSuchEntity(TITLE, operation, asset, status or code, detail) from None
                 again = code in THROTTLING_CODES or status in RETRY_STATUSES
                 return Failure(status if status is not None else code or None, detail, again, retry_after)

@@ -254,6 +254,87 @@ def test_leaked_aws_key_is_deactivated_then_deleted(stack_for: Any, moto_server:
     assert any("Inactive" in message for message in verified)
 
 
+def ssrf_scene(moto: Moto) -> tuple[str, str, str, str]:
+    """A web app's instance (open on 443, IMDSv1) running as a role, and the bucket it reads,
+    whose access logs land in another bucket: (instance id, its group, role, bucket)."""
+    import secrets
+
+    tag = secrets.token_hex(3)
+    iam, ec2, s3 = moto.client("iam"), moto.client("ec2"), moto.client("s3")
+    role = f"web-app-{tag}"
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole"}]}
+    trust["Statement"][0]["Principal"] = {"Service": "ec2.amazonaws.com"}
+    iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))
+    iam.create_instance_profile(InstanceProfileName=role)
+    iam.add_role_to_instance_profile(InstanceProfileName=role, RoleName=role)
+    vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
+    group = ec2.create_security_group(GroupName=f"web-{tag}", Description="web", VpcId=vpc)["GroupId"]
+    https = {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+    ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[https])
+    subnet = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"][0]["SubnetId"]
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    instance = ec2.run_instances(
+        ImageId=image,
+        MinCount=1,
+        MaxCount=1,
+        IamInstanceProfile={"Name": role},
+        SecurityGroupIds=[group],
+        SubnetId=subnet,
+    )["Instances"][0]["InstanceId"]
+    bucket, logs = f"customer-data-{tag}", f"access-logs-{tag}"
+    s3.create_bucket(Bucket=bucket)
+    s3.create_bucket(Bucket=logs)
+    s3.put_bucket_acl(Bucket=logs, ACL="log-delivery-write")
+    logging = {"LoggingEnabled": {"TargetBucket": logs, "TargetPrefix": f"{bucket}/"}}
+    s3.put_bucket_logging(Bucket=bucket, BucketLoggingStatus=logging)
+    line = f"79a5 {bucket} [04/Dec/2026:03:12:09 +0000] 198.51.100.23 assumed-role/{role} REST.GET.OBJECT cards.csv"
+    s3.put_object(Bucket=logs, Key=f"{bucket}/2026-12-04-03-12-09-A1B2", Body=line.encode())
+    return str(instance), str(group), role, bucket
+
+
+def test_ssrf_credential_abuse_isolates_the_instance_and_revokes_its_role(stack_for: Any, moto_server: Moto) -> None:
+    """Scenario AML.CS0030 / Capital One: the instance role's credentials used from outside."""
+    instance, group, role, bucket = ssrf_scene(moto_server)
+    stack: Stack = stack_for(
+        (),
+        aws_endpoint_url=moto_server.url,
+        aws_access_key_id=moto_server.admin_key_id,
+        aws_secret_access_key=moto_server.admin_secret,
+    )
+    alert = {
+        "id": f"guardduty-{instance}",
+        "title": f"Credentials of {instance}'s role used from an IP outside AWS",
+        "severity": "high",
+        "incident_type": "unauthorized_access",
+        "labels": {
+            "detector": "guardduty",
+            "finding": "UnauthorizedAccess:IAMUser/InstanceCredentialExfiltration.OutsideAWS",
+            "instance_id": instance,
+            "bucket": bucket,
+        },
+        "entities": [{"type": "cloud_credential", "provider": "aws", "credential_id": "ASIAEXAMPLESSRF00001"}],
+    }
+    status = stack.dispatched(stack.fire(alert))
+    assert list(status["flow_runs"]) == ["ssrf-cloud-credential-abuse"]  # leaked-cloud-access-key superseded
+    run_id, incident_id = status["flow_runs"]["ssrf-cloud-credential-abuse"], status["incident_id"]
+    assert prefect_api.wait_for_state(run_id, "COMPLETED", timeout=90)["state"]["name"] == "Contained"
+    all_verified(stack, incident_id)
+    ec2, iam = moto_server.client("ec2"), moto_server.client("iam")
+    described = ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]
+    (quarantine,) = [g["GroupId"] for g in described["SecurityGroups"]]
+    assert quarantine != group
+    rules = ec2.describe_security_groups(GroupIds=[quarantine])["SecurityGroups"][0]
+    assert rules["GroupName"] == "aisoar-quarantine" and rules["IpPermissions"] == rules["IpPermissionsEgress"] == []
+    revoked = iam.get_role_policy(RoleName=role, PolicyName="AWSRevokeOlderSessions")["PolicyDocument"]
+    statement = (json.loads(revoked) if isinstance(revoked, str) else revoked)["Statement"][0]
+    assert statement["Effect"] == "Deny" and "aws:TokenIssueTime" in statement["Condition"]["DateLessThan"]
+    kept = [e.description for e in stack.svc.store.evidence_for(incident_id)]
+    assert f"S3 access logs of bucket {bucket}" in kept and f"IAM role {role} of instance {instance}" in kept
+    audit = steps_of(stack, incident_id, "ssrf-cloud-credential-abuse", "audit-storage-access")
+    assert audit == {"audit-storage-access": "ok"}
+    assert stack.svc.store.get_incident(incident_id).status.value == "closed"
+
+
 def test_plan_mode_runs_the_playbook_and_changes_nothing(stack_for: Any) -> None:
     from sandbox.stack import DEMO_KEY_ID, DEMO_PROJECT
     from tests.stack import SAMPLE
