@@ -82,6 +82,15 @@ class LiteLLMGateway:
             fields["models"] = list(models)
         return self.update_key(key_hash, "set model routes", fields)
 
+    def set_object_permission(self, key_hash: str, permission: dict[str, Any]) -> dict[str, Any]:
+        """The key's object permission (MCP servers and tools, blocked tools, agents ...): send
+        every field it should have, so the result is the same whether the proxy merges or replaces."""
+        return self.update_key(key_hash, "set object permission", {"object_permission": dict(permission)})
+
+    def set_guardrails(self, key_hash: str, guardrails: list[str]) -> dict[str, Any]:
+        """The guardrails the gateway runs for the key (names configured on the proxy)."""
+        return self.update_key(key_hash, "set key guardrails", {"guardrails": list(guardrails)})
+
     def request_logs(self, key_hash: str, limit: int = MAX_LOG_ROWS) -> tuple[list[dict[str, Any]], int]:
         """The key's request log rows (``GET /spend/logs?api_key=<hash>``), newest ``limit``
         first-to-last by start time, and how many rows the gateway returned in all.

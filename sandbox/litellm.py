@@ -16,6 +16,12 @@ documented SpendLogs rows (request_id, call_type, api_key (the key's hash), spen
 total_tokens, prompt_tokens, completion_tokens, startTime, endTime, model, user, metadata,
 request_tags, and messages/response when the proxy stores prompts) and answers a list.
 
+``object_permission`` (LiteLLM_ObjectPermissionBase: ``blocked_tools``, ``mcp_servers`` ...) is
+kept as the key's own row and returned by ``/key/info``; an update merges the fields sent into it
+(null or ``{}``: no change); ``guardrails`` is metadata-backed (merged into ``metadata``). ``POST
+/mcp-rest/tools/call`` (modeled on LiteLLM's MCP REST route, not in that document) refuses a tool
+in the key's ``blocked_tools`` with 403.
+
 ``/chat/completions`` behaves like the proxy in front of a model: a blocked, deleted or
 unknown key gets 401; a model outside the key's ``models`` gets 401; a key over its
 ``max_budget`` gets 400; more requests in a minute than ``rpm_limit`` get 429 with
@@ -78,9 +84,26 @@ class UpdateKeyRequest(BaseModel):
     max_budget: float | None = None
     metadata: dict[str, Any] | None = None
     blocked: bool | None = None
+    guardrails: list[str] | None = None  # metadata-backed: merged into metadata, null leaves it
+    object_permission: dict[str, Any] | None = None  # LiteLLM_ObjectPermissionBase, its own table
 
 
 UPDATABLE = ("key_alias", "models", "aliases", "rpm_limit", "tpm_limit", "max_budget", "metadata", "blocked")
+# LiteLLM_ObjectPermissionBase's fields (the key's object permission row)
+OBJECT_PERMISSION_FIELDS = (
+    "mcp_servers",
+    "mcp_access_groups",
+    "mcp_tool_permissions",
+    "mcp_toolsets",
+    "blocked_tools",
+    "vector_stores",
+    "agents",
+    "agent_access_groups",
+    "models",
+    "search_tools",
+    "mcp_tool_search_enabled",
+    "skills",
+)
 
 
 def _chat_error(status: int, message: str, type_: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -129,6 +152,8 @@ class LiteLLMState:
             "team_id": None,
             "tpm_limit": None,
             "rpm_limit": None,
+            "object_permission_id": None,
+            "object_permission": None,
             "budget_duration": None,
             "created_at": now,
             "updated_at": now,
@@ -286,6 +311,16 @@ def create_app(state: LiteLLMState) -> FastAPI:
                     if field in ("models", "aliases", "metadata") and value is None:
                         value = [] if field == "models" else {}
                     row[field] = value
+            if sent.get("guardrails") is not None:  # metadata-backed
+                row["metadata"] = {**(row.get("metadata") or {}), "guardrails": list(sent["guardrails"])}
+            permission = sent.get("object_permission")
+            if permission:  # null or {}: no object permission change
+                unknown = sorted(set(permission) - set(OBJECT_PERMISSION_FIELDS))
+                if unknown:
+                    raise ProxyError(400, f"unknown object_permission field(s): {unknown}", "bad_request_error")
+                current = row.get("object_permission") or {"object_permission_id": str(uuid.uuid4())}
+                current.update({name: value for name, value in permission.items()})
+                row["object_permission"], row["object_permission_id"] = current, current["object_permission_id"]
             row["updated_at"] = datetime.now(UTC).isoformat()
             return {"key": token, **json.loads(json.dumps(row))}
 
@@ -327,6 +362,27 @@ def create_app(state: LiteLLMState) -> FastAPI:
         if request_id:
             rows = [row for row in rows if row["request_id"] == request_id]
         return rows
+
+    @app.post("/mcp-rest/tools/call")
+    async def call_tool(request: Request, authorization: str | None = Header(None)) -> JSONResponse:
+        """An MCP tool call through the gateway (modeled on LiteLLM's MCP REST route): refused
+        for a blocked or unknown key (401) and for a tool in the key's ``blocked_tools`` (403)."""
+        key = (authorization or "").removeprefix("Bearer ").strip()
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            return _chat_error(400, "Invalid JSON body", "invalid_request_error")
+        name = body.get("name") if isinstance(body, dict) else None
+        if not isinstance(name, str) or not name:
+            return _chat_error(400, "name is required", "invalid_request_error")
+        with state.lock:
+            row = state.keys.get(hash_token(key)) if key else None
+            if row is None or row.get("blocked"):
+                return _chat_error(401, "Authentication Error - key is blocked or invalid", "auth_error")
+            blocked = (row.get("object_permission") or {}).get("blocked_tools") or []
+        if name in blocked:
+            return _chat_error(403, f"Tool {name} is blocked for this key", "tool_blocked")
+        return JSONResponse({"content": [{"type": "text", "text": f"sandbox result of {name}"}], "isError": False})
 
     @app.post("/chat/completions")
     @app.post("/v1/chat/completions")

@@ -253,4 +253,5 @@ def delete_access_key(ctx: ActionContext, inputs: AwsAccessKey) -> StepOutcome:
         )
     return ok(f"access key {inputs.access_key_id} of user {user} deleted in IAM", already=False, user_name=user)
 
+
 from tasks import aws_instances as aws_instances  # noqa: E402 - registers the aws.* instance, role and bucket actions

@@ -428,3 +428,6 @@ def restore_model_route(ctx: ActionContext, inputs: PreviousRoute) -> StepOutcom
             return absent("the gateway has no such key; nothing to restore")
         raise
     return ok(f"model routes restored at the gateway: {len(inputs.aliases)} alias(es)")
+
+
+from tasks import litellm_permissions as litellm_permissions  # noqa: E402 - registers the gateway permission actions

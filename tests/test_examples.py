@@ -248,6 +248,10 @@ def check_targets(up: Up) -> None:
     assert DEMO_POISONED_MEMORY_ID not in {item["id"] for item in memory}
     # jailbreak-campaign: the user and the source address are blocked.
     assert agents.block("user", "u-4711") is not None and agents.block("ip", "45.155.205.233") is not None
+    # agent-tool-misuse, jailbreak-campaign, data-leakage: the key's permissions at the gateway.
+    gateway_key = LITELLM.client(settings).key_info(key_hash) or {}
+    assert "web.fetch" in (gateway_key.get("object_permission") or {}).get("blocked_tools", [])
+    assert {"prompt-injection-strict", "output-pii-filter"} <= set(gateway_key["metadata"]["guardrails"])
     # data-leakage: the user and the source address are blocked (the gateway key is blocked above).
     assert agents.block("user", "u-5120") is not None and agents.block("ip", "45.155.205.240") is not None
     # model-extraction: the querying user is rate-limited.

@@ -394,3 +394,69 @@ def test_planned_is_raised_by_the_connector_not_sent(env: dict[str, str], sandbo
         gateway(env, plan=True).set_routes(BOT_HASH, {"support-bot": "support-bot-v3"})
     assert caught.value.as_dict()["detail"] == "POST /key/update"
     assert len(sandbox.litellm.requests) == before
+
+
+def call_tool(env: dict[str, str], secret: str, name: str) -> httpx.Response:
+    return httpx.post(
+        f"{env['AISOAR_LITELLM_URL']}/mcp-rest/tools/call",
+        headers={"Authorization": f"Bearer {secret}"},
+        json={"name": name, "arguments": {}},
+    )
+
+
+def test_block_tools_refuses_the_tool_at_the_gateway_and_the_inverse_allows_it(
+    env: dict[str, str], sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The key's MCP tool permissions on the gateway's control plane: the other fields of its
+    object permission stay as they were, the call is refused, and allowed again after the inverse."""
+    from tasks.litellm_permissions import KeyTools
+
+    sandbox.litellm.keys[BOT_HASH]["object_permission"] = {
+        "object_permission_id": "op-1",
+        "mcp_servers": ["github", "billing"],
+        "blocked_tools": ["github-delete_repo"],
+    }
+    ctx = context(tmp_path, env)
+    assert call_tool(env, BOT_SECRET, "billing-export_invoices").status_code == 200
+    block = REGISTRY["litellm.block_tools"]
+    inputs = KeyTools(key_hash=BOT_HASH, tools=["billing-export_invoices"])
+    outcome = block.task.fn(ctx, inputs)
+    assert outcome.status is Outcome.ok and outcome.output["previous_blocked_tools"] == ["github-delete_repo"]
+    assert block.probe is not None and block.probe(ctx, inputs, outcome).ok
+    refused = call_tool(env, BOT_SECRET, "billing-export_invoices")
+    assert refused.status_code == 403 and refused.json()["error"]["type"] == "tool_blocked"
+    permission = sandbox.litellm.keys[BOT_HASH]["object_permission"]
+    assert permission["mcp_servers"] == ["github", "billing"]  # the rest of the permission is kept
+    assert permission["blocked_tools"] == ["billing-export_invoices", "github-delete_repo"]
+    assert block.task.fn(ctx, inputs).output["already"] is True  # twice is harmless
+    unblock = REGISTRY["litellm.unblock_tools"]
+    back = KeyTools.model_validate({"key_hash": BOT_HASH, "tools": json.dumps(["billing-export_invoices"])})
+    undone = unblock.task.fn(ctx, back)
+    assert unblock.probe is not None and unblock.probe(ctx, back, undone).ok
+    assert call_tool(env, BOT_SECRET, "billing-export_invoices").status_code == 200
+    assert call_tool(env, BOT_SECRET, "github-delete_repo").status_code == 403  # blocked before: still blocked
+
+
+def test_key_guardrails_are_added_and_restored(env: dict[str, str], sandbox: Sandbox, tmp_path: Path) -> None:
+    from tasks.litellm_permissions import KeyGuardrails, KeyTools, PreviousGuardrails
+
+    sandbox.litellm.keys[BOT_HASH]["metadata"] = {"team": "support", "guardrails": ["pii-mask"]}
+    ctx = context(tmp_path, env)
+    add = REGISTRY["litellm.add_key_guardrails"]
+    inputs = KeyGuardrails(key_hash=BOT_HASH, guardrails=["prompt-injection-strict"])
+    outcome = add.task.fn(ctx, inputs)
+    assert outcome.output["previous_guardrails_json"] == '["pii-mask"]'
+    assert add.probe is not None and add.probe(ctx, inputs, outcome).ok
+    metadata = sandbox.litellm.keys[BOT_HASH]["metadata"]
+    assert metadata == {"team": "support", "guardrails": ["pii-mask", "prompt-injection-strict"]}
+    restore = REGISTRY["litellm.restore_key_guardrails"]
+    back = PreviousGuardrails.model_validate(
+        {"key_hash": BOT_HASH, "guardrails": outcome.output["previous_guardrails_json"]}
+    )
+    restored = restore.task.fn(ctx, back)
+    assert restore.probe is not None and restore.probe(ctx, back, restored).ok
+    assert sandbox.litellm.keys[BOT_HASH]["metadata"]["guardrails"] == ["pii-mask"]
+    with pytest.raises(ValueError):
+        KeyGuardrails(key_hash=BOT_HASH, guardrails=["{{ 7*7 }}"])
+    with pytest.raises(ValueError):
+        KeyTools(key_hash=BOT_HASH, tools=["rm -rf /"])
