@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 		{ echo "python3 needs venv support: apt-get install python3-venv"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,aws,lancedb,servers,postgres]'
+	$(BIN)/pip install --quiet -e '.[dev,aws,lancedb,servers,postgres,signing]'
 	touch $(STAMP)
 
 system-packages:

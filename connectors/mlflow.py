@@ -16,6 +16,7 @@ import hashlib
 import json
 import re
 from collections import deque
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -32,6 +33,10 @@ TITLE = "MLflow"
 class MlflowSettings(SystemSettings):
     url: str | None = None
     token: SecretStr | None = Field(None, description="when the server wants one")
+    signing_public_key: Path | None = Field(
+        None, description="PEM public key (elliptic curve) the model publisher signs with (OpenSSF model signing)"
+    )
+    signature_file: str = Field("model.sig", description="the signature's name among a version's files")
 API = "/api/2.0/mlflow"
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 
@@ -238,9 +243,10 @@ class MlflowRegistry:
             return None, f"artifact source refused: {exc}"
         return parts.path.strip("/"), source
 
-    def artifact_digests(self, root: str) -> dict[str, Any]:
+    def artifact_digests(self, root: str, into: Path | None = None) -> dict[str, Any]:
         """sha256 of every file under ``root`` (breadth first), bounded by ``max_files``,
-        ``max_bytes`` and ``MAX_LISTINGS``; ``truncated`` says why the list is incomplete."""
+        ``max_bytes`` and ``MAX_LISTINGS``; ``truncated`` says why the list is incomplete.
+        ``into``: also write each file there, under its path below ``root``."""
         files: list[dict[str, Any]] = []
         refused: list[str] = []
         reasons: list[str] = []
@@ -276,6 +282,12 @@ class MlflowRegistry:
                     continue
                 content = self._download(path)
                 total += len(content)
+                if into is not None:
+                    target = (into / relative).resolve()
+                    if not target.is_relative_to(into.resolve()):  # artifact_path refused ".." already
+                        raise UnsafeArtifactPath(f"{relative[:80]!r} leaves the download folder")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(content)
                 files.append({"path": relative, "size": len(content), "sha256": hashlib.sha256(content).hexdigest()})
         files.sort(key=lambda f: str(f["path"]))
         return {

@@ -30,6 +30,7 @@ import httpx
 from connectors.system import StandIn
 from connectors.systems import BY_NAME, SYSTEMS
 from sandbox.serving import free_port
+from sandbox.signing import publisher_keys, signed
 
 REAL = tuple(system.name for system in SYSTEMS if system.stand_in is StandIn.server)
 # The identifiers the example alerts name, and what the sandbox seeds for them.
@@ -176,8 +177,9 @@ class RealServers:
         ]
         env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
         self._run("mlflow", argv, f"{url}/health", env, timeout=90)
-        _seed_model(url)
-        return {"url": url}
+        private, public = publisher_keys(data / "publisher")
+        _seed_model(url, private)
+        return {"url": url, "signing_public_key": str(public)}
 
     # -- Chroma -----------------------------------------------------------------------------
     def _chroma(self) -> dict[str, str]:
@@ -199,8 +201,9 @@ def _iam(url: str, key_id: str, secret: str) -> Any:
     )
 
 
-def _seed_model(url: str) -> None:
-    """`fraud-scorer` versions 1-3 with their files; `production` serves 3 (the tampered one)."""
+def _seed_model(url: str, private_key: Path) -> None:
+    """`fraud-scorer` versions 1-3 with their files and their publisher's signature (`model.sig`);
+    version 3's weights were changed after it was signed (the backdoor); `production` serves 3."""
     with httpx.Client(base_url=url, timeout=30) as client:
 
         def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -213,10 +216,15 @@ def _seed_model(url: str) -> None:
         for number in (1, 2, 3):
             run = post("runs/create", {"experiment_id": experiment})["run"]["info"]
             root = str(run["artifact_uri"]).removeprefix("mlflow-artifacts:/") + "/model"
-            files = {
-                "MLmodel": f"flavors: {{python_function: {{}}}}\nversion: {number}\n".encode(),
-                "data/weights.bin": bytes(range(256)) * 8 + (b"BACKDOOR" if number == 3 else b""),
-            }
+            files = signed(
+                {
+                    "MLmodel": f"flavors: {{python_function: {{}}}}\nversion: {number}\n".encode(),
+                    "data/weights.bin": bytes(range(256)) * 8,
+                },
+                private_key,
+            )
+            if number == 3:  # tampered after signing
+                files["data/weights.bin"] += b"BACKDOOR"
             for relative, content in files.items():
                 client.put(f"/api/2.0/mlflow-artifacts/artifacts/{root}/{relative}", content=content).raise_for_status()
             post(

@@ -234,3 +234,6 @@ def unpin_alias(ctx: ActionContext, inputs: AliasRestore) -> StepOutcome:
         restored_version=inputs.previous_version,
         replaced_version=result["current_version"],
     )
+
+
+from tasks import mlflow_signing as mlflow_signing  # noqa: E402 - registers mlflow.verify_model_signature
