@@ -30,6 +30,7 @@ import httpx
 from connectors.system import StandIn
 from connectors.systems import BY_NAME, SYSTEMS
 from sandbox.serving import free_port
+from sandbox.signing import available as signing_available
 from sandbox.signing import publisher_keys, signed
 
 REAL = tuple(system.name for system in SYSTEMS if system.stand_in is StandIn.server)
@@ -177,6 +178,9 @@ class RealServers:
         ]
         env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
         self._run("mlflow", argv, f"{url}/health", env, timeout=90)
+        if not signing_available():  # without the extra `signing`: unsigned versions, no key to check
+            _seed_model(url, None)
+            return {"url": url}
         private, public = publisher_keys(data / "publisher")
         _seed_model(url, private)
         return {"url": url, "signing_public_key": str(public)}
@@ -201,7 +205,7 @@ def _iam(url: str, key_id: str, secret: str) -> Any:
     )
 
 
-def _seed_model(url: str, private_key: Path) -> None:
+def _seed_model(url: str, private_key: Path | None) -> None:
     """`fraud-scorer` versions 1-3 with their files and their publisher's signature (`model.sig`);
     version 3's weights were changed after it was signed (the backdoor); `production` serves 3."""
     with httpx.Client(base_url=url, timeout=30) as client:
@@ -216,13 +220,12 @@ def _seed_model(url: str, private_key: Path) -> None:
         for number in (1, 2, 3):
             run = post("runs/create", {"experiment_id": experiment})["run"]["info"]
             root = str(run["artifact_uri"]).removeprefix("mlflow-artifacts:/") + "/model"
-            files = signed(
-                {
-                    "MLmodel": f"flavors: {{python_function: {{}}}}\nversion: {number}\n".encode(),
-                    "data/weights.bin": bytes(range(256)) * 8,
-                },
-                private_key,
-            )
+            files = {
+                "MLmodel": f"flavors: {{python_function: {{}}}}\nversion: {number}\n".encode(),
+                "data/weights.bin": bytes(range(256)) * 8,
+            }
+            if private_key is not None:
+                files = signed(files, private_key)
             if number == 3:  # tampered after signing
                 files["data/weights.bin"] += b"BACKDOOR"
             for relative, content in files.items():

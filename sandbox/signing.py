@@ -10,6 +10,15 @@ from pathlib import Path
 SIGNATURE = "model.sig"
 
 
+def available() -> bool:
+    """Whether the `model-signing` package (the extra ``signing``) is installed."""
+    try:
+        import model_signing  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def publisher_keys(folder: Path) -> tuple[Path, Path]:
     """A new P-256 key pair in ``folder``: (private key PEM, public key PEM)."""
     from cryptography.hazmat.primitives import serialization
