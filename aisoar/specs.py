@@ -347,8 +347,8 @@ def route(specs: list[PlaybookSpec], alert: Alert) -> Routing:
     answer); else the fallback (triage) playbooks."""
     matched = [spec for spec in specs if not spec.fallback and spec.matches(alert)]
     superseded = {name for spec in matched for name in spec.supersedes}
-    if matched:
-        return Routing([spec for spec in matched if spec.name not in superseded], "matched")
+    if matched:  # playbooks that supersede each other (a mistake) both run rather than neither
+        return Routing([spec for spec in matched if spec.name not in superseded] or matched, "matched")
     general = [spec for spec in specs if not spec.fallback and spec.matches_otherwise(alert)]
     if general:
         return Routing(general, "otherwise")
