@@ -172,7 +172,7 @@ class Step(_Strict):
     gate: Literal["auto"] | Gate = "auto"
     continue_on_failure: bool = False
     switch: str | None = Field(None, description="switch-condition: a Jinja expression; its value names the case")
-    cases: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")], list[StepId]] = Field(
+    cases: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")], list[StepId]] = Field(  # as CACAO
         default_factory=dict, description="case value -> the ids of the steps that run when it is taken"
     )
     default: list[StepId] = Field(default_factory=list, description="the steps that run when no case is named")
