@@ -121,6 +121,36 @@ class SlackNotifier:
         messages = answer.get("messages")
         return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
 
+    def find_reply(self, channel: str, thread_ts: str, event_type: str, payload: dict[str, Any]) -> str | None:
+        """The ts of the newest reply in the thread whose metadata is ``event_type`` with
+        ``payload`` among its payload (``conversations.replies`` with its metadata); None when
+        there is none."""
+        _check_ts(thread_ts)
+        try:
+            answer = self._call(
+                "conversations.replies",
+                f"channel {channel}",
+                "conversations.replies",
+                channel=channel,
+                ts=thread_ts,
+                include_all_metadata="true",
+            )
+        except ConnectorError as exc:
+            if exc.detail in {"thread_not_found", "message_not_found"}:
+                return None
+            raise
+        messages = answer.get("messages")
+        for message in reversed(messages if isinstance(messages, list) else []):
+            metadata = message.get("metadata") if isinstance(message, dict) else None
+            if not isinstance(metadata, dict) or metadata.get("event_type") != event_type:
+                continue
+            found = metadata.get("event_payload")
+            if isinstance(found, dict) and all(found.get(k) == v for k, v in payload.items()):
+                ts = message.get("ts")
+                if isinstance(ts, str) and ts != thread_ts:
+                    return ts
+        return None
+
     def find_posted(self, channel: str, event_type: str, payload: dict[str, Any], oldest: float) -> str | None:
         """The ts of the newest top-level message of ``channel`` (an id: Slack's history takes no
         name) posted after ``oldest`` (epoch seconds) whose metadata is ``event_type`` with

@@ -36,13 +36,20 @@ Guard = Callable[[Proposed], StepOutcome | None]
 
 def not_configured_stays_not_configured(p: Proposed) -> StepOutcome | None:
     """A change on a system whose evidence step was not configured is not configured too,
-    not refused for the evidence it could not collect."""
+    not refused for the evidence it could not collect. (An earlier step of the namespace that
+    lacked something else, e.g. a model publisher's signing key, says nothing of the system.)"""
+    from connectors.systems import BY_NAME
+
     namespace = p.action.name.split(".", 1)[0]
+    system = BY_NAME[namespace].title if namespace in BY_NAME else None
     for earlier in p.spec.steps:
         if earlier.id == p.step.id:
             break
         result = p.results.get(earlier.id)
         if result is not None and result.status == Outcome.not_configured.value:
+            lacked = result.output.get("not_configured_system")
+            if lacked is not None and system is not None and lacked != system:
+                continue
             if earlier.action.startswith(f"{namespace}."):
                 summary = str(result.output.get("summary", "")) or f"{namespace} is not configured"
                 return StepOutcome(status=Outcome.not_configured, summary=summary)

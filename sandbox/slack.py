@@ -603,6 +603,8 @@ def create_app(state: SlackState) -> FastAPI:
             thread = [parent] + [
                 m for m in state.replies if m["channel"] == channel_id and m["thread_ts"] == parent["ts"]
             ]
+        if str(args.get("include_all_metadata", "")).lower() not in {"1", "true"}:  # as Slack: only when asked
+            thread = [{k: v for k, v in m.items() if k != "metadata"} for m in thread]
         return JSONResponse({"ok": True, "messages": thread, "has_more": False})
 
     @app.post("/api/conversations.open")

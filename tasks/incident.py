@@ -60,10 +60,10 @@ def announce(ctx: ActionContext, message: str = "") -> dict[str, str]:
     if first:
         posted = notify(ctx, "", reply=False)
         if message:  # a reply: the parent is rewritten with every status change, a reply stays
-            notify(ctx, message, reply=True)
+            notify(ctx, message, reply=True, once=True)
         result["slack"] = f"on-call told in Slack ({posted['channel']})"
     else:
-        posted = notify(ctx, message, reply=bool(message))
+        posted = notify(ctx, message, reply=bool(message), once=True)
         result["slack"] = f"already announced in Slack ({posted['channel']}); parent updated"
     result["slack_channel"] = str(posted["channel"])
     result["slack_ts"] = str(posted["thread_ts"])

@@ -118,7 +118,11 @@ def action(
             try:
                 outcome = fn(ctx, inputs)
             except NotConfigured as exc:
-                outcome = StepOutcome(status=Outcome.not_configured, summary=f"skipped: not configured ({exc})")
+                outcome = StepOutcome(
+                    status=Outcome.not_configured,
+                    summary=f"skipped: not configured ({exc})",
+                    output={"not_configured_system": exc.system},
+                )
             except Planned as exc:
                 outcome = StepOutcome(status=Outcome.planned, summary=str(exc), output={"planned": exc.as_dict()})
             if outcome.status is Outcome.ok and done_name is not None:

@@ -26,6 +26,8 @@ from tasks.registry import action
 
 PARENT_EVENT = "aisoar_incident"  # the metadata event type of an incident's first Slack message
 PARENT_SENDING = "slack_parent_sending"  # timeline mark: the thread's first message is being posted
+REPLY_EVENT = "aisoar_step_reply"  # the metadata event type of a step's reply in the thread
+REPLY_SENDING = "slack_reply_sending"  # timeline mark: a step's reply is being posted (its value: the step)
 # What a thread update reads of the timeline: the links, steps done, an interrupted first post
 # (never a storm's thousands of alert entries).
 THREAD_KINDS = ("notify", "step", "verify", "request")
@@ -178,20 +180,40 @@ def _left_by_an_interrupted_post(ctx: ActionContext, slack: SlackNotifier, incid
     return SlackThread(channel, ts)
 
 
-def notify(ctx: ActionContext, message: str, *, reply: bool) -> dict[str, Any]:
+def notify(ctx: ActionContext, message: str, *, reply: bool, once: bool = False) -> dict[str, Any]:
     """Post the parent (first time) or update it and reply in its thread.
 
     ``reply``: also reply when the parent already exists (a notification always does;
     the first notification includes its message in the parent instead). Two playbooks
     of one incident notifying at the same moment in one process are serialised, so they
-    share one parent.
+    share one parent. ``once``: the reply is this step's (a step run again after it was
+    killed between Slack's answer and the record finds its reply instead of posting another).
     """
     slack: SlackNotifier = SLACK.client(ctx.settings)
     with ctx.store.hold(f"slack-thread:{ctx.incident_id}"):
-        return _notify(ctx, slack, message, reply)
+        return _notify(ctx, slack, message, reply, once)
 
 
-def _notify(ctx: ActionContext, slack: SlackNotifier, message: str, reply: bool) -> dict[str, Any]:
+def _reply_left_by_an_interrupted_post(
+    ctx: ActionContext, slack: SlackNotifier, incident: Incident, thread: SlackThread, key: str
+) -> str | None:
+    """This step's reply, when an earlier attempt posted it and stopped before recording it."""
+    marks = [e for e in incident.timeline if e.kind == "request" and e.data.get(REPLY_SENDING) == key]
+    if not marks:
+        return None
+    ts = slack.find_reply(thread.channel, thread.ts, REPLY_EVENT, {"incident_id": incident.id, "step": key})
+    if ts is not None:
+        ctx.store.add_timeline(
+            ctx.incident_id,
+            "notify",
+            f"Slack reply of step {ctx.step_id} found in the thread: posted by an earlier attempt that stopped "
+            "before recording it (not posted twice)",
+            step_id=ctx.step_id,
+        )
+    return ts
+
+
+def _notify(ctx: ActionContext, slack: SlackNotifier, message: str, reply: bool, once: bool = False) -> dict[str, Any]:
     incident = ctx.store.get_incident(ctx.incident_id, kinds=THREAD_KINDS)
     thread = ctx.links(incident).slack or _left_by_an_interrupted_post(ctx, slack, incident)
     if thread is not None:
@@ -231,12 +253,28 @@ def _notify(ctx: ActionContext, slack: SlackNotifier, message: str, reply: bool)
         return {"channel": posted["channel"], "ts": posted["ts"], "thread_ts": posted["ts"], "new_thread": True}
     result: dict[str, Any] = {"channel": thread.channel, "thread_ts": thread.ts, "new_thread": False}
     if reply:
+        key = f"{ctx.playbook}/{ctx.step_id}"
+        found = _reply_left_by_an_interrupted_post(ctx, slack, incident, thread, key) if once else None
+        if found is not None:
+            result["ts"] = found
+            return result
+        if once:  # before the post: a run stopped right after it looks for the reply
+            ctx.store.add_timeline(
+                ctx.incident_id,
+                "request",
+                f"sending: a reply of step {ctx.step_id} in the incident's Slack thread",
+                step_id=ctx.step_id,
+                data={REPLY_SENDING: key},
+            )
         text = message or f"Incident {incident.id} is now {incident.status.value}"
         posted = slack.post(
             text=slack_text(text, 300),
             blocks=reply_blocks(ctx, incident, text),
             thread_ts=thread.ts,
             channel=thread.channel,
+            metadata={"event_type": REPLY_EVENT, "event_payload": {"incident_id": incident.id, "step": key}}
+            if once
+            else None,
         )
         result["ts"] = posted["ts"]
     else:
@@ -276,7 +314,7 @@ def probe_posted(ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> Probe
     probe=probe_posted,
 )
 def notify_oncall(ctx: ActionContext, inputs: NotifyInputs) -> StepOutcome:
-    result = notify(ctx, inputs.message, reply=True)
+    result = notify(ctx, inputs.message, reply=True, once=True)
     if result["new_thread"]:
         return ok(f"on-call notified in Slack ({result['channel']})", **result)
     return ok(f"Slack thread updated and replied to ({result['channel']})", **result)
@@ -291,7 +329,7 @@ def notify_oncall(ctx: ActionContext, inputs: NotifyInputs) -> StepOutcome:
     probe=probe_posted,
 )
 def post_update(ctx: ActionContext, inputs: UpdateInputs) -> StepOutcome:
-    result = notify(ctx, inputs.message, reply=True)
+    result = notify(ctx, inputs.message, reply=True, once=True)
     return ok(f"update posted in the incident's Slack thread ({result['channel']})", **result)
 
 

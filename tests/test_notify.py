@@ -8,7 +8,7 @@ import base64
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -537,6 +537,35 @@ def test_a_first_message_posted_by_an_interrupted_run_is_found_not_posted_again(
     timeline = case.store.get_incident(case.ctx.incident_id).timeline
     assert any(e.message.startswith("Slack thread found in channel") for e in timeline)
     assert probe("slack.notify_oncall", case.ctx, NotifyInputs(), told).ok
+
+
+def test_a_reply_posted_by_an_interrupted_step_is_found_not_posted_again(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A step killed between Slack's answer to its reply and the store's record of the step runs
+    again on another replica: it finds its reply in the thread (by the reply's metadata) instead
+    of posting a second one; another step's reply is still posted."""
+    from connectors.slack import SYSTEM as SLACK_SYSTEM
+    from tasks.slack import REPLY_EVENT, REPLY_SENDING, notify
+
+    env = {**sandbox.start(("slack",)), "AISOAR_SLACK_CHANNEL": SANDBOX_CHANNEL_ID}
+    case = case_for(make_settings(tmp_path / "data", env=env), sandbox, env)
+    first = run("slack.notify_oncall", case.ctx, NotifyInputs(message="thread started"))
+    assert first.output["new_thread"] is True
+    told = notify(case.ctx, "deleting the key waits for approval", reply=True, once=True)  # killed after this
+    replies = [r for r in sandbox.slack.replies if r["thread_ts"] == first.output["thread_ts"]]
+    assert [r["ts"] for r in replies] == [told["ts"]]
+    again = notify(case.ctx, "deleting the key waits for approval", reply=True, once=True)  # the step run again
+    assert again["ts"] == told["ts"]
+    assert [r["ts"] for r in sandbox.slack.replies if r["thread_ts"] == first.output["thread_ts"]] == [told["ts"]]
+    timeline = case.store.get_incident(case.ctx.incident_id).timeline
+    assert any(e.message.startswith(f"Slack reply of step {case.ctx.step_id} found in the thread") for e in timeline)
+    marks = [e for e in timeline if e.kind == "request" and e.data.get(REPLY_SENDING)]
+    assert marks and replies[0]["metadata"]["event_type"] == REPLY_EVENT
+    # Without asking for it, conversations.replies carries no metadata (as Slack).
+    slack = SLACK_SYSTEM.client(case.ctx.settings)
+    assert all("metadata" not in m for m in slack.thread(str(first.output["channel"]), str(first.output["thread_ts"])))
+    other = replace(case.ctx, step_id="open-ticket")
+    posted = notify(other, "the Jira issue is open", reply=True, once=True)
+    assert posted["ts"] != told["ts"] and len(sandbox.slack.replies) == 2
 
 
 def test_an_interrupted_first_post_in_a_channel_known_only_by_name_is_said_when_it_cannot_be_looked_for(
