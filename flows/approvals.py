@@ -258,8 +258,11 @@ def await_approval(
 def present(
     svc: Services, desk: AnswerDesk, ctx: ActionContext, record: ApprovalRecord, step: Step, info: ActionInfo
 ) -> None:
-    """Ask: the request with its buttons in the incident's thread, a code to each approver."""
-    svc.store.note_form(record.id, "presented", {})
+    """Ask: the request with its buttons in the incident's thread, a code to each approver. Only
+    the execution that claims the record's "presented" mark asks (two executions of one run, a
+    replica's and the one that took its run over, never post the request twice)."""
+    if not svc.store.claim_form(record.id, "presented", {}):
+        return
     default = "rejected" if record.on_timeout == "reject" else "approved"
     message = (
         f"approval requested for {info.name}: {who_may(svc.approvers, record)}; expires "

@@ -217,13 +217,26 @@ class Approvals(StoreBase):
     def note_form(self, approval_id: str, key: str, what: dict[str, Any]) -> ApprovalRecord:
         """Remember what became of a form (pause key), so a run executed again does not count
         or report it twice."""
+        self.claim_form(approval_id, key, what)
+        found = self.get_approval(approval_id)
+        assert found is not None
+        return found
+
+    def claim_form(self, approval_id: str, key: str, what: dict[str, Any]) -> bool:
+        """Note ``key`` on the record unless it is there already; whether this call noted it.
+        The row is locked meanwhile, so of two executions of one run only one claims it (and
+        only that one, say, posts the approval request)."""
         with self._tx() as conn:
-            row = conn.execute(sa.select(approvals.c.answers_json).where(approvals.c.id == approval_id)).first()
+            row = conn.execute(
+                sa.select(approvals.c.answers_json).where(approvals.c.id == approval_id).with_for_update()
+            ).first()
             assert row is not None
             forms = json.loads(row.answers_json or "{}")
-            forms.setdefault(key, {**what, "at": str(utcnow())})
+            if key in forms:
+                return False
+            forms[key] = {**what, "at": str(utcnow())}
             conn.execute(approvals.update().where(approvals.c.id == approval_id).values(answers_json=json.dumps(forms)))
-            return self._approval(conn, approval_id)
+            return True
 
     def decide_approval(
         self, approval_id: str, status: str, decided_by: str, reason: str, *, wake: bool = False
