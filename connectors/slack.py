@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from http.client import RemoteDisconnected
 from typing import Any
 from urllib.error import URLError
@@ -140,16 +141,9 @@ class SlackNotifier:
                 return None
             raise
         messages = answer.get("messages")
-        for message in reversed(messages if isinstance(messages, list) else []):
-            metadata = message.get("metadata") if isinstance(message, dict) else None
-            if not isinstance(metadata, dict) or metadata.get("event_type") != event_type:
-                continue
-            found = metadata.get("event_payload")
-            if isinstance(found, dict) and all(found.get(k) == v for k, v in payload.items()):
-                ts = message.get("ts")
-                if isinstance(ts, str) and ts != thread_ts:
-                    return ts
-        return None
+        listed = messages if isinstance(messages, list) else []
+        replies = [m for m in listed if isinstance(m, dict) and m.get("ts") != thread_ts]  # the parent is listed too
+        return _tagged(reversed(replies), event_type, payload)
 
     def find_posted(self, channel: str, event_type: str, payload: dict[str, Any], oldest: float) -> str | None:
         """The ts of the newest top-level message of ``channel`` (an id: Slack's history takes no
@@ -166,16 +160,9 @@ class SlackNotifier:
             include_all_metadata="true",
         )
         messages = answer.get("messages")
-        for message in messages if isinstance(messages, list) else []:
-            metadata = message.get("metadata") if isinstance(message, dict) else None
-            if not isinstance(metadata, dict) or metadata.get("event_type") != event_type:
-                continue
-            found = metadata.get("event_payload")
-            if isinstance(found, dict) and all(found.get(k) == v for k, v in payload.items()):
-                ts = message.get("ts")
-                if isinstance(ts, str):
-                    return ts
-        return None
+        return _tagged(
+            [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else [], event_type, payload
+        )
 
     # -- posts -----------------------------------------------------------------------------
     def post(
@@ -278,4 +265,18 @@ def _header(headers: Any, name: str) -> str | None:
     for key, value in dict(headers or {}).items():
         if str(key).lower() == name:
             return str(value[0] if isinstance(value, list) and value else value) or None
+    return None
+
+
+def _tagged(messages: Iterable[dict[str, Any]], event_type: str, payload: dict[str, Any]) -> str | None:
+    """The ts of the first of ``messages`` whose metadata is ``event_type`` with ``payload``
+    among its payload; None when there is none."""
+    for message in messages:
+        metadata = message.get("metadata")
+        if not isinstance(metadata, dict) or metadata.get("event_type") != event_type:
+            continue
+        found = metadata.get("event_payload")
+        ts = message.get("ts")
+        if isinstance(found, dict) and all(found.get(k) == v for k, v in payload.items()) and isinstance(ts, str):
+            return ts
     return None
