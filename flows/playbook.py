@@ -125,7 +125,11 @@ def run_playbook(incident_id: str, playbook: str, requested_by: str = "") -> Sta
         if outcome.status in (Outcome.failed, Outcome.refused):
             if step.action != CLOSE_ACTION:  # a refused close is what the run's end tells
                 ctx = runner_context(svc, incident_id, spec.name, run_id, step.id)
-                tell(ctx, f"Step {step.id} {outcome.status.label.upper()}: {outcome.summary}")
+                tell(
+                    ctx,
+                    f"Step {step.id} {outcome.status.label.upper()}: {outcome.summary}",
+                    once=f"{spec.name}/{step.id}/{outcome.status.value}@{run_id}",
+                )
             # A change that failed stops the playbook; a failed notification does not stop
             # the containment (it is told in the thread, and tried again when the run runs again).
             if not step.continue_on_failure and effect is not Effect.notifies and stopped_at is None:
@@ -158,7 +162,11 @@ def announce_containment(svc: Services, spec: PlaybookSpec, incident_id: str, ru
     svc.store.set_incident_status(incident_id, status)
     lines = "; ".join(o.line() for o in judged.objectives if o.objective.phase == "containment")
     svc.store.add_timeline(incident_id, "incident", f"contained (verified): {lines}", step_id=step_id)
-    tell(runner_context(svc, incident_id, spec.name, run_id, step_id), f"CONTAINED (verified at the target): {lines}")
+    tell(
+        runner_context(svc, incident_id, spec.name, run_id, step_id),
+        f"CONTAINED (verified at the target): {lines}",
+        once=f"{spec.name}/contained@{run_id}",
+    )
 
 
 def verdicts_of(svc: Services, incident_id: str) -> list[Verdict]:
@@ -193,7 +201,8 @@ def finish(svc: Services, spec: PlaybookSpec, incident_id: str, run_id: str, sto
         lines.append(f"The incident stays {incident.status.value}; a responder must act. A new alert runs it again.")
     if mine.tracked_only:
         lines.append("Nothing was contained automatically: triage it by hand.")
-    tell(ctx, " · ".join(lines))  # one line: every message is rendered single-line in Slack and Jira
+    # one line: every message is rendered single-line in Slack and Jira
+    tell(ctx, " · ".join(lines), once=f"{spec.name}/finish@{run_id}")
     publish_report(svc, incident_id, run_id, [mine, *others])
     return state
 

@@ -30,14 +30,20 @@ def runner_context(
     )
 
 
-def tell(ctx: ActionContext, message: str) -> list[str]:
+def tell(ctx: ActionContext, message: str, once: str | None = None) -> list[str]:
     """Post ``message`` in the incident's Slack thread (starting it if there is none) and as
-    a comment on its Jira issue (where one is open). Returns what was done, for the logs."""
+    a comment on its Jira issue (where one is open). Returns what was done, for the logs.
+
+    ``once`` names a line said once per run (its end, say): of two executions of one run (a
+    runtime that lagged its heartbeat and the one that took its run over), or a run executed
+    again, only the first says it; the other finds it in the thread and comments nothing."""
     done: list[str] = []
     try:
         if ctx.links().slack is None:  # announce first (thread, page): the news is a reply in it
             announce(ctx)
-        posted = notify(ctx, message, reply=True)
+        posted = notify(ctx, message, reply=True, once=once or False)
+        if posted.get("found"):
+            return [f"Slack {posted['channel']}: said already"]
         done.append(f"Slack {posted['channel']}")
     except NotConfigured:
         done.append("Slack not configured")

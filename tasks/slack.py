@@ -180,14 +180,16 @@ def _left_by_an_interrupted_post(ctx: ActionContext, slack: SlackNotifier, incid
     return SlackThread(channel, ts)
 
 
-def notify(ctx: ActionContext, message: str, *, reply: bool, once: bool = False) -> dict[str, Any]:
+def notify(ctx: ActionContext, message: str, *, reply: bool, once: bool | str = False) -> dict[str, Any]:
     """Post the parent (first time) or update it and reply in its thread.
 
     ``reply``: also reply when the parent already exists (a notification always does;
     the first notification includes its message in the parent instead). Two playbooks
     of one incident notifying at the same moment in one process are serialised, so they
     share one parent. ``once``: the reply is this step's (a step run again after it was
-    killed between Slack's answer and the record finds its reply instead of posting another).
+    killed between Slack's answer and the record finds its reply instead of posting another);
+    a string names the reply instead of the step (a line the runner says once per run, which
+    two executions of one run, or one run again after a takeover, must not both post).
     """
     slack: SlackNotifier = SLACK.client(ctx.settings)
     with ctx.store.hold(f"slack-thread:{ctx.incident_id}"):
@@ -206,14 +208,15 @@ def _reply_left_by_an_interrupted_post(
         ctx.store.add_timeline(
             ctx.incident_id,
             "notify",
-            f"Slack reply of step {ctx.step_id} found in the thread: posted by an earlier attempt that stopped "
-            "before recording it (not posted twice)",
+            f"Slack reply of step {ctx.step_id} found in the thread: posted by an earlier attempt (not posted twice)",
             step_id=ctx.step_id,
         )
     return ts
 
 
-def _notify(ctx: ActionContext, slack: SlackNotifier, message: str, reply: bool, once: bool = False) -> dict[str, Any]:
+def _notify(
+    ctx: ActionContext, slack: SlackNotifier, message: str, reply: bool, once: bool | str = False
+) -> dict[str, Any]:
     incident = ctx.store.get_incident(ctx.incident_id, kinds=THREAD_KINDS)
     thread = ctx.links(incident).slack or _left_by_an_interrupted_post(ctx, slack, incident)
     if thread is not None:
@@ -253,10 +256,11 @@ def _notify(ctx: ActionContext, slack: SlackNotifier, message: str, reply: bool,
         return {"channel": posted["channel"], "ts": posted["ts"], "thread_ts": posted["ts"], "new_thread": True}
     result: dict[str, Any] = {"channel": thread.channel, "thread_ts": thread.ts, "new_thread": False}
     if reply:
-        key = f"{ctx.playbook}/{ctx.step_id}"
+        key = once if isinstance(once, str) else f"{ctx.playbook}/{ctx.step_id}"
         found = _reply_left_by_an_interrupted_post(ctx, slack, incident, thread, key) if once else None
         if found is not None:
             result["ts"] = found
+            result["found"] = True
             return result
         if once:  # before the post: a run stopped right after it looks for the reply
             ctx.store.add_timeline(

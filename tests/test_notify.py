@@ -568,6 +568,30 @@ def test_a_reply_posted_by_an_interrupted_step_is_found_not_posted_again(sandbox
     assert posted["ts"] != told["ts"] and len(sandbox.slack.replies) == 2
 
 
+def test_a_line_the_runner_says_once_per_run_is_said_once_by_two_executions_of_the_run(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A runtime whose heartbeat lagged still executes a run that another runtime took over:
+    both reach the run's end at the same moment. Its line is posted and commented once; the
+    next run of the playbook (another run id) says its own."""
+    from flows.tell import tell
+
+    env = {**sandbox.start(("slack", "jira")), "AISOAR_SLACK_CHANNEL": SANDBOX_CHANNEL_ID}
+    case = case_for(make_settings(tmp_path / "data", env=env), sandbox, env)
+    run("slack.notify_oncall", case.ctx, NotifyInputs(message="thread started"))
+    key = run("jira.open_issue", case.at("open-ticket"), TicketInputs()).output["issue_key"]
+    line = "Playbook leaked-llm-api-key ended Contained"
+    ctx = case.at("finish")
+    with ThreadPoolExecutor(4) as pool:
+        said = list(pool.map(lambda _: tell(ctx, line, once="leaked-llm-api-key/finish@run-1"), range(4)))
+    assert [r["text"] for r in sandbox.slack.replies].count(line) == 1, said
+    comments = [c["body"] for c in sandbox.jira.issues[key]["fields"]["comment"]["comments"]]
+    assert sum(line in c.replace("\\", "") for c in comments) == 1, comments
+    assert sum(d == [f"Slack {SANDBOX_CHANNEL_ID}: said already"] for d in said) == 3, said
+    tell(ctx, line, once="leaked-llm-api-key/finish@run-2")
+    assert [r["text"] for r in sandbox.slack.replies].count(line) == 2
+
+
 def test_an_interrupted_first_post_in_a_channel_known_only_by_name_is_said_when_it_cannot_be_looked_for(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
