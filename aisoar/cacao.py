@@ -10,11 +10,14 @@ ATLAS techniques and case studies and OWASP ids are external references. What ai
 run the steps exactly (the action, its inputs, conditions, the gate, the triggers and
 objectives) travels in the extension ``extension-definition--{EXTENSION}``.
 
+A parallel step is a ``parallel`` node whose ``next_steps`` are the steps it runs, each on a
+branch of its own that ends at an end of its own (as CACAO asks), then on to what follows.
+
 Import: the reverse, for a playbook that carries that extension. What aisoar cannot execute
 safely is refused with the reason: commands of another type (bash, ssh, powershell, http-api,
-...), parallel steps, loops, nested playbooks, a step without aisoar's extension, a workflow
-whose order disagrees with its steps' positions, and anything `aisoar validate` refuses (no
-evidence before a change, a destructive step without approval ...).
+...), a parallel branch of more than one step, loops, nested playbooks, a step without aisoar's
+extension, a workflow whose order disagrees with its steps' positions, and anything `aisoar
+validate` refuses (no evidence before a change, a destructive step without approval ...).
 """
 
 from __future__ import annotations
@@ -40,7 +43,6 @@ ACTIVITY = {
     Effect.destructive: "eliminate-risk",
 }
 NOT_RUN = {
-    "parallel": "parallel steps: aisoar runs a playbook's steps one at a time",
     "while-condition": "a loop (while-condition): aisoar playbooks do not loop",
     "playbook-action": "a nested playbook (playbook-action): aisoar does not run one playbook from another",
 }
@@ -120,6 +122,27 @@ def export_spec(spec: PlaybookSpec, catalog: ActionCatalog, when: datetime | Non
                 "step_extensions": extension,
             }
             return node_id
+        if step.parallel:  # each step it runs is a branch of its own, ending at an end of its own
+            branches = []
+            for member in sorted((spec.step(i) for i in step.parallel), key=steps.index):
+                member_end = _id("end", spec.name, path, member.id, "end")
+                workflow[member_end] = {"type": "end", "name": f"End of {member.title or member.id}"}
+                branches.append(place(member, steps.index(member), path, member_end))
+            node_id = _id("parallel", spec.name, path, step.id)
+            workflow[node_id] = {
+                "type": "parallel",
+                "name": name,
+                "next_steps": branches,
+                "on_completion": build(index + 1 + len(step.parallel), taken),
+                "step_extensions": extension,
+            }
+            return node_id
+        return place(step, index, path, build(index + 1, taken))
+
+    def place(step: Step, index: int, path: str, then: str) -> str:
+        """An action node for ``step`` (after its approval's manual step, if it has a gate)."""
+        extension = {EXTENSION_ID: _step_fields(step, index)}
+        name = step.title or step.id
         info = catalog[step.action]
         agents[ORCHESTRATOR] = {"type": "security-category", "name": "aisoar", "category": ["orchestrator"]}
         node_id = _id("action", spec.name, path, step.id)
@@ -131,7 +154,7 @@ def export_spec(spec: PlaybookSpec, catalog: ActionCatalog, when: datetime | Non
             "commands": [
                 {"type": COMMAND_TYPE, "description": step.action, "playbook_activity": ACTIVITY[info.effect]}
             ],
-            "on_completion": build(index + 1, taken),
+            "on_completion": then,
             "step_extensions": extension,
         }
         approval = step.approval
@@ -279,6 +302,8 @@ def _paths(workflow: dict[str, Any], start: str, reasons: list[str]) -> Iterator
             continue
         path = [*path, node_id]
         node = workflow[node_id]
+        if node.get("type") == "parallel":
+            path += _branches_of(workflow, node, reasons)
         following = [node.get(k) for k in ("on_true", "on_false") if node.get(k)]
         following += list((node.get("cases") or {}).values())
         if not following:
@@ -287,3 +312,27 @@ def _paths(workflow: dict[str, Any], start: str, reasons: list[str]) -> Iterator
             yield path
             continue
         stack.extend((str(n), path) for n in reversed(following))
+
+
+def _branches_of(workflow: dict[str, Any], node: dict[str, Any], reasons: list[str]) -> list[str]:
+    """The steps a parallel step runs, in the order of their positions: aisoar runs one step on
+    each of its branches (the step, then the branch's end)."""
+    name = str(node.get("name") or "parallel")[:80]
+    members: list[str] = []
+    for first in node.get("next_steps") or []:
+        step = workflow.get(str(first))
+        if not isinstance(step, dict):
+            reasons.append(f"parallel step {name!r} leads to {str(first)[:80]!r}, which is not in the workflow")
+            continue
+        after = workflow.get(str(step.get("on_completion") or ""), {"type": "end"})
+        if not isinstance(after, dict) or after.get("type") != "end" or step.get("type") != "action":
+            reasons.append(f"parallel step {name!r}: a branch runs more than one action; aisoar runs one step a branch")
+            continue
+        members.append(str(first))
+
+    def position(node_id: str) -> int:
+        fields = (workflow[node_id].get("step_extensions") or {}).get(EXTENSION_ID) or {}
+        at = fields.get("position") if isinstance(fields, dict) else None
+        return at if isinstance(at, int) else -1
+
+    return sorted(members, key=position)

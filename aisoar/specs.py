@@ -155,6 +155,7 @@ class Gate(_Strict):
 
 
 BRANCH_ACTION = "incident.branch"  # the action of a decision step (switch or if)
+PARALLEL_ACTION = "incident.parallel"  # the action of a parallel step (its join)
 DEFAULT_CASE = "default"
 
 
@@ -162,7 +163,9 @@ class Step(_Strict):
     """One step: an action, or a decision (CACAO's switch-condition and if-condition): a
     ``switch`` expression whose value names the case whose steps run, or an ``if`` expression
     whose truth runs the ``then`` or the ``else`` steps. The steps a decision names are steps
-    of the playbook further down; those of the cases not taken are skipped as "not taken"."""
+    of the playbook further down; those of the cases not taken are skipped as "not taken".
+    Or a ``parallel`` step (CACAO's parallel): the steps right after it that it names run at the
+    same time, and the playbook goes on when all of them have ended."""
 
     id: StepId
     action: str = ""
@@ -179,6 +182,9 @@ class Step(_Strict):
     if_: str | None = Field(None, alias="if", description="if-condition: a Jinja expression")
     then: list[StepId] = Field(default_factory=list, description="the steps that run when `if` is true")
     else_: list[StepId] = Field(default_factory=list, alias="else", description="... and when it is false")
+    parallel: list[StepId] = Field(
+        default_factory=list, description="the ids of the steps right after this one that run at the same time"
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -187,10 +193,14 @@ class Step(_Strict):
     def _decision_action(cls, data: Any) -> Any:
         if isinstance(data, dict) and ("switch" in data or "if" in data or "if_" in data) and not data.get("action"):
             return {**data, "action": BRANCH_ACTION}
+        if isinstance(data, dict) and "parallel" in data and not data.get("action"):
+            return {**data, "action": PARALLEL_ACTION}
         return data
 
     @model_validator(mode="after")
     def _one_kind(self) -> Step:
+        if self.parallel or self.action == PARALLEL_ACTION:
+            return self._parallel_step()
         decides = self.switch is not None or self.if_ is not None
         if self.switch is not None and self.if_ is not None:
             raise ValueError("a decision step has either `switch` (with `cases`) or `if` (with `then`/`else`)")
@@ -214,6 +224,22 @@ class Step(_Strict):
             raise ValueError("a decision step takes no `with` and no `gate`")
         if self.switch is not None and DEFAULT_CASE in self.cases:
             raise ValueError(f"case '{DEFAULT_CASE}' is taken by `default:`")
+        return self
+
+    def _parallel_step(self) -> Step:
+        if self.switch is not None or self.if_ is not None or self.cases or self.default or self.then or self.else_:
+            raise ValueError("a step is either a decision (switch/if) or a parallel step, not both")
+        if self.action != PARALLEL_ACTION:
+            raise ValueError(f"a parallel step takes no `action` (it is {PARALLEL_ACTION})")
+        if not self.parallel:
+            raise ValueError(f"{PARALLEL_ACTION} is the action of a parallel step: write `parallel: [ids]` instead")
+        if len(self.parallel) < 2 or len(set(self.parallel)) != len(self.parallel):
+            raise ValueError("`parallel` names two or more different steps (one step needs no parallel)")
+        if self.inputs or isinstance(self.gate, Gate) or self.when is not None:
+            raise ValueError(
+                "a parallel step takes no `with`, `gate` or `when`: put a condition or a gate on the steps it "
+                "runs, or the parallel step on a decision's branch"
+            )
         return self
 
     @property
@@ -303,9 +329,22 @@ class PlaybookSpec(_Strict):
                 return step
         raise KeyError(step_id)
 
+    def parallel_of(self, step_id: str) -> str | None:
+        """The parallel step that runs ``step_id`` (with others, at the same time), if any."""
+        for step in self.steps:
+            if step_id in step.parallel:
+                return step.id
+        return None
+
     def branch_of(self, step_id: str) -> tuple[str, set[str]] | None:
         """The decision a step belongs to and the cases that run it; None for a step on the
-        main path (it runs whatever was decided)."""
+        main path (it runs whatever was decided). A step run by a parallel step is on the
+        parallel step's branch."""
+        seen = {step_id}
+        together = self.parallel_of(step_id)
+        while together is not None and together not in seen:  # a cycle is for validate to refuse
+            seen.add(together)
+            step_id, together = together, self.parallel_of(together)
         for step in self.steps:
             cases = {case for case, ids in step.branches.items() if step_id in ids}
             if cases:
@@ -413,8 +452,11 @@ def validate_spec(spec: PlaybookSpec, catalog: ActionCatalog, file: str) -> list
             problem(None, f"'{owasp_id}' is not an edition-pinned OWASP LLM id", "write it as LLM10:2025")
 
     _check_decisions(spec, catalog, problem)
+    _check_parallel(spec, catalog, problem)
     seen: set[str] = set()
-    evidence_paths: list[list[tuple[str, set[str]]]] = []  # the branches each evidence step runs on
+    # the branches each evidence step runs on, and the parallel step that runs it (if one does):
+    # evidence kept at the same time as a change is not evidence before it
+    evidence_paths: list[tuple[list[tuple[str, set[str]]], str | None]] = []
     announced = not spec.announces  # the runner announces before the first step then
     ended_by: str | None = None
     for step in spec.steps:
@@ -433,9 +475,14 @@ def validate_spec(spec: PlaybookSpec, catalog: ActionCatalog, file: str) -> list
             seen.add(step.id)
             continue
 
-        _check_inputs(step, {} if step.branches else info.inputs.model_fields, seen, problem)
+        together = spec.parallel_of(step.id)
+        siblings = set(spec.step(together).parallel) if together is not None else set()
+        fields = {} if step.branches or step.parallel else info.inputs.model_fields
+        _check_inputs(step, fields, seen - siblings, problem)  # a sibling runs at the same time
         path = branch_path(spec, step.id)
-        evidence_before = any(_covers(earlier, path) for earlier in evidence_paths)
+        evidence_before = any(
+            _covers(earlier, path) for earlier, group in evidence_paths if group is None or group != together
+        )
 
         if info.effect is Effect.destructive and step.approval is None:
             problem(
@@ -458,10 +505,11 @@ def validate_spec(spec: PlaybookSpec, catalog: ActionCatalog, file: str) -> list
                 step.id,
                 f"changing step '{step.action}' has no evidence step before it" + (" on its branch" if path else ""),
                 "add an evidence-collecting step (e.g. litellm.collect_key_evidence) before it"
-                + (", before the decision or on the same branch" if path else ""),
+                + (", before the decision or on the same branch" if path else "")
+                + (f", before the parallel step '{together}'" if together else ""),
             )
         if info.collects_evidence:
-            evidence_paths.append(path)
+            evidence_paths.append((path, together))
         if info.ends_playbook:
             ended_by = step.id
         seen.add(step.id)
@@ -518,6 +566,61 @@ def _check_decisions(spec: PlaybookSpec, catalog: ActionCatalog, problem: Any) -
                         f"branch {case} names step '{target}' ({info.name}), which every path must run",
                         "take it off the branch",
                     )
+
+
+def _check_parallel(spec: PlaybookSpec, catalog: ActionCatalog, problem: Any) -> None:
+    """Each parallel step runs the steps right after it, each step by one parallel step at most,
+    and only steps that can run beside others: actions that need no responder and do not end
+    or announce the playbook (a run pauses as a whole for an approval)."""
+    order = {step.id: index for index, step in enumerate(spec.steps)}
+    owner: dict[str, str] = {}
+    on_branch = {target for step in spec.steps for ids in step.branches.values() for target in ids}
+    for index, step in enumerate(spec.steps):
+        if not step.parallel:
+            continue
+        for target in step.parallel:
+            if target not in order:
+                problem(step.id, f"parallel names step '{target}', which does not exist", "fix the id")
+                continue
+            if owner.get(target, step.id) != step.id:
+                problem(
+                    step.id,
+                    f"step '{target}' is run by two parallel steps ({owner[target]} and {step.id})",
+                    "name it once",
+                )
+            owner.setdefault(target, step.id)
+            member = spec.steps[order[target]]
+            if member.parallel or member.branches:
+                kind = "a parallel step" if member.parallel else "a decision"
+                problem(
+                    step.id,
+                    f"step '{target}' is {kind}: a parallel step runs actions",
+                    "run it before or after the parallel step",
+                )
+            if member.approval is not None:
+                problem(
+                    step.id,
+                    f"step '{target}' waits for an approval: a run pauses as a whole for one, not beside others",
+                    "move it after the parallel step",
+                )
+            info = catalog.get(member.action)
+            if info is not None and (info.ends_playbook or info.name == ANNOUNCE_ACTION):
+                problem(
+                    step.id, f"step '{target}' ({info.name}) runs once, in order", "move it out of the parallel step"
+                )
+            if target in on_branch:
+                problem(
+                    step.id,
+                    f"step '{target}' is named by a decision's branch too",
+                    f"name the parallel step '{step.id}' on the branch instead (the steps it runs go with it)",
+                )
+        following = [s.id for s in spec.steps[index + 1 : index + 1 + len(step.parallel)]]
+        if set(following) != set(step.parallel) and all(t in order for t in step.parallel):
+            problem(
+                step.id,
+                f"the steps it runs ({', '.join(step.parallel)}) are not the steps right after it",
+                f"list them right after '{step.id}' (in any order)",
+            )
 
 
 def _check_objectives(spec: PlaybookSpec, catalog: ActionCatalog, problem: Any) -> None:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 CLOSE_ACTION = "incident.close"
 BRANCH_ACTION = "incident.branch"
+PARALLEL_ACTION = "incident.parallel"
 
 WOULD = {"ok": "reads", "planned": "would do"}
 
@@ -97,9 +98,13 @@ def render(simulation: Simulation, markdown: bool = False) -> str:
             if step.step.action == CLOSE_ACTION:
                 lines.append(f"{item} {step.step.id} [closes the incident once every objective is met, verified]")
                 continue
+            if step.step.action == PARALLEL_ACTION:
+                lines.append(f"{item} {step.step.id} [at once] {esc(', '.join(step.step.parallel))}:")
+                continue
             decides = step.step.action == BRANCH_ACTION and step.on_path
             shown = "decides" if decides else WOULD.get(step.outcome.status.value, step.outcome.status.label.lower())
-            lines.append(f"{item} {step.step.id} [{shown}] {esc(step.outcome.summary)}")
+            indent = "   " if plan.spec.parallel_of(step.step.id) else ""  # one of the steps run at once
+            lines.append(f"{indent}{item} {step.step.id} [{shown}] {esc(step.outcome.summary)}")
             if step.approval and step.on_path:
                 lines.append(f"    - approval: {step.approval}")
         lines += ["", "path: " + " -> ".join(plan.path)]

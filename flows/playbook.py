@@ -12,7 +12,9 @@ verified outcomes only (``aisoar.outcomes``): "Contained" (Completed) or "Not co
 
 from __future__ import annotations
 
+import contextvars
 import functools
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from prefect import Flow, flow, get_run_logger
@@ -28,7 +30,7 @@ from aisoar.outcomes import Verdict, incident_status, judge
 from aisoar.report import incident_report
 from aisoar.specs import ANNOUNCE_ACTION, PlaybookSpec, Step
 from flows.services import Services, services
-from flows.steps import HEAD_START, run_step
+from flows.steps import HEAD_START, IN_RUN, Calls, run_step
 from flows.tell import runner_context, tell
 from tasks.base import Outcome, StepOutcome
 from tasks.registry import REGISTRY
@@ -91,7 +93,6 @@ def run_playbook(incident_id: str, playbook: str, requested_by: str = "") -> Sta
     """``requested_by``: who starts this run by hand (a person of the approvers directory, their
     Slack id or email); unless a gate allows it, they may not approve its steps."""
     svc = services()
-    logger = get_run_logger()
     if playbook not in svc.specs:
         raise ValueError(f"no playbook named {playbook!r}; known: {sorted(svc.specs)}")
     spec = svc.specs[playbook]
@@ -113,34 +114,86 @@ def run_playbook(incident_id: str, playbook: str, requested_by: str = "") -> Sta
     ):
         svc.store.set_incident_status(incident_id, IncidentStatus.containing)
     stopped_at: str | None = None
+    together: set[str] = set()  # the steps a parallel step ran
     for step in steps_to_run(spec):
         effect = REGISTRY[step.action].info.effect
+        if step.id in together:
+            continue
         if stopped_at is not None and (effect is not Effect.notifies or step.action == CLOSE_ACTION):
             continue  # after a stop, only the steps that tell people still run
+        if step.parallel:
+            for member, outcome in run_together(
+                svc, spec, step, context, incident_id, run_id, show_head_start=not resumed
+            ):
+                stopped_at = after_step(svc, spec, member, outcome, context, incident_id, run_id, stopped_at)
+            together.update(step.parallel)
         outcome = run_step(svc, spec, step, context, incident_id, run_id, show_head_start=not resumed)
-        remember(context, step, outcome)
-        logger.info("step %s: %s: %s", step.id, outcome.status.label, outcome.summary)
-        if outcome.status is Outcome.ok and any(step.id in o.any_of for o in spec.objectives):
-            announce_containment(svc, spec, incident_id, run_id, step.id)
-        if outcome.status in (Outcome.failed, Outcome.refused):
-            if step.action != CLOSE_ACTION:  # a refused close is what the run's end tells
-                ctx = runner_context(svc, incident_id, spec.name, run_id, step.id)
-                tell(
-                    ctx,
-                    f"Step {step.id} {outcome.status.label.upper()}: {outcome.summary}",
-                    once=f"{spec.name}/{step.id}/{outcome.status.value}@{run_id}",
-                )
-            # A change that failed stops the playbook; a failed notification does not stop
-            # the containment (it is told in the thread, and tried again when the run runs again).
-            if not step.continue_on_failure and effect is not Effect.notifies and stopped_at is None:
-                stopped_at = step.id
-                svc.store.add_timeline(
-                    incident_id,
-                    "error",
-                    f"playbook stopped at {step.id}; only the steps that tell people still run",
-                    step_id=step.id,
-                )
+        stopped_at = after_step(svc, spec, step, outcome, context, incident_id, run_id, stopped_at)
     return finish(svc, spec, incident_id, run_id, stopped_at)
+
+
+def run_together(
+    svc: Services,
+    spec: PlaybookSpec,
+    step: Step,
+    context: dict[str, Any],
+    incident_id: str,
+    run_id: str | None,
+    *,
+    calls: Calls = IN_RUN,
+    show_head_start: bool = False,
+) -> list[tuple[Step, StepOutcome]]:
+    """The steps a parallel step names, each in a thread of its own, all at once (in a run, each
+    a task run of it, as Prefect's thread pool task runner runs one: with a copy of the run's
+    context); their outcomes in the spec's order once every one has ended."""
+    members = [spec.step(step_id) for step_id in step.parallel]
+    one = functools.partial(run_step, calls=calls, show_head_start=show_head_start)
+    with ThreadPoolExecutor(max_workers=len(members), thread_name_prefix=f"aisoar-{step.id}") as pool:
+        futures = [
+            pool.submit(contextvars.copy_context().run, one, svc, spec, member, context, incident_id, run_id)
+            for member in members
+        ]
+        return [(member, future.result()) for member, future in zip(members, futures, strict=True)]
+
+
+def after_step(
+    svc: Services,
+    spec: PlaybookSpec,
+    step: Step,
+    outcome: StepOutcome,
+    context: dict[str, Any],
+    incident_id: str,
+    run_id: str,
+    stopped_at: str | None,
+) -> str | None:
+    """What follows a step's outcome: its result for the later templates, the containment
+    announced when it met the objectives, a failure told and, for a failed change, the
+    playbook stopped. Returns the step the playbook stopped at, if it has."""
+    get_run_logger().info("step %s: %s: %s", step.id, outcome.status.label, outcome.summary)
+    remember(context, step, outcome)
+    if outcome.status is Outcome.ok and any(step.id in o.any_of for o in spec.objectives):
+        announce_containment(svc, spec, incident_id, run_id, step.id)
+    if outcome.status not in (Outcome.failed, Outcome.refused):
+        return stopped_at
+    if step.action != CLOSE_ACTION:  # a refused close is what the run's end tells
+        ctx = runner_context(svc, incident_id, spec.name, run_id, step.id)
+        tell(
+            ctx,
+            f"Step {step.id} {outcome.status.label.upper()}: {outcome.summary}",
+            once=f"{spec.name}/{step.id}/{outcome.status.value}@{run_id}",
+        )
+    # A change that failed stops the playbook; a failed notification does not stop the
+    # containment (it is told in the thread, and tried again when the run runs again).
+    effect = REGISTRY[step.action].info.effect
+    if step.continue_on_failure or effect is Effect.notifies or stopped_at is not None:
+        return stopped_at
+    svc.store.add_timeline(
+        incident_id,
+        "error",
+        f"playbook stopped at {step.id}; only the steps that tell people still run",
+        step_id=step.id,
+    )
+    return step.id
 
 
 def remember(context: dict[str, Any], step: Step, outcome: StepOutcome) -> None:

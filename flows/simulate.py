@@ -25,7 +25,7 @@ from aisoar.ingress.dispatch import Dispatcher
 from aisoar.models import Alert
 from aisoar.specs import PlaybookSpec, Routing, Step, load_specs, route
 from aisoar.store import Store
-from flows.playbook import CLOSE_ACTION, remember, steps_to_run, template_context
+from flows.playbook import CLOSE_ACTION, remember, run_together, steps_to_run, template_context
 from flows.services import Services
 from flows.steps import DIRECT, run_step
 from tasks.base import Outcome, StepOutcome
@@ -132,11 +132,20 @@ def walk(svc: Services, spec: PlaybookSpec, incident_id: str) -> PlaybookPlan:
     results = svc.store.step_results(incident_id, spec.name)
     plans: list[StepPlan] = []
     stopped = False
+    together: dict[str, StepOutcome] = {}  # the outcomes of the steps a parallel step ran
     for step in steps_to_run(spec):
         effect = REGISTRY[step.action].info.effect
-        if stopped and (effect is not Effect.notifies or step.action == CLOSE_ACTION):
+        if step.id in together:
+            outcome = together.pop(step.id)
+        elif stopped and (effect is not Effect.notifies or step.action == CLOSE_ACTION):
             outcome = StepOutcome(status=Outcome.skipped, summary="the run would stop before it (a change failed)")
         else:
+            if step.parallel:  # its steps first (at once), as the run runs them
+                ran = run_together(svc, spec, step, context, incident_id, None, calls=DIRECT)
+                for member, done in ran:
+                    remember(context, member, done)
+                together = dict((member.id, done) for member, done in ran)
+                results = svc.store.step_results(incident_id, spec.name)
             outcome = run_step(svc, spec, step, context, incident_id, None, calls=DIRECT, results=results)
         remember(context, step, outcome)
         plans.append(StepPlan(step, effect, outcome))

@@ -292,6 +292,15 @@ def decision_inputs(step: Step, context: dict[str, Any]) -> dict[str, Any]:
     return {"value": "then" if truth else "else", "cases": ["then", "else"], "default": False}
 
 
+def parallel_inputs(step: Step, context: dict[str, Any]) -> dict[str, Any]:
+    """A parallel step's inputs: how each step it ran ended."""
+    ran: dict[str, str] = {}
+    for step_id in step.parallel:
+        done = context["steps"].get(step_id) or {}
+        ran[step_id] = Outcome(done["status"]).label if done.get("status") else "did not run"
+    return {"ran": ran}
+
+
 def _decide_and_run(
     svc: Services,
     spec: PlaybookSpec,
@@ -310,7 +319,12 @@ def _decide_and_run(
     try:
         if step.when is not None and not evaluate_condition(step.when, context):
             return StepOutcome(status=Outcome.skipped, summary=f"skipped: condition `{step.when}` is false"), False
-        rendered = decision_inputs(step, context) if step.branches else render_value(step.inputs, context)
+        if step.parallel:
+            rendered = parallel_inputs(step, context)
+        elif step.branches:
+            rendered = decision_inputs(step, context)
+        else:
+            rendered = render_value(step.inputs, context)
         inputs = action.info.inputs.model_validate(rendered)
     except TemplateProblem as exc:
         return StepOutcome(status=Outcome.failed, summary=f"inputs could not be rendered: {exc}"), False

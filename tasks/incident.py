@@ -209,3 +209,24 @@ def decide(ctx: ActionContext, inputs: BranchInputs) -> StepOutcome:
         case=None,
         value=value,
     )
+
+
+class ParallelInputs(BaseModel):
+    """What the runner hands a parallel step once the steps it ran have ended: how each one
+    ended (its outcome's name), in the spec's order."""
+
+    model_config = ConfigDict(extra="forbid")
+    ran: dict[str, Annotated[str, Field(max_length=64)]] = Field(min_length=2)
+
+
+@action(
+    "incident.parallel",
+    effect=Effect.read_only,
+    inputs=ParallelInputs,
+    summary="A parallel step (a spec's `parallel:`): the steps it names ran at the same time; this records "
+    "how each ended, and the playbook goes on when all have (written as `parallel:` in a spec, never as `action:`)",
+    done_name=lambda outcome: f"Ran {len(outcome.output.get('ran') or {})} at once",
+)
+def join(ctx: ActionContext, inputs: ParallelInputs) -> StepOutcome:
+    lines = ", ".join(f"{step_id} ({how})" for step_id, how in inputs.ran.items())
+    return ok(f"ran at the same time: {lines}", ran=dict(inputs.ran))

@@ -97,6 +97,20 @@ def test_a_branching_playbook_reads_as_one_path_per_case() -> None:
     )
 
 
+def test_a_parallel_step_is_a_parallel_node_whose_branches_each_end() -> None:
+    document = export_spec(SPECS["data-leakage"], catalog())
+    workflow = document["workflow"]
+    fork = next(n for n in workflow.values() if n["type"] == "parallel" and "channel" in n["name"])
+    ran = [workflow[b]["step_extensions"][EXTENSION_ID]["id"] for b in fork["next_steps"]]
+    assert ran == ["block-user", "tighten-guardrails", "throttle-key", "filter-output-at-gateway"]
+    ends = [workflow[workflow[b]["on_completion"]] for b in fork["next_steps"]]
+    assert all(end["type"] == "end" for end in ends)
+    assert len({workflow[b]["on_completion"] for b in fork["next_steps"]}) == 4  # each branch its own end
+    after = workflow[fork["on_completion"]]
+    assert after["step_extensions"][EXTENSION_ID]["id"] == "notify-oncall"
+    assert import_playbook(document, catalog()) == SPECS["data-leakage"]
+
+
 def refusal(document: dict[str, Any]) -> list[str]:
     with pytest.raises(CacaoRefused) as refused:
         import_playbook(document, catalog())
@@ -121,7 +135,9 @@ def test_import_refuses_what_aisoar_cannot_run_and_says_why() -> None:
     parallel["workflow"][fork] = {"type": "parallel", "name": "both", "next_steps": [start["on_completion"]]}
     parallel["workflow"][fork]["on_completion"] = start["on_completion"]
     start["on_completion"] = fork
-    assert "step 'both': parallel steps: aisoar runs a playbook's steps one at a time" in refusal(parallel)
+    assert "parallel step 'both': a branch runs more than one action; aisoar runs one step a branch" in refusal(
+        parallel
+    )
 
     foreign = copy.deepcopy(document)
     del foreign["playbook_extensions"]

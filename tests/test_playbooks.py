@@ -386,6 +386,10 @@ def agent_runtime(stack: Stack) -> tuple[str, dict[str, str]]:
     return stack.settings.agent_url, {"Authorization": f"Bearer {stack.sandbox.agent.token}"}
 
 
+CLOSE_AT_ONCE = ["block-user", "tighten-guardrails", "throttle-key", "filter-output-at-gateway"]
+PRESERVE = ["preserve-agent-state", "preserve-key-record"]
+
+
 def test_data_leakage_closes_the_channel_and_refuses_the_key_after_approval(stack_for: Any) -> None:
     import hashlib
 
@@ -403,6 +407,36 @@ def test_data_leakage_closes_the_channel_and_refuses_the_key_after_approval(stac
     assert stack.svc.store.get_incident(incident_id).status.value == "closed"
     (issue,) = stack.sandbox.jira.issues.values()
     assert "GDPR Art. 33" in json.dumps(issue["fields"])  # the regulatory assessment to make
+    # The head start ran both parallel steps (each with the steps it names) before the run existed.
+    results = stack.svc.store.step_results(incident_id, "data-leakage")
+    ahead = {step for step, result in results.items() if result.output.get("head_start")}
+    assert ahead == {"preserve-alerts", "preserve-at-once", "close-channel-at-once", *CLOSE_AT_ONCE, *PRESERVE}, ahead
+
+
+def test_data_leakage_closes_the_channel_at_the_agent_and_the_gateway_at_the_same_time(stack_for: Any) -> None:
+    """The parallel step runs its four changes at once, each a task run of the run (their times
+    overlap), and records how each ended once all have; the run goes on after it."""
+    from datetime import datetime
+
+    stack: Stack = stack_for(("agent", "litellm"), head_start=False)
+    status = stack.dispatched(stack.fire(example("data-leakage")))
+    run_id = status["flow_runs"]["data-leakage"]
+    prefect_api.wait_for_state(run_id, "PAUSED")  # the source address waits for a responder
+    runs = prefect_api.task_runs(run_id, [*CLOSE_AT_ONCE, "close-channel-at-once", "notify-oncall"])
+
+    def at(run: dict[str, Any], key: str) -> float:
+        return datetime.fromisoformat(run[key]).timestamp()
+
+    for step_id in CLOSE_AT_ONCE:
+        assert runs[step_id]["state"]["type"] == "COMPLETED", (step_id, runs[step_id]["state"])
+    starts = [at(runs[s], "start_time") for s in CLOSE_AT_ONCE]
+    ends = [at(runs[s], "end_time") for s in CLOSE_AT_ONCE]
+    assert max(starts) < min(ends), "the four steps did not run at the same time"
+    joined = runs["close-channel-at-once"]
+    assert (joined["state"]["type"], joined["state"]["name"]) == ("COMPLETED", "Ran 4 at once")
+    assert joined["state"]["message"] == "ran at the same time: " + ", ".join(f"{s} (Done)" for s in CLOSE_AT_ONCE)
+    assert at(joined, "start_time") >= max(ends) and at(runs["notify-oncall"], "start_time") >= at(joined, "end_time")
+    assert stack.svc.store.get_incident(status["incident_id"]).status.value == "contained"
 
 
 def test_model_extraction_throttles_the_querying_and_keeps_the_key_when_refusing_is_rejected(stack_for: Any) -> None:

@@ -498,3 +498,85 @@ def test_a_decision_takes_its_case_its_default_or_no_branch_and_says_which() -> 
     spec = parse_spec(OBJECTIVE + "steps:\n" + with_default, "t.yaml")
     assert decided({"vector": "email"})["vector"] == "took branch default ('email' names no case)"
     assert decided({"vector": "email"})["offline"].startswith("not taken: decision vector took branch default")
+
+
+PARALLEL = """
+  - id: keep
+    action: evidence.capture_alerts
+  - id: at-once
+    parallel: [offline, block-user]
+  - id: block-user
+    action: agent.block_user
+    with: {user: u-1}
+  - id: offline
+    action: agent.take_offline
+    with: {agent: bot, instance: i-1}
+"""
+
+
+def test_a_parallel_step_runs_the_steps_right_after_it() -> None:
+    assert problems(PARALLEL, head=OBJECTIVE, objectives=True) == []
+    spec = parse_spec(OBJECTIVE + "steps:\n" + PARALLEL, "t.yaml")
+    assert spec.step("at-once").action == "incident.parallel"
+    assert spec.parallel_of("offline") == "at-once" and spec.parallel_of("keep") is None
+    late = PARALLEL.replace(
+        "  - id: block-user\n",
+        "  - id: later\n    action: slack.post_update\n    with: {message: x}\n  - id: block-user\n",
+    )
+    assert problems(late) == [
+        "test.yaml: step 'at-once': the steps it runs (offline, block-user) are not the steps right after it "
+        "(fix: list them right after 'at-once' (in any order))"
+    ]
+    assert problems(PARALLEL.replace("[offline, block-user]", "[offline, nope]")) == [
+        "test.yaml: step 'at-once': parallel names step 'nope', which does not exist (fix: fix the id)"
+    ]
+
+
+def test_a_parallel_step_runs_only_steps_that_can_run_beside_others() -> None:
+    gated = PARALLEL.replace(
+        "    with: {agent: bot, instance: i-1}\n",
+        "    with: {agent: bot, instance: i-1}\n    gate: {approval: {approvers: [incident-commander], timeout: 1h}}\n",
+    )
+    assert any("step 'offline' waits for an approval: a run pauses as a whole for one" in p for p in problems(gated))
+    closing = PARALLEL.replace("[offline, block-user]", "[offline, block-user, done]") + (
+        "  - id: done\n    action: incident.close\n"
+    )
+    assert any("step 'done' (incident.close) runs once, in order" in p for p in problems(closing))
+    branched = PARALLEL.replace(
+        "  - id: at-once\n", '  - id: d\n    if: "true"\n    then: [offline]\n  - id: at-once\n'
+    )
+    assert any("step 'offline' is named by a decision's branch too" in p for p in problems(branched))
+
+
+def test_evidence_kept_at_the_same_time_as_a_change_is_not_before_it() -> None:
+    together = (
+        PARALLEL.replace("  - id: keep\n    action: evidence.capture_alerts\n", "")
+        .replace("[offline, block-user]", "[keep-agent, offline, block-user]")
+        .replace(
+            "  - id: block-user\n",
+            "  - id: keep-agent\n    action: agent.collect_evidence\n    with: {agent: bot}\n  - id: block-user\n",
+        )
+    )
+    assert sorted(problems(together)) == [
+        "test.yaml: step 'block-user': changing step 'agent.block_user' has no evidence step before it (fix: add "
+        "an evidence-collecting step (e.g. litellm.collect_key_evidence) before it, before the parallel step "
+        "'at-once')",
+        "test.yaml: step 'offline': changing step 'agent.take_offline' has no evidence step before it (fix: add "
+        "an evidence-collecting step (e.g. litellm.collect_key_evidence) before it, before the parallel step "
+        "'at-once')",
+    ]
+    reads_sibling = PARALLEL.replace("{user: u-1}", "{user: \"{{ steps['offline'].summary }}\"}")
+    assert any("reads step 'offline' which does not run before it" in p for p in problems(reads_sibling))
+
+
+def test_a_parallel_step_names_two_steps_and_nothing_else() -> None:
+    def error(step: str) -> str:
+        with pytest.raises(SpecError) as caught:
+            parse_spec(HEAD + "steps:\n" + step, "t.yaml")
+        return str(caught.value)
+
+    assert "two or more different steps" in error("  - id: p\n    parallel: [a]\n")
+    assert "two or more different steps" in error("  - id: p\n    parallel: [a, a]\n")
+    assert "takes no `with`, `gate` or `when`" in error("  - id: p\n    parallel: [a, b]\n    when: 'true'\n")
+    assert "write `parallel: [ids]` instead" in error("  - id: p\n    action: incident.parallel\n")
+    assert "not both" in error("  - id: p\n    parallel: [a, b]\n    if: 'true'\n    then: [a]\n")
