@@ -79,21 +79,34 @@ class EvidenceStore:
         )
 
     def put_json(
-        self, incident_id: str, document: Any, description: str, collected_by: str, asset: str | None = None
+        self,
+        incident_id: str,
+        document: Any,
+        description: str,
+        collected_by: str,
+        asset: str | None = None,
+        flow_run_id: str | None = None,
     ) -> EvidenceRecord:
-        return self.put_json_many(incident_id, [(document, description, asset)], collected_by)[0]
+        return self.put_json_many(incident_id, [(document, description, asset)], collected_by, flow_run_id)[0]
 
     def put_json_many(
-        self, incident_id: str, documents: Sequence[tuple[Any, str, str | None]], collected_by: str
+        self,
+        incident_id: str,
+        documents: Sequence[tuple[Any, str, str | None]],
+        collected_by: str,
+        flow_run_id: str | None = None,
     ) -> list[EvidenceRecord]:
-        """Several documents (document, description, asset) of one collecting step: each file
-        stored once, their custody entries appended in order in one transaction."""
+        """Several documents (document, description, asset) of one collecting step (of the run
+        ``flow_run_id``): each file stored once, their custody entries appended in order in one
+        transaction."""
         items: list[EvidenceItem] = []
         for document, description, asset in documents:
             content = json.dumps(document, sort_keys=True, indent=2, default=str).encode()
             sha256, path = self.write(content)
             items.append(
-                EvidenceItem(sha256, len(content), "application/json", description, str(path), collected_by, asset)
+                EvidenceItem(
+                    sha256, len(content), "application/json", description, str(path), collected_by, asset, flow_run_id
+                )
             )
         return self.store.record_evidence_items(incident_id, items)
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aisoar.inert import alert_entry, markdown_quote, markdown_text
 from aisoar.models import Incident
 from aisoar.outcomes import Verdict
 from aisoar.store import ApprovalRecord, EvidenceRecord
 from aisoar.taxonomy import CATALOG
+
+if TYPE_CHECKING:
+    from aisoar.bundles import Signing
 
 
 def incident_report(
@@ -15,6 +20,7 @@ def incident_report(
     approvals: list[ApprovalRecord],
     run_url: str | None,
     verdicts: list[Verdict] | None = None,
+    signing: Signing | None = None,
 ) -> str:
     info = CATALOG.get(incident.type) if incident.type else None
     lines = [
@@ -65,6 +71,18 @@ def incident_report(
             f"| `{item.sha256}` | {markdown_text(item.description, 300)} | {markdown_text(item.collected_by)} "
             f"| {item.collected_at:%Y-%m-%d %H:%M:%S} | `{item.location}` | `{item.entry_hash[:16]}` |"
         )
+    if signing is not None:
+        lines += [
+            "",
+            f"The evidence manifest (every item's sha256, size, custody entry and its place in the incident's "
+            f"hash chain) is signed with Ed25519 key **{signing.key_id}**. `aisoar verify {incident.id}` checks "
+            f"it here; `aisoar export {incident.id}` writes a bundle that `aisoar verify --bundle FILE` checks "
+            "anywhere. The public key:",
+            "",
+            "```",
+            signing.public_key_pem.strip(),
+            "```",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli import approve, cacao, sources
+from cli import approve, cacao, evidence, sources
 from cli.prefect_tls import skip_unused_tls_roots
 from cli.simulate import simulate as simulate_command
 from cli.terminal import Failure, PipeClosed, complain, is_terminal, markdown, say, spinner, table, working
@@ -295,6 +295,10 @@ def _serve(settings: Settings, announce: str) -> int:
         except DirectoryError as exc:
             hint = "(approvers.example.yaml shows the file; AISOAR_APPROVERS_FILE names it)"
             raise Failure(f"{exc}\n{hint}", 2) from None
+        from aisoar.bundles import Custody
+        from aisoar.manifest import public_path
+
+        signer = Custody(settings, svc.store, svc.evidence)  # its key made here the first time
         runtime = PlaybookRuntime(svc)
         try:
             runtime.start()
@@ -337,6 +341,7 @@ def _serve(settings: Settings, announce: str) -> int:
             f"  playbooks: {', '.join(sorted(svc.specs))}\n"
             f"  approvers: {len(svc.approvers.people)} people in {settings.approvers_file}; {buttons}\n"
             f"  data:      {settings.data_dir}\n"
+            f"  evidence:  signed with {signer.key_line()} (public key {public_path(settings.data_dir)})\n"
             "  Ctrl-C stops everything."
         )
         _freeze_start_up()
@@ -607,25 +612,13 @@ def cmd_report(
     incident: Annotated[str, typer.Argument(help="the incident's id (`aisoar incidents` lists them)")],
 ) -> int:
     """Print an incident's report."""
-    from aisoar.config import get_settings
-    from aisoar.outcomes import judge
-    from aisoar.report import incident_report
-    from aisoar.specs import SpecError, load_specs
-    from tasks import catalog
-
     store = _store()
-    try:
-        found = store.get_incident(incident)
-    except KeyError as exc:
-        raise Failure(f"no incident {incident}; `aisoar incidents` lists them") from exc
-    try:
-        specs = {item.spec.name: item.spec for item in load_specs(get_settings().specs_dir, catalog())}
-    except SpecError as exc:
-        raise Failure(f"the playbook specs have {len(exc.problems)} problem(s); `aisoar validate` lists them") from exc
-    verdicts = [judge(store, specs[name], found.id) for name in sorted(found.flow_run_ids) if name in specs]
-    evidence, approvals = store.evidence_for(found.id), store.approvals_for(found.id)
-    markdown(incident_report(found, evidence, approvals, None, [v for v in verdicts if v.outcomes]))
+    markdown(evidence.report_markdown(store, evidence.incident_of(store, incident)))
     return 0
+
+
+app.command("verify")(evidence.verify)
+app.command("export")(evidence.export)
 
 
 @app.command("sandbox")

@@ -24,7 +24,9 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
 from aisoar.actions import Effect
+from aisoar.bundles import Custody
 from aisoar.case import report_key, run_url
+from aisoar.manifest import ManifestError
 from aisoar.models import IncidentStatus
 from aisoar.outcomes import Verdict, incident_status, judge
 from aisoar.report import incident_report
@@ -32,7 +34,7 @@ from aisoar.specs import ANNOUNCE_ACTION, PlaybookSpec, Step
 from flows.services import Services, services
 from flows.steps import HEAD_START, IN_RUN, Calls, run_step
 from flows.tell import runner_context, tell
-from tasks.base import Outcome, StepOutcome
+from tasks.base import ActionContext, Outcome, StepOutcome
 from tasks.registry import REGISTRY
 
 CLOSE_ACTION = "incident.close"
@@ -256,8 +258,29 @@ def finish(svc: Services, spec: PlaybookSpec, incident_id: str, run_id: str, sto
         lines.append("Nothing was contained automatically: triage it by hand.")
     # one line: every message is rendered single-line in Slack and Jira
     tell(ctx, " · ".join(lines), once=f"{spec.name}/finish@{run_id}")
+    sign_evidence(svc, ctx)
     publish_report(svc, incident_id, run_id, [mine, *others])
     return state
+
+
+def sign_evidence(svc: Services, ctx: ActionContext) -> None:
+    """The incident's evidence manifest signed as it stands at the run's end; evidence whose
+    bytes changed is not signed, and on-call is told which item."""
+    try:
+        manifest = Custody(svc.settings, svc.store, svc.evidence).sign(ctx.incident_id)
+    except ManifestError as exc:
+        svc.store.add_timeline(ctx.incident_id, "error", f"evidence manifest {exc}", step_id=ctx.step_id)
+        tell(
+            ctx, f"EVIDENCE CHANGED: the evidence manifest was {exc}", once=f"{ctx.playbook}/evidence@{ctx.flow_run_id}"
+        )
+        return
+    svc.store.add_timeline(
+        ctx.incident_id,
+        "run",
+        f"evidence manifest signed: {len(manifest['items'])} item(s), chain head {manifest['chain_head'][:16]}, "
+        f"Ed25519 key {manifest['signing_key']['id']}",
+        step_id=ctx.step_id,
+    )
 
 
 def publish_report(svc: Services, incident_id: str, run_id: str, verdicts: list[Verdict] | None = None) -> None:
@@ -272,6 +295,7 @@ def publish_report(svc: Services, incident_id: str, run_id: str, verdicts: list[
         store.approvals_for(incident_id),
         run_url(svc.settings.prefect_ui_url, run_id),
         judged,
+        signing=Custody(svc.settings, svc.store, svc.evidence).signing(),
     )
     try:
         create_markdown_artifact(

@@ -113,12 +113,13 @@ class ActionContext:
 
     def keep(self, document: Any, description: str, asset: str | None = None) -> str:
         """Store ``document`` as evidence about ``asset``; returns its sha256."""
-        return self.evidence.put_json(self.incident_id, document, description, self.actor, asset=asset).sha256
+        return self.keep_all([(document, description, asset)])[0]
 
     def keep_all(self, documents: Sequence[tuple[Any, str, str | None]]) -> list[str]:
         """Store several documents (document, description, asset) as evidence, their custody
         entries in one transaction; their sha256s, in order."""
-        return [record.sha256 for record in self.evidence.put_json_many(self.incident_id, documents, self.actor)]
+        kept = self.evidence.put_json_many(self.incident_id, documents, self.actor, self.flow_run_id)
+        return [record.sha256 for record in kept]
 
 
 def ok(summary: str, **output: Any) -> StepOutcome:

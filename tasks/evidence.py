@@ -38,6 +38,7 @@ def capture_alerts(ctx: ActionContext, inputs: NoInputs) -> StepOutcome:
             description=f"alert {alert.id} from {alert.source} (payload sha256 {alert.raw_sha256})",
             location=str(path),
             collected_by=ctx.actor,
+            flow_run_id=ctx.flow_run_id,
         )
         if record is not None:
             hashes.append(record.sha256)

@@ -407,6 +407,14 @@ def test_data_leakage_closes_the_channel_and_refuses_the_key_after_approval(stac
     assert stack.svc.store.get_incident(incident_id).status.value == "closed"
     (issue,) = stack.sandbox.jira.issues.values()
     assert "GDPR Art. 33" in json.dumps(issue["fields"])  # the regulatory assessment to make
+    # The run's end signed the evidence manifest; it verifies against the files and the ledger.
+    from aisoar.bundles import Custody
+
+    timeline = stack.svc.store.get_incident(incident_id).timeline
+    assert any(e.message.startswith("evidence manifest signed: ") for e in timeline)
+    signer = Custody(stack.settings, stack.svc.store, stack.svc.evidence)
+    verified = signer.verify(incident_id)
+    assert verified.ok and verified.items >= 4 and not verified.notes, (verified.problems, verified.notes)
     # The head start ran both parallel steps (each with the steps it names) before the run existed.
     results = stack.svc.store.step_results(incident_id, "data-leakage")
     ahead = {step for step, result in results.items() if result.output.get("head_start")}

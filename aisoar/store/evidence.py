@@ -28,6 +28,7 @@ class EvidenceItem:
     location: str
     collected_by: str
     asset: str | None = None
+    flow_run_id: str | None = None  # the run whose step collected it
 
 
 class EvidenceRecord(BaseModel):
@@ -43,17 +44,19 @@ class EvidenceRecord(BaseModel):
     prev_hash: str
     entry_hash: str
     chain: str | None = None  # INCIDENT_CHAIN, or None: the store's one chain (entries before it)
+    flow_run_id: str | None = None
 
     def custody_entry(self) -> dict[str, Any]:
-        """What the custody hash covers (``asset`` and ``chain`` only when set, as entries
-        before they existed: moving an entry between chains changes its hash)."""
+        """What the custody hash covers (``asset``, ``chain`` and ``flow_run_id`` only when set,
+        as entries before they existed: moving an entry between chains changes its hash)."""
         entry = self.model_dump(exclude={"prev_hash", "entry_hash"})
-        for optional in ("asset", "chain"):
+        for optional in OPTIONAL_CUSTODY_FIELDS:
             if entry.get(optional) is None:
                 entry.pop(optional, None)
         return entry
 
 
+OPTIONAL_CUSTODY_FIELDS = ("asset", "chain", "flow_run_id")
 GENESIS = "0" * 64
 INCIDENT_CHAIN = "incident"
 
@@ -108,8 +111,13 @@ class EvidenceLedger(StoreBase):
         prev_hash = str(prev) if prev else GENESIS
         records: list[EvidenceRecord] = []
         for item in items:
-            # ``asset`` only when set, as in the entries before it existed (the hash covers the keys).
-            fields = {key: value for key, value in asdict(item).items() if key != "asset" or value is not None}
+            # ``asset`` and ``flow_run_id`` only when set, as in the entries before they existed
+            # (the hash covers the keys).
+            fields = {
+                key: value
+                for key, value in asdict(item).items()
+                if key not in OPTIONAL_CUSTODY_FIELDS or value is not None
+            }
             entry: dict[str, Any] = {
                 "incident_id": incident_id,
                 **fields,
@@ -133,6 +141,7 @@ class EvidenceLedger(StoreBase):
         description: str,
         location: str,
         collected_by: str,
+        flow_run_id: str | None = None,
     ) -> EvidenceRecord | None:
         """Mark the alerts preserved and append the custody entry of the file that holds them,
         in one transaction; None (and no entry) when another writer preserved them all first."""
@@ -142,7 +151,9 @@ class EvidenceLedger(StoreBase):
             ).rowcount
             if not marked:
                 return None
-            item = EvidenceItem(sha256, size, "application/json", description, location, collected_by)
+            item = EvidenceItem(
+                sha256, size, "application/json", description, location, collected_by, None, flow_run_id
+            )
             return self._append_custody(conn, incident_id, [item])[0]
 
     def alerts_to_preserve(self, incident_id: str) -> tuple[int, list[Alert]]:
@@ -186,21 +197,27 @@ class EvidenceLedger(StoreBase):
             rows = conn.execute(query.order_by(evidence_items.c.id)).all()
         return [_evidence(r) for r in rows]
 
-    def verify_custody_chain(self) -> list[str]:
+    def verify_custody_chain(self, incident_id: str | None = None) -> list[str]:
         """Recompute every chain (each incident's, and the store's one chain of the entries
-        written before per-incident chains); returns the problems found (empty when intact)."""
+        written before per-incident chains), or only ``incident_id``'s entries; returns the
+        problems found (empty when intact)."""
         problems: list[str] = []
         last: dict[str | None, str] = {}  # the chain (an incident, or None: the store's) -> its last hash
         with self._read() as conn:
             rows = conn.execute(sa.select(evidence_items).order_by(evidence_items.c.id)).all()
         for row in rows:
             record = _evidence(row)
+            if incident_id is not None and record.incident_id != incident_id:
+                last[record.incident_id if record.chain == INCIDENT_CHAIN else None] = record.entry_hash
+                continue
             entry = record.custody_entry()
             chain = record.incident_id if record.chain == INCIDENT_CHAIN else None
             if record.prev_hash != last.get(chain, GENESIS):
-                problems.append(f"entry {row.id}: previous hash does not match the chain")
+                problems.append(
+                    f"custody entry {row.id} ({record.sha256[:12]}…): previous hash does not match the chain"
+                )
             if custody_hash(record.prev_hash, entry) != record.entry_hash:
-                problems.append(f"entry {row.id}: entry hash does not match its content")
+                problems.append(f"custody entry {row.id} ({record.sha256[:12]}…): its hash does not match its content")
             last[chain] = record.entry_hash
         return problems
 
@@ -219,4 +236,5 @@ def _evidence(row: Any) -> EvidenceRecord:
         prev_hash=row.prev_hash,
         entry_hash=row.entry_hash,
         chain=row.chain,
+        flow_run_id=row.flow_run_id,
     )

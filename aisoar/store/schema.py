@@ -68,6 +68,7 @@ incidents = sa.Table(
     sa.Column("created_at", _ts, nullable=False),
     sa.Column("updated_at", _ts, nullable=False),
     sa.Column("correlate_until", _ts, nullable=False),
+    sa.Column("legal_hold", sa.Text),  # who put it on hold, when and why (JSON); null: not held
 )
 
 incident_alerts = sa.Table(
@@ -196,6 +197,7 @@ evidence_items = sa.Table(
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("entry_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("chain", sa.String(16)),  # "incident": chained within its incident; null: the store's chain (before 0005)
+    sa.Column("flow_run_id", sa.String(64)),  # the run whose step collected it (null: none, or before 0009)
 )
 
 

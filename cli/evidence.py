@@ -1,0 +1,131 @@
+"""``aisoar verify`` and ``aisoar export``: an incident's evidence, signed and checkable anywhere
+(aisoar/manifest.py, aisoar/bundles.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from cli.terminal import Failure, say
+
+if TYPE_CHECKING:
+    from aisoar.bundles import Custody
+    from aisoar.manifest import Verification
+    from aisoar.models import Incident
+    from aisoar.store import Store
+
+
+def custody(store: Store) -> Custody:
+    from aisoar.bundles import Custody
+    from aisoar.config import get_settings
+    from aisoar.evidence import EvidenceStore
+
+    settings = get_settings()
+    return Custody(settings, store, EvidenceStore(settings.evidence_dir, store))
+
+
+def incident_of(store: Store, incident_id: str) -> Incident:
+    try:
+        return store.get_incident(incident_id)
+    except KeyError:
+        raise Failure(f"no incident {incident_id}; `aisoar incidents` lists them", code=2) from None
+
+
+def report_markdown(store: Store, incident: Incident) -> str:
+    """The incident's report as the runner publishes it (outcomes judged from the store)."""
+    from aisoar.config import get_settings
+    from aisoar.outcomes import judge
+    from aisoar.report import incident_report
+    from aisoar.specs import SpecError, load_specs
+    from tasks import catalog
+
+    try:
+        specs = {item.spec.name: item.spec for item in load_specs(get_settings().specs_dir, catalog())}
+    except SpecError as exc:
+        raise Failure(f"the playbook specs have {len(exc.problems)} problem(s); `aisoar validate` lists them") from exc
+    verdicts = [judge(store, specs[name], incident.id) for name in sorted(incident.flow_run_ids) if name in specs]
+    signer = custody(store)
+    return incident_report(
+        incident,
+        store.evidence_for(incident.id),
+        store.approvals_for(incident.id),
+        None,
+        [v for v in verdicts if v.outcomes],
+        signing=signer.signing(),
+    )
+
+
+def verify(
+    incident: Annotated[str | None, typer.Argument(help="the incident's id (checks this machine's store)")] = None,
+    bundle: Annotated[Path | None, typer.Option(help="a bundle `aisoar export` wrote, checked on its own")] = None,
+    public_key: Annotated[
+        Path | None,
+        typer.Option("--public-key", help="the signer's public key (PEM) to check the signature with"),
+    ] = None,
+) -> int:
+    """Check an incident's evidence: every file re-hashed, the custody chain recomputed, the
+    manifest's signature checked. Says exactly which item fails; exit status 1 when one does."""
+    from aisoar.manifest import ManifestError, key_id, load_public_key, verify_bundle
+
+    if (incident is None) == (bundle is None):
+        raise Failure("give an incident id, or --bundle FILE", code=2)
+    pinned = None
+    if public_key is not None:
+        try:
+            pinned = load_public_key(public_key.read_text())
+        except (OSError, ManifestError) as exc:
+            raise Failure(f"{public_key}: {exc}", code=2) from None
+    if bundle is not None:
+        try:
+            result = verify_bundle(bundle, pinned)
+        except (OSError, ManifestError) as exc:
+            raise Failure(f"{bundle}: {exc}", code=2) from None
+        return _said(result, str(bundle))
+    assert incident is not None
+    from cli.main import _store
+
+    store = _store()
+    incident_of(store, incident)
+    signer = custody(store)
+    if pinned is not None and signer.key_id != key_id(pinned):
+        raise Failure(f"this machine signs with key {signer.key_id}, not {key_id(pinned)}", code=1)
+    return _said(signer.verify(incident), incident)
+
+
+def _said(result: Verification, what: str) -> int:
+    for note in result.notes:
+        say(note, style="dim")
+    if result.ok:
+        say(
+            f"{what}: intact: {result.items} evidence item(s) re-hashed, the custody chain and the signature "
+            f"(key {result.key_id}) check",
+            style="green",
+        )
+        return 0
+    say(f"{what}: {len(result.problems)} problem(s):", style="red")
+    for problem in result.problems:
+        say(f"  - {problem}", style="red")
+    return 1
+
+
+def export(
+    incident: Annotated[str, typer.Argument(help="the incident's id")],
+    out: Annotated[Path | None, typer.Option(help="the bundle to write (default: <incident>.tar.gz here)")] = None,
+) -> int:
+    """Write a portable bundle of the incident: its signed evidence manifest, the evidence files,
+    the report and the public key. `aisoar verify --bundle FILE` checks it on any machine."""
+    from aisoar.manifest import ManifestError
+    from cli.main import _store
+
+    store = _store()
+    found = incident_of(store, incident)
+    target = out or Path(f"{found.id}.tar.gz")
+    signer = custody(store)
+    try:
+        manifest = signer.export(found.id, target, report_markdown(store, found))
+    except ManifestError as exc:
+        raise Failure(f"{found.id}: {exc}", code=1) from None
+    say(f"{target}: {len(manifest['items'])} evidence item(s), signed with {signer.key_line()}")
+    return 0
