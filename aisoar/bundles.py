@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,31 @@ class Custody:
         files = [(str(item["file"]), self.evidence.path_for(str(item["sha256"]))) for item in manifest["items"]]
         write_bundle(target, manifest, dict(files).items(), report, public_pem(self.public_key))
         return manifest
+
+    def prune(self, now: datetime | None = None, dry_run: bool = False) -> dict[str, int]:
+        """Delete the evidence files of incidents closed longer than the retention ago and not on
+        legal hold (a file another kept incident holds stays); the files deleted, by incident.
+        The custody entries and the signed manifest stay: they say what was kept and deleted."""
+        days = self.settings.evidence_retention_days
+        expired, kept = self.store.evidence_past_retention((now or utcnow()) - timedelta(days=days))
+        deleted: dict[str, int] = {}
+        for incident_id, hashes in sorted(expired.items()):
+            paths = [self.evidence.path_for(sha) for sha in sorted(set(hashes) - kept)]
+            present = [path for path in paths if path.is_file()]
+            if not present:
+                continue
+            deleted[incident_id] = len(present)
+            if dry_run:
+                continue
+            for path in present:
+                path.unlink(missing_ok=True)
+            self.store.add_timeline(
+                incident_id,
+                "incident",
+                f"evidence retention ({days} days after the close) passed: {len(present)} evidence file(s) deleted; "
+                "the custody entries and the signed manifest stay",
+            )
+        return deleted
 
     @property
     def key_id(self) -> str:

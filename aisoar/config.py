@@ -80,6 +80,12 @@ class Settings(BaseSettings):
         None, description="bearer token for the read endpoints (/alerts/{id}, /metrics); `aisoar up` makes one"
     )
     dedup_window_seconds: int = 3600
+    evidence_retention_days: int = Field(
+        730,
+        ge=1,
+        description="a closed incident's evidence files are deleted this many days after its close, "
+        "unless it is on legal hold (`aisoar hold`); the custody entries and the signed manifest stay",
+    )
     ingress_processes: int = Field(
         0,
         ge=0,

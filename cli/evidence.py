@@ -129,3 +129,43 @@ def export(
         raise Failure(f"{found.id}: {exc}", code=1) from None
     say(f"{target}: {len(manifest['items'])} evidence item(s), signed with {signer.key_line()}")
     return 0
+
+
+def hold(
+    incident: Annotated[str, typer.Argument(help="the incident's id")],
+    reason: Annotated[str, typer.Option(help="why (a case number, counsel's instruction)")],
+    by: Annotated[str, typer.Option(help="who puts it on hold (or releases it)")] = "",
+    release: Annotated[bool, typer.Option("--release", help="release the hold")] = False,
+) -> int:
+    """Put an incident on legal hold (its evidence is never deleted by the retention), or release it."""
+    import getpass
+
+    from cli.main import _store
+
+    store = _store()
+    found = incident_of(store, incident)
+    who = by or getpass.getuser()
+    if release:
+        store.release_legal_hold(found.id, who, reason)
+        say(f"{found.id}: legal hold released by {who}; its evidence follows the retention again")
+    else:
+        store.set_legal_hold(found.id, who, reason)
+        say(f"{found.id}: on legal hold by {who}: its evidence is kept until the hold is released")
+    return 0
+
+
+def prune(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would be deleted; delete nothing")] = False,
+) -> int:
+    """Delete the evidence files of incidents closed longer ago than AISOAR_EVIDENCE_RETENTION_DAYS
+    that are not on legal hold (the runtime does it every six hours)."""
+    from cli.main import _store
+
+    signer = custody(_store())
+    deleted = signer.prune(dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    for incident_id, count in deleted.items():
+        say(f"{incident_id}: {verb} {count} evidence file(s)")
+    if not deleted:
+        say(f"nothing is past the retention ({signer.settings.evidence_retention_days} days after the close)")
+    return 0

@@ -619,6 +619,8 @@ def cmd_report(
 
 app.command("verify")(evidence.verify)
 app.command("export")(evidence.export)
+app.command("hold")(evidence.hold)
+app.command("prune")(evidence.prune)
 
 
 @app.command("sandbox")

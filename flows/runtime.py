@@ -53,6 +53,7 @@ from prefect.exceptions import ObjectNotFound, Pause, PrefectHTTPStatusError
 from prefect.flow_engine import run_flow_sync
 from prefect.states import Crashed, Pending, Scheduled
 
+from aisoar.bundles import Custody
 from aisoar.models import utcnow
 from aisoar.prefect_retries import watch_retries
 from aisoar.store import ApprovalRecord
@@ -68,6 +69,7 @@ from flows.services import Services, use_services
 from flows.tell import runner_context, tell
 
 log = logging.getLogger("aisoar.runtime")
+PRUNE_EVERY = 6 * 3600.0  # seconds between two deletions of evidence past its retention
 FORM_GRACE_SECONDS = 5.0  # a Suspended run younger than this may still be writing its form
 PREFECT_PAGE = 200  # the most flow runs Prefect's server returns for one read
 HEAD_START_FIRST_SECONDS = 30.0  # the longest a new run waits for the head starts of a burst
@@ -97,6 +99,7 @@ class PlaybookRuntime:
         self._beater: threading.Thread | None = None
         self.watch: PrefectWatch | None = None
         self._last_slow_sweep = 0.0
+        self._last_prune: float | None = None
         self._forms_seen: set[tuple[str, str]] = set()  # (run, form key) known to be up
         self.desk = AnswerDesk(svc, waker=self.wake)
         # One live process per replica id (a random owner cannot collide: nothing to hold).
@@ -395,6 +398,7 @@ class PlaybookRuntime:
                 "watching the approvals that wait": self._watch_pending_approvals,
                 "waking decided approvals": self._wake_decided,
                 "escalating silent approvals": self._escalate,
+                "deleting evidence past its retention": self._prune,
             }
             for what, chore in chores.items():  # one that fails does not hold back the others
                 try:
@@ -404,6 +408,17 @@ class PlaybookRuntime:
 
     def _escalate(self) -> None:
         escalate_due(self.svc, self.desk, utcnow())
+
+    def _prune(self) -> None:
+        """Every six hours: the evidence of incidents closed longer than the retention ago, and
+        not on legal hold, is deleted (``aisoar prune`` does it by hand)."""
+        now = time.monotonic()
+        if self._last_prune is not None and now - self._last_prune < PRUNE_EVERY:
+            return
+        self._last_prune = now
+        deleted = Custody(self.svc.settings, self.svc.store, self.svc.evidence).prune()
+        if deleted:
+            log.info("evidence past its retention deleted: %s", deleted)
 
     def _start_scheduled(self) -> None:
         if not self.deployments:

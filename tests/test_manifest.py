@@ -208,3 +208,48 @@ def rewrite(bundle: Path, target: Path, replaced: dict[str, bytes]) -> Path:
             member.size = len(content)
             copy.addfile(member, io.BytesIO(content))
     return target
+
+
+def test_retention_deletes_closed_evidence_unless_on_legal_hold(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from aisoar.models import IncidentStatus
+
+    signer, held = incident_with_evidence(make_settings(tmp_path / "data", evidence_retention_days=30))
+    store = signer.store
+    _, other = incident_with_evidence(make_settings(tmp_path / "data", evidence_retention_days=30))
+    assert other == held  # the same alert correlates: open a second incident of its own
+    alert = generic_json("generic", (PROJECT_ROOT / "examples/alerts/data-leakage.json").read_bytes())
+    store.accept_alert(alert, "delivery-2")
+    expiring, _ = store.correlate(alert, alert.incident_type, Severity.high, timedelta(hours=1))
+    signer.evidence.put_json(expiring, {"leak": "records"}, "the leak's records", "aisoar:data-leakage/keep")
+    shared = signer.evidence.put_json(expiring, {"alert": "shared"}, "shared bytes", "aisoar:data-leakage/keep")
+    signer.evidence.put_json(held, {"alert": "shared"}, "shared bytes", "aisoar:leaked-llm-api-key/keep")
+    signer.sign(expiring)
+    for incident_id in (held, expiring):
+        store.set_incident_status(incident_id, IncidentStatus.closed)
+    store.set_legal_hold(held, "counsel", "case 2026-118: keep everything")
+    later = datetime.now(UTC) + timedelta(days=31)
+
+    assert signer.prune(now=datetime.now(UTC)) == {}  # within the retention: nothing
+    assert signer.prune(now=later, dry_run=True) == {expiring: 1}
+    assert signer.prune(now=later) == {expiring: 1}  # the shared file stays: the held incident keeps it
+    files = {r.description: signer.evidence.path_for(r.sha256).is_file() for r in store.evidence_for(expiring)}
+    assert files == {"the leak's records": False, "shared bytes": True}
+    assert signer.evidence.path_for(shared.sha256).is_file()
+    assert all(signer.evidence.path_for(r.sha256).is_file() for r in store.evidence_for(held))
+    timeline = [e.message for e in store.get_incident(expiring).timeline]
+    assert any(
+        m.startswith("evidence retention (30 days after the close) passed: 1 evidence file(s) deleted")
+        for m in timeline
+    )
+    problems = signer.verify(expiring).problems  # the manifest still says what was kept, and what is gone
+    assert len(problems) == 1 and problems[0].endswith("the leak's records\"): its file is missing"), problems
+    assert store.legal_hold(held)["by"] == "counsel"
+    store.release_legal_hold(held, "counsel", "case closed")
+    assert store.legal_hold(held) is None
+    # Its own three files (two alerts, the record), and the shared one: no kept incident holds it
+    # now (counted for whichever of the two incidents holding it comes first).
+    deleted = signer.prune(now=later)
+    assert sum(deleted.values()) == 4 and deleted.get(held, 0) >= 3, deleted
+    assert not signer.evidence.path_for(shared.sha256).is_file()

@@ -20,11 +20,12 @@ from aisoar.store.inbox import Inbox
 from aisoar.store.incidents import Incidents
 from aisoar.store.migrate import upgrade
 from aisoar.store.replicas import ReplicaHolder, ReplicaIds
+from aisoar.store.retention import Retention
 from aisoar.store.runs import Runs, StepResult
 from aisoar.store.schema import StoreBase, evidence_items, metadata, new_id, sqlite_writers
 
 
-class Store(Inbox, Incidents, Runs, Approvals, EvidenceLedger, ReplicaIds, StoreBase):
+class Store(Inbox, Incidents, Runs, Approvals, EvidenceLedger, ReplicaIds, Retention, StoreBase):
     def __init__(self, url: str) -> None:
         self.url = url
         if url.startswith("sqlite:///"):
