@@ -110,6 +110,20 @@ class Settings(BaseSettings):
         None, description="the Slack app's signing secret: the Approve / Reject buttons work only with it"
     )
 
+    # regulatory clocks
+    assets_file: Path = Field(
+        default=PROJECT_ROOT / "assets.yaml",
+        description="what is declared about the assets (high-risk AI system, personal data, essential or "
+        "financial entity): which regulatory clocks an incident starts (assets.example.yaml)",
+    )
+    regulatory_clock_seconds: dict[str, int] = Field(
+        default_factory=dict,
+        description="a deadline's duration in seconds by its key (gdpr-art33 ...), for drills; the law's otherwise",
+    )
+    clock_reminder_fraction: float = Field(
+        0.25, gt=0, lt=1, description="a deadline is reminded when this share of its window is left"
+    )
+
     # runner
     runner_sweep_seconds: float = Field(
         0.2, description="how often resumed approvals and runs started in the UI are picked up"

@@ -213,7 +213,9 @@ class IncidentStatus(enum.StrEnum):
 
 class TimelineEntry(BaseModel):
     at: datetime
-    kind: Literal["alert", "incident", "step", "request", "verify", "approval", "evidence", "notify", "run", "error"]
+    kind: Literal[
+        "alert", "incident", "step", "request", "verify", "approval", "evidence", "notify", "run", "error", "clock"
+    ]
     step_id: str | None = None
     message: str
     data: dict[str, Any] = Field(default_factory=dict)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aisoar.inert import alert_entry, markdown_quote, markdown_text
-from aisoar.models import Incident
+from aisoar.models import Incident, utcnow
 from aisoar.outcomes import Verdict
-from aisoar.store import ApprovalRecord, EvidenceRecord
+from aisoar.store import ApprovalRecord, Clock, EvidenceRecord
 from aisoar.taxonomy import CATALOG
 
 if TYPE_CHECKING:
@@ -21,6 +21,7 @@ def incident_report(
     run_url: str | None,
     verdicts: list[Verdict] | None = None,
     signing: Signing | None = None,
+    clocks: list[Clock] | None = None,
 ) -> str:
     info = CATALOG.get(incident.type) if incident.type else None
     lines = [
@@ -42,6 +43,23 @@ def incident_report(
         lines.append(f"| playbook run | [{run_url}]({run_url}) |")
     for judged in verdicts or []:
         lines += _outcome(judged)
+    if clocks:
+        now = utcnow()
+        lines += [
+            "",
+            "## Regulatory deadlines",
+            "",
+            "Counted from the time of awareness (the first alert); counsel confirms what applies.",
+            "",
+            "| regime | duty | due (UTC) | state | why | recorded |",
+            "|---|---|---|---|---|---|",
+        ]
+        for clock in clocks:
+            said = f"{clock.decided_by}: {clock.reason}" if clock.decided_by else "-"
+            lines.append(
+                f"| {markdown_text(clock.regime)} | {markdown_text(clock.what, 300)} | {clock.due_at:%Y-%m-%d %H:%M} "
+                f"| {clock.state(now)} | {markdown_text(clock.why, 300)} | {markdown_text(said, 300)} |"
+            )
     lines += ["", "## Timeline", "", "| time (UTC) | kind | step | what |", "|---|---|---|---|"]
     for entry in incident.timeline:
         lines.append(

@@ -54,6 +54,7 @@ def report_markdown(store: Store, incident: Incident) -> str:
         None,
         [v for v in verdicts if v.outcomes],
         signing=signer.signing(),
+        clocks=store.clocks_for(incident.id),
     )
 
 
@@ -168,4 +169,48 @@ def prune(
         say(f"{incident_id}: {verb} {count} evidence file(s)")
     if not deleted:
         say(f"nothing is past the retention ({signer.settings.evidence_retention_days} days after the close)")
+    return 0
+
+
+def clock(
+    incident: Annotated[str, typer.Argument(help="the incident's id")],
+    key: Annotated[
+        str | None, typer.Argument(help="the clock (gdpr-art33, nis2-early-warning ...); none: list them")
+    ] = None,
+    notified: Annotated[
+        str | None, typer.Option(help="the authority was notified: the reference (case number, mail)")
+    ] = None,
+    not_applicable: Annotated[
+        str | None, typer.Option("--not-applicable", help="the clock does not apply: why (e.g. no personal data left)")
+    ] = None,
+    by: Annotated[str, typer.Option(help="who records it")] = "",
+) -> int:
+    """List an incident's regulatory deadlines, or record one as notified or not applicable."""
+    import getpass
+
+    from aisoar.models import utcnow
+    from aisoar.store.clocks import NOT_APPLICABLE, NOTIFIED
+    from cli.main import _store
+
+    store = _store()
+    found = incident_of(store, incident)
+    clocks = store.clocks_for(found.id)
+    if key is None:
+        if notified or not_applicable:
+            raise Failure("name the clock to record (`aisoar clock INCIDENT` lists them)", code=2)
+        now = utcnow()
+        for item in clocks:
+            say(f"{item.key:20} {item.line(now)}")
+        if not clocks:
+            say(f"{found.id} started no regulatory clock", style="dim")
+        return 0
+    if (notified is None) == (not_applicable is None):
+        raise Failure("give --notified REFERENCE or --not-applicable REASON", code=2)
+    if key not in {item.key for item in clocks}:
+        known = ", ".join(item.key for item in clocks) or "none"
+        raise Failure(f"{found.id} has no clock {key}; its clocks: {known}", code=2)
+    status, reason = (NOTIFIED, notified) if notified is not None else (NOT_APPLICABLE, not_applicable)
+    assert reason is not None
+    recorded = store.record_clock(found.id, key, status, by or getpass.getuser(), reason)
+    say(f"{found.id}: {recorded.line(utcnow())}")
     return 0

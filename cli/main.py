@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 PROJECT_PACKAGES = ("flows", "tasks", "connectors", "cli", "sandbox")
 SANDBOX_APPROVERS = Path(__file__).resolve().parent.parent / "sandbox" / "approvers.yaml"
+SANDBOX_ASSETS = Path(__file__).resolve().parent.parent / "sandbox" / "assets.yaml"
 BANNER_TEXT = (
     "Nothing real is blocked, paged or filed.",
     "Configure AISOAR_* settings (see README) to use real systems.",
@@ -137,6 +138,8 @@ def cmd_up(
             if not settings.approvers_file.exists() and "AISOAR_APPROVERS_FILE" not in os.environ:
                 # The sandbox's people (in its Slack stand-in) approve, until approvers.yaml names yours.
                 generated["AISOAR_APPROVERS_FILE"] = str(SANDBOX_APPROVERS)
+            if not settings.assets_file.exists() and "AISOAR_ASSETS_FILE" not in os.environ:
+                generated["AISOAR_ASSETS_FILE"] = str(SANDBOX_ASSETS)  # the examples start their clocks
         _write_env_file(sandbox_file, generated)
         os.environ.update(generated)
         reset_settings()
@@ -621,6 +624,7 @@ app.command("verify")(evidence.verify)
 app.command("export")(evidence.export)
 app.command("hold")(evidence.hold)
 app.command("prune")(evidence.prune)
+app.command("clock")(evidence.clock)
 
 
 @app.command("sandbox")

@@ -31,6 +31,7 @@ from aisoar.models import IncidentStatus
 from aisoar.outcomes import Verdict, incident_status, judge
 from aisoar.report import incident_report
 from aisoar.specs import ANNOUNCE_ACTION, PlaybookSpec, Step
+from flows.clocks import start_clocks
 from flows.services import Services, services
 from flows.steps import HEAD_START, IN_RUN, Calls, run_step
 from flows.tell import runner_context, tell
@@ -108,6 +109,7 @@ def run_playbook(incident_id: str, playbook: str, requested_by: str = "") -> Sta
     if ahead and not resumed:
         started += f"; done before it was created (the head start): {', '.join(ahead)}"
     svc.store.add_timeline(incident_id, "run", f"playbook {spec.name} {started}", data={"flow_run_id": run_id})
+    start_clocks(svc, incident_id, spec.name, run_id)  # before the report: it shows the deadlines
     if not resumed:
         publish_report(svc, incident_id, run_id)  # the report link in Slack and Jira works from the start
     if spec.objectives and svc.store.get_incident(incident_id, with_timeline=False).status in (
@@ -296,6 +298,7 @@ def publish_report(svc: Services, incident_id: str, run_id: str, verdicts: list[
         run_url(svc.settings.prefect_ui_url, run_id),
         judged,
         signing=Custody(svc.settings, svc.store, svc.evidence).signing(),
+        clocks=store.clocks_for(incident_id),
     )
     try:
         create_markdown_artifact(

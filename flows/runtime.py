@@ -58,6 +58,7 @@ from aisoar.models import utcnow
 from aisoar.prefect_retries import watch_retries
 from aisoar.store import ApprovalRecord
 from flows.answers import AnswerDesk
+from flows.clocks import remind_and_escalate
 from flows.console import ensure_saved_searches
 from flows.escalation import escalate_due
 from flows.head_start import head_start
@@ -398,6 +399,7 @@ class PlaybookRuntime:
                 "watching the approvals that wait": self._watch_pending_approvals,
                 "waking decided approvals": self._wake_decided,
                 "escalating silent approvals": self._escalate,
+                "telling regulatory deadlines": lambda: remind_and_escalate(self.svc, utcnow()),
                 "deleting evidence past its retention": self._prune,
             }
             for what, chore in chores.items():  # one that fails does not hold back the others

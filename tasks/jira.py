@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aisoar.actions import Effect
 from aisoar.inert import alert_entry, jira_quote, jira_summary, jira_text, plain_text, quoted
-from aisoar.models import Incident, TimelineEntry
+from aisoar.models import Incident, TimelineEntry, utcnow
 from aisoar.taxonomy import CATALOG
 from connectors.jira import ISSUE_KEY, JiraTickets
 from connectors.jira import SYSTEM as JIRA
@@ -112,6 +112,11 @@ def _open_issue(ctx: ActionContext, jira: JiraTickets, inputs: TicketInputs) -> 
     ]
     if inputs.details:
         lines += ["", jira_text(inputs.details)]
+    clocks = ctx.store.clocks_for(incident.id)
+    if clocks:
+        now = utcnow()
+        lines += ["", "*Regulatory deadlines (from awareness; counsel confirms):*"]
+        lines += [f"* {jira_text(clock.line(now), 500)}" for clock in clocks]
     lines += ["", "*Timeline so far:*"]
     lines += _timeline_so_far(incident.timeline, DESCRIPTION_LIMIT - sum(len(line) + 1 for line in lines))
     summary = jira_summary(inputs.summary or f"[{incident.severity.value}] {incident.id}: {quoted(incident.title)}")

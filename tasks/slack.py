@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from aisoar.actions import Effect
 from aisoar.case import SlackThread
 from aisoar.inert import clip, slack_quote, slack_text
-from aisoar.models import Incident
+from aisoar.models import Incident, utcnow
 from aisoar.taxonomy import CATALOG
 from connectors.errors import ConnectorError
 from connectors.slack import CHANNEL_ID, SlackNotifier
@@ -97,6 +97,11 @@ def incident_blocks(ctx: ActionContext, incident: Incident, message: str) -> lis
             },
         },
     ]
+    clocks = ctx.store.clocks_for(incident.id)
+    if clocks:
+        now = utcnow()
+        text = "*Regulatory deadlines:*\n" + "\n".join(f"• {slack_text(c.line(now), 400)}" for c in clocks)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "verbatim": True, "text": clip(text, 3000)}})
     if message:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "verbatim": True, "text": slack_text(message)}})
     blocks.append(

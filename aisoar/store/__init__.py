@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from aisoar.store.approvals import AnswerOutcome, ApprovalAnswer, ApprovalRecord, Approvals
+from aisoar.store.clocks import Clock, Clocks
 from aisoar.store.evidence import EvidenceLedger, EvidenceRecord, custody_hash
 from aisoar.store.inbox import Inbox
 from aisoar.store.incidents import Incidents
@@ -25,7 +26,7 @@ from aisoar.store.runs import Runs, StepResult
 from aisoar.store.schema import StoreBase, evidence_items, metadata, new_id, sqlite_writers
 
 
-class Store(Inbox, Incidents, Runs, Approvals, EvidenceLedger, ReplicaIds, Retention, StoreBase):
+class Store(Inbox, Incidents, Runs, Approvals, EvidenceLedger, ReplicaIds, Retention, Clocks, StoreBase):
     def __init__(self, url: str) -> None:
         self.url = url
         if url.startswith("sqlite:///"):
@@ -97,6 +98,7 @@ __all__ = [
     "AnswerOutcome",
     "ApprovalAnswer",
     "ApprovalRecord",
+    "Clock",
     "EvidenceRecord",
     "ReplicaHolder",
     "StepResult",

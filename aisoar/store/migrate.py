@@ -28,6 +28,8 @@ def _unversioned_revision(connection: sa.Connection) -> str | None:
     if "alembic_version" in tables or "incidents" not in tables:
         return None
     columns = {column["name"] for column in inspector.get_columns("evidence_items")}
+    if "regulatory_clocks" in tables:
+        return "0010"
     if "flow_run_id" in columns:
         return "0009"
     if "replica_ids" in tables:

@@ -201,6 +201,25 @@ evidence_items = sa.Table(
 )
 
 
+regulatory_clocks = sa.Table(
+    "regulatory_clocks",
+    metadata,
+    sa.Column("incident_id", sa.String(40), primary_key=True),
+    sa.Column("key", sa.String(40), primary_key=True),  # gdpr-art33, nis2-early-warning ...
+    sa.Column("regime", sa.String(64), nullable=False),
+    sa.Column("what", sa.Text, nullable=False),
+    sa.Column("why", sa.Text, nullable=False),
+    sa.Column("aware_at", _ts, nullable=False),
+    sa.Column("due_at", _ts, nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),  # running, notified, not_applicable
+    sa.Column("decided_by", sa.String(200)),
+    sa.Column("reason", sa.Text),
+    sa.Column("decided_at", _ts),
+    sa.Column("reminded_at", _ts),
+    sa.Column("escalated_at", _ts),
+)
+
+
 def timeline_row(
     incident_id: str, kind: str, message: str, step_id: str | None = None, data: dict[str, Any] | None = None
 ) -> sa.Insert:
