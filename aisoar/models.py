@@ -175,6 +175,7 @@ class Alert(BaseModel):
     source: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
     source_id: Annotated[str, Field(min_length=1, max_length=256)]
     received_at: datetime
+    occurred_at: datetime | None = Field(None, description="when the source saw it happen, if it says (time to detect)")
     title: Annotated[str, Field(min_length=1, max_length=500)]
     description: Annotated[str, Field(max_length=20_000)] = ""
     severity: Severity

@@ -214,3 +214,60 @@ def clock(
     recorded = store.record_clock(found.id, key, status, by or getpass.getuser(), reason)
     say(f"{found.id}: {recorded.line(utcnow())}")
     return 0
+
+
+def metrics(
+    by: Annotated[str, typer.Option(help="aggregate by: type, severity or playbook")] = "type",
+    limit: Annotated[int, typer.Option(min=1, help="the newest incidents to count")] = 500,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per incident, in seconds")] = False,
+) -> int:
+    """Incident metrics: time to detect, acknowledge, contain (verified) and recover, per incident
+    and averaged by type, severity or playbook; and what leaked keys burned before their block."""
+    from aisoar.metrics import MEASURES, NAMES, aggregate, all_milestones, human, table_rows
+    from aisoar.metrics import as_json as dump
+    from cli.main import _store
+    from cli.terminal import is_terminal, table
+
+    if by not in ("type", "severity", "playbook"):
+        raise Failure("--by is type, severity or playbook", code=2)
+    found = all_milestones(_store(), limit)
+    if as_json:
+        say(dump(found))
+        return 0
+    if not found:
+        say("no incidents yet", style="dim")
+        return 0
+    rows = table_rows(found)
+    averaged = aggregate(found, by)
+    if not is_terminal():  # piped: one line each, every value whole
+        for row in rows:
+            say("  ".join(f"{key}={value}" for key, value in row.items()))
+        for r in averaged:
+            means = "  ".join(f"mean {NAMES[m]}={human(r.means[m])} (n={r.counts[m]})" for m in MEASURES)
+            say(f"{by}={r.group}  incidents={r.incidents}  {means}")
+        return 0
+    table(list(rows[0]), [list(map(str, row.values())) for row in rows])
+    headers = [by, "incidents", *(f"mean {NAMES[m]} (n)" for m in MEASURES)]
+    table(
+        headers,
+        [[r.group, str(r.incidents), *(f"{human(r.means[m])} ({r.counts[m]})" for m in MEASURES)] for r in averaged],
+    )
+    return 0
+
+
+def ack(
+    incident: Annotated[str, typer.Argument(help="the incident's id")],
+    by: Annotated[str, typer.Option(help="who acknowledges it")] = "",
+) -> int:
+    """Acknowledge an incident: a responder has it (its time to acknowledge stops here, if no one
+    answered an approval or recorded a clock before)."""
+    import getpass
+
+    from cli.main import _store
+
+    store = _store()
+    found = incident_of(store, incident)
+    who = by or getpass.getuser()
+    store.add_timeline(found.id, "incident", f"acknowledged by {who}", data={"ack": who})
+    say(f"{found.id}: acknowledged by {who}")
+    return 0

@@ -625,6 +625,8 @@ app.command("export")(evidence.export)
 app.command("hold")(evidence.hold)
 app.command("prune")(evidence.prune)
 app.command("clock")(evidence.clock)
+app.command("metrics")(evidence.metrics)
+app.command("ack")(evidence.ack)
 
 
 @app.command("sandbox")

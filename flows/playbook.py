@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from prefect import Flow, flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
@@ -27,6 +27,7 @@ from aisoar.actions import Effect
 from aisoar.bundles import Custody
 from aisoar.case import report_key, run_url
 from aisoar.manifest import ManifestError
+from aisoar.metrics import all_milestones, table_rows
 from aisoar.models import IncidentStatus
 from aisoar.outcomes import Verdict, incident_status, judge
 from aisoar.report import incident_report
@@ -39,6 +40,7 @@ from tasks.base import ActionContext, Outcome, StepOutcome
 from tasks.registry import REGISTRY
 
 CLOSE_ACTION = "incident.close"
+METRICS_KEY = "incident-metrics"
 NOT_CONTAINED = "Not contained"  # the final state of a run that failed: a new alert runs it again
 
 
@@ -262,7 +264,24 @@ def finish(svc: Services, spec: PlaybookSpec, incident_id: str, run_id: str, sto
     tell(ctx, " · ".join(lines), once=f"{spec.name}/finish@{run_id}")
     sign_evidence(svc, ctx)
     publish_report(svc, incident_id, run_id, [mine, *others])
+    if incident.status is IncidentStatus.closed:
+        publish_metrics(svc)
     return state
+
+
+def publish_metrics(svc: Services) -> None:
+    """The incidents' metrics as Prefect's table artifact ``incident-metrics``, refreshed at each close."""
+    try:
+        rows = table_rows(all_milestones(svc.store, limit=500))
+        create_table_artifact(
+            table=rows,
+            key=METRICS_KEY,
+            description="aisoar incident metrics (the newest 500 incidents): time to detect, acknowledge, "
+            "contain (verified) and recover; `aisoar metrics` averages them",
+            _sync=True,  # type: ignore[call-arg]
+        )
+    except Exception as exc:  # metrics never stop the run
+        get_run_logger().warning("could not publish the incident metrics: %s", exc)
 
 
 def sign_evidence(svc: Services, ctx: ActionContext) -> None:

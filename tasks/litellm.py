@@ -105,7 +105,42 @@ def _request_logs(ctx: ActionContext, inputs: GatewayKey) -> tuple[dict[str, Any
         "rows": rows,  # hostile text: data only
     }
     more = f" (last {len(rows)} of {total})" if total > len(rows) else ""
-    return document, {"request_logs": len(rows), "request_logs_note": f"{len(rows)} request log row(s) preserved{more}"}
+    since = leak_time(ctx)
+    spent = round(sum(_spend(row) for row in rows if _started(row) >= since), 6)
+    return document, {
+        "request_logs": len(rows),
+        "request_logs_note": f"{len(rows)} request log row(s) preserved{more}; USD {spent:.2f} spent since the leak",
+        "spend_since_leak_usd": spent,
+        "spend_since": since.isoformat(),
+    }
+
+
+def leak_time(ctx: ActionContext) -> datetime:
+    """When the key leaked, as far as the alerts say: the earliest time a source saw it happen,
+    else the incident's first alert."""
+    incident = ctx.store.get_incident(ctx.incident_id, with_timeline=False)
+    alerts = ctx.store.get_alerts(incident.alert_ids)
+    seen = [a.occurred_at for a in alerts if a.occurred_at is not None]
+    return min(seen or [a.received_at for a in alerts] or [incident.created_at])
+
+
+def _spend(row: Any) -> float:
+    try:
+        return float(row.get("spend") or 0) if isinstance(row, dict) else 0.0
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _started(row: Any) -> datetime:
+    """A log row's start (LiteLLM's ``startTime``); a row without a readable one counts as
+    before the leak (it is not counted as damage)."""
+    try:
+        started = datetime.fromisoformat(str(row.get("startTime"))) if isinstance(row, dict) else None
+    except ValueError:
+        started = None
+    if started is None:
+        return datetime.min.replace(tzinfo=UTC)
+    return started if started.tzinfo else started.replace(tzinfo=UTC)
 
 
 CREDENTIAL_FIELDS = frozenset({"authorization", "x-api-key", "api-key", "x-litellm-api-key", "proxy-authorization"})

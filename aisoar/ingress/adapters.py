@@ -301,6 +301,7 @@ def _build(
         source=source,
         source_id=source_id,
         received_at=received_at or utcnow(),
+        occurred_at=payload.occurred_at,
         title=title,
         description=description,
         severity=payload.severity,

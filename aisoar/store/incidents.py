@@ -167,10 +167,19 @@ class Incidents(StoreBase):
         return {str(status): int(count) for status, count in rows}
 
     def set_incident_status(self, incident_id: str, status: IncidentStatus) -> None:
+        """Set the status; a change is on the timeline (``data.status``: the incident's metrics
+        read when it was contained, eradicated, recovered, closed)."""
         with self._tx() as conn:
+            before = conn.execute(sa.select(incidents.c.status).where(incidents.c.id == incident_id)).scalar()
             conn.execute(
                 incidents.update().where(incidents.c.id == incident_id).values(status=status.value, updated_at=utcnow())
             )
+            if before is not None and before != status.value:
+                conn.execute(
+                    timeline_row(
+                        incident_id, "incident", f"status: {before} -> {status.value}", data={"status": status.value}
+                    )
+                )
 
     def get_incident(
         self, incident_id: str, *, with_timeline: bool = True, kinds: Collection[str] | None = None
@@ -227,12 +236,15 @@ class Incidents(StoreBase):
         )
 
     def list_incidents(self, limit: int = 50) -> list[Incident]:
+        return [self.get_incident(i) for i in self.list_incident_ids(limit)]
+
+    def list_incident_ids(self, limit: int = 50) -> list[str]:
+        """The newest incidents' ids, newest first."""
         with self._read() as conn:
-            ids = [
+            return [
                 r.id
                 for r in conn.execute(sa.select(incidents.c.id).order_by(incidents.c.created_at.desc()).limit(limit))
             ]
-        return [self.get_incident(i) for i in ids]
 
     def add_timeline(
         self, incident_id: str, kind: str, message: str, step_id: str | None = None, data: dict[str, Any] | None = None
