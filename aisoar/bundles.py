@@ -105,11 +105,14 @@ class Custody:
             )
         return result
 
-    def export(self, incident_id: str, target: Path, report: str) -> dict[str, Any]:
-        """A bundle of a newly signed manifest, the evidence files, the report and the public key."""
+    def export(
+        self, incident_id: str, target: Path, report: str, formats: dict[str, bytes] | None = None
+    ) -> dict[str, Any]:
+        """A bundle of a newly signed manifest, the evidence files, the report (markdown, and the
+        other ``formats`` by file name) and the public key."""
         manifest = self.sign(incident_id)
         files = [(str(item["file"]), self.evidence.path_for(str(item["sha256"]))) for item in manifest["items"]]
-        write_bundle(target, manifest, dict(files).items(), report, public_pem(self.public_key))
+        write_bundle(target, manifest, dict(files).items(), report, public_pem(self.public_key), formats or {})
         return manifest
 
     def prune(self, now: datetime | None = None, dry_run: bool = False) -> dict[str, int]:

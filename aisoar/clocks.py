@@ -174,7 +174,7 @@ def deadlines_for(
 
 def duration(seconds: float) -> str:
     seconds = int(seconds)
-    if seconds >= DAY and seconds % DAY == 0:
+    if seconds > 3 * DAY and seconds % DAY == 0:  # up to 72 h, in hours (as the texts count them)
         return f"{seconds // DAY} d"
     if seconds >= HOUR and seconds % HOUR == 0:
         return f"{seconds // HOUR} h"

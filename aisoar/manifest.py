@@ -304,14 +304,21 @@ def _changed_blocks(item: dict[str, Any], content: bytes) -> str:
 
 # -- bundles --------------------------------------------------------------------------------
 def write_bundle(
-    target: Path, manifest: dict[str, Any], files: Iterable[tuple[str, Path]], report: str, public_key: str
+    target: Path,
+    manifest: dict[str, Any],
+    files: Iterable[tuple[str, Path]],
+    report: str,
+    public_key: str,
+    formats: dict[str, bytes] | None = None,
 ) -> None:
-    """A tar.gz of the manifest, the evidence files (``evidence/<sha256>``), the report and the
-    public key; written beside ``target`` and moved in place when complete."""
+    """A tar.gz of the manifest, the evidence files (``evidence/<sha256>``), the report (and its
+    other ``formats``) and the public key; written beside ``target`` and moved in place when complete."""
     partial = target.with_name(target.name + ".partial")
     with tarfile.open(partial, "w:gz") as bundle:
         _add(bundle, "manifest.json", json.dumps(manifest, indent=2, sort_keys=True).encode())
         _add(bundle, "report.md", report.encode())
+        for name, content in sorted((formats or {}).items()):
+            _add(bundle, name, content)
         _add(bundle, "signing-key.pub", public_key.encode())
         for name, path in files:
             _add(bundle, name, path.read_bytes())

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,6 +13,7 @@ from cli.terminal import Failure, say
 
 if TYPE_CHECKING:
     from aisoar.bundles import Custody
+    from aisoar.exports import IncidentRecord
     from aisoar.manifest import Verification
     from aisoar.models import Incident
     from aisoar.store import Store
@@ -33,11 +35,12 @@ def incident_of(store: Store, incident_id: str) -> Incident:
         raise Failure(f"no incident {incident_id}; `aisoar incidents` lists them", code=2) from None
 
 
-def report_markdown(store: Store, incident: Incident) -> str:
-    """The incident's report as the runner publishes it (outcomes judged from the store)."""
+def record_of(store: Store, incident: Incident) -> IncidentRecord:
+    """The incident as every report format needs it (outcomes judged from the store)."""
     from aisoar.config import get_settings
+    from aisoar.exports import IncidentRecord
+    from aisoar.metrics import milestones
     from aisoar.outcomes import judge
-    from aisoar.report import incident_report
     from aisoar.specs import SpecError, load_specs
     from tasks import catalog
 
@@ -46,16 +49,60 @@ def report_markdown(store: Store, incident: Incident) -> str:
     except SpecError as exc:
         raise Failure(f"the playbook specs have {len(exc.problems)} problem(s); `aisoar validate` lists them") from exc
     verdicts = [judge(store, specs[name], incident.id) for name in sorted(incident.flow_run_ids) if name in specs]
-    signer = custody(store)
-    return incident_report(
-        incident,
-        store.evidence_for(incident.id),
-        store.approvals_for(incident.id),
-        None,
-        [v for v in verdicts if v.outcomes],
-        signing=signer.signing(),
+    return IncidentRecord(
+        incident=incident,
+        alerts=store.get_alerts(incident.alert_ids),
+        evidence=store.evidence_for(incident.id),
+        approvals=store.approvals_for(incident.id),
+        verdicts=[v for v in verdicts if v.outcomes],
         clocks=store.clocks_for(incident.id),
+        milestones=milestones(store, incident),
+        signing=custody(store).signing(),
     )
+
+
+def report_markdown(record: IncidentRecord) -> str:
+    from aisoar.report import incident_report
+
+    return incident_report(
+        record.incident,
+        record.evidence,
+        record.approvals,
+        None,
+        record.verdicts,
+        signing=record.signing,
+        clocks=record.clocks,
+    )
+
+
+def report(
+    incident: Annotated[str, typer.Argument(help="the incident's id (`aisoar incidents` lists them)")],
+    pdf: Annotated[Path | None, typer.Option(help="write it as a PDF here (for a manager or a regulator)")] = None,
+    stix: Annotated[Path | None, typer.Option(help="write the incident as a STIX 2.1 bundle here")] = None,
+    avid: Annotated[Path | None, typer.Option(help="write the incident as an AVID report (JSON) here")] = None,
+) -> int:
+    """Print an incident's report, or write it as a PDF, a STIX 2.1 bundle or an AVID report."""
+    import json
+
+    from aisoar.exports import avid_report, pdf_report, stix_bundle
+    from cli.main import _store
+    from cli.terminal import markdown
+
+    store = _store()
+    record = record_of(store, incident_of(store, incident))
+    makers: list[tuple[Path | None, Callable[[], bytes]]] = [
+        (pdf, lambda: pdf_report(record)),
+        (stix, lambda: stix_bundle(record).encode()),
+        (avid, lambda: json.dumps(avid_report(record), indent=2, ensure_ascii=False).encode()),
+    ]
+    written = {path: make for path, make in makers if path is not None}
+    if not written:
+        markdown(report_markdown(record))
+        return 0
+    for path, make in written.items():
+        path.write_bytes(make())
+        say(f"{path}: written")
+    return 0
 
 
 def verify(
@@ -117,6 +164,9 @@ def export(
 ) -> int:
     """Write a portable bundle of the incident: its signed evidence manifest, the evidence files,
     the report and the public key. `aisoar verify --bundle FILE` checks it on any machine."""
+    import json
+
+    from aisoar.exports import avid_report, pdf_report, stix_bundle
     from aisoar.manifest import ManifestError
     from cli.main import _store
 
@@ -124,8 +174,14 @@ def export(
     found = incident_of(store, incident)
     target = out or Path(f"{found.id}.tar.gz")
     signer = custody(store)
+    record = record_of(store, found)
+    formats = {
+        "report.pdf": pdf_report(record),
+        "incident.stix.json": stix_bundle(record).encode(),
+        "incident.avid.json": json.dumps(avid_report(record), indent=2, ensure_ascii=False).encode(),
+    }
     try:
-        manifest = signer.export(found.id, target, report_markdown(store, found))
+        manifest = signer.export(found.id, target, report_markdown(record), formats)
     except ManifestError as exc:
         raise Failure(f"{found.id}: {exc}", code=1) from None
     say(f"{target}: {len(manifest['items'])} evidence item(s), signed with {signer.key_line()}")

@@ -27,7 +27,7 @@ import typer
 from cli import approve, cacao, evidence, sources
 from cli.prefect_tls import skip_unused_tls_roots
 from cli.simulate import simulate as simulate_command
-from cli.terminal import Failure, PipeClosed, complain, is_terminal, markdown, say, spinner, table, working
+from cli.terminal import Failure, PipeClosed, complain, is_terminal, say, spinner, table, working
 
 if TYPE_CHECKING:
     import httpx
@@ -610,16 +610,7 @@ def cmd_incidents(limit: Annotated[int, typer.Option(min=1, help="how many, newe
     return 0
 
 
-@app.command("report")
-def cmd_report(
-    incident: Annotated[str, typer.Argument(help="the incident's id (`aisoar incidents` lists them)")],
-) -> int:
-    """Print an incident's report."""
-    store = _store()
-    markdown(evidence.report_markdown(store, evidence.incident_of(store, incident)))
-    return 0
-
-
+app.command("report")(evidence.report)
 app.command("verify")(evidence.verify)
 app.command("export")(evidence.export)
 app.command("hold")(evidence.hold)

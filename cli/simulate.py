@@ -91,6 +91,13 @@ def render(simulation: Simulation, markdown: bool = False) -> str:
         lines.append("no playbook would start")
     if note:
         lines.append(f"routing: {esc(note)}")
+    for deadline in simulation.deadlines:
+        from aisoar.clocks import duration
+
+        lines.append(
+            f"regulatory clock: {deadline.regime}: {esc(deadline.what)} within {duration(deadline.seconds)} "
+            f"of awareness ({esc(deadline.why)})"
+        )
     for plan in simulation.playbooks:
         lines += ["", f"## Playbook {plan.spec.name}: {esc(plan.spec.title)}", ""]
         for number, step in enumerate(plan.steps, 1):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from aisoar.actions import Effect
 from aisoar.approvers import gate_problems, load_directory
+from aisoar.clocks import Deadline, deadlines_for, entity_refs, load_assets
 from aisoar.config import Settings
 from aisoar.evidence import EvidenceStore
 from aisoar.ingress.dispatch import Dispatcher
@@ -91,6 +92,7 @@ class Simulation:
     routing: Routing
     incident_id: str
     playbooks: list[PlaybookPlan]
+    deadlines: list[Deadline]  # the regulatory clocks the incident would start
 
 
 def simulate(settings: Settings, alerts: list[Alert]) -> list[Simulation]:
@@ -104,6 +106,7 @@ def simulate(settings: Settings, alerts: list[Alert]) -> list[Simulation]:
         specs = list(svc.specs.values())
         dispatcher = Dispatcher(svc.store, specs, None, timedelta(seconds=planned.dedup_window_seconds))
         simulations = []
+        assets = load_assets(planned.assets_file)
         for alert in alerts:
             svc.store.accept_alert(alert, alert.id)
             routing = route(specs, alert)
@@ -111,7 +114,9 @@ def simulate(settings: Settings, alerts: list[Alert]) -> list[Simulation]:
             if result is None:
                 raise RuntimeError(f"alert {alert.id} could not be dispatched in the simulation")
             plans = [walk(svc, spec, result.incident_id) for spec in routing.specs]
-            simulations.append(Simulation(alert, routing, result.incident_id, plans))
+            incident = svc.store.get_incident(result.incident_id, with_timeline=False)
+            deadlines = deadlines_for(incident.type, incident.severity, entity_refs([alert]), assets)
+            simulations.append(Simulation(alert, routing, result.incident_id, plans, deadlines))
         svc.store.engine.dispose()
         return simulations
 

@@ -24,11 +24,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aisoar.actions import Effect
 from aisoar.case import report_key
+from aisoar.metrics import MEASURES, NAMES, human, milestones
 from aisoar.models import IncidentStatus, Severity
 from aisoar.outcomes import judge
 from connectors.errors import ConnectorError, NotConfigured, Planned
 from tasks.base import LINK_KINDS, ActionContext, Outcome, ProbeResult, StepOutcome, ok, refused
-from tasks.jira import close_issue_for, comment_timeline_for, link_evidence_for
+from tasks.jira import close_issue_for, comment_timeline_for, link_evidence_for, open_review_for
 from tasks.pagerduty import trigger
 from tasks.registry import action
 from tasks.slack import notify, probe_posted
@@ -170,14 +171,26 @@ def close_incident(ctx: ActionContext, inputs: CloseInputs) -> StepOutcome:
     ctx.store.add_timeline(ctx.incident_id, "incident", f"closed: {resolution}", step_id=ctx.step_id)
     ctx.store.set_incident_status(ctx.incident_id, IncidentStatus.closed)
     jira = _follow_up(ctx, "Jira", lambda: close_jira(ctx))
-    slack = _follow_up(ctx, "Slack", lambda: final_slack_update(ctx, resolution))
+    review = _follow_up(ctx, "Jira review", lambda: open_review_for(ctx, review_metrics(ctx)))
+    slack = _follow_up(ctx, "Slack", lambda: final_slack_update(ctx, f"{resolution}; {review}"))
     return ok(
-        f"incident closed: {resolution}; {jira}; {slack}",
+        f"incident closed: {resolution}; {jira}; {review}; {slack}",
         report_key=report_key(ctx.incident_id),
         jira=jira,
+        review=review,
         slack=slack,
         objectives_met=True,
     )
+
+
+def review_metrics(ctx: ActionContext) -> list[str]:
+    """The incident's durations, for its review."""
+    found = milestones(ctx.store, ctx.store.get_incident(ctx.incident_id))
+    seconds = found.seconds()
+    lines = [f"{NAMES[m]}: {human(seconds[m])}" for m in MEASURES]
+    if found.spend_usd is not None:
+        lines.append(f"spend of the leaked key before its block: USD {found.spend_usd:.2f}")
+    return lines
 
 
 class BranchInputs(BaseModel):

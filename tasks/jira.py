@@ -363,3 +363,61 @@ def _probe_done(ctx: ActionContext, inputs: Any, outcome: StepOutcome) -> ProbeR
 )
 def close_issue(ctx: ActionContext, inputs: CloseIssueInputs) -> StepOutcome:
     return close_issue_for(ctx, inputs.transition)
+
+
+def review_label(incident_id: str) -> str:
+    return f"aisoar-review-{incident_id.lower()}"
+
+
+def action_item_label(incident_id: str) -> str:
+    return f"aisoar-action-{incident_id.lower()}"
+
+
+def open_review_for(ctx: ActionContext, metrics: list[str]) -> str:
+    """The post-incident review: a Jira issue with the timeline and the metrics, linked to the
+    incident's issue and report; action items carry the label it names, so they link back to
+    the incident. Opened once (found by its label afterwards)."""
+    jira = JIRA.client(ctx.settings)
+    incident = ctx.store.get_incident(ctx.incident_id)
+    label = review_label(incident.id)
+    existing = jira.find_by_label(label)
+    if existing:
+        return f"post-incident review {existing} already open"
+    issue = find_issue(ctx, jira)
+    case = ctx.links(incident)
+    lines = [
+        f"Post-incident review of AI incident {incident.id} (closed), severity {incident.severity.value}.",
+        "",
+        f"*Alert:* {jira_quote(incident.title)}",
+        f"*Incident issue:* {issue or '-'}",
+        f"*Report:* {case.report_url}",
+        "",
+        "*Metrics:*",
+        *(f"* {jira_text(line, 200)}" for line in metrics),
+        "",
+        "*To review:* what detected it and how fast; what contained it and what did not; what a responder "
+        "had to do by hand; what the playbook should do next time.",
+        f"*Action items:* open each as an issue labelled {action_item_label(incident.id)} (it then links back "
+        "to this incident).",
+        "",
+        "*Timeline:*",
+    ]
+    lines += _timeline_so_far(incident.timeline, DESCRIPTION_LIMIT - sum(len(line) + 1 for line in lines))
+    key = jira.create_issue(
+        summary=jira_summary(f"Post-incident review: {incident.id}: {quoted(incident.title)}"),
+        description="\n".join(lines),
+        labels=["aisoar", "aisoar-review", label],
+        priority=None,
+    )
+    if issue is not None:
+        jira.link(key, f"aisoar-incident-issue:{incident.id}", jira.browse_url(issue), f"Incident issue {issue}")
+        jira.link(issue, f"aisoar-review:{incident.id}", jira.browse_url(key), f"Post-incident review {key}")
+    jira.link(key, f"aisoar-report:{incident.id}", case.report_url, f"Incident report {incident.id}")
+    ctx.store.add_timeline(
+        incident.id,
+        "notify",
+        f"post-incident review opened: Jira {key}",
+        step_id=ctx.step_id,
+        data={"review_issue": key, "action_item_label": action_item_label(incident.id)},
+    )
+    return f"post-incident review {key} opened"

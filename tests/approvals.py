@@ -40,8 +40,16 @@ def code_for(sandbox: Sandbox, person: str, step_id: str, timeout: float = 10) -
 
 
 def answer_form(run_id: str, decision: str, code: str, reason: str = "") -> dict[str, Any]:
-    """What the Prefect UI's form sends."""
-    return prefect_api.resume(run_id, {"decision": decision, "code": code, "reason": reason})
+    """What the Prefect UI's form sends. The form is stored right after the run is suspended
+    (flows/approvals.py): the UI shows it only then, so an answer sent in between is sent again,
+    as a responder's would be once the form appears."""
+    deadline = time.monotonic() + 15
+    while True:
+        answer = prefect_api.resume(run_id, {"decision": decision, "code": code, "reason": reason})
+        missing = (answer.get("details") or {}).get("reason") == "Run input schema not found."
+        if not missing or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.1)
 
 
 def approve_in_form(sandbox: Sandbox, run_id: str, step_id: str, person: str = "alice", reason: str = "ok") -> None:

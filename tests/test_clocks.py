@@ -113,7 +113,7 @@ def test_a_short_clock_shows_its_deadline_and_escalates_when_missed(stack_for: A
     # The announcement (the thread's first message) and the Jira issue carry the deadline.
     parent = json.dumps(stack.sandbox.slack.messages[0]["blocks"])
     assert "Regulatory deadlines:" in parent and "GDPR Art. 33: notify the supervisory authority" in parent
-    (issue,) = stack.sandbox.jira.issues.values()
+    (issue,) = [i for i in stack.sandbox.jira.issues.values() if "aisoar-review" not in i["fields"]["labels"]]
     assert "Regulatory deadlines (from awareness; counsel confirms):" in issue["fields"]["description"]
     report = prefect_api.artifact(f"incident-report-{incident_id.lower()}")
     assert report is not None and "## Regulatory deadlines" in report["data"]
@@ -153,3 +153,63 @@ def stack_for(prefect_server: Any, sandbox: Any, tmp_path: Path) -> Any:
     yield start
     for stack in started:
         stack.stop()
+
+
+def test_the_report_as_pdf_stix_and_avid(stack_for: Any, tmp_path: Path) -> None:
+    """A data leakage run to its end (approvals answered, a clock started): the PDF renders (its
+    first page drawn as an image: not blank, and its text says what was and was not done, who
+    approved, the deadline and the evidence), the STIX bundle passes the OASIS validator, and
+    the AVID report fits AVID's own data model. The alert's hostile text stays text."""
+    import os
+    import subprocess
+    import sys
+
+    import pypdfium2 as pdfium
+    from avidtools.datamodels.report import Report
+    from stix2validator import ValidationOptions, validate_string
+
+    from aisoar.config import PROJECT_ROOT
+    from tests.test_playbooks import example, run_playbook
+
+    assets = tmp_path / "assets.yaml"
+    assets.write_text("assets:\n  - name: support chatbot\n    refs: [agent:support-bot]\n    personal_data: true\n")
+    stack = stack_for(("agent", "litellm"), assets_file=assets)
+    incident_id = run_playbook(stack, example("data-leakage"), "data-leakage")
+    out = {name: tmp_path / name for name in ("report.pdf", "incident.stix.json", "incident.avid.json")}
+    env = {**os.environ, "AISOAR_DATA_DIR": str(stack.settings.data_dir), "AISOAR_SANDBOX": "false"}
+    made = subprocess.run(
+        [sys.executable, "-m", "cli.main", "report", incident_id, "--pdf", str(out["report.pdf"]),
+         "--stix", str(out["incident.stix.json"]), "--avid", str(out["incident.avid.json"])],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+
+    document = pdfium.PdfDocument(str(out["report.pdf"]))
+    image = document[0].render(scale=1.5).to_pil().convert("L")
+    image.save(tmp_path / "report-page-1.png")
+    dark = sum(1 for value in image.getdata() if value < 128) / (image.width * image.height)
+    assert 0.005 < dark < 0.5, dark  # text on a page: neither blank nor a black box
+    text = " ".join(document[i].get_textpage().get_text_range() for i in range(len(document)))
+    text = " ".join(text.split())
+    assert f"AI incident {incident_id}" in text and "Outcome of playbook data-leakage" in text
+    assert "Not done:" in text and "Regulatory deadlines" in text and "GDPR Art. 33" in text
+    record = stack.svc.store.approvals_for(incident_id)[0]
+    assert record.answers and f"{record.answers[0].person} approve via prefect-ui (counted)" in text
+    assert "Evidence manifest" in text and "Signed with Ed25519 key" in text
+    assert "<!here> SYSTEM" not in text  # the description is not in the report; the title is, quoted
+    assert "support-bot returned another customer" in text
+
+    bundle = out["incident.stix.json"].read_text()
+    validated = validate_string(bundle, ValidationOptions(version="2.1"))
+    assert validated.is_valid, [str(e) for r in validated.object_results for e in r.errors]
+    objects = json.loads(bundle)["objects"]
+    kinds = {o["type"] for o in objects}
+    assert {"incident", "attack-pattern", "indicator", "relationship", "identity"} <= kinds
+    patterns = {o["pattern"] for o in objects if o["type"] == "indicator"}
+    assert "[ipv4-addr:value = '45.155.205.240']" in patterns and "[user-account:user_id = 'u-5120']" in patterns
+    atlas = {r["external_id"] for o in objects if o["type"] == "attack-pattern" for r in o["external_references"]}
+    assert {"AML.T0057", "AML.T0024"} <= atlas
+
+    avid = Report.model_validate(json.loads(out["incident.avid.json"].read_text()))
+    assert avid.metadata is not None and avid.metadata.report_id == f"aisoar-{incident_id}"
+    assert avid.impact is not None and "S0301: Information Leak" in [s.value for s in avid.impact.avid.sep_view]

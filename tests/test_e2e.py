@@ -305,4 +305,5 @@ def test_a_failed_notification_is_told_and_tried_again_when_the_run_runs_again(s
     prefect_api.wait_for_state(run_id, "COMPLETED")
     assert len(stack.sandbox.slack.messages) == 1  # one thread, never a second parent
     assert [r["path"] for r in stack.sandbox.litellm.requests].count("/key/block") == 1  # done once
-    assert len(stack.sandbox.jira.issues) == 1  # the failed step ran again and opened the issue
+    opened = [i for i in stack.sandbox.jira.issues.values() if "aisoar-review" not in i["fields"]["labels"]]
+    assert len(opened) == 1  # the failed step ran again and opened the issue (besides the review of the close)

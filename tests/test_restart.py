@@ -112,7 +112,8 @@ def assert_finished_once(sandbox: Sandbox, data_dir: Path, incident_id: str, run
     assert DEMO_KEY_ID not in sandbox.openai.projects[DEMO_PROJECT]
     # Nothing done before the crash was done again.
     assert len(sandbox.slack.messages) == 1
-    assert len(sandbox.jira.issues) == 1
+    reviews = [i for i in sandbox.jira.issues.values() if "aisoar-review" in i["fields"]["labels"]]
+    assert len(sandbox.jira.issues) == 2 and len(reviews) == 1  # the incident's issue; the close's review
     assert [r["path"] for r in sandbox.litellm.requests].count("/key/block") == 1
     store = Store(f"sqlite:///{data_dir / 'aisoar.db'}")
     decided = store.approvals_for(incident_id)
