@@ -40,12 +40,17 @@ def code_for(sandbox: Sandbox, person: str, step_id: str, timeout: float = 10) -
 
 
 def answer_form(run_id: str, decision: str, code: str, reason: str = "") -> dict[str, Any]:
-    """What the Prefect UI's form sends. The form is stored right after the run is suspended
-    (flows/approvals.py): the UI shows it only then, so an answer sent in between is sent again,
-    as a responder's would be once the form appears."""
+    """What the Prefect UI's form sends."""
+    return prefect_api.resume(run_id, {"decision": decision, "code": code, "reason": reason})
+
+
+def answer_shown_form(run_id: str, decision: str, code: str, reason: str = "") -> dict[str, Any]:
+    """An answer sent once the form is there, as a responder's is. The form is stored right after
+    the run is suspended (flows/approvals.py), and the UI shows it only then: an answer sent in
+    between is refused ("Run input schema not found.") and sent again."""
     deadline = time.monotonic() + 15
     while True:
-        answer = prefect_api.resume(run_id, {"decision": decision, "code": code, "reason": reason})
+        answer = answer_form(run_id, decision, code, reason)
         missing = (answer.get("details") or {}).get("reason") == "Run input schema not found."
         if not missing or time.monotonic() > deadline:
             return answer
@@ -53,12 +58,12 @@ def answer_form(run_id: str, decision: str, code: str, reason: str = "") -> dict
 
 
 def approve_in_form(sandbox: Sandbox, run_id: str, step_id: str, person: str = "alice", reason: str = "ok") -> None:
-    answer = answer_form(run_id, "approve", code_for(sandbox, person, step_id), reason)
+    answer = answer_shown_form(run_id, "approve", code_for(sandbox, person, step_id), reason)
     assert answer["status"] == "ACCEPT", answer
 
 
 def reject_in_form(sandbox: Sandbox, run_id: str, step_id: str, person: str = "alice", reason: str = "no") -> None:
-    answer = answer_form(run_id, "reject", code_for(sandbox, person, step_id), reason)
+    answer = answer_shown_form(run_id, "reject", code_for(sandbox, person, step_id), reason)
     assert answer["status"] == "ACCEPT", answer
 
 

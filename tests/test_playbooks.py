@@ -67,7 +67,9 @@ def run_playbook(stack: Stack, alert: dict[str, Any], playbook: str, approve: bo
         record = waiting[0]
         assert record.allowed, f"nobody may approve {record.step_id}"
         code = approvals.code_for(stack.sandbox, record.allowed[0], record.step_id)
-        answer = approvals.answer_form(run_id, "approve" if approve else "reject", code, "confirmed by the responder")
+        answer = approvals.answer_shown_form(
+            run_id, "approve" if approve else "reject", code, "confirmed by the responder"
+        )
         assert answer["status"] == "ACCEPT", answer
         answered.add(keyset)
     raise AssertionError(f"{playbook} did not complete within 120 s")
