@@ -120,7 +120,8 @@ def pdf_report(record: IncidentRecord) -> bytes:
     seconds = record.milestones.seconds()
     pairs([(NAMES[m].capitalize(), human(seconds[m])) for m in MEASURES])
     if record.milestones.spend_usd is not None:
-        pairs([("Spend before block", f"USD {record.milestones.spend_usd:.2f} (gateway logs from the leak)")])
+        spent = f"USD {record.milestones.spend_usd:.2f} (the gateway logs, to the evidence before any block)"
+        pairs([("Key spend since leak", spent)])
     heading("Approvals")
     if not record.approvals:
         para("None.")

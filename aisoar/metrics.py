@@ -172,7 +172,7 @@ def table_rows(found: list[Milestones]) -> list[dict[str, Any]]:
                 "playbooks": ", ".join(item.playbooks),
                 "status": item.status,
                 **{NAMES[m]: human(seconds[m]) for m in MEASURES},
-                "spend before block (USD)": "-" if item.spend_usd is None else f"{item.spend_usd:.2f}",
+                "key spend since the leak (USD)": "-" if item.spend_usd is None else f"{item.spend_usd:.2f}",
             }
         )
     return rows

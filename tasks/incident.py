@@ -189,7 +189,10 @@ def review_metrics(ctx: ActionContext) -> list[str]:
     seconds = found.seconds()
     lines = [f"{NAMES[m]}: {human(seconds[m])}" for m in MEASURES]
     if found.spend_usd is not None:
-        lines.append(f"spend of the leaked key before its block: USD {found.spend_usd:.2f}")
+        lines.append(
+            f"spend on the key since the leak (the gateway logs, to the evidence before any block): "
+            f"USD {found.spend_usd:.2f}"
+        )
     return lines
 
 

@@ -65,7 +65,7 @@ def test_the_four_durations_and_the_spend_come_from_the_record(stack: Stack) -> 
     assert table is not None and table["type"] == "table"
     rows = json.loads(table["data"]) if isinstance(table["data"], str) else table["data"]
     (row,) = [r for r in rows if r["incident"] == incident_id]
-    assert row["time to detect"].endswith("min") and row["spend before block (USD)"] == "3.75"
+    assert row["time to detect"].endswith("min") and row["key spend since the leak (USD)"] == "3.75"
 
     # The terminal, as a responder reads it.
     env = {**os.environ, "AISOAR_DATA_DIR": str(stack.settings.data_dir), "AISOAR_SANDBOX": "false"}
