@@ -25,7 +25,7 @@ from aisoar.manifest import (
     write_bundle,
 )
 from aisoar.models import utcnow
-from aisoar.store import EvidenceRecord, Store
+from aisoar.store import Store
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,9 @@ class Custody:
     def manifest_path(self, incident_id: str) -> Path:
         return self.settings.data_dir / "manifests" / f"{incident_id}.json"
 
-    def _read(self, record: EvidenceRecord) -> bytes | None:
-        path = self.evidence.path_for(record.sha256)
+    def _bytes(self, sha256: str) -> bytes | None:
+        """An evidence file's bytes as they are now; None when it is gone."""
+        path = self.evidence.path_for(sha256)
         return path.read_bytes() if path.is_file() else None
 
     def sign(self, incident_id: str, now: datetime | None = None) -> dict[str, Any]:
@@ -63,7 +64,7 @@ class Custody:
             "status": incident.status.value,
         }
         records = self.store.evidence_for(incident_id)
-        manifest = build_manifest(summary, records, self._read, self.key, now or utcnow())
+        manifest = build_manifest(summary, records, lambda r: self._bytes(r.sha256), self.key, now or utcnow())
         path = self.manifest_path(incident_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
@@ -89,13 +90,7 @@ class Custody:
             except ManifestError as exc:  # the files changed before any manifest was signed
                 result.problems.append(str(exc))
                 return result
-        result = verify_manifest(
-            manifest,
-            lambda item: (
-                path.read_bytes() if (path := self.evidence.path_for(str(item.get("sha256")))).is_file() else None
-            ),
-            self.public_key,
-        )
+        result = verify_manifest(manifest, lambda item: self._bytes(str(item.get("sha256"))), self.public_key)
         result.problems += self.store.verify_custody_chain(incident_id)
         signed = {str(item.get("entry_hash")) for item in manifest.get("items") or []}
         later = [r for r in self.store.evidence_for(incident_id) if r.entry_hash not in signed]

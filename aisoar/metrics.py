@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -47,7 +47,6 @@ class Milestones:
     closed: datetime | None = None
     spend_usd: float | None = None
     ack_by: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def seconds(self) -> dict[str, float | None]:
         def between(start: datetime | None, end: datetime | None) -> float | None:
@@ -133,7 +132,7 @@ def aggregate(found: Iterable[Milestones], by: str) -> list[Row]:
     playbook; an incident with two playbooks counts under each)."""
     groups: dict[str, list[Milestones]] = {}
     for item in found:
-        keys = item.playbooks or ["(none)"] if by == "playbook" else [str(getattr(item, by))]
+        keys = (item.playbooks or ["(none)"]) if by == "playbook" else [str(getattr(item, by))]
         for key in keys:
             groups.setdefault(key, []).append(item)
     rows = []
@@ -179,6 +178,4 @@ def table_rows(found: list[Milestones]) -> list[dict[str, Any]]:
 
 
 def as_json(found: list[Milestones]) -> str:
-    return json.dumps(
-        [{"incident": m.incident_id, **{k: v for k, v in m.seconds().items()}, "spend_usd": m.spend_usd} for m in found]
-    )
+    return json.dumps([{"incident": m.incident_id, **m.seconds(), "spend_usd": m.spend_usd} for m in found])

@@ -77,6 +77,7 @@ def simulate(
 def render(simulation: Simulation, markdown: bool = False) -> str:
     """The plan as text for the terminal, or as markdown with every value escaped (alert text
     is inert either way: the terminal drops control characters, markdown is escaped)."""
+    from aisoar.clocks import duration
     from aisoar.inert import markdown_quote, markdown_text
 
     def esc(text: str) -> str:
@@ -92,8 +93,6 @@ def render(simulation: Simulation, markdown: bool = False) -> str:
     if note:
         lines.append(f"routing: {esc(note)}")
     for deadline in simulation.deadlines:
-        from aisoar.clocks import duration
-
         lines.append(
             f"regulatory clock: {deadline.regime}: {esc(deadline.what)} within {duration(deadline.seconds)} "
             f"of awareness ({esc(deadline.why)})"

@@ -11,12 +11,9 @@ from datetime import datetime, timedelta
 from aisoar.clocks import AssetsError, deadlines_for, duration, entity_refs, load_assets
 from aisoar.inert import plain_text, quoted
 from aisoar.store import Clock
-from connectors.errors import NotConfigured, Planned
-from connectors.pagerduty import SYSTEM as PAGERDUTY
+from flows.escalation import page
 from flows.services import Services
 from flows.tell import runner_context, tell
-from tasks.incident import failed_to_tell
-from tasks.pagerduty import SEVERITY
 
 log = logging.getLogger("aisoar.clocks")
 
@@ -108,22 +105,9 @@ def _tell(svc: Services, clock: Clock, message: str) -> None:
 
 def _page(svc: Services, clock: Clock) -> str:
     incident = svc.store.get_incident(clock.incident_id, with_timeline=False)
+    summary = (
+        f"[regulatory deadline missed] {clock.regime}: {clock.what} for AI incident {incident.id}: "
+        f"{quoted(plain_text(incident.title, 200))}"
+    )
     ctx = runner_context(svc, clock.incident_id, "clocks", None, "clocks")
-    try:
-        PAGERDUTY.client(svc.settings).trigger(
-            dedup_key=f"{clock.incident_id}:clock:{clock.key}",
-            summary=(
-                f"[regulatory deadline missed] {clock.regime}: {clock.what} for AI incident {incident.id}: "
-                f"{quoted(plain_text(incident.title, 200))}"
-            ),
-            source="aisoar/clocks",
-            severity=SEVERITY[incident.severity.value],
-            link=None,
-        )
-        return "the incident commander was paged in PagerDuty"
-    except NotConfigured:
-        return "nobody was paged: PagerDuty is not configured"
-    except Planned:
-        return "plan: would page in PagerDuty"
-    except Exception as exc:
-        return "paging FAILED: " + failed_to_tell(ctx, "PagerDuty", exc)
+    return page(svc, ctx, "on-call", f"{clock.incident_id}:clock:{clock.key}", summary, "aisoar/clocks")

@@ -23,6 +23,7 @@ from connectors.pagerduty import SYSTEM as PAGERDUTY
 from flows.answers import AnswerDesk, when, who_may
 from flows.services import Services
 from flows.tell import tell
+from tasks.base import ActionContext
 from tasks.incident import failed_to_tell
 from tasks.pagerduty import SEVERITY
 from tasks.slack import direct_message
@@ -99,23 +100,31 @@ def _take(
 
 def _page(svc: Services, desk: AnswerDesk, record: ApprovalRecord, role: str, waited: int) -> str:
     """Page ``role`` in PagerDuty; returns what happened, as the timeline says it."""
-    incident = svc.store.get_incident(record.incident_id)
+    incident = svc.store.get_incident(record.incident_id, with_timeline=False)
     ctx = desk.context(record)
+    summary = (
+        f"[{role}] approval needed: step {record.step_id} ({record.action}) of AI incident {incident.id} "
+        f"unanswered for {waited} min: {quoted(plain_text(incident.title, 200))}"
+    )
+    return page(svc, ctx, role, f"{record.incident_id}:{record.id}:{role}", summary, f"aisoar/{record.playbook}")
+
+
+def page(svc: Services, ctx: ActionContext, who: str, dedup_key: str, summary: str, source: str) -> str:
+    """Page ``who`` in PagerDuty about the incident of ``ctx``; returns what happened, as the
+    timeline says it (a failure to page is itself told)."""
+    incident = svc.store.get_incident(ctx.incident_id, with_timeline=False)
     try:
         PAGERDUTY.client(svc.settings).trigger(
-            dedup_key=f"{record.incident_id}:{record.id}:{role}",
-            summary=(
-                f"[{role}] approval needed: step {record.step_id} ({record.action}) of AI incident {incident.id} "
-                f"unanswered for {waited} min: {quoted(plain_text(incident.title, 200))}"
-            ),
-            source=f"aisoar/{record.playbook}",
+            dedup_key=dedup_key,
+            summary=summary,
+            source=source,
             severity=SEVERITY[incident.severity.value],
             link=ctx.run_url,
         )
-        return f"paged {role} in PagerDuty"
+        return f"paged {who} in PagerDuty"
     except NotConfigured:
-        return f"could NOT page {role}: PagerDuty is not configured"
+        return f"could NOT page {who}: PagerDuty is not configured"
     except Planned:
-        return f"plan: would page {role} in PagerDuty"
+        return f"plan: would page {who} in PagerDuty"
     except Exception as exc:
-        return "could NOT page " + role + ": " + failed_to_tell(ctx, "PagerDuty", exc)
+        return f"could NOT page {who}: " + failed_to_tell(ctx, "PagerDuty", exc)

@@ -7,6 +7,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 # Prefect reads its settings when it is first imported: point it at this session's
 # server before anything imports it.
@@ -72,6 +73,24 @@ def sandbox() -> Iterator[Sandbox]:
     stack.seed_demo()
     yield stack
     stack.stop()
+
+
+@pytest.fixture()
+def stack_for(prefect_server: PrefectServer, sandbox: Sandbox, tmp_path: Path) -> Iterator[Any]:
+    """Starts the stack (ingress, runtime) with the stand-ins of the given connectors, Slack and
+    Jira: ``stack_for(("agent", "litellm"), **settings)``; stopped after the test."""
+    from tests.stack import Stack, start_stack
+
+    started: list[Stack] = []
+
+    def start(connectors: tuple[str, ...], **overrides: object) -> Stack:
+        stack = start_stack(sandbox, tmp_path / "data", (*connectors, "slack", "jira"), **overrides)
+        started.append(stack)
+        return stack
+
+    yield start
+    for stack in started:
+        stack.stop()
 
 
 @pytest.fixture()

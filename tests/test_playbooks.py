@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +14,16 @@ import httpx
 import pytest
 
 from aisoar.config import PROJECT_ROOT
-from cli.prefect_server import PrefectServer
 from sandbox.agent import DEMO_POISONED_MEMORY_ID
-from sandbox.stack import DEMO_ANTHROPIC_KEY_ID, DEMO_ANTHROPIC_SECRET, Sandbox
+from sandbox.stack import DEMO_ANTHROPIC_KEY_ID, DEMO_ANTHROPIC_SECRET
 from tests import approvals, prefect_api
 from tests.servers.chroma import ChromaServer
 from tests.servers.mlflow import MlflowServer
 from tests.servers.moto import Moto
 from tests.servers.openbao import OpenBao
-from tests.stack import Stack, start_stack
+from tests.stack import Stack
 
 pytestmark = pytest.mark.e2e
-NOTIFY = ("slack", "jira")
 
 
 def example(name: str) -> dict[str, Any]:
@@ -90,20 +87,6 @@ def all_verified(stack: Stack, incident_id: str) -> list[str]:
     assert checks, "no changing step was verified"
     assert all(e.data.get("ok") for e in checks), [e.message for e in checks]
     return [e.message for e in checks]
-
-
-@pytest.fixture()
-def stack_for(prefect_server: PrefectServer, sandbox: Sandbox, tmp_path: Path) -> Iterator[Any]:
-    started: list[Stack] = []
-
-    def start(connectors: tuple[str, ...], **overrides: object) -> Stack:
-        stack = start_stack(sandbox, tmp_path / "data", connectors + NOTIFY, **overrides)
-        started.append(stack)
-        return stack
-
-    yield start
-    for stack in started:
-        stack.stop()
 
 
 def test_leaked_anthropic_key_is_deactivated(stack_for: Any) -> None:
