@@ -23,7 +23,6 @@ from tests import prefect_api
 from tests.conftest import make_settings
 from tests.servers.mlflow import MlflowServer
 from tests.test_mlflow import _alias
-from tests.test_playbooks import stack_for as stack_for  # the fixture: a stack on the sandbox
 
 API = "/api/2.0/mlflow"
 
