@@ -37,7 +37,7 @@ from flows.approvals import await_approval
 from flows.rules import Proposed, check_before_change
 from flows.services import Services
 from tasks.base import ActionContext, AssetInputs, Outcome, ProbeResult, StepOutcome
-from tasks.registry import REGISTRY, Action, state_of
+from tasks.registry import REGISTRY, Action
 
 SENDING = "sending"  # timeline marker: a changing request of this step is about to be sent
 HEAD_START = "head_start"  # step output mark: run before the playbook's Prefect run existed
@@ -45,10 +45,11 @@ log = logging.getLogger("aisoar.steps")
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def note_step(outcome: StepOutcome) -> State[StepOutcome]:
-    """Shows a step whose action did not run in the UI: its outcome as the state's name, the
-    reason as its message."""
-    return state_of(outcome)
+def note_step(outcome: StepOutcome, action: str) -> State[StepOutcome]:
+    """Shows a step whose action did not run here in the UI (it did not run at all, or ran before
+    the run existed): its outcome as the state's name, as the action names it, the reason as its
+    message."""
+    return REGISTRY[action].state_of(outcome)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -225,7 +226,7 @@ def run_step(
                 summary=f"{summary} [done at {at} UTC, before this run was created: the head start]",
                 output=output,
             )
-            note_step.with_options(name=step.id, task_run_name=step.id)(shown, return_state=True)
+            note_step.with_options(name=step.id, task_run_name=step.id)(shown, step.action, return_state=True)
             if "verified" in output:
                 name = f"{step.id}.verify"
                 checked = "checked at the target" if output["verified"] else "the check at the target failed"
@@ -248,7 +249,7 @@ def run_step(
     )
     outcome, ran = _decide_and_run(svc, spec, step, action, ctx, context, results, calls)
     if not ran and calls.in_run:
-        note_step.with_options(name=step.id, task_run_name=step.id)(outcome, return_state=True)
+        note_step.with_options(name=step.id, task_run_name=step.id)(outcome, step.action, return_state=True)
     output = {**outcome.output, "summary": outcome.summary}
     data: dict[str, Any] = {"action": action.name, "status": outcome.status.value, "playbook": spec.name}
     if not calls.in_run:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
@@ -56,6 +58,20 @@ DEMO_ANTHROPIC_KEY_ID = "apikey_01SandboxLeakedKey000001"
 CONNECTORS = tuple(system.name for system in SYSTEMS if system.stand_in is StandIn.fake)
 
 
+@dataclass(frozen=True)
+class Delayed:
+    """An ASGI app whose HTTP requests wait ``delay()`` seconds first (without holding up the
+    app's other requests)."""
+
+    app: Any
+    delay: Callable[[], float]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and (seconds := self.delay()) > 0:
+            await asyncio.sleep(seconds)
+        await self.app(scope, receive, send)
+
+
 @dataclass
 class Sandbox:
     litellm: litellm_fake.LiteLLMState
@@ -67,6 +83,9 @@ class Sandbox:
     qdrant: qdrant_fake.QdrantState
     agent: agent_runtime.AgentRuntimeState
     servers: dict[str, BackgroundServer] = field(default_factory=dict)
+    # Seconds each stand-in waits before it handles a request, as a system across a network
+    # does (set by a test that needs calls to overlap in time); takes effect at once.
+    latency: dict[str, float] = field(default_factory=dict)
 
     # Each fake's module (its ``create_app``), by the name of the system it stands in for.
     FAKES: ClassVar[dict[str, Any]] = {
@@ -145,7 +164,7 @@ class Sandbox:
 
     def app(self, name: str) -> Any:
         state = getattr(self, name)
-        return self.FAKES[name].create_app(state)
+        return Delayed(self.FAKES[name].create_app(state), lambda: self.latency.get(name, 0.0))
 
     def start(self, which: tuple[str, ...] = CONNECTORS) -> dict[str, str]:
         """Start the stand-ins named in ``which``; return the AISOAR_* settings that point at them

@@ -28,6 +28,11 @@ class Action:
     info: ActionInfo
     task: Task[..., StepOutcome | State[StepOutcome]]
     probe: Probe | None
+    done_name: Callable[[StepOutcome], str] | None = None
+
+    def state_of(self, outcome: StepOutcome) -> State[StepOutcome]:
+        """``state_of`` with this action's own name for a done outcome."""
+        return state_of(outcome, self.done_name)
 
     @property
     def name(self) -> str:
@@ -125,11 +130,9 @@ def action(
                 )
             except Planned as exc:
                 outcome = StepOutcome(status=Outcome.planned, summary=str(exc), output={"planned": exc.as_dict()})
-            if outcome.status is Outcome.ok and done_name is not None:
-                return Completed(name=done_name(outcome), message=outcome.summary, data=outcome)
-            if outcome.status is Outcome.ok:
+            if outcome.status is Outcome.ok and done_name is None:
                 return outcome
-            return state_of(outcome)  # named after the outcome in the Prefect UI
+            return state_of(outcome, done_name)  # named after the outcome in the Prefect UI
 
         prefect_task: Task[..., StepOutcome | State[StepOutcome]] = task(
             name=name, cache_policy=NO_CACHE, persist_result=False, retries=0, log_prints=False
@@ -144,16 +147,19 @@ def action(
             has_probe=probe is not None,
             ends_playbook=ends_playbook,
         )
-        REGISTRY.add(Action(info=info, task=prefect_task, probe=probe))
+        REGISTRY.add(Action(info=info, task=prefect_task, probe=probe, done_name=done_name))
         return fn
 
     return register
 
 
-def state_of(outcome: StepOutcome) -> State[StepOutcome]:
+def state_of(outcome: StepOutcome, done_name: Callable[[StepOutcome], str] | None = None) -> State[StepOutcome]:
     """The task run state that shows ``outcome`` at a glance: its type is never a green
-    Completed for a step that did not do its job, and its name is the outcome's."""
+    Completed for a step that did not do its job, and its name is the outcome's (for a done
+    outcome, ``done_name``'s when the action has one)."""
     label = outcome.status.label
+    if outcome.status is Outcome.ok and done_name is not None:
+        label = done_name(outcome)
     if outcome.status in (Outcome.failed, Outcome.refused):
         return Failed(name=label, message=outcome.summary, data=outcome)
     grey = (Outcome.rejected, Outcome.expired, Outcome.not_configured, Outcome.absent, Outcome.skipped)

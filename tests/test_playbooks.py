@@ -412,6 +412,10 @@ def test_data_leakage_closes_the_channel_and_refuses_the_key_after_approval(stac
     results = stack.svc.store.step_results(incident_id, "data-leakage")
     ahead = {step for step, result in results.items() if result.output.get("head_start")}
     assert ahead == {"preserve-alerts", "preserve-at-once", "close-channel-at-once", *CLOSE_AT_ONCE, *PRESERVE}, ahead
+    # The run shows them as their actions name them: the join as what it did, not "Done".
+    run_id = stack.svc.store.get_incident(incident_id).flow_run_ids["data-leakage"]
+    joined = prefect_api.task_runs(run_id, ["close-channel-at-once"])["close-channel-at-once"]
+    assert (joined["state"]["type"], joined["state"]["name"]) == ("COMPLETED", "Ran 4 at once"), joined["state"]
 
 
 def test_data_leakage_closes_the_channel_at_the_agent_and_the_gateway_at_the_same_time(stack_for: Any) -> None:
@@ -420,6 +424,9 @@ def test_data_leakage_closes_the_channel_at_the_agent_and_the_gateway_at_the_sam
     from datetime import datetime
 
     stack: Stack = stack_for(("agent", "litellm"), head_start=False)
+    # The agent runtime and the gateway answer after 0.3 s, as across a network: one after the
+    # other, no two of the four changes (each a request and its check) would overlap.
+    stack.sandbox.latency.update(agent=0.3, litellm=0.3)
     status = stack.dispatched(stack.fire(example("data-leakage")))
     run_id = status["flow_runs"]["data-leakage"]
     prefect_api.wait_for_state(run_id, "PAUSED")  # the source address waits for a responder
@@ -432,8 +439,7 @@ def test_data_leakage_closes_the_channel_at_the_agent_and_the_gateway_at_the_sam
         assert runs[step_id]["state"]["type"] == "COMPLETED", (step_id, runs[step_id]["state"])
     starts = [at(runs[s], "start_time") for s in CLOSE_AT_ONCE]
     ends = [at(runs[s], "end_time") for s in CLOSE_AT_ONCE]
-    # Each ran while another one was running (one after the other, none would): the threads start
-    # within milliseconds, but a busy machine may start the last after the first has ended.
+    # Each ran while another one was running (one after the other, none would).
     for i, step_id in enumerate(CLOSE_AT_ONCE):
         overlaps = [j for j in range(len(starts)) if j != i and starts[j] < ends[i] and starts[i] < ends[j]]
         assert overlaps, f"{step_id} ran alone: {list(zip(CLOSE_AT_ONCE, starts, ends, strict=True))}"
