@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+import secrets
 import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -56,14 +57,29 @@ def ensure_signing_key(data_dir: Path) -> tuple[Ed25519PrivateKey, bool]:
     data_dir.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    # Written whole under a name of its own, then linked in place (a link never replaces a file):
+    # replicas starting at once on a shared data directory make one key, and none reads a key
+    # another is still writing.
+    draft = _written(data_dir, pem, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.link(draft, path)
     except FileExistsError:  # another process made it first: use theirs
         return load_signing_key(path), False
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-    public_path(data_dir).write_text(public_pem(key.public_key()))
+    finally:
+        draft.unlink()
+    os.replace(_written(data_dir, public_pem(key.public_key()).encode(), 0o644), public_path(data_dir))
     return key, True
+
+
+def _written(folder: Path, content: bytes, mode: int) -> Path:
+    """A new file of ``folder``, under a name no other process uses, holding ``content`` (synced)."""
+    draft = folder / f".draft-{secrets.token_hex(8)}"
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return draft
 
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:

@@ -70,6 +70,31 @@ def test_the_manifest_lists_every_item_and_verifies(custody: tuple[Custody, str]
     assert ensure_signing_key(signer.settings.data_dir)[1] is False
 
 
+def test_replicas_starting_at_once_make_one_key_and_none_reads_half_of_it(tmp_path: Path) -> None:
+    """Replicas share the data directory: the first start of several at once makes one key, and
+    none of them reads the file while another is still writing it."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aisoar.manifest import key_id
+
+    for round_ in range(30):
+        data_dir = tmp_path / f"data-{round_}"
+        start = threading.Barrier(8)
+
+        def first_start(_: int, data_dir: Path = data_dir, start: threading.Barrier = start) -> tuple[str, bool]:
+            start.wait()
+            key, made = ensure_signing_key(data_dir)
+            return key_id(key.public_key()), made
+
+        with ThreadPoolExecutor(8) as pool:
+            started = list(pool.map(first_start, range(8)))
+        assert len({kid for kid, _ in started}) == 1, started
+        assert [made for _, made in started].count(True) == 1, started
+        assert sorted(p.name for p in data_dir.iterdir()) == ["evidence-signing-key.pem", "evidence-signing-key.pub"]
+        assert key_id(load_public_key((data_dir / "evidence-signing-key.pub").read_text())) == started[0][0]
+
+
 def test_a_changed_byte_is_found_to_its_item_and_block(custody: tuple[Custody, str], tmp_path: Path) -> None:
     signer, incident_id = custody
     bundle = tmp_path / "bundle.tar.gz"
