@@ -110,4 +110,4 @@ def _page(svc: Services, clock: Clock) -> str:
         f"{quoted(plain_text(incident.title, 200))}"
     )
     ctx = runner_context(svc, clock.incident_id, "clocks", None, "clocks")
-    return page(svc, ctx, "on-call", f"{clock.incident_id}:clock:{clock.key}", summary, "aisoar/clocks")
+    return page(svc, ctx, incident, "on-call", f"{clock.incident_id}:clock:{clock.key}", summary, "aisoar/clocks")

@@ -16,6 +16,7 @@ import logging
 from datetime import datetime, timedelta
 
 from aisoar.inert import plain_text, quoted
+from aisoar.models import Incident
 from aisoar.specs import Escalation
 from aisoar.store import ApprovalRecord
 from connectors.errors import NotConfigured, Planned
@@ -106,13 +107,16 @@ def _page(svc: Services, desk: AnswerDesk, record: ApprovalRecord, role: str, wa
         f"[{role}] approval needed: step {record.step_id} ({record.action}) of AI incident {incident.id} "
         f"unanswered for {waited} min: {quoted(plain_text(incident.title, 200))}"
     )
-    return page(svc, ctx, role, f"{record.incident_id}:{record.id}:{role}", summary, f"aisoar/{record.playbook}")
+    return page(
+        svc, ctx, incident, role, f"{record.incident_id}:{record.id}:{role}", summary, f"aisoar/{record.playbook}"
+    )
 
 
-def page(svc: Services, ctx: ActionContext, who: str, dedup_key: str, summary: str, source: str) -> str:
-    """Page ``who`` in PagerDuty about the incident of ``ctx``; returns what happened, as the
-    timeline says it (a failure to page is itself told)."""
-    incident = svc.store.get_incident(ctx.incident_id, with_timeline=False)
+def page(
+    svc: Services, ctx: ActionContext, incident: Incident, who: str, dedup_key: str, summary: str, source: str
+) -> str:
+    """Page ``who`` in PagerDuty about ``incident`` (the incident of ``ctx``); returns what
+    happened, as the timeline says it (a failure to page is itself told)."""
     try:
         PAGERDUTY.client(svc.settings).trigger(
             dedup_key=dedup_key,
