@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 import tarfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from aisoar.bundles import Custody
 from aisoar.config import PROJECT_ROOT, Settings
 from aisoar.evidence import EvidenceStore
 from aisoar.ingress.adapters import generic_json
-from aisoar.manifest import ManifestError, ensure_signing_key, load_public_key, verify_bundle
+from aisoar.manifest import ManifestError, ensure_signing_key, key_id, load_public_key, verify_bundle
 from aisoar.models import Severity
 from aisoar.store import Store, evidence_items
 from tests.conftest import make_settings
@@ -73,11 +75,6 @@ def test_the_manifest_lists_every_item_and_verifies(custody: tuple[Custody, str]
 def test_replicas_starting_at_once_make_one_key_and_none_reads_half_of_it(tmp_path: Path) -> None:
     """Replicas share the data directory: the first start of several at once makes one key, and
     none of them reads the file while another is still writing it."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    from aisoar.manifest import key_id
-
     for round_ in range(30):
         data_dir = tmp_path / f"data-{round_}"
         start = threading.Barrier(8)
